@@ -1,0 +1,90 @@
+package schema
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// MaxFileSize bounds every TOML document pullship parses. Manifests of the
+// largest fleets stay far below it; anything larger is refused before parsing.
+const MaxFileSize = 4 << 20
+
+// DecodeStrict decodes the TOML document data (read from the file called name)
+// into v. Unknown keys are an error naming the file, the line and the key, as
+// are keys whose case differs from the field they would fill.
+func DecodeStrict(name string, data []byte, v any) error {
+	if len(data) > MaxFileSize {
+		return fmt.Errorf("%s: %d bytes is larger than the %d bytes allowed", name, len(data), MaxFileSize)
+	}
+	if bytes.IndexByte(data, 0) >= 0 {
+		return fmt.Errorf("%s: contains a NUL byte", name)
+	}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
+	if err != nil {
+		var pe toml.ParseError
+		if asParseError(err, &pe) {
+			return fmt.Errorf("%s:%d: %s", name, pe.Position.Line, pe.Message)
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		return fmt.Errorf("%s:%d: unknown key %q", name, keyLine(data, k), k.String())
+	}
+	return nil
+}
+
+func asParseError(err error, pe *toml.ParseError) bool {
+	p, ok := err.(toml.ParseError)
+	if ok {
+		*pe = p
+	}
+	return ok
+}
+
+// keyLine finds the line where key k is defined: the last line whose key (or
+// table header) names k's final part inside k's parent table. It returns 0
+// when it cannot tell; the key name in the error is then still exact.
+func keyLine(data []byte, k toml.Key) int {
+	if len(k) == 0 {
+		return 0
+	}
+	parent := strings.Join(k[:len(k)-1], ".")
+	last := k[len(k)-1]
+	table := ""
+	line, found := 0, 0
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64*1024), MaxFileSize)
+	for sc.Scan() {
+		line++
+		t := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(t, "[") {
+			h := strings.Trim(t, "[] \t")
+			if i := strings.IndexByte(h, '#'); i >= 0 {
+				h = strings.TrimRight(strings.Trim(h[:i], "[] \t"), " ")
+			}
+			table = strings.ReplaceAll(h, " ", "")
+			if table == strings.Join(k, ".") {
+				found = line
+			}
+			continue
+		}
+		eq := strings.IndexByte(t, '=')
+		if eq <= 0 {
+			continue
+		}
+		name := strings.Trim(strings.TrimSpace(t[:eq]), `"'`)
+		full := name
+		if table != "" {
+			full = table + "." + name
+		}
+		if name == last && table == parent || full == strings.Join(k, ".") {
+			found = line
+		}
+	}
+	return found
+}
