@@ -1,0 +1,212 @@
+// Package config reads agent.toml, the one file that tells pullship-agent
+// which nodes it runs, where releases come from, which trust root it pins and
+// what it may touch on the host. See docs/agent.md for every key.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/pullship/pullship/schema"
+)
+
+// Config is a decoded and validated agent.toml.
+type Config struct {
+	// Nodes are the fleet nodes this host runs, each with the key that signs
+	// its status reports.
+	Nodes []Node `toml:"node"`
+	// Remotes are tried in order on every poll: git URLs or directories.
+	Remotes []string `toml:"remotes"`
+	// Root is the pinned trust root file (root-N.toml, with root-N.toml.sig
+	// beside it when N > 1 is pinned after a rotation).
+	Root string `toml:"root"`
+	// StateDir holds the agent's fetched objects, journal and persisted
+	// versions. Nothing is written outside it but node files under AllowedDirs.
+	StateDir string `toml:"state_dir"`
+	// AllowedDirs are the host directories node files may be written under.
+	AllowedDirs []string `toml:"allowed_dirs"`
+	// PollInterval is the time between ref checks (default 30s).
+	PollInterval Duration `toml:"poll_interval"`
+	// Heartbeat is the time between status reports that change nothing
+	// (default 5m).
+	Heartbeat Duration `toml:"heartbeat"`
+	// DockerHost overrides DOCKER_HOST (e.g. unix:///var/run/docker.sock).
+	DockerHost string `toml:"docker_host"`
+	// MetricsAddr serves Prometheus metrics at /metrics when set.
+	MetricsAddr string `toml:"metrics_addr"`
+	// LogFormat is "text" (default) or "json".
+	LogFormat string `toml:"log_format"`
+	// Weave is the weave executable for the weave attachment driver.
+	Weave string `toml:"weave"`
+
+	// dir is the directory agent.toml was read from; relative paths in it
+	// are resolved against dir.
+	dir string
+}
+
+// Node is one fleet node run by this host.
+type Node struct {
+	Name string `toml:"name"`
+	// Key is the node's private key file (pullship-agent init writes it).
+	Key string `toml:"key"`
+}
+
+// Duration is a time.Duration written as a string ("30s", "5m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+var nodeName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
+
+// Load reads and validates the agent.toml at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read agent config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes agent.toml bytes read from path and validates them; relative
+// paths are resolved against path's directory.
+func Parse(path string, data []byte) (*Config, error) {
+	var c Config
+	if err := schema.DecodeStrict(path, data, &c); err != nil {
+		return nil, err
+	}
+	c.dir = filepath.Dir(path)
+	if err := c.validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	if len(c.Nodes) == 0 {
+		return fmt.Errorf("no [[node]]: name at least one node this host runs")
+	}
+	seen := map[string]bool{}
+	for i := range c.Nodes {
+		n := &c.Nodes[i]
+		if !nodeName.MatchString(n.Name) {
+			return fmt.Errorf("node %q: a name is 1-63 of [a-z0-9._-], starting with a letter or digit", n.Name)
+		}
+		if seen[n.Name] {
+			return fmt.Errorf("node %q listed twice", n.Name)
+		}
+		seen[n.Name] = true
+		if n.Key == "" {
+			return fmt.Errorf("node %q: no key (create one with pullship-agent init)", n.Name)
+		}
+		n.Key = c.abs(n.Key)
+	}
+	if len(c.Remotes) == 0 {
+		return fmt.Errorf("no remotes: list at least one git URL or directory")
+	}
+	for i, r := range c.Remotes {
+		if isURL(r) {
+			u, err := url.Parse(r)
+			if err != nil {
+				return fmt.Errorf("remote %q: %w", r, err)
+			}
+			switch u.Scheme {
+			case "http", "https", "git", "ssh", "file":
+			default:
+				return fmt.Errorf("remote %q: scheme %q is not one of http, https, git, ssh, file", r, u.Scheme)
+			}
+			continue
+		}
+		c.Remotes[i] = c.abs(r)
+	}
+	if c.Root == "" {
+		return fmt.Errorf("no root: pin the trust root file (root-N.toml)")
+	}
+	c.Root = c.abs(c.Root)
+	if c.StateDir == "" {
+		return fmt.Errorf("no state_dir")
+	}
+	c.StateDir = c.abs(c.StateDir)
+	for i, d := range c.AllowedDirs {
+		if !filepath.IsAbs(d) || filepath.Clean(d) != d || d == "/" {
+			return fmt.Errorf("allowed_dirs: %q must be a clean absolute path other than /", d)
+		}
+		c.AllowedDirs[i] = d
+	}
+	if c.PollInterval.Duration == 0 {
+		c.PollInterval.Duration = 30 * time.Second
+	}
+	if c.PollInterval.Duration < 100*time.Millisecond || c.PollInterval.Duration > 24*time.Hour {
+		return fmt.Errorf("poll_interval %s: must be between 100ms and 24h", c.PollInterval)
+	}
+	if c.Heartbeat.Duration == 0 {
+		c.Heartbeat.Duration = 5 * time.Minute
+	}
+	if c.Heartbeat.Duration < time.Second || c.Heartbeat.Duration > 7*24*time.Hour {
+		return fmt.Errorf("heartbeat %s: must be between 1s and 168h", c.Heartbeat)
+	}
+	switch c.LogFormat {
+	case "":
+		c.LogFormat = "text"
+	case "text", "json":
+	default:
+		return fmt.Errorf("log_format %q: must be text or json", c.LogFormat)
+	}
+	if c.MetricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsAddr); err != nil {
+			return fmt.Errorf("metrics_addr %q: %w", c.MetricsAddr, err)
+		}
+	}
+	if c.Weave == "" {
+		c.Weave = "weave"
+	}
+	return nil
+}
+
+// Allowed reports whether the absolute host path p lies under one of the
+// allowed directories.
+func (c *Config) Allowed(p string) bool {
+	if !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		return false
+	}
+	for _, d := range c.AllowedDirs {
+		if strings.HasPrefix(p, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// NodeNames lists the nodes this host runs, in config order.
+func (c *Config) NodeNames() []string {
+	out := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		out[i] = n.Name
+	}
+	return out
+}
+
+func (c *Config) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(c.dir, p)
+}
+
+func isURL(s string) bool { return strings.Contains(s, "://") }

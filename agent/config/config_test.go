@@ -1,0 +1,80 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	good := `
+remotes = ["http://127.0.0.1:9418/fleet.git", "mirror"]
+root = "root-1.toml"
+state_dir = "/var/lib/pullship"
+allowed_dirs = ["/etc/vernemq"]
+poll_interval = "5s"
+
+[[node]]
+name = "cn"
+key = "cn.key"
+`
+	c, err := Parse("/etc/pullship/agent.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Remotes[1] != "/etc/pullship/mirror" || c.Root != "/etc/pullship/root-1.toml" || c.Nodes[0].Key != "/etc/pullship/cn.key" {
+		t.Fatalf("relative paths not resolved: %+v", c)
+	}
+	if c.PollInterval.Duration != 5*time.Second || c.Heartbeat.Duration != 5*time.Minute || c.LogFormat != "text" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	for p, want := range map[string]bool{
+		"/etc/vernemq/vernemq.conf": true,
+		"/etc/vernemq":              false,
+		"/etc/vernemqx/a":           false,
+		"/etc/vernemq/../passwd":    false,
+		"etc/vernemq/a":             false,
+	} {
+		if c.Allowed(p) != want {
+			t.Errorf("Allowed(%q) = %v, want %v", p, !want, want)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	base := "remotes = [\"/r\"]\nroot = \"/root.toml\"\nstate_dir = \"/s\"\n"
+	node := "[[node]]\nname = \"cn\"\nkey = \"/k\"\n"
+	for _, tc := range []struct{ src, want string }{
+		{base, "no [[node]]"},
+		{base + "bogus = 1\n" + node, `agent.toml:4: unknown key "bogus"`},
+		{base + node + node, `node "cn" listed twice`},
+		{base + "[[node]]\nname = \"../x\"\nkey = \"/k\"\n", "a name is"},
+		{"root = \"/r\"\nstate_dir = \"/s\"\n" + node, "no remotes"},
+		{"remotes = [\"ftp://x/y\"]\nroot = \"/r\"\nstate_dir = \"/s\"\n" + node, `scheme "ftp"`},
+		{base + "allowed_dirs = [\"/\"]\n" + node, "allowed_dirs"},
+		{base + "allowed_dirs = [\"/etc/../x\"]\n" + node, "allowed_dirs"},
+		{base + "poll_interval = \"1ns\"\n" + node, "poll_interval"},
+		{base + "log_format = \"xml\"\n" + node, "log_format"},
+		{base + "metrics_addr = \"nope\"\n" + node, "metrics_addr"},
+	} {
+		_, err := Parse("agent.toml", []byte(tc.src))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("remotes = [\"/r\"]\nroot = \"/root.toml\"\nstate_dir = \"/s\"\n[[node]]\nname = \"cn\"\nkey = \"/k\"\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse("/a/agent.toml", data)
+		if err != nil {
+			return
+		}
+		for _, n := range c.Nodes {
+			if !nodeName.MatchString(n.Name) {
+				t.Fatalf("accepted bad node name %q", n.Name)
+			}
+		}
+	})
+}
