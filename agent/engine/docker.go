@@ -1,0 +1,542 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+	"github.com/docker/docker/pkg/stdcopy"
+	"github.com/docker/go-connections/nat"
+)
+
+// aliasRepo names the images LoadImage tags on the containerd image store,
+// where the engine identifies images by manifest digest: the tag
+// "pullship.local/image:sha256-<config hex>" lets the agent keep addressing
+// them by config digest. The classic store never gets this tag.
+const aliasRepo = "pullship.local/image"
+
+// Docker adapts the Docker Engine API client to [Engine].
+type Docker struct {
+	cli *client.Client
+}
+
+var _ Engine = (*Docker)(nil)
+
+// NewDocker connects to the engine named by the environment (DOCKER_HOST, …,
+// else the local socket), negotiating the API version (API 1.41, Docker 20.10,
+// and later are supported).
+func NewDocker() (*Docker, error) {
+	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("connect to docker engine: %w", err)
+	}
+	return &Docker{cli: cli}, nil
+}
+
+// NewDockerFromClient adapts an existing client.
+func NewDockerFromClient(cli *client.Client) *Docker { return &Docker{cli: cli} }
+
+// Close releases the client's connections.
+func (d *Docker) Close() error { return d.cli.Close() }
+
+// Ping checks that the engine answers.
+func (d *Docker) Ping(ctx context.Context) error {
+	if _, err := d.cli.Ping(ctx); err != nil {
+		return fmt.Errorf("ping docker engine: %w", err)
+	}
+	return nil
+}
+
+func aliasRef(id string) string { return aliasRepo + ":" + strings.Replace(id, ":", "-", 1) }
+
+// resolve returns the engine's reference for image id: id itself on the
+// classic store, the aliased manifest digest on the containerd store.
+func (d *Docker) resolve(ctx context.Context, id string) (string, bool, error) {
+	if !ValidImageID(id) {
+		return "", false, fmt.Errorf("image %q: not an image ID (sha256:<64 hex>)", id)
+	}
+	for _, ref := range []string{id, aliasRef(id)} {
+		insp, err := d.cli.ImageInspect(ctx, ref)
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return "", false, fmt.Errorf("inspect image %s: %w", id, err)
+		}
+		if ref == id && insp.ID != id {
+			continue // a prefix or other match, not this image
+		}
+		return insp.ID, true, nil
+	}
+	return "", false, nil
+}
+
+// HasImage implements [Engine].
+func (d *Docker) HasImage(ctx context.Context, id string) (bool, error) {
+	_, ok, err := d.resolve(ctx, id)
+	return ok, err
+}
+
+func (d *Docker) imageIDs(ctx context.Context) (map[string]bool, error) {
+	list, err := d.cli.ImageList(ctx, image.ListOptions{All: true})
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	ids := make(map[string]bool, len(list))
+	for _, im := range list {
+		ids[im.ID] = true
+	}
+	return ids, nil
+}
+
+// LoadImage implements [Engine]. The tarball passes through a streaming
+// filter that drops its tags and computes its config digest; when that digest
+// is not wantID the stream is cut before its end so the engine loads nothing.
+// Afterwards the engine's own answer is checked: on the classic image store
+// the loaded ID must be wantID; on the containerd store the engine names the
+// image by manifest digest, which is accepted because the config it was built
+// from has been hashed in passing, and tagged with the alias reference.
+func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) error {
+	if !ValidImageID(wantID) {
+		return fmt.Errorf("load image %q: not an image ID (sha256:<64 hex>)", wantID)
+	}
+	before, err := d.imageIDs(ctx)
+	if err != nil {
+		return fmt.Errorf("load image %s: %w", wantID, err)
+	}
+	pr, pw := io.Pipe()
+	filtered := make(chan error, 1)
+	go func() {
+		_, err := filterSaveTar(pw, r, func(cfg string) error {
+			if cfg != wantID {
+				return &ImageMismatchError{Want: wantID, Got: cfg}
+			}
+			return nil
+		})
+		pw.CloseWithError(err) // nil: clean EOF
+		filtered <- err
+	}()
+	resp, err := d.cli.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(false))
+	var out loadOutput
+	if err == nil {
+		out, err = readLoadOutput(resp.Body, resp.JSON)
+		resp.Body.Close()
+	}
+	pr.CloseWithError(errors.New("engine stopped reading")) // unblock the filter
+	if ferr := <-filtered; ferr != nil {
+		// The filter's failure is the cause; the engine's is its consequence.
+		d.removeNew(ctx, before, out)
+		var mm *ImageMismatchError
+		if errors.As(ferr, &mm) {
+			return mm
+		}
+		return fmt.Errorf("load image %s: %w", wantID, ferr)
+	}
+	if err != nil {
+		d.removeNew(ctx, before, out)
+		return fmt.Errorf("load image %s: %w", wantID, err)
+	}
+	if len(out.IDs) != 1 || len(out.Names) != 0 {
+		d.removeNew(ctx, before, out)
+		return fmt.Errorf("load image %s: engine reported images %q and names %q, want exactly one untagged image", wantID, out.IDs, out.Names)
+	}
+	got := out.IDs[0]
+	if got == wantID {
+		return nil
+	}
+	insp, err := d.cli.ImageInspect(ctx, got)
+	if err != nil {
+		return fmt.Errorf("load image %s: inspect loaded image %s: %w", wantID, got, err)
+	}
+	if insp.Descriptor == nil || insp.Descriptor.Digest.String() != got {
+		// Classic store with an ID that is not the config digest we hashed.
+		d.removeNew(ctx, before, out)
+		return &ImageMismatchError{Want: wantID, Got: got}
+	}
+	if err := d.cli.ImageTag(ctx, got, aliasRef(wantID)); err != nil {
+		return fmt.Errorf("load image %s: tag containerd image %s: %w", wantID, got, err)
+	}
+	return nil
+}
+
+// removeNew removes the images the engine reported loading that were not there
+// before, so that a refused load leaves nothing behind.
+func (d *Docker) removeNew(ctx context.Context, before map[string]bool, out loadOutput) {
+	for _, id := range out.IDs {
+		if !before[id] {
+			_, _ = d.cli.ImageRemove(ctx, id, image.RemoveOptions{Force: true, PruneChildren: true})
+		}
+	}
+}
+
+// RemoveImage implements [Engine].
+func (d *Docker) RemoveImage(ctx context.Context, id string) error {
+	ref, ok, err := d.resolve(ctx, id)
+	if err != nil || !ok {
+		return err
+	}
+	if ref != id {
+		if _, err := d.cli.ImageRemove(ctx, aliasRef(id), image.RemoveOptions{}); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("remove image %s: %w", id, err)
+		}
+	}
+	_, err = d.cli.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove image %s: %w", id, err)
+	}
+	return nil
+}
+
+// ImagesInUse implements [Engine]. On the containerd store the IDs are
+// manifest digests.
+func (d *Docker) ImagesInUse(ctx context.Context) ([]string, error) {
+	list, err := d.cli.ContainerList(ctx, container.ListOptions{All: true})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var ids []string
+	for _, c := range list {
+		if !slices.Contains(ids, c.ImageID) {
+			ids = append(ids, c.ImageID)
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// Inspect implements [Engine].
+func (d *Docker) Inspect(ctx context.Context, name string) (ContainerState, bool, error) {
+	c, err := d.cli.ContainerInspect(ctx, name)
+	if errdefs.IsNotFound(err) {
+		return ContainerState{}, false, nil
+	}
+	if err != nil {
+		return ContainerState{}, false, fmt.Errorf("inspect container %s: %w", name, err)
+	}
+	st := ContainerState{
+		ID:           c.ID,
+		Name:         strings.TrimPrefix(c.Name, "/"),
+		ImageID:      c.Image,
+		RestartCount: c.RestartCount,
+	}
+	if c.Config != nil {
+		st.Labels = c.Config.Labels
+	}
+	if c.State != nil {
+		st.Running = c.State.Running
+		st.Status = c.State.Status
+		if t, err := time.Parse(time.RFC3339Nano, c.State.StartedAt); err == nil && !t.IsZero() && t.Year() > 1 {
+			st.StartedAt = t
+		}
+	}
+	return st, true, nil
+}
+
+// Run implements [Engine].
+func (d *Docker) Run(ctx context.Context, spec ContainerSpec) (string, error) {
+	if spec.Name == "" {
+		return "", errors.New("run container: no name")
+	}
+	if !ValidRestartPolicy(spec.RestartPolicy) {
+		return "", fmt.Errorf("run container %s: restart policy %q not one of no, always, unless-stopped, on-failure", spec.Name, spec.RestartPolicy)
+	}
+	ref, ok, err := d.resolve(ctx, spec.Image)
+	if err != nil {
+		return "", fmt.Errorf("run container %s: %w", spec.Name, err)
+	}
+	if !ok {
+		return "", fmt.Errorf("run container %s: image %s not loaded", spec.Name, spec.Image)
+	}
+	exposed, bindings, err := nat.ParsePortSpecs(spec.Ports)
+	if err != nil {
+		return "", fmt.Errorf("run container %s: ports: %w", spec.Name, err)
+	}
+	cfg := &container.Config{
+		Image:        ref,
+		Cmd:          spec.Cmd,
+		Entrypoint:   spec.Entrypoint,
+		Env:          spec.Env,
+		Labels:       spec.Labels,
+		Hostname:     spec.Hostname,
+		ExposedPorts: exposed,
+	}
+	policy := spec.RestartPolicy
+	if policy == "" {
+		policy = "no"
+	}
+	hc := &container.HostConfig{
+		Binds:         spec.Binds,
+		PortBindings:  bindings,
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyMode(policy)},
+		NetworkMode:   container.NetworkMode(spec.Network),
+	}
+	created, err := d.cli.ContainerCreate(ctx, cfg, hc, nil, nil, spec.Name)
+	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", spec.Name, err)
+	}
+	if err := d.cli.ContainerStart(ctx, created.ID, container.StartOptions{}); err != nil {
+		// Leave nothing half-made; a fresh context because ctx may be the cause.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = d.cli.ContainerRemove(rctx, created.ID, container.RemoveOptions{Force: true})
+		return "", fmt.Errorf("start container %s: %w", spec.Name, err)
+	}
+	return created.ID, nil
+}
+
+func stopOpts(timeout time.Duration) container.StopOptions {
+	secs := int((timeout + time.Second - 1) / time.Second)
+	return container.StopOptions{Timeout: &secs}
+}
+
+// Start implements [Engine].
+func (d *Docker) Start(ctx context.Context, name string) error {
+	if err := d.cli.ContainerStart(ctx, name, container.StartOptions{}); err != nil {
+		return fmt.Errorf("start container %s: %w", name, err)
+	}
+	return nil
+}
+
+// Stop implements [Engine].
+func (d *Docker) Stop(ctx context.Context, name string, timeout time.Duration) error {
+	if err := d.cli.ContainerStop(ctx, name, stopOpts(timeout)); err != nil {
+		return fmt.Errorf("stop container %s: %w", name, err)
+	}
+	return nil
+}
+
+// Restart implements [Engine].
+func (d *Docker) Restart(ctx context.Context, name string, timeout time.Duration) error {
+	if err := d.cli.ContainerRestart(ctx, name, stopOpts(timeout)); err != nil {
+		return fmt.Errorf("restart container %s: %w", name, err)
+	}
+	return nil
+}
+
+// Remove implements [Engine].
+func (d *Docker) Remove(ctx context.Context, name string, timeout time.Duration) error {
+	err := d.cli.ContainerStop(ctx, name, stopOpts(timeout))
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove container %s: stop: %w", name, err)
+	}
+	err = d.cli.ContainerRemove(ctx, name, container.RemoveOptions{Force: true})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return fmt.Errorf("remove container %s: %w", name, err)
+	}
+	return nil
+}
+
+// Rename implements [Engine].
+func (d *Docker) Rename(ctx context.Context, name, newName string) error {
+	if err := d.cli.ContainerRename(ctx, name, newName); err != nil {
+		return fmt.Errorf("rename container %s to %s: %w", name, newName, err)
+	}
+	return nil
+}
+
+// Exec implements [Engine].
+func (d *Docker) Exec(ctx context.Context, name string, argv []string, timeout time.Duration) (ExecResult, error) {
+	var res ExecResult
+	if len(argv) == 0 {
+		return res, fmt.Errorf("exec in container %s: empty command", name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ex, err := d.cli.ContainerExecCreate(ctx, name, container.ExecOptions{Cmd: argv, AttachStdout: true, AttachStderr: true})
+	if err != nil {
+		return res, fmt.Errorf("exec %q in container %s: %w", argv[0], name, err)
+	}
+	hj, err := d.cli.ContainerExecAttach(ctx, ex.ID, container.ExecAttachOptions{})
+	if err != nil {
+		return res, fmt.Errorf("exec %q in container %s: %w", argv[0], name, err)
+	}
+	stop := context.AfterFunc(ctx, hj.Close) // unblock the read at the deadline
+	defer stop()
+	out := &capWriter{max: MaxExecOutput}
+	_, err = stdcopy.StdCopy(out, out, hj.Reader)
+	hj.Close()
+	res.Output, res.Truncated = out.buf, out.over
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("exec %q in container %s: no exit within %v: %w", argv[0], name, timeout, ctx.Err())
+	}
+	if err != nil {
+		return res, fmt.Errorf("exec %q in container %s: read output: %w", argv[0], name, err)
+	}
+	// The stream ends when the process closes its output; its exit status
+	// follows shortly after.
+	for {
+		in, err := d.cli.ContainerExecInspect(ctx, ex.ID)
+		if err != nil {
+			return res, fmt.Errorf("exec %q in container %s: %w", argv[0], name, err)
+		}
+		if !in.Running {
+			res.ExitCode = in.ExitCode
+			return res, nil
+		}
+		select {
+		case <-ctx.Done():
+			return res, fmt.Errorf("exec %q in container %s: no exit within %v: %w", argv[0], name, timeout, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// capWriter keeps the first max bytes written and discards the rest.
+type capWriter struct {
+	buf  []byte
+	max  int
+	over bool
+}
+
+func (w *capWriter) Write(p []byte) (int, error) {
+	n := min(len(p), w.max-len(w.buf))
+	w.buf = append(w.buf, p[:n]...)
+	if n < len(p) {
+		w.over = true
+	}
+	return len(p), nil
+}
+
+// Events implements [Engine].
+func (d *Docker) Events(ctx context.Context) (<-chan Event, <-chan error) {
+	f := filters.NewArgs(
+		filters.Arg("type", string(events.ContainerEventType)),
+		filters.Arg("label", LabelNode),
+		filters.Arg("event", "start"),
+		filters.Arg("event", "die"),
+		filters.Arg("event", "restart"),
+	)
+	msgs, errs := d.cli.Events(ctx, events.ListOptions{Filters: f})
+	out := make(chan Event)
+	outErr := make(chan error, 1)
+	go func() {
+		defer close(out)
+		defer close(outErr)
+		for {
+			select {
+			case m := <-msgs:
+				ev := Event{
+					Action:      string(m.Action),
+					ContainerID: m.Actor.ID,
+					Name:        m.Actor.Attributes["name"],
+					Labels:      m.Actor.Attributes,
+					Time:        time.Unix(0, m.TimeNano),
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					outErr <- ctx.Err()
+					return
+				}
+			case err := <-errs:
+				if err == nil {
+					err = errors.New("stream ended")
+				}
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
+				outErr <- fmt.Errorf("docker events: %w", err)
+				return
+			}
+		}
+	}()
+	return out, outErr
+}
+
+// EnsureNetwork implements [Engine].
+func (d *Docker) EnsureNetwork(ctx context.Context, name, subnet string) error {
+	want, err := netip.ParsePrefix(subnet)
+	if err != nil || !want.Addr().Is4() {
+		return fmt.Errorf("network %s: subnet %q is not an IPv4 CIDR", name, subnet)
+	}
+	want = want.Masked()
+	n, err := d.cli.NetworkInspect(ctx, name, network.InspectOptions{})
+	if errdefs.IsNotFound(err) {
+		_, err = d.cli.NetworkCreate(ctx, name, network.CreateOptions{
+			Driver: "bridge",
+			IPAM:   &network.IPAM{Config: []network.IPAMConfig{{Subnet: want.String()}}},
+			Labels: map[string]string{"pullship": "1"},
+		})
+		if err != nil && !errdefs.IsConflict(err) {
+			return fmt.Errorf("create network %s: %w", name, err)
+		}
+		if err == nil {
+			return nil
+		}
+		n, err = d.cli.NetworkInspect(ctx, name, network.InspectOptions{}) // lost a race: check theirs
+	}
+	if err != nil {
+		return fmt.Errorf("inspect network %s: %w", name, err)
+	}
+	if n.Driver != "bridge" {
+		return fmt.Errorf("network %s exists with driver %q, want bridge", name, n.Driver)
+	}
+	for _, c := range n.IPAM.Config {
+		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Masked() == want {
+			return nil
+		}
+	}
+	return fmt.Errorf("network %s exists without subnet %s; remove it or change the manifest", name, want)
+}
+
+// ConnectNetwork implements [Engine].
+func (d *Docker) ConnectNetwork(ctx context.Context, netName, name, ipv4 string) error {
+	ip, err := netip.ParseAddr(ipv4)
+	if err != nil || !ip.Is4() {
+		return fmt.Errorf("connect container %s to network %s: %q is not an IPv4 address", name, netName, ipv4)
+	}
+	cur, ok, err := d.Connected(ctx, name, netName)
+	if err != nil {
+		return err
+	}
+	if ok && cur == ip.String() {
+		return nil
+	}
+	if ok {
+		if err := d.cli.NetworkDisconnect(ctx, netName, name, true); err != nil {
+			return fmt.Errorf("disconnect container %s from network %s (address %s): %w", name, netName, cur, err)
+		}
+	}
+	err = d.cli.NetworkConnect(ctx, netName, name, &network.EndpointSettings{
+		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip.String()},
+	})
+	if err != nil {
+		return fmt.Errorf("connect container %s to network %s as %s: %w", name, netName, ip, err)
+	}
+	return nil
+}
+
+// Connected implements [Engine].
+func (d *Docker) Connected(ctx context.Context, name, netName string) (string, bool, error) {
+	c, err := d.cli.ContainerInspect(ctx, name)
+	if err != nil {
+		return "", false, fmt.Errorf("inspect container %s: %w", name, err)
+	}
+	if c.NetworkSettings == nil {
+		return "", false, nil
+	}
+	ep, ok := c.NetworkSettings.Networks[netName]
+	if !ok || ep == nil {
+		return "", false, nil
+	}
+	ip := ep.IPAddress
+	if ip == "" && ep.IPAMConfig != nil {
+		ip = ep.IPAMConfig.IPv4Address // stopped container: the configured address
+	}
+	return ip, true, nil
+}

@@ -1,0 +1,264 @@
+package engine
+
+import (
+	"archive/tar"
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/docker/docker/pkg/jsonmessage"
+)
+
+// Limits for the small metadata entries of a `docker save` tarball. They are
+// read whole (manifest.json, index.json) or hashed with their names remembered
+// (every entry up to maxMetaSize, to learn the config's digest), so they bound
+// the memory the filter uses whatever the tarball says.
+const (
+	maxMetaSize    = 1 << 20
+	maxMetaEntries = 100000
+)
+
+// Annotations by which an OCI-layout tarball names (tags) its images.
+var nameAnnotations = []string{"io.containerd.image.name", "org.opencontainers.image.ref.name"}
+
+// saveFacts is what filterSaveTar learnt about the tarball it passed on.
+type saveFacts struct {
+	ConfigDigest string // "sha256:<hex>" of the single image's config, computed from its bytes
+	Layers       []string
+}
+
+// filterSaveTar copies the `docker save` tarball r to w entry by entry,
+// streaming, with every tag removed: "RepoTags" in manifest.json, the legacy
+// "repositories" file, and name annotations in an OCI index.json. It computes
+// the config's digest from the bytes that pass, and calls check with it before
+// writing the end-of-archive marker, so that when check (or anything else)
+// fails the reader of w never sees a complete tarball.
+func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) error) (saveFacts, error) {
+	var facts saveFacts
+	tr := tar.NewReader(r)
+	tw := tar.NewWriter(w)
+	digests := make(map[string]string)
+	var manifest []map[string]json.RawMessage
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return facts, fmt.Errorf("read image tarball: %w", err)
+		}
+		name := path.Clean(hdr.Name)
+		if hdr.Typeflag != tar.TypeReg {
+			if err := tw.WriteHeader(hdr); err != nil {
+				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+			}
+			continue
+		}
+		switch name {
+		case "repositories":
+			continue // legacy tag file: dropped
+		case "manifest.json", "index.json":
+			data, err := readSmall(tr, hdr)
+			if err != nil {
+				return facts, err
+			}
+			if name == "manifest.json" {
+				if manifest != nil {
+					return facts, errors.New("read image tarball: duplicate manifest.json")
+				}
+				manifest, data, err = untagManifest(data)
+			} else {
+				data, err = untagIndex(data)
+			}
+			if err != nil {
+				return facts, fmt.Errorf("read image tarball %s: %w", name, err)
+			}
+			h := *hdr
+			h.Size = int64(len(data))
+			if err := tw.WriteHeader(&h); err != nil {
+				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+			}
+			if _, err := tw.Write(data); err != nil {
+				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+			}
+			continue
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+		}
+		if hdr.Size > maxMetaSize || len(digests) >= maxMetaEntries {
+			if _, err := io.Copy(tw, tr); err != nil {
+				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+			}
+			continue
+		}
+		h := sha256.New()
+		if _, err := io.Copy(io.MultiWriter(tw, h), tr); err != nil {
+			return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+		}
+		digests[name] = "sha256:" + hex.EncodeToString(h.Sum(nil))
+	}
+	if manifest == nil {
+		return facts, errors.New("read image tarball: no manifest.json (not a docker save tarball)")
+	}
+	if len(manifest) != 1 {
+		return facts, fmt.Errorf("read image tarball: manifest.json lists %d images, want exactly 1", len(manifest))
+	}
+	var cfg string
+	if err := json.Unmarshal(manifest[0]["Config"], &cfg); err != nil || cfg == "" {
+		return facts, errors.New("read image tarball: manifest.json has no Config")
+	}
+	if raw, ok := manifest[0]["Layers"]; ok {
+		if err := json.Unmarshal(raw, &facts.Layers); err != nil {
+			return facts, fmt.Errorf("read image tarball: manifest.json Layers: %w", err)
+		}
+	}
+	facts.ConfigDigest = digests[path.Clean(cfg)]
+	if facts.ConfigDigest == "" {
+		return facts, fmt.Errorf("read image tarball: config %q missing or larger than %d bytes", cfg, maxMetaSize)
+	}
+	if check != nil {
+		if err := check(facts.ConfigDigest); err != nil {
+			return facts, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return facts, fmt.Errorf("pass image tarball: %w", err)
+	}
+	return facts, nil
+}
+
+func readSmall(tr *tar.Reader, hdr *tar.Header) ([]byte, error) {
+	if hdr.Size > maxMetaSize {
+		return nil, fmt.Errorf("read image tarball: %s is %d bytes, limit %d", hdr.Name, hdr.Size, maxMetaSize)
+	}
+	data, err := io.ReadAll(io.LimitReader(tr, maxMetaSize))
+	if err != nil {
+		return nil, fmt.Errorf("read image tarball %s: %w", hdr.Name, err)
+	}
+	return data, nil
+}
+
+// untagManifest drops RepoTags from every entry of a docker save manifest.json,
+// keeping every other field as it was.
+func untagManifest(data []byte) ([]map[string]json.RawMessage, []byte, error) {
+	var m []map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, nil, err
+	}
+	if m == nil {
+		m = []map[string]json.RawMessage{}
+	}
+	for _, e := range m {
+		if e == nil {
+			return nil, nil, errors.New("null manifest entry")
+		}
+		delete(e, "RepoTags")
+	}
+	out, err := json.Marshal(m)
+	return m, out, err
+}
+
+// untagIndex drops the name annotations of every manifest of an OCI index.json.
+func untagIndex(data []byte) ([]byte, error) {
+	var idx map[string]json.RawMessage
+	if err := json.Unmarshal(data, &idx); err != nil {
+		return nil, err
+	}
+	if idx == nil {
+		return nil, errors.New("index is null")
+	}
+	raw, ok := idx["manifests"]
+	if !ok {
+		return json.Marshal(idx)
+	}
+	var manifests []map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &manifests); err != nil {
+		return nil, fmt.Errorf("manifests: %w", err)
+	}
+	for _, m := range manifests {
+		a, ok := m["annotations"]
+		if !ok {
+			continue
+		}
+		var ann map[string]string
+		if err := json.Unmarshal(a, &ann); err != nil {
+			return nil, fmt.Errorf("annotations: %w", err)
+		}
+		for _, k := range nameAnnotations {
+			delete(ann, k)
+		}
+		if len(ann) == 0 {
+			delete(m, "annotations")
+			continue
+		}
+		enc, err := json.Marshal(ann)
+		if err != nil {
+			return nil, err
+		}
+		m["annotations"] = enc
+	}
+	var err error
+	if idx["manifests"], err = json.Marshal(manifests); err != nil {
+		return nil, err
+	}
+	return json.Marshal(idx)
+}
+
+// loadOutput is what the engine said it loaded.
+type loadOutput struct {
+	IDs   []string // from "Loaded image ID: sha256:…"
+	Names []string // from "Loaded image: name:tag"
+}
+
+// readLoadOutput reads the engine's reply to an image load: a JSON message
+// stream (isJSON) or plain text. The engine reports failures after it has
+// started answering inside the stream, with HTTP status 200; they are returned
+// as errors here.
+func readLoadOutput(r io.Reader, isJSON bool) (loadOutput, error) {
+	var out loadOutput
+	line := func(s string) {
+		for _, l := range strings.Split(s, "\n") {
+			l = strings.TrimSpace(l)
+			if id, ok := strings.CutPrefix(l, "Loaded image ID: "); ok {
+				out.IDs = append(out.IDs, id)
+			} else if n, ok := strings.CutPrefix(l, "Loaded image: "); ok {
+				out.Names = append(out.Names, n)
+			}
+		}
+	}
+	if !isJSON {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			line(sc.Text())
+		}
+		if err := sc.Err(); err != nil {
+			return out, fmt.Errorf("read engine load output: %w", err)
+		}
+		return out, nil
+	}
+	dec := json.NewDecoder(r)
+	for {
+		var m jsonmessage.JSONMessage
+		err := dec.Decode(&m)
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("read engine load output: %w", err)
+		}
+		if m.Error != nil {
+			return out, fmt.Errorf("engine: %w", m.Error)
+		}
+		if m.ErrorMessage != "" { //nolint:staticcheck // older engines set only this
+			return out, fmt.Errorf("engine: %s", m.ErrorMessage) //nolint:staticcheck
+		}
+		line(m.Stream)
+	}
+}
