@@ -3,7 +3,9 @@ package schema
 import (
 	"bufio"
 	"bytes"
+	"encoding"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -31,11 +33,74 @@ func DecodeStrict(name string, data []byte, v any) error {
 		}
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	for _, k := range md.Keys() {
+		if _, want, bad := keyCase(k, reflect.TypeOf(v)); bad {
+			return fmt.Errorf("%s:%d: key %q: write %q (keys are case-sensitive)", name, keyLine(data, k), k.String(), want)
+		}
+	}
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0]
 		return fmt.Errorf("%s:%d: unknown key %q", name, keyLine(data, k), k.String())
 	}
 	return nil
+}
+
+// keyCase walks key k through type t the way the decoder fills it and
+// reports the first component that matched a field only case-insensitively
+// (BurntSushi/toml accepts those), with the field's real name.
+func keyCase(k toml.Key, t reflect.Type) (got, want string, bad bool) {
+	textU := reflect.TypeFor[encoding.TextUnmarshaler]()
+	tomlU := reflect.TypeFor[toml.Unmarshaler]()
+	for _, part := range k {
+		for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
+			t = t.Elem()
+		}
+		if t == nil {
+			return "", "", false
+		}
+		if reflect.PointerTo(t).Implements(textU) || reflect.PointerTo(t).Implements(tomlU) {
+			return "", "", false
+		}
+		switch t.Kind() {
+		case reflect.Map:
+			t = t.Elem()
+		case reflect.Struct:
+			f, exact, fold := fieldFor(t, part)
+			if !exact {
+				if fold != "" {
+					return part, fold, true
+				}
+				return "", "", false // unknown: reported as undecoded
+			}
+			t = f
+		default:
+			return "", "", false
+		}
+	}
+	return "", "", false
+}
+
+func fieldFor(t reflect.Type, key string) (ft reflect.Type, exact bool, fold string) {
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if name == key {
+			return f.Type, true, ""
+		}
+		if fold == "" && strings.EqualFold(name, key) {
+			fold = name
+		}
+	}
+	return nil, false, fold
 }
 
 func asParseError(err error, pe *toml.ParseError) bool {

@@ -1,0 +1,194 @@
+package schema
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Status is status.toml, a node's report of what it runs, committed to
+// refs/heads/status/<node> and signed by the node's status key. Other nodes
+// and the operator read it, so every field is bounded: a compromised node
+// must not be able to make readers allocate much. See docs/format.md.
+type Status struct {
+	Node     string    `toml:"node"`
+	Region   string    `toml:"region"`
+	Sequence int64     `toml:"sequence"` // strictly increasing per node, 1 first
+	Time     time.Time `toml:"time"`     // when the report was written
+	// TargetVersion is the newest verified release; AppliedVersion the
+	// release running now (0: none yet); FailedVersion the last release
+	// whose apply or health check failed and was rolled back (0: none).
+	TargetVersion  int64           `toml:"target_version"`
+	AppliedVersion int64           `toml:"applied_version"`
+	FailedVersion  int64           `toml:"failed_version,omitempty"`
+	Image          string          `toml:"image,omitempty"` // running image ID "sha256:<hex>"
+	LastError      string          `toml:"last_error,omitempty"`
+	Files          []StatusFile    `toml:"file,omitempty"`
+	Container      StatusContainer `toml:"container"`
+	Network        StatusNetwork   `toml:"network"`
+	Health         StatusHealth    `toml:"health"`
+	Cluster        StatusCluster   `toml:"cluster"`
+}
+
+// StatusFile is the digest of one file as found on the host.
+type StatusFile struct {
+	Target string `toml:"target"` // absolute host path
+	SHA256 string `toml:"sha256"` // hex; empty when the file is missing
+}
+
+// StatusContainer is the node's container as the engine reports it.
+type StatusContainer struct {
+	ID        string     `toml:"id,omitempty"` // 64-hex container id; empty when missing
+	State     string     `toml:"state"`        // ContainerStates
+	StartedAt *time.Time `toml:"started_at,omitempty"`
+}
+
+// ContainerStates are the values of StatusContainer.State: Docker's states
+// plus "missing" for no container.
+var ContainerStates = []string{"missing", "created", "running", "paused", "restarting", "removing", "exited", "dead"}
+
+// StatusNetwork is the overlay attachment as last checked.
+type StatusNetwork struct {
+	Driver   string `toml:"driver"`
+	Address  string `toml:"address,omitempty"`
+	Attached bool   `toml:"attached"`
+}
+
+// StatusHealth is the last health check.
+type StatusHealth struct {
+	OK        bool       `toml:"ok"`
+	Output    string     `toml:"output,omitempty"` // truncated to MaxOutputLen
+	CheckedAt *time.Time `toml:"checked_at,omitempty"`
+}
+
+// StatusCluster is the cluster view the node saw.
+type StatusCluster struct {
+	Joined  bool           `toml:"joined"`
+	Members []StatusMember `toml:"member,omitempty"`
+}
+
+// StatusMember is one row of the cluster view.
+type StatusMember struct {
+	Node    string `toml:"node"` // member name as the service prints it
+	Running bool   `toml:"running"`
+}
+
+// ParseStatus decodes and validates status.toml (read from the file called name).
+func ParseStatus(name string, data []byte) (*Status, error) {
+	var s Status
+	if err := DecodeStrict(name, data, &s); err != nil {
+		return nil, err
+	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return &s, nil
+}
+
+// Encode validates s and returns its canonical TOML bytes; ParseStatus of
+// them yields a Status equal to s.
+func (s *Status) Encode() ([]byte, error) {
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("encode status of node %q: %w", s.Node, err)
+	}
+	return encodeTOML(s)
+}
+
+// Validate checks everything ParseStatus checks after decoding.
+func (s *Status) Validate() error {
+	if err := CheckName(s.Node); err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if err := CheckName(s.Region); err != nil {
+		return fmt.Errorf("region: %w", err)
+	}
+	if s.Sequence < 1 {
+		return fmt.Errorf("sequence %d: must be at least 1", s.Sequence)
+	}
+	if err := checkUTC("time", s.Time); err != nil {
+		return err
+	}
+	for what, v := range map[string]int64{"target_version": s.TargetVersion, "applied_version": s.AppliedVersion, "failed_version": s.FailedVersion} {
+		if v < 0 {
+			return fmt.Errorf("%s %d: negative", what, v)
+		}
+	}
+	if s.Image != "" {
+		if err := checkDigest("image", s.Image); err != nil {
+			return err
+		}
+	}
+	if err := checkString("last_error", s.LastError, MaxOutputLen); err != nil {
+		return err
+	}
+	if len(s.Files) > MaxFilesPerNode {
+		return fmt.Errorf("%d files, at most %d allowed", len(s.Files), MaxFilesPerNode)
+	}
+	seen := map[string]bool{}
+	for _, f := range s.Files {
+		if err := CheckAbsPath(f.Target); err != nil {
+			return fmt.Errorf("file: %w", err)
+		}
+		if seen[f.Target] {
+			return fmt.Errorf("file %q: listed twice", f.Target)
+		}
+		seen[f.Target] = true
+		if f.SHA256 != "" {
+			if err := checkHex64("file "+f.Target+": sha256", f.SHA256); err != nil {
+				return err
+			}
+		}
+	}
+	c := &s.Container
+	if c.ID != "" {
+		if err := checkHex64("container: id", c.ID); err != nil {
+			return err
+		}
+	}
+	known := false
+	for _, st := range ContainerStates {
+		known = known || c.State == st
+	}
+	if !known {
+		return fmt.Errorf("container: state %q: want one of %v", c.State, ContainerStates)
+	}
+	if c.StartedAt != nil {
+		if err := checkUTC("container: started_at", *c.StartedAt); err != nil {
+			return err
+		}
+	}
+	n := &s.Network
+	if n.Driver != DriverWeave && n.Driver != DriverDocker && n.Driver != DriverNone {
+		return fmt.Errorf("network: driver %q: want weave, docker or none", n.Driver)
+	}
+	if n.Address != "" {
+		if _, err := netip.ParsePrefix(n.Address); err != nil {
+			return fmt.Errorf("network: address %q: want an address with prefix", n.Address)
+		}
+	}
+	if err := checkString("health: output", s.Health.Output, MaxOutputLen); err != nil {
+		return err
+	}
+	if s.Health.CheckedAt != nil {
+		if err := checkUTC("health: checked_at", *s.Health.CheckedAt); err != nil {
+			return err
+		}
+	}
+	if len(s.Cluster.Members) > MaxNodes {
+		return fmt.Errorf("cluster: %d members, at most %d allowed", len(s.Cluster.Members), MaxNodes)
+	}
+	members := map[string]bool{}
+	for _, m := range s.Cluster.Members {
+		if m.Node == "" {
+			return fmt.Errorf("cluster: member with an empty name")
+		}
+		if err := checkString("cluster: member", m.Node, 255); err != nil {
+			return err
+		}
+		if members[m.Node] {
+			return fmt.Errorf("cluster: member %q listed twice", m.Node)
+		}
+		members[m.Node] = true
+	}
+	return nil
+}
