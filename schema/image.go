@@ -1,0 +1,340 @@
+package schema
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Image index limits. They bound what an agent will fetch and write for one
+// image whatever a (signed but buggy or hostile) index says. The encoded file
+// is also bounded by [MaxFileSize], which in practice limits an index to
+// about 24 000 chunks (~24 GiB of images at the 1 MiB average chunk size).
+const (
+	MaxImageSize     = 64 << 30 // total bytes of all files of the docker save stream
+	MaxImageEntries  = 1 << 16  // tar entries
+	MaxImageChunks   = 1 << 17  // chunk references, duplicates included
+	MaxImageChunk    = 8 << 20  // bytes in one chunk (the chunker's maximum)
+	MaxImageRepoTags = 64
+	maxImagePath     = 1024
+)
+
+// ImageFormat is the only image stream format: the tar stream that
+// `docker save` writes and `docker load` reads.
+const ImageFormat = "docker-save"
+
+// Entry types of an [ImageEntry].
+const (
+	EntryFile    = "file"
+	EntryDir     = "dir"
+	EntrySymlink = "symlink"
+)
+
+// ImageIndex is an image index file, images/<name>.toml: the ordered tar
+// entries of the image's `docker save` stream, every regular file split into
+// content-defined chunks. Rebuilding the stream from the chunks gives the
+// files byte for byte (tar headers are normalised: see docs/format.md), and
+// `docker load` of it yields the image whose ID is Digest.
+type ImageIndex struct {
+	Name   string `toml:"name"`
+	Digest string `toml:"digest"` // image ID: "sha256:<hex>" of the config JSON
+	Format string `toml:"format"` // ImageFormat
+	// RepoTags are the tags manifest.json carries. Informational only: an
+	// agent must never let a loaded tarball retag an existing image.
+	RepoTags []string     `toml:"repo_tags,omitempty"`
+	Entries  []ImageEntry `toml:"entry"`
+}
+
+// ImageEntry is one tar entry of the stream.
+type ImageEntry struct {
+	Path     string `toml:"path"` // clean relative slash path, no trailing slash
+	Type     string `toml:"type"` // EntryFile, EntryDir or EntrySymlink
+	Mode     int64  `toml:"mode"` // permission bits only (0..0o777)
+	Size     int64  `toml:"size"` // bytes of a file; 0 otherwise
+	Linkname string `toml:"linkname,omitempty"`
+	// SHA256 is the hex sha256 of the whole file, when the bundler recorded
+	// it. Chunks are what an agent verifies; this lets a reader check layer
+	// diff IDs against the config without the chunks.
+	SHA256 string  `toml:"sha256,omitempty"`
+	Chunks []Chunk `toml:"chunks,omitempty"`
+}
+
+// Chunk is one content-defined piece of a file. The chunk's bytes are stored
+// in the release repository as a git blob whose object id is Blob.
+type Chunk struct {
+	SHA256 string `toml:"sha256"` // hex sha256 of the chunk's bytes
+	Size   int64  `toml:"size"`
+	Blob   string `toml:"blob"` // git blob id: hex sha1 of "blob <size>\x00" + bytes
+}
+
+// TotalSize returns the sum of the sizes of all files of the stream.
+func (idx *ImageIndex) TotalSize() int64 {
+	var n int64
+	for i := range idx.Entries {
+		n += idx.Entries[i].Size
+	}
+	return n
+}
+
+var (
+	imageNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+	imageIDRE   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	sha256RE    = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	gitIDRE     = regexp.MustCompile(`^[0-9a-f]{40}$`)
+)
+
+// ParseImageIndex decodes and validates an image index read from the file
+// called name (used in errors only). Unknown keys and every violation of
+// docs/format.md are errors.
+func ParseImageIndex(name string, data []byte) (*ImageIndex, error) {
+	var idx ImageIndex
+	if err := DecodeStrict(name, data, &idx); err != nil {
+		return nil, err
+	}
+	if err := idx.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	idx.normalize()
+	return &idx, nil
+}
+
+// normalize makes empty lists nil so that decode(Encode(x)) deep-equals x.
+func (idx *ImageIndex) normalize() {
+	if len(idx.RepoTags) == 0 {
+		idx.RepoTags = nil
+	}
+	for i := range idx.Entries {
+		if len(idx.Entries[i].Chunks) == 0 {
+			idx.Entries[i].Chunks = nil
+		}
+	}
+}
+
+// Validate checks every rule of docs/format.md for image indexes.
+func (idx *ImageIndex) Validate() error {
+	if !imageNameRE.MatchString(idx.Name) {
+		return fmt.Errorf("image name %q: want 1-64 of [a-z0-9._-], starting with a letter or digit", idx.Name)
+	}
+	if !imageIDRE.MatchString(idx.Digest) {
+		return fmt.Errorf("image %s: digest %q is not \"sha256:<64 lowercase hex>\"", idx.Name, idx.Digest)
+	}
+	if idx.Format != ImageFormat {
+		return fmt.Errorf("image %s: format %q unsupported (want %q)", idx.Name, idx.Format, ImageFormat)
+	}
+	if len(idx.RepoTags) > MaxImageRepoTags {
+		return fmt.Errorf("image %s: %d repo tags, more than %d", idx.Name, len(idx.RepoTags), MaxImageRepoTags)
+	}
+	for _, t := range idx.RepoTags {
+		if t == "" || len(t) > 256 || !utf8.ValidString(t) || strings.IndexFunc(t, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+			return fmt.Errorf("image %s: repo tag %q: want 1-256 printable characters without spaces", idx.Name, t)
+		}
+	}
+	if len(idx.Entries) == 0 {
+		return fmt.Errorf("image %s: no entries", idx.Name)
+	}
+	if len(idx.Entries) > MaxImageEntries {
+		return fmt.Errorf("image %s: %d entries, more than %d", idx.Name, len(idx.Entries), MaxImageEntries)
+	}
+	seen := make(map[string]string, len(idx.Entries)) // path → type
+	chunks := make(map[string]Chunk)
+	var total int64
+	nchunks := 0
+	for i := range idx.Entries {
+		e := &idx.Entries[i]
+		if err := checkEntryPath(e.Path); err != nil {
+			return fmt.Errorf("image %s: entry %d: %w", idx.Name, i, err)
+		}
+		if _, dup := seen[e.Path]; dup {
+			return fmt.Errorf("image %s: entry %q: duplicate path", idx.Name, e.Path)
+		}
+		seen[e.Path] = e.Type
+		if e.Mode < 0 || e.Mode > 0o777 {
+			return fmt.Errorf("image %s: entry %q: mode %#o: only permission bits 0..0777 allowed (no setuid, setgid, sticky)", idx.Name, e.Path, e.Mode)
+		}
+		if e.SHA256 != "" && (e.Type != EntryFile || !sha256RE.MatchString(e.SHA256)) {
+			return fmt.Errorf("image %s: entry %q: sha256 %q: want 64 lowercase hex on a file", idx.Name, e.Path, e.SHA256)
+		}
+		switch e.Type {
+		case EntryFile:
+			if e.Linkname != "" {
+				return fmt.Errorf("image %s: entry %q: a file has no linkname", idx.Name, e.Path)
+			}
+			if e.Size < 0 || e.Size > MaxImageSize {
+				return fmt.Errorf("image %s: entry %q: size %d out of range", idx.Name, e.Path, e.Size)
+			}
+			var sum int64
+			for j, c := range e.Chunks {
+				if !sha256RE.MatchString(c.SHA256) || !gitIDRE.MatchString(c.Blob) {
+					return fmt.Errorf("image %s: entry %q: chunk %d: want sha256 of 64 and blob of 40 lowercase hex", idx.Name, e.Path, j)
+				}
+				if c.Size < 1 || c.Size > MaxImageChunk {
+					return fmt.Errorf("image %s: entry %q: chunk %d: size %d not in 1..%d", idx.Name, e.Path, j, c.Size, MaxImageChunk)
+				}
+				if prev, ok := chunks[c.SHA256]; ok && prev != c {
+					return fmt.Errorf("image %s: entry %q: chunk %s listed with different size or blob", idx.Name, e.Path, c.SHA256)
+				}
+				chunks[c.SHA256] = c
+				sum += c.Size
+			}
+			if sum != e.Size {
+				return fmt.Errorf("image %s: entry %q: chunk sizes sum to %d, file size is %d", idx.Name, e.Path, sum, e.Size)
+			}
+			nchunks += len(e.Chunks)
+			if nchunks > MaxImageChunks {
+				return fmt.Errorf("image %s: more than %d chunks", idx.Name, MaxImageChunks)
+			}
+			total += e.Size
+			if total > MaxImageSize {
+				return fmt.Errorf("image %s: files total more than %d bytes", idx.Name, int64(MaxImageSize))
+			}
+		case EntryDir, EntrySymlink:
+			if e.Size != 0 || len(e.Chunks) != 0 {
+				return fmt.Errorf("image %s: entry %q: a %s has no size or chunks", idx.Name, e.Path, e.Type)
+			}
+			if e.Type == EntryDir && e.Linkname != "" {
+				return fmt.Errorf("image %s: entry %q: a dir has no linkname", idx.Name, e.Path)
+			}
+			if e.Type == EntrySymlink {
+				if err := checkLinkname(e.Path, e.Linkname); err != nil {
+					return fmt.Errorf("image %s: entry %q: %w", idx.Name, e.Path, err)
+				}
+			}
+		default:
+			return fmt.Errorf("image %s: entry %q: type %q not allowed (want file, dir or symlink)", idx.Name, e.Path, e.Type)
+		}
+	}
+	// A symlink (or file) as a parent directory would let an entry be
+	// written through it, outside the tree.
+	for i := range idx.Entries {
+		p := idx.Entries[i].Path
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			if t, ok := seen[d]; ok && t != EntryDir {
+				return fmt.Errorf("image %s: entry %q: parent %q is a %s", idx.Name, p, d, t)
+			}
+		}
+	}
+	return nil
+}
+
+// CheckImagePath reports whether p is acceptable as an entry path: relative,
+// clean, slash-separated, printable UTF-8, no "..", no backslash, at most
+// 1024 bytes.
+func CheckImagePath(p string) error { return checkEntryPath(p) }
+
+func checkEntryPath(p string) error {
+	switch {
+	case p == "" || p == ".":
+		return fmt.Errorf("path %q is empty", p)
+	case len(p) > maxImagePath:
+		return fmt.Errorf("path %.40q…: longer than %d bytes", p, maxImagePath)
+	case !utf8.ValidString(p):
+		return fmt.Errorf("path %q is not UTF-8", p)
+	case strings.IndexFunc(p, unicode.IsControl) >= 0:
+		return fmt.Errorf("path %q contains a control character", p)
+	case strings.Contains(p, `\`):
+		return fmt.Errorf("path %q contains a backslash", p)
+	case strings.HasPrefix(p, "/"):
+		return fmt.Errorf("path %q is absolute", p)
+	}
+	for _, part := range strings.Split(p, "/") {
+		if part == ".." {
+			return fmt.Errorf("path %q contains ..", p)
+		}
+	}
+	if path.Clean(p) != p {
+		return fmt.Errorf("path %q is not clean (want %q)", p, path.Clean(p))
+	}
+	return nil
+}
+
+// checkLinkname allows only relative symlinks that resolve inside the tree
+// (docker save links duplicate layers as ../<id>/layer.tar).
+func checkLinkname(p, link string) error {
+	if link == "" {
+		return fmt.Errorf("symlink without linkname")
+	}
+	if len(link) > maxImagePath || !utf8.ValidString(link) || strings.IndexFunc(link, unicode.IsControl) >= 0 || strings.Contains(link, `\`) {
+		return fmt.Errorf("linkname %q: want printable UTF-8 without backslash", link)
+	}
+	if strings.HasPrefix(link, "/") {
+		return fmt.Errorf("linkname %q is absolute", link)
+	}
+	t := path.Join(path.Dir(p), link)
+	if t == ".." || strings.HasPrefix(t, "../") || t == "." {
+		return fmt.Errorf("linkname %q points outside the image", link)
+	}
+	return nil
+}
+
+// Encode validates idx and returns its canonical TOML form: fixed key order,
+// modes in octal, one chunk per line. Equal indexes encode to equal bytes.
+func (idx *ImageIndex) Encode() ([]byte, error) {
+	if err := idx.Validate(); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteString("# pullship image index: docs/format.md\n")
+	fmt.Fprintf(&b, "name = %s\n", tomlString(idx.Name))
+	fmt.Fprintf(&b, "digest = %s\n", tomlString(idx.Digest))
+	fmt.Fprintf(&b, "format = %s\n", tomlString(idx.Format))
+	if len(idx.RepoTags) > 0 {
+		b.WriteString("repo_tags = [")
+		for i, t := range idx.RepoTags {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString(tomlString(t))
+		}
+		b.WriteString("]\n")
+	}
+	for _, e := range idx.Entries {
+		b.WriteString("\n[[entry]]\n")
+		fmt.Fprintf(&b, "path = %s\n", tomlString(e.Path))
+		fmt.Fprintf(&b, "type = %s\n", tomlString(e.Type))
+		fmt.Fprintf(&b, "mode = 0o%03o\n", e.Mode)
+		fmt.Fprintf(&b, "size = %d\n", e.Size)
+		if e.Linkname != "" {
+			fmt.Fprintf(&b, "linkname = %s\n", tomlString(e.Linkname))
+		}
+		if e.SHA256 != "" {
+			fmt.Fprintf(&b, "sha256 = %s\n", tomlString(e.SHA256))
+		}
+		if len(e.Chunks) > 0 {
+			b.WriteString("chunks = [\n")
+			for _, c := range e.Chunks {
+				fmt.Fprintf(&b, "  { sha256 = %q, size = %d, blob = %q },\n", c.SHA256, c.Size, c.Blob)
+			}
+			b.WriteString("]\n")
+		}
+	}
+	if b.Len() > MaxFileSize {
+		return nil, fmt.Errorf("image %s: index of %d bytes is larger than the %d bytes a file may have", idx.Name, b.Len(), MaxFileSize)
+	}
+	return b.Bytes(), nil
+}
+
+// tomlString quotes s as a TOML basic string.
+func tomlString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, r := range s {
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			b.WriteString(`\u`)
+			h := strconv.FormatInt(int64(r), 16)
+			b.WriteString(strings.Repeat("0", 4-len(h)) + h)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
+	return b.String()
+}

@@ -1,0 +1,154 @@
+package schema
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestParseImageIndexValid(t *testing.T) {
+	data, err := os.ReadFile("testdata/image/valid.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := ParseImageIndex("images/hello.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx.Name != "hello" || len(idx.Entries) != 4 || len(idx.Entries[1].Chunks) != 2 || idx.Entries[1].Mode != 0o644 {
+		t.Fatalf("decoded %+v", idx)
+	}
+	if got := idx.TotalSize(); got != 1572864 {
+		t.Fatalf("TotalSize = %d", got)
+	}
+	enc, err := idx.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The golden file is in canonical form: encoding is byte-exact.
+	if !bytes.Equal(enc, data) {
+		t.Fatalf("Encode differs from the golden file:\n%s", enc)
+	}
+}
+
+func TestParseImageIndexInvalid(t *testing.T) {
+	want := map[string]string{
+		"bad-abs.toml":           `path "/manifest.json" is absolute`,
+		"bad-backslash.toml":     `contains a backslash`,
+		"bad-bigchunk.toml":      `size 9437185 not in 1..8388608`,
+		"bad-chunk-hex.toml":     `chunk 0: want sha256 of 64 and blob of 40 lowercase hex`,
+		"bad-digest.toml":        `digest "sha512:`,
+		"bad-dotdot.toml":        `path "../manifest.json" contains ..`,
+		"bad-dup.toml":           `entry "manifest.json": duplicate path`,
+		"bad-format.toml":        `format "oci" unsupported`,
+		"bad-hardlink.toml":      `type "hardlink" not allowed`,
+		"bad-link-escape.toml":   `points outside the image`,
+		"bad-setuid.toml":        `mode 04755: only permission bits`,
+		"bad-sum.toml":           `chunk sizes sum to 1572863, file size is 1572864`,
+		"bad-type.toml":          `type "fifo" not allowed`,
+		"bad-under-symlink.toml": `is a symlink`,
+		"bad-unknown-key.toml":   `images/x.toml:5: unknown key "compression"`,
+	}
+	files, _ := filepath.Glob("testdata/image/bad-*.toml")
+	if len(files) != len(want) {
+		t.Fatalf("%d bad files, %d expectations", len(files), len(want))
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ParseImageIndex("images/x.toml", data)
+		w := want[filepath.Base(f)]
+		if err == nil || w == "" || !strings.Contains(err.Error(), w) {
+			t.Errorf("%s: got %v, want error containing %q", f, err, w)
+		}
+	}
+}
+
+func TestImageIndexLimits(t *testing.T) {
+	base := func() *ImageIndex {
+		return &ImageIndex{Name: "x", Digest: "sha256:" + strings.Repeat("a", 64), Format: ImageFormat,
+			Entries: []ImageEntry{{Path: "a", Type: EntryFile, Mode: 0o644}}}
+	}
+	idx := base()
+	if err := idx.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// Total size: many entries each claiming a 8 GiB file made of max chunks.
+	idx = base()
+	c := Chunk{SHA256: strings.Repeat("b", 64), Size: MaxImageChunk, Blob: strings.Repeat("c", 40)}
+	chunks := make([]Chunk, 1024)
+	for i := range chunks {
+		chunks[i] = c
+	}
+	idx.Entries = nil
+	for i := 0; i < 9; i++ {
+		idx.Entries = append(idx.Entries, ImageEntry{Path: string(rune('a' + i)), Type: EntryFile, Size: 1024 * MaxImageChunk, Chunks: chunks})
+	}
+	if err := idx.Validate(); err == nil || !strings.Contains(err.Error(), "files total more than 68719476736 bytes") {
+		t.Fatalf("total size: %v", err)
+	}
+	idx = base()
+	idx.Entries = make([]ImageEntry, MaxImageEntries+1)
+	if err := idx.Validate(); err == nil || !strings.Contains(err.Error(), "more than 65536") {
+		t.Fatalf("entry count: %v", err)
+	}
+	for _, p := range []string{"a/./b", "a//b", "a/", "./a", "a\x00b", "a/../b", ".."} {
+		if CheckImagePath(p) == nil {
+			t.Errorf("path %q accepted", p)
+		}
+	}
+}
+
+func TestImageIndexEncodeEscapes(t *testing.T) {
+	idx := &ImageIndex{Name: "x", Digest: "sha256:" + strings.Repeat("a", 64), Format: ImageFormat,
+		RepoTags: []string{`we"ird:1`},
+		Entries:  []ImageEntry{{Path: `dir with "quote"/ü`, Type: EntryDir, Mode: 0o700}}}
+	enc, err := idx.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseImageIndex("x.toml", enc)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, enc)
+	}
+	if !reflect.DeepEqual(back, idx) {
+		t.Fatalf("round trip: %+v != %+v", back, idx)
+	}
+}
+
+func FuzzParseImageIndex(f *testing.F) {
+	files, _ := filepath.Glob("testdata/image/*.toml")
+	for _, name := range files {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		idx, err := ParseImageIndex("f.toml", data)
+		if err != nil {
+			return
+		}
+		enc, err := idx.Encode()
+		if err != nil {
+			t.Fatalf("valid index does not encode: %v", err)
+		}
+		back, err := ParseImageIndex("f.toml", enc)
+		if err != nil {
+			t.Fatalf("encoded index does not parse: %v\n%s", err, enc)
+		}
+		if !reflect.DeepEqual(back, idx) {
+			t.Fatalf("round trip changed the index")
+		}
+		enc2, _ := back.Encode()
+		if !bytes.Equal(enc, enc2) {
+			t.Fatalf("Encode is not deterministic")
+		}
+	})
+}
