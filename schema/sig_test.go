@@ -131,3 +131,5 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
