@@ -1,0 +1,296 @@
+// Package render turns a fleet (fleet.toml plus its config templates) into
+// what a release pins for every node: the rendered file bytes and the
+// literal [[node]] entries of release.toml. It is the only place templates
+// are executed; the agent applies the results verbatim.
+//
+// Rendering is deterministic: the same fleet and sources give the same
+// bytes, so an unchanged config produces an identical release tree.
+package render
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"maps"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"text/template"
+
+	"github.com/pullship/pullship/schema"
+)
+
+// MaxTemplateSize bounds one template source file.
+const MaxTemplateSize = 1 << 20
+
+// Rendered is the output for a whole fleet, nodes in fleet order.
+type Rendered struct {
+	Nodes []Node
+}
+
+// Node is one node's rendered release entry and files. Release.Files holds
+// one entry per Files element, same order, with matching Path, Target,
+// SHA256, Length and Mode. Release.Image is the fleet's image name; the
+// caller adds the matching [[image]] entry.
+type Node struct {
+	Release schema.ReleaseNode
+	Files   []File
+}
+
+// File is one rendered file.
+type File struct {
+	Path   string // relative path inside nodes/<node>/ (the template name)
+	Target string // absolute host path
+	Mode   schema.FileMode
+	Data   []byte
+	SHA256 string // hex sha256 of Data
+}
+
+// ReleaseNodes returns the release entries of all nodes, in fleet order.
+func (r *Rendered) ReleaseNodes() []schema.ReleaseNode {
+	out := make([]schema.ReleaseNode, len(r.Nodes))
+	for i, n := range r.Nodes {
+		out[i] = n.Release
+	}
+	return out
+}
+
+// Data is what every template sees. Vars is the fleet's [vars] overlaid
+// with the node's own vars; Nodes lists every node of the fleet (with
+// empty Vars and Nodes) in fleet order. Peer is set only while rendering a
+// cluster join argument: the member name of the peer joined through.
+type Data struct {
+	Node    string
+	Region  string
+	Address string // IP without prefix, "10.0.0.1"
+	CIDR    string // "10.0.0.1/24"
+	Wave    int
+	Vars    map[string]any
+	Nodes   []Data
+	Peer    string
+}
+
+// Render renders fleet f whose fleet.toml lives in directory dir (template
+// sources and status key files are read relative to it, and never from
+// outside it). f must have come from schema.ParseFleet.
+func Render(f *schema.Fleet, dir string) (*Rendered, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("render: %w", err)
+	}
+	defer root.Close()
+
+	tmpls := make([]*template.Template, len(f.Templates))
+	for i, t := range f.Templates {
+		src, err := readBounded(root, t.Source, MaxTemplateSize)
+		if err != nil {
+			return nil, fmt.Errorf("render: template %q: %w", t.Name, err)
+		}
+		tmpls[i], err = template.New(t.Name).Option("missingkey=error").Parse(string(src))
+		if err != nil {
+			return nil, fmt.Errorf("render: template %q: %w", t.Name, err)
+		}
+	}
+
+	all := make([]Data, len(f.Nodes))
+	for i := range f.Nodes {
+		all[i] = nodeData(f, &f.Nodes[i], nil)
+	}
+	// Join order: earlier waves first, fleet order within a wave.
+	order := make([]int, len(f.Nodes))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return f.Nodes[a].Wave - f.Nodes[b].Wave })
+
+	out := &Rendered{Nodes: make([]Node, len(f.Nodes))}
+	for i := range f.Nodes {
+		n := &f.Nodes[i]
+		d := nodeData(f, n, all)
+		rn, err := renderNode(f, root, n, d, tmpls, all, order)
+		if err != nil {
+			return nil, fmt.Errorf("render node %q: %w", n.Name, err)
+		}
+		out.Nodes[i] = rn
+	}
+	return out, nil
+}
+
+func nodeData(f *schema.Fleet, n *schema.FleetNode, all []Data) Data {
+	p, _ := netip.ParsePrefix(n.Address) // validated by ParseFleet
+	vars := maps.Clone(f.Vars)
+	if vars == nil {
+		vars = map[string]any{}
+	}
+	maps.Copy(vars, n.Vars)
+	d := Data{Node: n.Name, Region: n.Region, Address: p.Addr().String(), CIDR: n.Address, Wave: n.Wave, Nodes: all}
+	if all != nil {
+		d.Vars = vars
+	}
+	return d
+}
+
+func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmpls []*template.Template, all []Data, order []int) (Node, error) {
+	s := &f.Service
+	pattern := s.Container
+	if n.Container != "" {
+		pattern = n.Container
+	}
+	cname, err := execString("container name", pattern, d)
+	if err != nil {
+		return Node{}, err
+	}
+	if err := schema.CheckName(cname); err != nil {
+		return Node{}, fmt.Errorf("container name: %w", err)
+	}
+	keyPEM, err := statusKey(root, n.StatusKey)
+	if err != nil {
+		return Node{}, err
+	}
+	keyID, err := schema.StatusKeyID(keyPEM)
+	if err != nil {
+		return Node{}, fmt.Errorf("status_key: %w", err)
+	}
+	a := f.AttachOf(n)
+	rn := schema.ReleaseNode{
+		Name:        n.Name,
+		Region:      n.Region,
+		Wave:        n.Wave,
+		Image:       f.ImageName(),
+		StatusKeyID: keyID,
+		StatusKey:   keyPEM,
+		Container: schema.Container{
+			Name:       cname,
+			Ports:      slices.Clone(s.Ports),
+			Binds:      slices.Clone(s.Binds),
+			Env:        maps.Clone(s.Env),
+			Restart:    s.Restart,
+			Command:    slices.Clone(s.Command),
+			Entrypoint: slices.Clone(s.Entrypoint),
+			Reload:     schema.Reload{Action: s.Reload.Action, Command: slices.Clone(s.Reload.Command)},
+			Health:     s.Health,
+		},
+		Network: schema.Network{Driver: a.Driver, Address: n.Address, Network: a.Network},
+	}
+	rn.Container.Health.Command = slices.Clone(s.Health.Command)
+	if c := s.Cluster; c != nil {
+		cl := &schema.Cluster{Show: slices.Clone(c.Show), Format: c.Format}
+		if cl.Self, err = execString("cluster peer", c.Peer, d); err != nil {
+			return Node{}, err
+		}
+		for _, j := range order {
+			if all[j].Node == n.Name {
+				continue
+			}
+			peer, err := execString("cluster peer", c.Peer, all[j])
+			if err != nil {
+				return Node{}, fmt.Errorf("peer %q: %w", all[j].Node, err)
+			}
+			jd := d
+			jd.Peer = peer
+			argv := make([]string, len(c.Join))
+			for k, arg := range c.Join {
+				if argv[k], err = execString("cluster join", arg, jd); err != nil {
+					return Node{}, err
+				}
+			}
+			cl.Peers = append(cl.Peers, peer)
+			cl.Join = append(cl.Join, argv)
+		}
+		rn.Container.Cluster = cl
+	}
+
+	var files []File
+	for i, t := range f.Templates {
+		var buf bytes.Buffer
+		w := &limitWriter{w: &buf, n: schema.MaxFileLength, max: schema.MaxFileLength}
+		if err := tmpls[i].Execute(w, d); err != nil {
+			return Node{}, fmt.Errorf("template %q: %w", t.Name, explain(err))
+		}
+		sum := sha256.Sum256(buf.Bytes())
+		file := File{Path: t.Name, Target: t.Target, Mode: t.Mode, Data: buf.Bytes(), SHA256: hex.EncodeToString(sum[:])}
+		files = append(files, file)
+		rn.Files = append(rn.Files, schema.File{Path: file.Path, Target: file.Target, SHA256: file.SHA256, Length: int64(len(file.Data)), Mode: file.Mode})
+	}
+	return Node{Release: rn, Files: files}, nil
+}
+
+func execString(what, text string, d Data) (string, error) {
+	t, err := template.New(what).Option("missingkey=error").Parse(text)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", what, err)
+	}
+	var b strings.Builder
+	if err := t.Execute(&limitWriter{w: &b, n: schema.MaxStringLen, max: schema.MaxStringLen}, d); err != nil {
+		return "", fmt.Errorf("%s: %w", what, explain(err))
+	}
+	return b.String(), nil
+}
+
+var missingKey = regexp.MustCompile(`map has no entry for key "([^"]*)"`)
+
+// explain turns text/template's missing-key error into one naming the variable.
+func explain(err error) error {
+	if m := missingKey.FindStringSubmatch(err.Error()); m != nil {
+		return &UndefinedVariableError{Name: m[1]}
+	}
+	return err
+}
+
+// UndefinedVariableError reports a template variable that neither [vars]
+// nor the node's vars define.
+type UndefinedVariableError struct {
+	Name string
+}
+
+func (e *UndefinedVariableError) Error() string {
+	return fmt.Sprintf("variable %q is not defined", e.Name)
+}
+
+// statusKey returns the node's status public key PEM: inline, or read from
+// the file it names.
+func statusKey(root *os.Root, s string) (string, error) {
+	if strings.HasPrefix(strings.TrimSpace(s), "-----BEGIN") {
+		return s, nil
+	}
+	b, err := readBounded(root, s, schema.MaxKeyPEMLen)
+	if err != nil {
+		return "", fmt.Errorf("status_key: %w", err)
+	}
+	return string(b), nil
+}
+
+func readBounded(root *os.Root, name string, max int64) ([]byte, error) {
+	fh, err := root.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if int64(len(b)) > max {
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, max)
+	}
+	return b, nil
+}
+
+// limitWriter fails once more than n bytes are written, so a runaway
+// template (a huge range) cannot exhaust memory.
+type limitWriter struct {
+	w      io.Writer
+	n, max int64
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.n {
+		return 0, fmt.Errorf("output larger than the %d bytes allowed", l.max)
+	}
+	l.n -= int64(len(p))
+	return l.w.Write(p)
+}
