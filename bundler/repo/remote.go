@@ -1,0 +1,675 @@
+// Package repo is pullship's git layer: it writes and reads a release
+// repository on any git server or in a plain directory, fast and with
+// bounded memory.
+//
+// Writing goes through a streaming pack writer ([PackWriter]): objects are
+// described up front ([Object], [ObjectStream]), compressed at zlib's
+// fastest level without delta search, and streamed straight into the
+// server's receive-pack ([Remote.Push]) or into a pack file of a local
+// repository ([Store.Write]); nothing holds more than one object's buffers.
+// Ref updates are compare-and-swap: losing a race is a [*RefConflictError].
+//
+// Reading goes through [Store], a bare repository on disk that
+// [Remote.Fetch] fills with only the refs asked for and [Store.OpenBlob]
+// streams from with the declared size enforced.
+//
+// Remotes: http(s)://, git:// and ssh:// use go-git's transports (HTTP with
+// one shared keep-alive client; the HTTP push is pullship's own streaming
+// POST, because go-git buffers the whole request). A plain directory path
+// or a file:// URL is a bare repository accessed in-process, without the git
+// CLI: go-git's file transport would exec git-upload-pack/git-receive-pack,
+// and its in-process server neither checks the old value of a ref update
+// nor avoids delta search when serving a fetch.
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/sideband"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	gitclient "github.com/go-git/go-git/v5/plumbing/transport/git"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+)
+
+// Options configure a Remote. The zero value is usable.
+type Options struct {
+	// Auth authenticates to the server (githttp.BasicAuth/TokenAuth for
+	// HTTP, an ssh auth method for ssh://); nil for none or URL userinfo.
+	Auth transport.AuthMethod
+	// HTTPClient is used for every HTTP request; nil means a package-wide
+	// client with keep-alive, so repeated polls reuse one connection.
+	HTTPClient *http.Client
+}
+
+// DefaultHTTPClient is the shared client of remotes opened without one.
+var DefaultHTTPClient = &http.Client{Transport: &http.Transport{
+	Proxy:                 http.ProxyFromEnvironment,
+	DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	ForceAttemptHTTP2:     true,
+	MaxIdleConnsPerHost:   4,
+	IdleConnTimeout:       5 * time.Minute,
+	TLSHandshakeTimeout:   10 * time.Second,
+	ResponseHeaderTimeout: 2 * time.Minute,
+}}
+
+// maxAdvertisement bounds the ref advertisement read over HTTP.
+const maxAdvertisement = 16 << 20
+
+// Remote is a release repository: a git server or a bare repository in a
+// directory. Its methods are safe for concurrent use.
+type Remote struct {
+	url  string
+	dir  *Store // directory remotes
+	ep   *transport.Endpoint
+	tr   transport.Transport
+	http *http.Client
+	auth transport.AuthMethod
+}
+
+// Open addresses the repository at rawURL: http(s)://, git://, ssh://,
+// file:// or a plain directory path (a bare repository; see [Init]). Network
+// remotes are not contacted until used.
+func Open(ctx context.Context, rawURL string, opts Options) (*Remote, error) {
+	r := &Remote{url: rawURL, auth: opts.Auth, http: opts.HTTPClient}
+	if r.http == nil {
+		r.http = DefaultHTTPClient
+	}
+	if !strings.Contains(rawURL, "://") {
+		s, err := OpenStore(rawURL)
+		if err != nil {
+			return nil, err
+		}
+		r.dir = s
+		return r, nil
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open remote %s: %w", redact(rawURL), err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("open remote %s: file URL with a host", rawURL)
+		}
+		s, err := OpenStore(u.Path)
+		if err != nil {
+			return nil, err
+		}
+		r.dir = s
+		return r, nil
+	case "http", "https":
+		r.tr = githttp.NewClient(r.http)
+	case "git":
+		r.tr = gitclient.DefaultClient
+	case "ssh":
+		r.tr = gitssh.DefaultClient
+	default:
+		return nil, fmt.Errorf("open remote %s: unsupported scheme %q (use http, https, git, ssh, file or a directory)", redact(rawURL), u.Scheme)
+	}
+	ep, err := transport.NewEndpoint(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("open remote %s: %w", redact(rawURL), err)
+	}
+	r.ep = ep
+	return r, nil
+}
+
+func redact(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return raw
+}
+
+// String is the remote's URL without password.
+func (r *Remote) String() string { return redact(r.url) }
+
+// Refs returns the remote's refs from one ref advertisement (upload-pack):
+// the cheap "did anything move" poll. Over HTTP it is one GET on a reused
+// connection. An empty repository yields an empty map.
+func (r *Remote) Refs(ctx context.Context) (map[string]plumbing.Hash, error) {
+	if r.dir != nil {
+		return r.dir.Refs()
+	}
+	var ar *packp.AdvRefs
+	var err error
+	if r.isHTTP() {
+		ar, err = r.httpAdvertisement(ctx, transport.UploadPackServiceName)
+	} else {
+		ar, err = r.sessionAdvertisement(ctx)
+	}
+	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return map[string]plumbing.Hash{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list refs of %s: %w", r, err)
+	}
+	return advRefsMap(ar), nil
+}
+
+func advRefsMap(ar *packp.AdvRefs) map[string]plumbing.Hash {
+	refs := make(map[string]plumbing.Hash, len(ar.References)+1)
+	for name, h := range ar.References {
+		refs[name] = h
+	}
+	if ar.Head != nil {
+		refs["HEAD"] = *ar.Head
+	}
+	return refs
+}
+
+func (r *Remote) isHTTP() bool { return r.ep != nil && (r.ep.Protocol == "http" || r.ep.Protocol == "https") }
+
+func (r *Remote) sessionAdvertisement(ctx context.Context) (*packp.AdvRefs, error) {
+	sess, err := r.tr.NewUploadPackSession(r.ep, r.auth)
+	if err != nil {
+		return nil, err
+	}
+	defer sess.Close()
+	return sess.AdvertisedReferencesContext(ctx)
+}
+
+// baseURL is the HTTP repository URL without userinfo and trailing slash.
+func (r *Remote) baseURL() string {
+	u, _ := url.Parse(r.url)
+	u.User = nil
+	return strings.TrimSuffix(u.String(), "/")
+}
+
+func (r *Remote) authorize(req *http.Request) {
+	if a, ok := r.auth.(githttp.AuthMethod); ok {
+		a.SetAuth(req)
+		return
+	}
+	if u, _ := url.Parse(r.url); u != nil && u.User != nil {
+		pw, _ := u.User.Password()
+		req.SetBasicAuth(u.User.Username(), pw)
+	}
+}
+
+// httpAdvertisement GETs info/refs for service, bounded, and drains the body
+// so the connection goes back to the pool.
+func (r *Remote) httpAdvertisement(ctx context.Context, service string) (*packp.AdvRefs, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.baseURL()+"/info/refs?service="+service, nil)
+	if err != nil {
+		return nil, err
+	}
+	r.authorize(req)
+	res, err := r.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+		res.Body.Close()
+	}()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET info/refs: %s", res.Status)
+	}
+	if ct := res.Header.Get("Content-Type"); ct != "application/x-"+service+"-advertisement" {
+		return nil, fmt.Errorf("GET info/refs: not a smart git server (content type %q)", ct)
+	}
+	ar := packp.NewAdvRefs()
+	lr := &limitedReader{r: res.Body, left: maxAdvertisement, what: "ref advertisement"}
+	if err := ar.Decode(lr); err != nil {
+		if errors.Is(err, packp.ErrEmptyAdvRefs) {
+			return nil, transport.ErrEmptyRemoteRepository
+		}
+		return nil, fmt.Errorf("decode ref advertisement: %w", err)
+	}
+	return ar, nil
+}
+
+// RefUpdate is one ref a push moves: from Old (zero: the ref must not exist)
+// to New (zero: delete). Old is checked by the server atomically.
+type RefUpdate struct {
+	Name string
+	Old  plumbing.Hash
+	New  plumbing.Hash
+}
+
+// RefConflictError reports a ref whose value was not the expected one: a
+// concurrent release (or status writer) won the race. Actual is zero when
+// the ref does not exist (or could not be read back).
+type RefConflictError struct {
+	Ref      string
+	Expected plumbing.Hash
+	Actual   plumbing.Hash
+}
+
+func (e *RefConflictError) Error() string {
+	return fmt.Sprintf("ref %s is at %s, expected %s: a concurrent release won the race (fetch and retry)", e.Ref, short(e.Actual), short(e.Expected))
+}
+
+func short(h plumbing.Hash) string {
+	if h.IsZero() {
+		return "nothing"
+	}
+	return h.String()[:12]
+}
+
+// PushRejectedError reports a ref update the server refused for another
+// reason than a stale old value (hooks, permissions, unpack failure).
+type PushRejectedError struct {
+	Ref    string // empty for an unpack failure
+	Status string // the server's words
+}
+
+func (e *PushRejectedError) Error() string {
+	if e.Ref == "" {
+		return "server could not unpack the pushed objects: " + e.Status
+	}
+	return fmt.Sprintf("server rejected %s: %s", e.Ref, e.Status)
+}
+
+var errPushDone = errors.New("push finished")
+
+// PushResult says what a push did.
+type PushResult struct {
+	// Status is the server's per-ref status ("ok" or its reason).
+	Status map[string]string
+	// PackBytes is the size of the pack sent (0 when none was needed).
+	PackBytes int64
+}
+
+// Push sends the objects of st and moves exactly the refs in updates, each
+// compare-and-swap on its Old value. st must hold every object the new
+// values need that the remote lacks (and may hold more). The pack is
+// streamed into the server as it is written; if the advertisement already
+// shows a different value for a ref, nothing is sent and a
+// *RefConflictError is returned.
+func (r *Remote) Push(ctx context.Context, updates []RefUpdate, st *ObjectStream) (*PushResult, error) {
+	if len(updates) == 0 {
+		return &PushResult{Status: map[string]string{}}, nil
+	}
+	for _, u := range updates {
+		if err := checkRefName(u.Name); err != nil {
+			return nil, fmt.Errorf("push to %s: %w", r, err)
+		}
+	}
+	if st == nil {
+		st = NewObjectStream(nil)
+	}
+	if r.dir != nil {
+		return r.pushDir(ctx, updates, st)
+	}
+
+	var (
+		ar   *packp.AdvRefs
+		sess transport.ReceivePackSession
+		err  error
+	)
+	if r.isHTTP() {
+		ar, err = r.httpAdvertisement(ctx, transport.ReceivePackServiceName)
+	} else {
+		sess, err = r.tr.NewReceivePackSession(r.ep, r.auth)
+		if err == nil {
+			defer sess.Close()
+			ar, err = sess.AdvertisedReferencesContext(ctx)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("push to %s: %w", r, err)
+	}
+	current := advRefsMap(ar)
+	for _, u := range updates {
+		if current[u.Name] != u.Old {
+			return nil, fmt.Errorf("push to %s: %w", r, &RefConflictError{Ref: u.Name, Expected: u.Old, Actual: current[u.Name]})
+		}
+	}
+
+	req := packp.NewReferenceUpdateRequestFromCapabilities(ar.Capabilities)
+	if !ar.Capabilities.Supports(capability.ReportStatus) {
+		return nil, fmt.Errorf("push to %s: server does not support report-status", r)
+	}
+	if ar.Capabilities.Supports(capability.Sideband64k) {
+		req.Capabilities.Set(capability.Sideband64k)
+	}
+	if ar.Capabilities.Supports(capability.Atomic) && len(updates) > 1 {
+		req.Capabilities.Set(capability.Atomic)
+	}
+	needPack := false
+	for _, u := range updates {
+		req.Commands = append(req.Commands, &packp.Command{Name: plumbing.ReferenceName(u.Name), Old: u.Old, New: u.New})
+		if !u.New.IsZero() {
+			needPack = true
+		}
+	}
+
+	res := &PushResult{Status: map[string]string{}}
+	var packErr chan error
+	var counter *countingReader
+	var pr *io.PipeReader
+	if needPack {
+		var pw *io.PipeWriter
+		pr, pw = io.Pipe()
+		counter = &countingReader{r: pr}
+		packErr = make(chan error, 1)
+		go func() {
+			_, _, err := WritePack(ctx, pw, st)
+			pw.CloseWithError(err)
+			packErr <- err
+		}()
+		defer pr.Close()
+		req.Packfile = io.NopCloser(counter)
+	}
+
+	var report *packp.ReportStatus
+	if r.isHTTP() {
+		report, err = r.httpReceivePack(ctx, req)
+	} else {
+		report, err = sess.ReceivePack(ctx, req)
+	}
+	if packErr != nil {
+		// Unblock a writer the server stopped reading; a real pack error
+		// (content not matching its declaration) explains the rest.
+		pr.CloseWithError(errPushDone)
+		if perr := <-packErr; perr != nil && !errors.Is(perr, errPushDone) {
+			return nil, fmt.Errorf("push to %s: %w", r, perr)
+		}
+		res.PackBytes = counter.n
+	}
+	if report == nil {
+		if err == nil {
+			err = errors.New("no report from server")
+		}
+		return nil, fmt.Errorf("push to %s: %w", r, err)
+	}
+	if report.UnpackStatus != "ok" {
+		return res, fmt.Errorf("push to %s: %w", r, &PushRejectedError{Status: report.UnpackStatus})
+	}
+	for _, cs := range report.CommandStatuses {
+		res.Status[cs.ReferenceName.String()] = cs.Status
+	}
+	return res, r.rejected(ctx, updates, res.Status)
+}
+
+// rejected turns refused updates into errors: a stale old value (the ref
+// moved since the advertisement) is a *RefConflictError.
+func (r *Remote) rejected(ctx context.Context, updates []RefUpdate, status map[string]string) error {
+	var errs []error
+	var after map[string]plumbing.Hash
+	for _, u := range updates {
+		st, ok := status[u.Name]
+		if ok && st == "ok" {
+			continue
+		}
+		if !ok {
+			st = "no status reported"
+		}
+		if after == nil {
+			after, _ = r.Refs(ctx)
+		}
+		if after != nil && after[u.Name] != u.Old && after[u.Name] != u.New {
+			errs = append(errs, &RefConflictError{Ref: u.Name, Expected: u.Old, Actual: after[u.Name]})
+			continue
+		}
+		errs = append(errs, &PushRejectedError{Ref: u.Name, Status: st})
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("push to %s: %w", r, errors.Join(errs...))
+	}
+	return nil
+}
+
+// httpReceivePack POSTs the request with the pack streamed as a chunked
+// body: go-git's HTTP transport would buffer all of it in memory first.
+func (r *Remote) httpReceivePack(ctx context.Context, upd *packp.ReferenceUpdateRequest) (*packp.ReportStatus, error) {
+	body, w := io.Pipe()
+	go func() { w.CloseWithError(upd.Encode(w)) }()
+	defer body.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.baseURL()+"/git-receive-pack", body)
+	if err != nil {
+		return nil, err
+	}
+	r.authorize(req)
+	req.Header.Set("Content-Type", "application/x-git-receive-pack-request")
+	req.Header.Set("Accept", "application/x-git-receive-pack-result")
+	res, err := r.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("POST git-receive-pack: %s", res.Status)
+	}
+	var rd io.Reader = &limitedReader{r: res.Body, left: maxAdvertisement, what: "push report"}
+	if upd.Capabilities.Supports(capability.Sideband64k) {
+		rd = sideband.NewDemuxer(sideband.Sideband64k, rd)
+	}
+	report := packp.NewReportStatus()
+	if err := report.Decode(rd); err != nil {
+		return nil, fmt.Errorf("decode push report: %w", err)
+	}
+	io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	return report, nil
+}
+
+// pushDir writes the pack into the directory repository, then moves each
+// ref with git's lock protocol.
+func (r *Remote) pushDir(ctx context.Context, updates []RefUpdate, st *ObjectStream) (*PushResult, error) {
+	for _, u := range updates {
+		cur, err := r.dir.readRef(u.Name)
+		if err != nil {
+			return nil, fmt.Errorf("push to %s: %w", r, err)
+		}
+		if cur != u.Old {
+			return nil, fmt.Errorf("push to %s: %w", r, &RefConflictError{Ref: u.Name, Expected: u.Old, Actual: cur})
+		}
+	}
+	if err := r.dir.Write(ctx, st); err != nil {
+		return nil, fmt.Errorf("push to %s: %w", r, err)
+	}
+	res := &PushResult{Status: map[string]string{}}
+	var errs []error
+	for _, u := range updates {
+		if err := r.dir.SetRef(u.Name, u.Old, u.New); err != nil {
+			res.Status[u.Name] = err.Error()
+			errs = append(errs, err)
+			continue
+		}
+		res.Status[u.Name] = "ok"
+	}
+	if len(errs) > 0 {
+		return res, fmt.Errorf("push to %s: %w", r, errors.Join(errs...))
+	}
+	return res, nil
+}
+
+// FetchRequest says what Fetch brings into a Store.
+type FetchRequest struct {
+	// Refs are "src" or "src:dst" ref names (no patterns), e.g.
+	// "refs/heads/releases:refs/remotes/origin/releases" or
+	// "refs/tags/pullship/images/<hex>". A missing src is an error. A dst
+	// is set (unconditionally) in the store after the objects are in.
+	Refs []string
+	// Haves are commits the store already has (e.g. older image tags), so
+	// the server sends only what is new.
+	Haves []plumbing.Hash
+	// MaxPackBytes bounds the pack the server may send (0: 4 GiB).
+	MaxPackBytes int64
+}
+
+// ErrPackTooLarge reports a fetch response beyond FetchRequest.MaxPackBytes.
+var ErrPackTooLarge = errors.New("pack exceeds the size limit")
+
+// Fetch brings the objects of the requested refs into local (no shallow, no
+// other tags) and returns the fetched refs' values. Objects already in local
+// are not requested.
+//
+// Bounded: the pack size (MaxPackBytes), the HTTP ref advertisement. Not
+// bounded by this package: the inflated size of a single object inside the
+// pack, which go-git's pack parser buffers whole (a server can send a zlib
+// bomb of up to MaxPackBytes compressed); callers check sizes against the
+// signed manifest before reading through OpenBlob.
+func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[string]plumbing.Hash, error) {
+	type spec struct{ src, dst string }
+	var specs []spec
+	for _, s := range fr.Refs {
+		src, dst, _ := strings.Cut(s, ":")
+		if err := checkRefName(src); err != nil {
+			return nil, fmt.Errorf("fetch from %s: %w", r, err)
+		}
+		if dst != "" {
+			if err := checkRefName(dst); err != nil {
+				return nil, fmt.Errorf("fetch from %s: %w", r, err)
+			}
+		}
+		specs = append(specs, spec{src, dst})
+	}
+	limit := fr.MaxPackBytes
+	if limit <= 0 {
+		limit = 4 << 30
+	}
+
+	var (
+		remoteRefs map[string]plumbing.Hash
+		sess       transport.UploadPackSession
+		ar         *packp.AdvRefs
+		err        error
+	)
+	if r.dir != nil {
+		remoteRefs, err = r.dir.Refs()
+	} else {
+		sess, err = r.tr.NewUploadPackSession(r.ep, r.auth)
+		if err == nil {
+			defer sess.Close()
+			ar, err = sess.AdvertisedReferencesContext(ctx)
+			if errors.Is(err, transport.ErrEmptyRemoteRepository) {
+				ar, err = packp.NewAdvRefs(), nil
+			}
+		}
+		if ar != nil {
+			remoteRefs = advRefsMap(ar)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fetch from %s: %w", r, err)
+	}
+
+	got := make(map[string]plumbing.Hash)
+	var wants []plumbing.Hash
+	wanted := map[plumbing.Hash]bool{}
+	for _, s := range specs {
+		h, ok := remoteRefs[s.src]
+		if !ok {
+			return nil, fmt.Errorf("fetch %s from %s: %w", s.src, r, ErrNotFound)
+		}
+		got[s.src] = h
+		if !wanted[h] && !local.HasObject(h) {
+			wanted[h] = true
+			wants = append(wants, h)
+		}
+	}
+	if len(wants) > 0 {
+		if r.dir != nil {
+			st := NewObjectStream(r.dir.openObject)
+			err = r.dir.walk(wants, local.HasObject, func(o Object) { st.Add(o) })
+			if err == nil {
+				err = local.Write(ctx, st)
+			}
+		} else {
+			err = r.fetchPack(ctx, sess, ar, local, wants, fr.Haves, limit)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fetch from %s: %w", r, err)
+		}
+	}
+	for _, s := range specs {
+		if s.dst == "" {
+			continue
+		}
+		if err := local.setRef(s.dst, nil, got[s.src]); err != nil {
+			return nil, fmt.Errorf("fetch from %s: %w", r, err)
+		}
+	}
+	return got, nil
+}
+
+func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession, ar *packp.AdvRefs,
+	local *Store, wants, haves []plumbing.Hash, limit int64) error {
+	req := packp.NewUploadPackRequestFromCapabilities(ar.Capabilities)
+	// Thin packs would need bases resolved from the store mid-parse; tags
+	// other than the ones asked for are not wanted.
+	req.Capabilities.Delete(capability.ThinPack)
+	if ar.Capabilities.Supports(capability.NoProgress) {
+		req.Capabilities.Set(capability.NoProgress)
+	}
+	req.Wants = wants
+	for _, h := range haves {
+		if !h.IsZero() && local.HasObject(h) {
+			req.Haves = append(req.Haves, h)
+		}
+	}
+	resp, err := sess.UploadPack(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer resp.Close()
+	lr := &limitedReader{r: resp, left: limit, what: "pack", err: ErrPackTooLarge}
+	if err := packfile.UpdateObjectStorage(local.storage(), lr); err != nil {
+		return fmt.Errorf("store fetched pack: %w", err)
+	}
+	local.reload()
+	for _, h := range wants {
+		if !local.HasObject(h) {
+			return fmt.Errorf("fetched pack lacks %s", h)
+		}
+	}
+	return nil
+}
+
+// limitedReader fails (rather than silently truncating) past left bytes.
+type limitedReader struct {
+	r    io.Reader
+	left int64
+	what string
+	err  error
+}
+
+func (l *limitedReader) Read(p []byte) (int, error) {
+	if l.left <= 0 {
+		var one [1]byte
+		n, err := io.ReadFull(l.r, one[:])
+		if n > 0 {
+			if l.err != nil {
+				return 0, l.err
+			}
+			return 0, fmt.Errorf("%s exceeds the size limit", l.what)
+		}
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
+		return 0, err
+	}
+	if int64(len(p)) > l.left {
+		p = p[:l.left]
+	}
+	n, err := l.r.Read(p)
+	l.left -= int64(n)
+	return n, err
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

@@ -1,0 +1,629 @@
+package repo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/go-git/go-billy/v5/osfs"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+)
+
+// ErrNotRepository reports a directory that is not a bare git repository.
+var ErrNotRepository = errors.New("not a bare git repository")
+
+// ErrNotFound reports a missing object, ref or path.
+var ErrNotFound = errors.New("not found")
+
+// Store is a bare git repository on disk: the agent's local object store, a
+// release repository in a directory (removable media, local use), or the
+// target of a directory push. Objects are read through go-git's filesystem
+// storage with a large-object threshold, so a big blob is streamed from its
+// pack and never held whole; packs are written by pullship's own streaming
+// writer together with their .idx, without the git CLI.
+//
+// Refs are updated with git's own lock protocol (<ref>.lock created
+// exclusively, then renamed), so a Store is safe next to concurrent git
+// processes (git daemon, git push to the same directory).
+type Store struct {
+	dir string
+	mu  sync.Mutex
+	sto *filesystem.Storage
+}
+
+const (
+	largeObjectThreshold = 1 << 20 // bigger objects stream from their pack
+	objectCacheBytes     = 8 << 20
+)
+
+// Init creates a bare repository at dir (an existing one is kept as it is)
+// and opens it.
+func Init(dir string) (*Store, error) {
+	for _, d := range []string{"objects/pack", "objects/info", "refs/heads", "refs/tags"} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.FromSlash(d)), 0o755); err != nil {
+			return nil, fmt.Errorf("init repository %s: %w", dir, err)
+		}
+	}
+	files := map[string]string{
+		"HEAD":   "ref: refs/heads/releases\n",
+		"config": "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n",
+	}
+	for name, content := range files {
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("init repository %s: %w", dir, err)
+		}
+		_, err = f.WriteString(content)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("init repository %s: %w", dir, err)
+		}
+	}
+	return OpenStore(dir)
+}
+
+// OpenStore opens the existing bare repository at dir.
+func OpenStore(dir string) (*Store, error) {
+	for _, p := range []string{"objects", "refs", "HEAD"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			return nil, fmt.Errorf("open repository %s: %w (missing %s)", dir, ErrNotRepository, p)
+		}
+	}
+	s := &Store{dir: dir}
+	s.reload()
+	return s, nil
+}
+
+// Dir is the repository directory.
+func (s *Store) Dir() string { return s.dir }
+
+// reload drops go-git's cached pack indexes so packs written since are seen.
+func (s *Store) reload() {
+	sto := filesystem.NewStorageWithOptions(osfs.New(s.dir), cache.NewObjectLRU(objectCacheBytes),
+		filesystem.Options{LargeObjectThreshold: largeObjectThreshold})
+	s.mu.Lock()
+	s.sto = sto
+	s.mu.Unlock()
+}
+
+func (s *Store) storage() *filesystem.Storage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sto
+}
+
+// HasObject reports whether the object id is in the store.
+func (s *Store) HasObject(id plumbing.Hash) bool {
+	return s.storage().HasEncodedObject(id) == nil
+}
+
+// Write stores every object of st as one new pack (pack and index written to
+// temporary files, synced, then renamed into place: a crash leaves either no
+// pack or a complete one). Content is checked against the declared ids.
+func (s *Store) Write(ctx context.Context, st *ObjectStream) error {
+	if st.Len() == 0 {
+		return nil
+	}
+	packDir := filepath.Join(s.dir, "objects", "pack")
+	tmp, err := os.CreateTemp(packDir, "tmp_pack_")
+	if err != nil {
+		return fmt.Errorf("write pack to %s: %w", s.dir, err)
+	}
+	defer os.Remove(tmp.Name())
+	sum, entries, err := WritePack(ctx, tmp, st)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write pack to %s: %w", s.dir, err)
+	}
+	var iw idxfile.Writer
+	iw.OnHeader(uint32(len(entries)))
+	for _, e := range entries {
+		iw.Add(e.ID, e.Offset, e.CRC32)
+	}
+	if err := iw.OnFooter(sum); err != nil {
+		return fmt.Errorf("index pack %s: %w", sum, err)
+	}
+	idx, err := iw.Index()
+	if err != nil {
+		return fmt.Errorf("index pack %s: %w", sum, err)
+	}
+	itmp, err := os.CreateTemp(packDir, "tmp_idx_")
+	if err != nil {
+		return fmt.Errorf("index pack %s: %w", sum, err)
+	}
+	defer os.Remove(itmp.Name())
+	bw := bufio.NewWriter(itmp)
+	_, err = idxfile.NewEncoder(bw).Encode(idx)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = itmp.Sync()
+	}
+	if cerr := itmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("index pack %s: %w", sum, err)
+	}
+	base := filepath.Join(packDir, "pack-"+sum.String())
+	// git finds packs by their .idx: the pack must be in place first.
+	if err := os.Rename(tmp.Name(), base+".pack"); err != nil {
+		return fmt.Errorf("install pack %s: %w", sum, err)
+	}
+	if err := os.Rename(itmp.Name(), base+".idx"); err != nil {
+		return fmt.Errorf("install pack %s: %w", sum, err)
+	}
+	syncDir(packDir)
+	s.reload()
+	return nil
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// Ref returns the value of the ref name (loose or packed); ErrNotFound when
+// it does not exist.
+func (s *Store) Ref(name string) (plumbing.Hash, error) {
+	h, err := s.readRef(name)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	if h.IsZero() {
+		return plumbing.ZeroHash, fmt.Errorf("ref %s: %w", name, ErrNotFound)
+	}
+	return h, nil
+}
+
+// Refs returns every ref of the store (loose refs win over packed ones) and
+// HEAD when it resolves.
+func (s *Store) Refs() (map[string]plumbing.Hash, error) {
+	iter, err := s.storage().IterReferences()
+	if err != nil {
+		return nil, fmt.Errorf("list refs of %s: %w", s.dir, err)
+	}
+	refs := make(map[string]plumbing.Hash)
+	err = iter.ForEach(func(r *plumbing.Reference) error {
+		if r.Type() == plumbing.HashReference {
+			refs[r.Name().String()] = r.Hash()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list refs of %s: %w", s.dir, err)
+	}
+	if head, err := s.storage().Reference(plumbing.HEAD); err == nil && head.Type() == plumbing.SymbolicReference {
+		if h, ok := refs[head.Target().String()]; ok {
+			refs["HEAD"] = h
+		}
+	}
+	return refs, nil
+}
+
+// readRef returns the ref's value, zero when it does not exist.
+func (s *Store) readRef(name string) (plumbing.Hash, error) {
+	if err := checkRefName(name); err != nil {
+		return plumbing.ZeroHash, err
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, filepath.FromSlash(name)))
+	switch {
+	case err == nil:
+		line := strings.TrimSpace(string(b))
+		if !plumbing.IsHash(line) {
+			return plumbing.ZeroHash, fmt.Errorf("ref %s: not a plain object id (%.60q)", name, line)
+		}
+		return plumbing.NewHash(line), nil
+	case !errors.Is(err, os.ErrNotExist):
+		return plumbing.ZeroHash, fmt.Errorf("read ref %s: %w", name, err)
+	}
+	packed, err := os.ReadFile(filepath.Join(s.dir, "packed-refs"))
+	if errors.Is(err, os.ErrNotExist) {
+		return plumbing.ZeroHash, nil
+	}
+	if err != nil {
+		return plumbing.ZeroHash, fmt.Errorf("read ref %s: %w", name, err)
+	}
+	for _, line := range strings.Split(string(packed), "\n") {
+		if len(line) > 41 && line[40] == ' ' && line[41:] == name && plumbing.IsHash(line[:40]) {
+			return plumbing.NewHash(line[:40]), nil
+		}
+	}
+	return plumbing.ZeroHash, nil
+}
+
+// checkRefName applies git's check-ref-format rules (and requires "refs/").
+func checkRefName(name string) error {
+	bad := !strings.HasPrefix(name, "refs/") || strings.HasSuffix(name, "/") ||
+		strings.HasSuffix(name, ".") || strings.Contains(name, "..") ||
+		strings.Contains(name, "//") || strings.Contains(name, "@{") ||
+		strings.ContainsAny(name, " ~^:?*[\\\x7f")
+	for _, el := range strings.Split(name, "/") {
+		if strings.HasPrefix(el, ".") || strings.HasSuffix(el, ".lock") {
+			bad = true
+		}
+	}
+	for _, c := range name {
+		if c < 0x20 {
+			bad = true
+		}
+	}
+	if bad {
+		return fmt.Errorf("%w: ref name %q", ErrBadName, name)
+	}
+	return nil
+}
+
+// SetRef moves ref name from old to new atomically (compare-and-swap): old
+// zero means "must not exist", new zero deletes the ref. A different current
+// value is a *RefConflictError. new must already be in the store.
+func (s *Store) SetRef(name string, old, new plumbing.Hash) error {
+	return s.setRef(name, &old, new)
+}
+
+// setRef with old == nil updates unconditionally.
+func (s *Store) setRef(name string, old *plumbing.Hash, new plumbing.Hash) (err error) {
+	if err := checkRefName(name); err != nil {
+		return err
+	}
+	if !new.IsZero() && !s.HasObject(new) {
+		return fmt.Errorf("update ref %s to %s: object %w", name, new, ErrNotFound)
+	}
+	path := filepath.Join(s.dir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("update ref %s: %w", name, err)
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("update ref %s: locked by another writer (%s.lock exists; remove it if no git process is running)", name, path)
+	}
+	if err != nil {
+		return fmt.Errorf("update ref %s: %w", name, err)
+	}
+	renamed := false
+	defer func() {
+		if !renamed {
+			lock.Close()
+			os.Remove(lock.Name())
+		}
+	}()
+	cur, err := s.readRef(name)
+	if err != nil {
+		return err
+	}
+	if old != nil && cur != *old {
+		return &RefConflictError{Ref: name, Expected: *old, Actual: cur}
+	}
+	if new.IsZero() {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("delete ref %s: %w", name, err)
+		}
+		return s.deletePacked(name)
+	}
+	if _, err := fmt.Fprintf(lock, "%s\n", new); err != nil {
+		return fmt.Errorf("update ref %s: %w", name, err)
+	}
+	if err := lock.Sync(); err != nil {
+		return fmt.Errorf("update ref %s: %w", name, err)
+	}
+	if err := lock.Close(); err != nil {
+		return fmt.Errorf("update ref %s: %w", name, err)
+	}
+	if err := os.Rename(lock.Name(), path); err != nil {
+		return fmt.Errorf("update ref %s: %w", name, err)
+	}
+	renamed = true
+	return nil
+}
+
+// deletePacked removes name from packed-refs under git's packed-refs.lock.
+func (s *Store) deletePacked(name string) error {
+	path := filepath.Join(s.dir, "packed-refs")
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete ref %s: %w", name, err)
+	}
+	var out bytes.Buffer
+	lines := strings.SplitAfter(string(data), "\n")
+	found := false
+	for i := 0; i < len(lines); i++ {
+		l := strings.TrimSuffix(lines[i], "\n")
+		if len(l) > 41 && l[41:] == name {
+			found = true
+			if i+1 < len(lines) && strings.HasPrefix(lines[i+1], "^") {
+				i++ // its peeled value
+			}
+			continue
+		}
+		out.WriteString(lines[i])
+	}
+	if !found {
+		return nil
+	}
+	lock, err := os.OpenFile(path+".lock", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("delete ref %s: lock packed-refs: %w", name, err)
+	}
+	_, err = lock.Write(out.Bytes())
+	if err == nil {
+		err = lock.Sync()
+	}
+	if cerr := lock.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(lock.Name(), path)
+	}
+	if err != nil {
+		os.Remove(lock.Name())
+		return fmt.Errorf("delete ref %s: rewrite packed-refs: %w", name, err)
+	}
+	return nil
+}
+
+// ReadFile returns the content of the blob at path (slash-separated) in the
+// tree of commit. A blob larger than maxSize is an error before any byte is
+// read: the repository is attacker input.
+func (s *Store) ReadFile(commit plumbing.Hash, path string, maxSize int64) ([]byte, error) {
+	e, err := s.lookup(commit, path)
+	if err != nil {
+		return nil, err
+	}
+	if e.Mode != filemode.Regular && e.Mode != filemode.Executable {
+		return nil, fmt.Errorf("read %s at %s: not a regular file (mode %o)", path, commit, uint32(e.Mode))
+	}
+	obj, err := s.storage().EncodedObject(plumbing.BlobObject, e.ID)
+	if err != nil {
+		return nil, fmt.Errorf("read %s at %s: blob %s: %w", path, commit, e.ID, err)
+	}
+	if obj.Size() > maxSize {
+		return nil, fmt.Errorf("read %s at %s: %d bytes exceeds the limit of %d", path, commit, obj.Size(), maxSize)
+	}
+	r, err := obj.Reader()
+	if err != nil {
+		return nil, fmt.Errorf("read %s at %s: %w", path, commit, err)
+	}
+	defer r.Close()
+	b, err := io.ReadAll(io.LimitReader(r, maxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s at %s: %w", path, commit, err)
+	}
+	if int64(len(b)) != obj.Size() {
+		return nil, fmt.Errorf("read %s at %s: %w", path, commit, &SizeMismatchError{Declared: obj.Size(), Got: int64(len(b))})
+	}
+	return b, nil
+}
+
+// lookup resolves path in commit's tree to its entry.
+func (s *Store) lookup(commit plumbing.Hash, path string) (TreeEntry, error) {
+	c, err := object.GetCommit(s.storage(), commit)
+	if err != nil {
+		return TreeEntry{}, fmt.Errorf("commit %s: %w", commit, err)
+	}
+	e := TreeEntry{Mode: filemode.Dir, ID: c.TreeHash}
+	if path == "" {
+		return e, nil
+	}
+	for _, el := range strings.Split(path, "/") {
+		if e.Mode != filemode.Dir {
+			return TreeEntry{}, fmt.Errorf("%s at %s: %w (%s is not a directory)", path, commit, ErrNotFound, e.Name)
+		}
+		t, err := object.GetTree(s.storage(), e.ID)
+		if err != nil {
+			return TreeEntry{}, fmt.Errorf("%s at %s: tree %s: %w", path, commit, e.ID, err)
+		}
+		found := false
+		for _, te := range t.Entries {
+			if te.Name == el {
+				e = TreeEntry{Name: te.Name, Mode: te.Mode, ID: te.Hash}
+				found = true
+				break
+			}
+		}
+		if !found {
+			return TreeEntry{}, fmt.Errorf("%s at %s: %w", path, commit, ErrNotFound)
+		}
+	}
+	return e, nil
+}
+
+// ListTree returns the entries of directory dir ("" for the root) in commit.
+func (s *Store) ListTree(commit plumbing.Hash, dir string) ([]TreeEntry, error) {
+	e, err := s.lookup(commit, strings.Trim(dir, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("list tree: %w", err)
+	}
+	if e.Mode != filemode.Dir {
+		return nil, fmt.Errorf("list tree %s at %s: not a directory", dir, commit)
+	}
+	t, err := object.GetTree(s.storage(), e.ID)
+	if err != nil {
+		return nil, fmt.Errorf("list tree %s at %s: %w", dir, commit, err)
+	}
+	out := make([]TreeEntry, 0, len(t.Entries))
+	for _, te := range t.Entries {
+		out = append(out, TreeEntry{Name: te.Name, Mode: te.Mode, ID: te.Hash})
+	}
+	return out, nil
+}
+
+// BlobSize returns the size of blob id without reading it.
+func (s *Store) BlobSize(id plumbing.Hash) (int64, error) {
+	obj, err := s.storage().EncodedObject(plumbing.BlobObject, id)
+	if err != nil {
+		return 0, fmt.Errorf("blob %s: %w", id, err)
+	}
+	return obj.Size(), nil
+}
+
+// OpenBlob streams blob id, which must be exactly size bytes (the size a
+// signed manifest declares): a different stored size fails before reading,
+// and the reader fails rather than return more or fewer bytes.
+func (s *Store) OpenBlob(id plumbing.Hash, size int64) (io.ReadCloser, error) {
+	obj, err := s.storage().EncodedObject(plumbing.BlobObject, id)
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", id, err)
+	}
+	if obj.Size() != size {
+		return nil, fmt.Errorf("open blob %s: %w", id, &SizeMismatchError{Declared: size, Got: min(obj.Size(), size+1)})
+	}
+	r, err := obj.Reader()
+	if err != nil {
+		return nil, fmt.Errorf("open blob %s: %w", id, err)
+	}
+	return &exactReader{r: r, left: size, id: id, size: size}, nil
+}
+
+// exactReader yields exactly size bytes and errors on a short or long source.
+type exactReader struct {
+	r    io.ReadCloser
+	left int64
+	size int64
+	id   plumbing.Hash
+}
+
+func (e *exactReader) Read(p []byte) (int, error) {
+	if e.left == 0 {
+		var one [1]byte
+		if n, _ := io.ReadFull(e.r, one[:]); n > 0 {
+			return 0, fmt.Errorf("blob %s: %w", e.id, &SizeMismatchError{Declared: e.size, Got: e.size + 1})
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > e.left {
+		p = p[:e.left]
+	}
+	n, err := e.r.Read(p)
+	e.left -= int64(n)
+	if err == io.EOF && e.left > 0 {
+		return n, fmt.Errorf("blob %s: %w", e.id, &SizeMismatchError{Declared: e.size, Got: e.size - e.left})
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
+func (e *exactReader) Close() error { return e.r.Close() }
+
+// Log walks first parents from commit, newest first, returning at most limit
+// commits (limit <= 0: all). pullship's branches are linear.
+func (s *Store) Log(commit plumbing.Hash, limit int) ([]*object.Commit, error) {
+	var out []*object.Commit
+	for h := commit; !h.IsZero() && (limit <= 0 || len(out) < limit); {
+		c, err := object.GetCommit(s.storage(), h)
+		if err != nil {
+			return out, fmt.Errorf("log: commit %s: %w", h, err)
+		}
+		out = append(out, c)
+		h = plumbing.ZeroHash
+		if len(c.ParentHashes) > 0 {
+			h = c.ParentHashes[0]
+		}
+	}
+	return out, nil
+}
+
+// Missing returns the objects reachable from wants that are not reachable
+// from any of haves, as a stream reading from this store: what a push of
+// locally written commits (status branches) must send. It assumes the store
+// is complete below every have.
+func (s *Store) Missing(wants, haves []plumbing.Hash) (*ObjectStream, error) {
+	skip := make(map[plumbing.Hash]bool)
+	for _, h := range haves {
+		if h.IsZero() || !s.HasObject(h) {
+			continue
+		}
+		if err := s.walk([]plumbing.Hash{h}, func(id plumbing.Hash) bool { return skip[id] }, func(o Object) { skip[o.ID] = true }); err != nil {
+			return nil, err
+		}
+	}
+	st := NewObjectStream(s.openObject)
+	err := s.walk(wants, func(id plumbing.Hash) bool { return skip[id] }, func(o Object) { st.Add(o) })
+	return st, err
+}
+
+// openObject is the OpenFunc of streams that read from the store.
+func (s *Store) openObject(o Object) (io.ReadCloser, error) {
+	obj, err := s.storage().EncodedObject(o.Type, o.ID)
+	if err != nil {
+		return nil, fmt.Errorf("object %s: %w", o.ID, err)
+	}
+	return obj.Reader()
+}
+
+// walk visits every object reachable from roots (commits, their trees and
+// blobs, parents; annotated tags and their targets), skipping any object for
+// which stop returns true together with everything below it.
+func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit func(Object)) error {
+	seen := make(map[plumbing.Hash]bool)
+	stack := append([]plumbing.Hash(nil), roots...)
+	sto := s.storage()
+	for len(stack) > 0 {
+		id := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen[id] || stop(id) {
+			continue
+		}
+		seen[id] = true
+		obj, err := sto.EncodedObject(plumbing.AnyObject, id)
+		if err != nil {
+			return fmt.Errorf("walk object %s: %w", id, err)
+		}
+		visit(Object{ID: id, Type: obj.Type(), Size: obj.Size()})
+		switch obj.Type() {
+		case plumbing.CommitObject:
+			c, err := object.DecodeCommit(sto, obj)
+			if err != nil {
+				return fmt.Errorf("walk commit %s: %w", id, err)
+			}
+			stack = append(stack, c.TreeHash)
+			stack = append(stack, c.ParentHashes...)
+		case plumbing.TreeObject:
+			t, err := object.DecodeTree(sto, obj)
+			if err != nil {
+				return fmt.Errorf("walk tree %s: %w", id, err)
+			}
+			for _, e := range t.Entries {
+				if e.Mode != filemode.Submodule {
+					stack = append(stack, e.Hash)
+				}
+			}
+		case plumbing.TagObject:
+			t, err := object.DecodeTag(sto, obj)
+			if err != nil {
+				return fmt.Errorf("walk tag %s: %w", id, err)
+			}
+			stack = append(stack, t.Target)
+		}
+	}
+	return nil
+}
