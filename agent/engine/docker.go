@@ -10,13 +10,13 @@ import (
 	"strings"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
-	"github.com/docker/docker/errdefs"
 	"github.com/docker/docker/pkg/stdcopy"
 	"github.com/docker/go-connections/nat"
 )
@@ -69,7 +69,7 @@ func (d *Docker) resolve(ctx context.Context, id string) (string, bool, error) {
 	}
 	for _, ref := range []string{id, aliasRef(id)} {
 		insp, err := d.cli.ImageInspect(ctx, ref)
-		if errdefs.IsNotFound(err) {
+		if cerrdefs.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
@@ -188,12 +188,12 @@ func (d *Docker) RemoveImage(ctx context.Context, id string) error {
 		return err
 	}
 	if ref != id {
-		if _, err := d.cli.ImageRemove(ctx, aliasRef(id), image.RemoveOptions{}); err != nil && !errdefs.IsNotFound(err) {
+		if _, err := d.cli.ImageRemove(ctx, aliasRef(id), image.RemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
 			return fmt.Errorf("remove image %s: %w", id, err)
 		}
 	}
 	_, err = d.cli.ImageRemove(ctx, ref, image.RemoveOptions{PruneChildren: true})
-	if err != nil && !errdefs.IsNotFound(err) {
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove image %s: %w", id, err)
 	}
 	return nil
@@ -219,7 +219,7 @@ func (d *Docker) ImagesInUse(ctx context.Context) ([]string, error) {
 // Inspect implements [Engine].
 func (d *Docker) Inspect(ctx context.Context, name string) (ContainerState, bool, error) {
 	c, err := d.cli.ContainerInspect(ctx, name)
-	if errdefs.IsNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return ContainerState{}, false, nil
 	}
 	if err != nil {
@@ -328,14 +328,14 @@ func (d *Docker) Restart(ctx context.Context, name string, timeout time.Duration
 // Remove implements [Engine].
 func (d *Docker) Remove(ctx context.Context, name string, timeout time.Duration) error {
 	err := d.cli.ContainerStop(ctx, name, stopOpts(timeout))
-	if errdefs.IsNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("remove container %s: stop: %w", name, err)
 	}
 	err = d.cli.ContainerRemove(ctx, name, container.RemoveOptions{Force: true})
-	if err != nil && !errdefs.IsNotFound(err) {
+	if err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %s: %w", name, err)
 	}
 	return nil
@@ -466,13 +466,13 @@ func (d *Docker) EnsureNetwork(ctx context.Context, name, subnet string) error {
 	}
 	want = want.Masked()
 	n, err := d.cli.NetworkInspect(ctx, name, network.InspectOptions{})
-	if errdefs.IsNotFound(err) {
+	if cerrdefs.IsNotFound(err) {
 		_, err = d.cli.NetworkCreate(ctx, name, network.CreateOptions{
 			Driver: "bridge",
 			IPAM:   &network.IPAM{Config: []network.IPAMConfig{{Subnet: want.String()}}},
 			Labels: map[string]string{"pullship": "1"},
 		})
-		if err != nil && !errdefs.IsConflict(err) {
+		if err != nil && !cerrdefs.IsConflict(err) {
 			return fmt.Errorf("create network %s: %w", name, err)
 		}
 		if err == nil {

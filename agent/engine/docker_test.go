@@ -1,0 +1,495 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/agent/engine/enginetest"
+)
+
+var (
+	pingOnce sync.Once
+	pingBin  []byte
+)
+
+func pingsrv(t *testing.T) []byte {
+	pingOnce.Do(func() { pingBin = enginetest.Pingsrv(t) })
+	if pingBin == nil {
+		t.Fatal("pingsrv build failed earlier")
+	}
+	return pingBin
+}
+
+func newDocker(t *testing.T) *engine.Docker {
+	t.Helper()
+	enginetest.RequireDocker(t)
+	d, err := engine.NewDocker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func uniq(prefix string) string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	return "pullship-test-" + prefix + "-" + hex.EncodeToString(b)
+}
+
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("docker", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func cleanupImage(t *testing.T, id string) {
+	t.Cleanup(func() { exec.Command("docker", "rmi", "-f", id).Run() })
+}
+
+// load streams img into the engine through a pipe, as the agent does.
+func load(ctx context.Context, d *engine.Docker, img enginetest.Image, wantID string) (id string, err error) {
+	pr, pw := io.Pipe()
+	ids := make(chan string, 1)
+	go func() {
+		id, err := enginetest.WriteImage(pw, img)
+		pw.CloseWithError(err)
+		ids <- id
+	}()
+	if wantID == "" {
+		// Learn the ID without loading: the writer is deterministic.
+		id, err := enginetest.WriteImage(io.Discard, img)
+		if err != nil {
+			return "", err
+		}
+		wantID = id
+	}
+	err = d.LoadImage(ctx, pr, wantID)
+	pr.CloseWithError(errors.New("load returned"))
+	return <-ids, err
+}
+
+func loadPing(t *testing.T, d *engine.Docker, variant string) string {
+	t.Helper()
+	img := enginetest.PingImage(pingsrv(t), variant)
+	id, err := enginetest.WriteImage(io.Discard, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupImage(t, id)
+	if _, err := load(t.Context(), d, img, id); err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	return id
+}
+
+func TestLoadImage(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	img := enginetest.PingImage(pingsrv(t), uniq("load"))
+	img.RepoTags = []string{uniq("tag") + ":v1"}
+	id, _ := enginetest.WriteImage(io.Discard, img)
+	cleanupImage(t, id)
+	if ok, err := d.HasImage(ctx, id); err != nil || ok {
+		t.Fatalf("HasImage before load = %v, %v; want false", ok, err)
+	}
+	if _, err := load(ctx, d, img, id); err != nil {
+		t.Fatalf("LoadImage: %v", err)
+	}
+	if ok, err := d.HasImage(ctx, id); err != nil || !ok {
+		t.Fatalf("HasImage after load = %v, %v; want true", ok, err)
+	}
+	if tags := docker(t, "image", "inspect", "--format", "{{json .RepoTags}}", id); tags != "[]" {
+		t.Errorf("loaded image has tags %s, want none", tags)
+	}
+	// Loading it again is fine.
+	if _, err := load(ctx, d, img, id); err != nil {
+		t.Fatalf("second LoadImage: %v", err)
+	}
+	if err := d.RemoveImage(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := d.HasImage(ctx, id); ok {
+		t.Fatal("image still present after RemoveImage")
+	}
+	if err := d.RemoveImage(ctx, id); err != nil {
+		t.Fatalf("RemoveImage of a missing image: %v", err)
+	}
+	if _, err := d.HasImage(ctx, "latest"); err == nil {
+		t.Fatal("HasImage accepted a tag")
+	}
+}
+
+func TestLoadImageMismatch(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	img := enginetest.PingImage(pingsrv(t), uniq("mismatch"))
+	realID, _ := enginetest.WriteImage(io.Discard, img)
+	cleanupImage(t, realID)
+	want := "sha256:" + strings.Repeat("ab", 32)
+	_, err := load(ctx, d, img, want)
+	var mm *engine.ImageMismatchError
+	if !errors.As(err, &mm) {
+		t.Fatalf("LoadImage with wrong ID: %v, want *ImageMismatchError", err)
+	}
+	if mm.Want != want || mm.Got != realID {
+		t.Errorf("mismatch error = %+v, want Want %s Got %s", mm, want, realID)
+	}
+	if ok, err := d.HasImage(ctx, realID); err != nil || ok {
+		t.Fatalf("image loaded despite mismatch (HasImage = %v, %v)", ok, err)
+	}
+}
+
+func TestLoadImageEngineError(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+
+	// The engine reads the whole tarball, then rejects the layer inside its
+	// progress stream, with HTTP status 200.
+	img := enginetest.PingImage(pingsrv(t), uniq("baddiff"))
+	img.BadDiffID = true
+	id, _ := enginetest.WriteImage(io.Discard, img)
+	cleanupImage(t, id)
+	_, err := load(ctx, d, img, id)
+	if err == nil || !strings.Contains(err.Error(), "engine: ") {
+		t.Fatalf("load of a bad-diff_id image: %v, want the engine's error", err)
+	}
+	t.Logf("bad diff_id: %v", err)
+	if ok, _ := d.HasImage(ctx, id); ok {
+		t.Fatal("bad image present after failed load")
+	}
+
+	// A truncated tarball never reaches the engine complete.
+	var buf bytes.Buffer
+	img = enginetest.PingImage(pingsrv(t), uniq("trunc"))
+	id, _ = enginetest.WriteImage(&buf, img)
+	cleanupImage(t, id)
+	err = d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:buf.Len()/2]), id)
+	if err == nil {
+		t.Fatal("truncated tarball loaded")
+	}
+	t.Logf("truncated: %v", err)
+	if ok, _ := d.HasImage(ctx, id); ok {
+		t.Fatal("image present after truncated load")
+	}
+}
+
+func TestLoadImageKeepsTags(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	orig := loadPing(t, d, uniq("orig"))
+	tag := uniq("tag") + ":x"
+	docker(t, "tag", orig, tag)
+	t.Cleanup(func() { exec.Command("docker", "rmi", tag).Run() })
+
+	img := enginetest.PingImage(pingsrv(t), uniq("intruder"))
+	img.RepoTags = []string{tag}
+	id, _ := enginetest.WriteImage(io.Discard, img)
+	cleanupImage(t, id)
+	if _, err := load(ctx, d, img, id); err != nil {
+		t.Fatal(err)
+	}
+	if got := docker(t, "image", "inspect", "--format", "{{.Id}}", tag); got != orig {
+		t.Fatalf("tag %s moved to %s, want it on %s", tag, got, orig)
+	}
+	if tags := docker(t, "image", "inspect", "--format", "{{json .RepoTags}}", id); tags != "[]" {
+		t.Errorf("loaded image has tags %s, want none", tags)
+	}
+}
+
+func runPing(t *testing.T, d *engine.Docker, id string, spec engine.ContainerSpec) string {
+	t.Helper()
+	if spec.Name == "" {
+		spec.Name = uniq("c")
+	}
+	spec.Image = id
+	t.Cleanup(func() {
+		exec.Command("docker", "rm", "-f", spec.Name).Run()
+		exec.Command("docker", "rm", "-f", spec.Name+engine.PrevSuffix).Run()
+	})
+	if _, err := d.Run(t.Context(), spec); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return spec.Name
+}
+
+func TestContainerLifecycle(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	id := loadPing(t, d, uniq("life"))
+	name := runPing(t, d, id, engine.ContainerSpec{
+		Labels:        map[string]string{engine.LabelNode: "n1", engine.LabelVersion: "7"},
+		Ports:         []string{"127.0.0.1::1883/tcp"},
+		Env:           []string{"A=b"},
+		RestartPolicy: "unless-stopped",
+		Hostname:      "node1",
+	})
+	st, ok, err := d.Inspect(ctx, name)
+	if err != nil || !ok {
+		t.Fatalf("Inspect = %v, %v", ok, err)
+	}
+	if !st.Running || st.Status != "running" || st.ImageID != id || st.Name != name ||
+		st.Labels[engine.LabelVersion] != "7" || st.StartedAt.IsZero() {
+		t.Fatalf("state after Run = %+v", st)
+	}
+	if _, err := d.Run(ctx, engine.ContainerSpec{Name: name, Image: id}); err == nil {
+		t.Fatal("Run with a taken name succeeded")
+	}
+	if _, err := d.Run(ctx, engine.ContainerSpec{Name: uniq("c"), Image: id, RestartPolicy: "sometimes"}); err == nil {
+		t.Fatal("Run accepted a bad restart policy")
+	}
+	if inUse, err := d.ImagesInUse(ctx); err != nil || !contains(inUse, id) {
+		t.Fatalf("ImagesInUse = %v, %v; want it to hold %s", inUse, err, id)
+	}
+
+	res, err := d.Exec(ctx, name, []string{"/pingsrv", "ping"}, 5*time.Second)
+	if err != nil || string(res.Output) != "pong\n" || res.ExitCode != 0 {
+		t.Fatalf("exec ping = %q %d %v", res.Output, res.ExitCode, err)
+	}
+	res, err = d.Exec(ctx, name, []string{"/pingsrv", "exit", "3"}, 5*time.Second)
+	if err != nil || res.ExitCode != 3 || !strings.Contains(string(res.Output), "exiting with 3") {
+		t.Fatalf("exec exit 3 = %q %d %v", res.Output, res.ExitCode, err)
+	}
+	res, err = d.Exec(ctx, name, []string{"/pingsrv", "spew", "1000000"}, 10*time.Second)
+	if err != nil || len(res.Output) != engine.MaxExecOutput || !res.Truncated {
+		t.Fatalf("exec spew = %d bytes truncated=%v %v", len(res.Output), res.Truncated, err)
+	}
+	start := time.Now()
+	if _, err = d.Exec(ctx, name, []string{"/pingsrv", "sleep"}, 500*time.Millisecond); err == nil {
+		t.Fatal("exec sleep did not time out")
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("exec timeout took %v", el)
+	}
+	if _, err = d.Exec(ctx, name, []string{"/nonexistent"}, 5*time.Second); err == nil {
+		t.Log("exec of a missing binary: no error (engine reports it via exit code)")
+	}
+
+	if err := d.Restart(ctx, name, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st2, _, _ := d.Inspect(ctx, name)
+	if !st2.Running || !st2.StartedAt.After(st.StartedAt) {
+		t.Fatalf("after Restart: %+v (was started %v)", st2, st.StartedAt)
+	}
+
+	// Upgrade with rollback: keep the old container aside, run a new one,
+	// then undo.
+	prev := name + engine.PrevSuffix
+	if err := d.Rename(ctx, name, prev); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Stop(ctx, prev, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := d.Inspect(ctx, name); ok {
+		t.Fatal("old name still present after Rename")
+	}
+	if _, err := d.Run(ctx, engine.ContainerSpec{Name: name, Image: id, Labels: map[string]string{engine.LabelNode: "n1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Remove(ctx, name, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Rename(ctx, prev, name); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	st3, ok, _ := d.Inspect(ctx, name)
+	if !ok || !st3.Running || st3.ID != st.ID {
+		t.Fatalf("after rollback: %+v, want the original container %s running", st3, st.ID)
+	}
+
+	if err := d.Remove(ctx, name, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := d.Inspect(ctx, name); ok || err != nil {
+		t.Fatalf("Inspect after Remove = %v, %v", ok, err)
+	}
+	if err := d.Remove(ctx, name, time.Second); err != nil {
+		t.Fatalf("Remove of a missing container: %v", err)
+	}
+	if err := d.RemoveImage(ctx, id); err != nil {
+		t.Fatalf("RemoveImage after containers gone: %v", err)
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestEventsStartAfterRestart(t *testing.T) {
+	d := newDocker(t)
+	id := loadPing(t, d, uniq("events"))
+	name := runPing(t, d, id, engine.ContainerSpec{Labels: map[string]string{engine.LabelNode: "n-events"}})
+	// A container without the label must not show up.
+	other := runPing(t, d, id, engine.ContainerSpec{})
+
+	ctx, cancel := context.WithCancel(t.Context())
+	events, errs := d.Events(ctx)
+	// Let the subscription reach the engine: restart the unlabelled one first
+	// (also checks the filter) then the labelled one.
+	if err := d.Restart(t.Context(), other, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restart(t.Context(), name, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	deadline := time.After(time.Second)
+	for got := false; !got; {
+		select {
+		case ev := <-events:
+			if ev.Name == other {
+				t.Fatalf("event for unlabelled container: %+v", ev)
+			}
+			if ev.Name == name && ev.Action == "start" {
+				got = true
+				t.Logf("start event %v after Restart returned", time.Since(restarted))
+			}
+		case err := <-errs:
+			t.Fatalf("events stream: %v", err)
+		case <-deadline:
+			t.Fatal("no start event within 1s of restart")
+		}
+	}
+	cancel()
+	for range events {
+	}
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("error after cancel = %v, want context.Canceled", err)
+	}
+}
+
+func TestNetworkFixedIP(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	id := loadPing(t, d, uniq("net"))
+	name := runPing(t, d, id, engine.ContainerSpec{})
+	net := uniq("net")
+	b := make([]byte, 1)
+	rand.Read(b)
+	subnet := fmt.Sprintf("10.99.%d.0/24", b[0])
+	ip := fmt.Sprintf("10.99.%d.10", b[0])
+	t.Cleanup(func() { exec.Command("docker", "network", "rm", net).Run() })
+
+	if err := d.EnsureNetwork(ctx, net, subnet); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.EnsureNetwork(ctx, net, subnet); err != nil {
+		t.Fatalf("EnsureNetwork on an existing network: %v", err)
+	}
+	if err := d.EnsureNetwork(ctx, net, "10.98.0.0/24"); err == nil {
+		t.Fatal("EnsureNetwork accepted a network with another subnet")
+	}
+	if _, ok, err := d.Connected(ctx, name, net); ok || err != nil {
+		t.Fatalf("Connected before connect = %v, %v", ok, err)
+	}
+	if err := d.ConnectNetwork(ctx, net, name, ip); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := d.Connected(ctx, name, net); got != ip || !ok || err != nil {
+		t.Fatalf("Connected = %q %v %v, want %s", got, ok, err, ip)
+	}
+	if err := d.Restart(ctx, name, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := d.Connected(ctx, name, net); got != ip || !ok || err != nil {
+		t.Fatalf("Connected after restart = %q %v %v, want %s", got, ok, err, ip)
+	}
+	if err := d.ConnectNetwork(ctx, net, name, ip); err != nil {
+		t.Fatalf("ConnectNetwork again: %v", err)
+	}
+	ip2 := strings.TrimSuffix(ip, ".10") + ".11"
+	if err := d.ConnectNetwork(ctx, net, name, ip2); err != nil {
+		t.Fatalf("ConnectNetwork with a new address: %v", err)
+	}
+	if got, _, _ := d.Connected(ctx, name, net); got != ip2 {
+		t.Fatalf("address after reconnect = %s, want %s", got, ip2)
+	}
+}
+
+// TestLoadImageMemory loads a ~200 MiB image and reports the process's peak
+// heap and RSS: LoadImage must stream.
+func TestLoadImageMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads a 200 MiB image")
+	}
+	d := newDocker(t)
+	img := enginetest.Image{RandomSize: 200 << 20, Seed: uint64(time.Now().UnixNano()), Labels: map[string]string{"pullship.test": uniq("mem")}}
+	id, err := enginetest.WriteImage(io.Discard, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupImage(t, id)
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	stop := make(chan struct{})
+	peak := make(chan uint64)
+	go func() {
+		var max uint64
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			max = maxU(max, m.HeapInuse)
+			select {
+			case <-stop:
+				peak <- max
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	start := time.Now()
+	if _, err := load(t.Context(), d, img, id); err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(start)
+	close(stop)
+	p := <-peak
+	status, _ := os.ReadFile("/proc/self/status")
+	var hwm string
+	for _, l := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			hwm = strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
+		}
+	}
+	t.Logf("load 200 MiB: %v; heap in use: base %.1f MiB, peak %.1f MiB; process peak RSS (VmHWM) %s",
+		el, float64(base.HeapInuse)/(1<<20), float64(p)/(1<<20), hwm)
+	if p > base.HeapInuse+32<<20 {
+		t.Fatalf("heap grew by %.1f MiB during load; LoadImage does not stream", float64(p-base.HeapInuse)/(1<<20))
+	}
+}
+
+func maxU(a, b uint64) uint64 {
+	if a > b {
+		return a
+	}
+	return b
+}
