@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -33,9 +34,20 @@ func DecodeStrict(name string, data []byte, v any) error {
 		}
 		return fmt.Errorf("%s: %w", name, err)
 	}
+	timeType := reflect.TypeFor[time.Time]()
 	for _, k := range md.Keys() {
-		if _, want, bad := keyCase(k, reflect.TypeOf(v)); bad {
+		ft, want := keyField(k, reflect.TypeOf(v))
+		if want != "" {
 			return fmt.Errorf("%s:%d: key %q: write %q (keys are case-sensitive)", name, keyLine(data, k), k.String(), want)
+		}
+		if ft == timeType && md.Type(k...) != "Datetime" {
+			return fmt.Errorf("%s:%d: key %q: want a TOML datetime like 2026-01-02T15:04:05Z, not a %s", name, keyLine(data, k), k.String(), strings.ToLower(md.Type(k...)))
+		}
+	}
+	var generic map[string]any
+	if _, err := toml.Decode(string(data), &generic); err == nil {
+		if err := checkTimes(name, data, generic, nil); err != nil {
+			return err
 		}
 	}
 	if und := md.Undecoded(); len(und) > 0 {
@@ -45,21 +57,19 @@ func DecodeStrict(name string, data []byte, v any) error {
 	return nil
 }
 
-// keyCase walks key k through type t the way the decoder fills it and
-// reports the first component that matched a field only case-insensitively
-// (BurntSushi/toml accepts those), with the field's real name.
-func keyCase(k toml.Key, t reflect.Type) (got, want string, bad bool) {
+// keyField walks key k through type t the way the decoder fills it. It
+// returns the Go type the key's value fills (nil when unknown or inside an
+// untyped value), and the real field name when a component matched a field
+// only case-insensitively (BurntSushi/toml accepts those; pullship does not).
+func keyField(k toml.Key, t reflect.Type) (final reflect.Type, caseWant string) {
 	textU := reflect.TypeFor[encoding.TextUnmarshaler]()
 	tomlU := reflect.TypeFor[toml.Unmarshaler]()
 	for _, part := range k {
 		for t != nil && (t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
 			t = t.Elem()
 		}
-		if t == nil {
-			return "", "", false
-		}
-		if reflect.PointerTo(t).Implements(textU) || reflect.PointerTo(t).Implements(tomlU) {
-			return "", "", false
+		if t == nil || reflect.PointerTo(t).Implements(textU) || reflect.PointerTo(t).Implements(tomlU) {
+			return nil, ""
 		}
 		switch t.Kind() {
 		case reflect.Map:
@@ -67,17 +77,48 @@ func keyCase(k toml.Key, t reflect.Type) (got, want string, bad bool) {
 		case reflect.Struct:
 			f, exact, fold := fieldFor(t, part)
 			if !exact {
-				if fold != "" {
-					return part, fold, true
-				}
-				return "", "", false // unknown: reported as undecoded
+				return nil, fold // unknown keys are reported as undecoded
 			}
 			t = f
 		default:
-			return "", "", false
+			return nil, ""
 		}
 	}
-	return "", "", false
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t, ""
+}
+
+// checkTimes refuses local dates and times (no offset) anywhere in the
+// document: every pullship time is an RFC 3339 UTC datetime.
+func checkTimes(name string, data []byte, v any, path toml.Key) error {
+	switch x := v.(type) {
+	case time.Time:
+		switch x.Location().String() {
+		case "datetime-local", "date-local", "time-local":
+			return fmt.Errorf("%s:%d: key %q: local date or time; write an RFC 3339 UTC datetime like 2026-01-02T15:04:05Z", name, keyLine(data, path), path.String())
+		}
+	case map[string]any:
+		for k, e := range x {
+			if err := checkTimes(name, data, e, append(path[:len(path):len(path)], k)); err != nil {
+				return err
+			}
+		}
+	case []map[string]any:
+		for _, e := range x {
+			if err := checkTimes(name, data, e, path); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if err := checkTimes(name, data, e, path); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 func fieldFor(t reflect.Type, key string) (ft reflect.Type, exact bool, fold string) {
