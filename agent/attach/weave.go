@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -39,6 +38,8 @@ type PSEntry struct {
 
 var psNameRE = regexp.MustCompile(`^(?:[0-9a-f]{12}|weave:expose|[a-zA-Z0-9][a-zA-Z0-9_.-]*)$`)
 
+var macRE = regexp.MustCompile(`^(?:[0-9a-f]{2}:){5}[0-9a-f]{2}$`)
+
 // MaxPSLines bounds how many lines ParsePS accepts.
 const MaxPSLines = 4096
 
@@ -67,7 +68,7 @@ func ParsePS(out []byte) ([]PSEntry, error) {
 		if !psNameRE.MatchString(f[0]) {
 			return nil, fmt.Errorf("parse weave ps: line %d: invalid container %q", i+1, clip([]byte(f[0])))
 		}
-		if hw, err := net.ParseMAC(f[1]); err != nil || len(hw) != 6 || len(f[1]) != 17 {
+		if !macRE.MatchString(f[1]) {
 			return nil, fmt.Errorf("parse weave ps: line %d: invalid MAC %q", i+1, clip([]byte(f[1])))
 		}
 		e := PSEntry{Container: f[0], MAC: f[1]}
@@ -200,12 +201,13 @@ func (w Weave) run(ctx context.Context, args ...string) ([]byte, error) {
 	}
 	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = w.Env
-	stdout := &capped{max: MaxToolOutput}
-	stderr := &capped{max: MaxToolOutput}
+	// An endless writer is killed at once instead of at the timeout.
+	stdout := &capped{max: MaxToolOutput, onOver: cancel}
+	stderr := &capped{max: MaxToolOutput, onOver: cancel}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
-	if stdout.over {
+	if stdout.over || stderr.over {
 		return nil, fmt.Errorf("weave %s: output exceeds %d bytes", args[0], MaxToolOutput)
 	}
 	if err == nil {
@@ -234,16 +236,20 @@ func (w Weave) run(ctx context.Context, args ...string) ([]byte, error) {
 	return nil, fmt.Errorf("weave %s: exit %d: %s", args[0], exitErr.ExitCode(), clip(msg))
 }
 
-// capped is a bounded output buffer: it keeps the first max bytes and
-// remembers whether there was more.
+// capped is a bounded output buffer: it keeps the first max bytes, and on
+// more it records the overflow and calls onOver.
 type capped struct {
-	buf  bytes.Buffer
-	max  int
-	over bool
+	buf    bytes.Buffer
+	max    int
+	over   bool
+	onOver func()
 }
 
 func (c *capped) Write(p []byte) (int, error) {
 	if room := c.max - c.buf.Len(); room < len(p) {
+		if !c.over && c.onOver != nil {
+			c.onOver()
+		}
 		c.over = true
 		c.buf.Write(p[:max(room, 0)])
 		return len(p), nil
