@@ -1,0 +1,360 @@
+package image
+
+import (
+	"compress/gzip"
+	"context"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/pullship/pullship/schema"
+	"github.com/restic/chunker"
+)
+
+// Pol is the chunker's polynomial. It is fixed (never random per run) so that
+// the same bytes always cut into the same chunks, across runs, machines and
+// releases: that is what makes chunks deduplicate.
+const Pol = chunker.Pol(0x3DA3358B4DC173)
+
+// Chunk sizes: restic's defaults (MinSize 512 KiB, ~1 MiB average, MaxSize
+// 8 MiB, which is schema.MaxImageChunk).
+const (
+	MinChunk = chunker.MinSize
+	MaxChunk = chunker.MaxSize
+)
+
+// Progress is called with the bytes processed so far and the total to
+// process, after each chunk.
+type Progress func(done, total int64)
+
+// Option configures [Open], [Scan] and [Rebuild].
+type Option func(*options)
+
+type options struct {
+	progress Progress
+}
+
+// WithProgress reports progress to fn (e.g. to draw a progress bar).
+func WithProgress(fn Progress) Option { return func(o *options) { o.progress = fn } }
+
+func newOptions(opts []Option) options {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.progress == nil {
+		o.progress = func(int64, int64) {}
+	}
+	return o
+}
+
+// Reader reads one image from a [Source]: [Reader.Scan] indexes it and
+// [Reader.Chunks] delivers chunk contents. Close it to release the source.
+type Reader struct {
+	src    Source
+	fs     *fileset
+	layout *layout
+	idx    *schema.ImageIndex
+	opts   options
+	buf    []byte // one chunk, reused
+}
+
+// Open opens src and reads its structure (manifest.json, config), without
+// reading layers yet.
+func Open(ctx context.Context, src Source, opts ...Option) (*Reader, error) {
+	fs, err := src.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l, fs2, err := readLayout(fs)
+	if err != nil {
+		fs.Close()
+		return nil, fmt.Errorf("image %s: %w", src, err)
+	}
+	return &Reader{src: src, fs: fs2, layout: l, opts: newOptions(opts)}, nil
+}
+
+// Close releases the source (and deletes a spooled engine export).
+func (r *Reader) Close() error { return r.fs.Close() }
+
+// Scan reads src once and returns its index; see [Reader.Scan].
+func Scan(ctx context.Context, src Source, opts ...Option) (*schema.ImageIndex, error) {
+	r, err := Open(ctx, src, opts...)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Scan(ctx)
+}
+
+// Scan reads every file of the image once, chunks it and hashes it, checks
+// the image's structure (config sha256 = image ID; layer sha256, inflated if
+// gzip-compressed, = the config's diff_ids; blobs/sha256/<hex> files hash to
+// <hex>) and returns the validated index. Its Name is derived from the first
+// repo tag ("registry/org/app:1" → "app"), or "image-<12 hex>" if untagged;
+// callers set the name the release uses.
+func (r *Reader) Scan(ctx context.Context) (*schema.ImageIndex, error) {
+	idx := &schema.ImageIndex{Format: schema.ImageFormat, RepoTags: r.layout.repoTags}
+	layers := map[string]bool{}
+	for _, l := range r.layout.layers {
+		layers[l.path] = true
+	}
+	inflated := map[string]string{}
+	var total, done int64
+	for _, e := range r.fs.entries {
+		total += e.Size
+	}
+	if total > schema.MaxImageSize {
+		return nil, fmt.Errorf("image %s: %d bytes, more than the %d allowed", r.src, total, int64(schema.MaxImageSize))
+	}
+	sc := newScanner()
+	for _, e := range r.fs.entries {
+		ie := e.ImageEntry
+		if e.Type == schema.EntryFile {
+			var err error
+			ie.Chunks, ie.SHA256, err = sc.scanFile(ctx, e, layers[e.Path], inflated, func(n int64) {
+				done += n
+				r.opts.progress(done, total)
+			})
+			if err != nil {
+				return nil, fmt.Errorf("image %s: %s: %w", r.src, e.Path, err)
+			}
+		}
+		idx.Entries = append(idx.Entries, ie)
+	}
+	if err := r.layout.check(idx, inflated); err != nil {
+		return nil, fmt.Errorf("image %s: %w", r.src, err)
+	}
+	idx.Name = defaultName(idx)
+	if err := idx.Validate(); err != nil {
+		return nil, fmt.Errorf("image %s: %w", r.src, err)
+	}
+	r.idx = idx
+	return idx, nil
+}
+
+func defaultName(idx *schema.ImageIndex) string {
+	if len(idx.RepoTags) > 0 {
+		n := idx.RepoTags[0]
+		if i := strings.LastIndexByte(n, ':'); i > strings.LastIndexByte(n, '/') {
+			n = n[:i]
+		}
+		n = strings.ToLower(path.Base(n))
+		if len(n) > 64 {
+			n = n[:64]
+		}
+		tmp := *idx
+		tmp.Name = n
+		if tmp.Validate() == nil {
+			return n
+		}
+	}
+	return "image-" + strings.TrimPrefix(idx.Digest, "sha256:")[:12]
+}
+
+// scanner holds the buffers of the hashing pass, reused for every file.
+type scanner struct {
+	ch       *chunker.Chunker
+	buf      []byte
+	sha, fsh hash.Hash
+	sha1     hash.Hash
+}
+
+func newScanner() *scanner {
+	s := &scanner{
+		ch:   chunker.NewWithBoundaries(nil, Pol, MinChunk, MaxChunk),
+		buf:  make([]byte, MaxChunk),
+		sha:  sha256.New(),
+		fsh:  sha256.New(),
+		sha1: sha1.New(),
+	}
+	return s
+}
+
+// scanFile chunks one file, hashing each byte once per digest: chunk
+// sha256, chunk git blob id (sha1), whole-file sha256, and for a gzip layer
+// the sha256 of its inflated stream (its diff_id).
+func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated map[string]string, progress func(int64)) ([]schema.Chunk, string, error) {
+	ra, err := e.open()
+	if err != nil {
+		return nil, "", err
+	}
+	defer ra.Close()
+	var gz *gzipHasher
+	if layer {
+		var magic [2]byte
+		if n, _ := ra.ReadAt(magic[:], 0); n == 2 && magic == [2]byte{0x1f, 0x8b} {
+			gz = newGzipHasher()
+			defer gz.abort()
+		}
+	}
+	sr := io.NewSectionReader(ra, 0, e.Size)
+	s.ch.ResetWithBoundaries(sr, Pol, MinChunk, MaxChunk)
+	s.fsh.Reset()
+	var chunks []schema.Chunk
+	var n int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, "", err
+		}
+		c, err := s.ch.Next(s.buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		data := c.Data
+		chunks = append(chunks, s.chunk(data))
+		s.fsh.Write(data)
+		if gz != nil {
+			gz.Write(data)
+		}
+		n += int64(len(data))
+		progress(int64(len(data)))
+	}
+	if n != e.Size {
+		return nil, "", fmt.Errorf("read %d bytes, want %d (file changed or truncated)", n, e.Size)
+	}
+	if gz != nil {
+		sum, err := gz.sum()
+		if err != nil {
+			return nil, "", fmt.Errorf("gzip layer: %w", err)
+		}
+		inflated[e.Path] = sum
+	}
+	return chunks, hex.EncodeToString(s.fsh.Sum(nil)), nil
+}
+
+func (s *scanner) chunk(data []byte) schema.Chunk {
+	s.sha.Reset()
+	s.sha.Write(data)
+	return schema.Chunk{SHA256: hex.EncodeToString(s.sha.Sum(nil)), Size: int64(len(data)), Blob: s.blobID(data)}
+}
+
+// blobID is the git object id of data stored as a blob.
+func (s *scanner) blobID(data []byte) string {
+	s.sha1.Reset()
+	s.sha1.Write([]byte("blob " + strconv.Itoa(len(data)) + "\x00"))
+	s.sha1.Write(data)
+	return hex.EncodeToString(s.sha1.Sum(nil))
+}
+
+// gzipHasher inflates what is written to it in a goroutine and hashes the
+// result, in constant memory.
+type gzipHasher struct {
+	pw     *io.PipeWriter
+	done   chan struct{}
+	digest string
+	err    error
+}
+
+func newGzipHasher() *gzipHasher {
+	pr, pw := io.Pipe()
+	g := &gzipHasher{pw: pw, done: make(chan struct{})}
+	go func() {
+		defer close(g.done)
+		zr, err := gzip.NewReader(pr)
+		if err == nil {
+			h := sha256.New()
+			if _, err = io.Copy(h, zr); err == nil {
+				g.digest = hex.EncodeToString(h.Sum(nil))
+			}
+		}
+		g.err = err
+		pr.CloseWithError(errors.New("gzip stream ended early"))
+	}()
+	return g
+}
+
+// Write feeds compressed bytes; after an inflate error it discards them and
+// sum reports the error.
+func (g *gzipHasher) Write(p []byte) {
+	g.pw.Write(p) //nolint:errcheck // the inflater's error is reported by sum
+}
+
+func (g *gzipHasher) sum() (string, error) {
+	g.pw.Close()
+	<-g.done
+	return g.digest, g.err
+}
+
+func (g *gzipHasher) abort() {
+	g.pw.CloseWithError(errors.New("aborted"))
+	<-g.done
+}
+
+// Chunks delivers, in stream order, the content of every distinct chunk of
+// the scanned index whose git blob id want accepts (nil: all), checking that
+// the source still holds the bytes Scan indexed. It reads only those chunks.
+// data is valid only during the call to fn.
+func (r *Reader) Chunks(ctx context.Context, want func(blob string) bool, fn func(c schema.Chunk, data []byte) error) error {
+	if r.idx == nil {
+		return fmt.Errorf("image %s: Chunks called before a successful Scan", r.src)
+	}
+	if r.buf == nil {
+		r.buf = make([]byte, MaxChunk)
+	}
+	total := r.idx.TotalSize()
+	var done int64
+	sent := map[string]bool{}
+	h := sha256.New()
+	for i, ie := range r.idx.Entries {
+		if ie.Type != schema.EntryFile {
+			continue
+		}
+		err := func() error {
+			var ra readerAt
+			var off int64
+			for _, c := range ie.Chunks {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				if !sent[c.Blob] && (want == nil || want(c.Blob)) {
+					if ra == nil {
+						var err error
+						if ra, err = r.fs.entries[i].open(); err != nil {
+							return fmt.Errorf("image %s: %s: %w", r.src, ie.Path, err)
+						}
+						defer ra.Close()
+					}
+					data := r.buf[:c.Size]
+					if _, err := ra.ReadAt(data, off); err != nil {
+						return fmt.Errorf("image %s: %s: chunk %s: %w", r.src, ie.Path, short(c.SHA256), err)
+					}
+					h.Reset()
+					h.Write(data)
+					if hex.EncodeToString(h.Sum(nil)) != c.SHA256 {
+						return fmt.Errorf("image %s: %s: chunk %s: content changed since the scan", r.src, ie.Path, short(c.SHA256))
+					}
+					sent[c.Blob] = true
+					if err := fn(c, data); err != nil {
+						return err
+					}
+				}
+				off += c.Size
+				done += c.Size
+				r.opts.progress(done, total)
+			}
+			return nil
+		}()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func short(hexs string) string {
+	if len(hexs) > 12 {
+		return hexs[:12] + "…"
+	}
+	return hexs
+}
