@@ -277,8 +277,10 @@ func TestContainerLifecycle(t *testing.T) {
 	if el := time.Since(start); el > 3*time.Second {
 		t.Fatalf("exec timeout took %v", el)
 	}
-	if _, err = d.Exec(ctx, name, []string{"/nonexistent"}, 5*time.Second); err == nil {
-		t.Log("exec of a missing binary: no error (engine reports it via exit code)")
+	res, err = d.Exec(ctx, name, []string{"/nonexistent"}, 5*time.Second)
+	t.Logf("exec of a missing binary: exit %d, %q, %v", res.ExitCode, res.Output, err)
+	if err == nil && res.ExitCode == 0 {
+		t.Fatal("exec of a missing binary succeeded")
 	}
 
 	if err := d.Restart(ctx, name, 5*time.Second); err != nil {
@@ -387,14 +389,19 @@ func TestEventsStartAfterRestart(t *testing.T) {
 func TestNetworkFixedIP(t *testing.T) {
 	d := newDocker(t)
 	ctx := t.Context()
+	net := uniq("net")
+	// Registered first so that it runs after the container is gone.
+	t.Cleanup(func() {
+		if out, err := exec.Command("docker", "network", "rm", net).CombinedOutput(); err != nil {
+			t.Errorf("remove network %s: %v\n%s", net, err, out)
+		}
+	})
 	id := loadPing(t, d, uniq("net"))
 	name := runPing(t, d, id, engine.ContainerSpec{})
-	net := uniq("net")
 	b := make([]byte, 1)
 	rand.Read(b)
 	subnet := fmt.Sprintf("10.99.%d.0/24", b[0])
 	ip := fmt.Sprintf("10.99.%d.10", b[0])
-	t.Cleanup(func() { exec.Command("docker", "network", "rm", net).Run() })
 
 	if err := d.EnsureNetwork(ctx, net, subnet); err != nil {
 		t.Fatal(err)
