@@ -171,7 +171,9 @@ func advRefsMap(ar *packp.AdvRefs) map[string]plumbing.Hash {
 	return refs
 }
 
-func (r *Remote) isHTTP() bool { return r.ep != nil && (r.ep.Protocol == "http" || r.ep.Protocol == "https") }
+func (r *Remote) isHTTP() bool {
+	return r.ep != nil && (r.ep.Protocol == "http" || r.ep.Protocol == "https")
+}
 
 func (r *Remote) sessionAdvertisement(ctx context.Context) (*packp.AdvRefs, error) {
 	sess, err := r.tr.NewUploadPackSession(r.ep, r.auth)
@@ -619,8 +621,13 @@ func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession
 		return err
 	}
 	defer resp.Close()
-	lr := &limitedReader{r: resp, left: limit, what: "pack", err: ErrPackTooLarge}
-	if err := packfile.UpdateObjectStorage(local.storage(), lr); err != nil {
+	var pack io.Reader = &limitedReader{r: resp, left: limit, what: "pack", err: ErrPackTooLarge}
+	if req.Capabilities.Supports(capability.Sideband64k) {
+		pack = sideband.NewDemuxer(sideband.Sideband64k, pack)
+	} else if req.Capabilities.Supports(capability.Sideband) {
+		pack = sideband.NewDemuxer(sideband.Sideband, pack)
+	}
+	if err := packfile.UpdateObjectStorage(local.storage(), pack); err != nil {
 		return fmt.Errorf("store fetched pack: %w", err)
 	}
 	local.reload()
