@@ -132,9 +132,19 @@ func (s tarSource) open(ctx context.Context) (*fileset, error) {
 func readTar(f *os.File) (*fileset, error) {
 	tr := tar.NewReader(f)
 	fs := &fileset{}
+	var end int64 // where the last entry's padded data ends
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
+			// A tar cut at an entry boundary reads as a clean end: only
+			// the end-of-archive marker (two zero blocks) tells them apart.
+			pos, serr := f.Seek(0, io.SeekCurrent)
+			if serr != nil {
+				return nil, serr
+			}
+			if pos < end+1024 {
+				return nil, fmt.Errorf("truncated tar archive after %d entries: no end-of-archive marker", len(fs.entries))
+			}
 			break
 		}
 		if err != nil {
@@ -150,11 +160,12 @@ func readTar(f *os.File) (*fileset, error) {
 		if err != nil {
 			return nil, err
 		}
+		off, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return nil, err
+		}
+		end = off + (hdr.Size+511)&^511
 		if e.Type == schema.EntryFile {
-			off, err := f.Seek(0, io.SeekCurrent)
-			if err != nil {
-				return nil, err
-			}
 			sr := io.NewSectionReader(f, off, hdr.Size)
 			e.open = func() (readerAt, error) { return noClose{sr}, nil }
 		}

@@ -1,0 +1,387 @@
+package image
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/pullship/pullship/bundler/image/imagetest"
+	"github.com/pullship/pullship/schema"
+)
+
+// smallImage has a layer of ~3 MiB so that it spans several chunks.
+func smallImage(layout imagetest.Layout, gz bool) imagetest.Image {
+	return imagetest.Image{
+		Layers: [][]imagetest.File{
+			{{Path: "etc/hello.conf", Data: []byte("greeting = hello\n")}},
+			{{Path: "opt/big.bin", Size: 3 << 20, Content: func() io.Reader { return imagetest.Random(1, 3<<20) }},
+				{Path: "opt/run", Mode: 0o755, Data: []byte("#!/bin/sh\necho hi\n")}},
+		},
+		Cmd:      []string{"/opt/run"},
+		RepoTags: []string{"pullship-test/small:1"},
+		Layout:   layout,
+		Gzip:     gz,
+	}
+}
+
+func writeImage(t testing.TB, img imagetest.Image) (string, imagetest.Built) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "image.tar")
+	b, err := imagetest.WriteFile(p, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, b
+}
+
+// storeChunks scans src and writes every chunk into a directory.
+func storeChunks(t testing.TB, src Source) (*schema.ImageIndex, DirChunks) {
+	t.Helper()
+	ctx := context.Background()
+	r, err := Open(ctx, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	idx, err := r.Scan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := DirChunks(t.TempDir())
+	if err := r.Chunks(ctx, nil, dir.Put); err != nil {
+		t.Fatal(err)
+	}
+	return idx, dir
+}
+
+func TestRoundTrip(t *testing.T) {
+	cases := []struct {
+		name   string
+		layout imagetest.Layout
+		gz     bool
+	}{
+		{"legacy", imagetest.Legacy, false},
+		{"oci-docker-save", imagetest.OCIDockerSave, false},
+		{"oci-layout", imagetest.OCI, false},
+		{"oci-layout-gzip", imagetest.OCI, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, built := writeImage(t, smallImage(tc.layout, tc.gz))
+			idx, chunks := storeChunks(t, TarFile(p))
+			if idx.Digest != built.ID {
+				t.Fatalf("digest %s, built %s", idx.Digest, built.ID)
+			}
+			if idx.Name != "small" || !reflect.DeepEqual(idx.RepoTags, []string{"pullship-test/small:1"}) {
+				t.Fatalf("name %q tags %v", idx.Name, idx.RepoTags)
+			}
+			nchunks := 0
+			for _, e := range idx.Entries {
+				nchunks += len(e.Chunks)
+			}
+			if nchunks < 4 {
+				t.Fatalf("only %d chunks: the 3 MiB file was not split", nchunks)
+			}
+			enc, err := idx.Encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := schema.ParseImageIndex("images/small.toml", enc); err != nil {
+				t.Fatal(err)
+			}
+
+			out := filepath.Join(t.TempDir(), "rebuilt.tar")
+			f, err := os.Create(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var last, total int64
+			err = Rebuild(context.Background(), idx, chunks, f, WithProgress(func(d, tot int64) { last, total = d, tot }))
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if last != total || total != idx.TotalSize() {
+				t.Fatalf("progress ended at %d of %d, size %d", last, total, idx.TotalSize())
+			}
+			idx2, err := Scan(context.Background(), TarFile(out))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(idx, idx2) {
+				t.Fatalf("rebuilt stream scans differently")
+			}
+			// Rebuild is deterministic.
+			var b1, b2 bytes.Buffer
+			Rebuild(context.Background(), idx, chunks, &b1)
+			Rebuild(context.Background(), idx2, chunks, &b2)
+			if !bytes.Equal(b1.Bytes(), b2.Bytes()) {
+				t.Fatal("two rebuilds differ")
+			}
+		})
+	}
+}
+
+func TestDirectorySource(t *testing.T) {
+	p, built := writeImage(t, smallImage(imagetest.OCI, true))
+	dir := t.TempDir()
+	extract(t, p, dir)
+	idx, err := Scan(context.Background(), Directory(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx.Digest != built.ID {
+		t.Fatalf("digest %s, want %s", idx.Digest, built.ID)
+	}
+	src, err := ParseSource(dir)
+	if err != nil || src.String() != dir {
+		t.Fatalf("ParseSource(dir) = %v, %v", src, err)
+	}
+}
+
+func extract(t *testing.T, tarPath, dir string) {
+	f, err := os.Open(tarPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, h.Name)
+		if h.Typeflag == tar.TypeDir {
+			os.MkdirAll(p, 0o755)
+			continue
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		data, _ := io.ReadAll(tr)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestRebuildCorruptChunk(t *testing.T) {
+	p, _ := writeImage(t, smallImage(imagetest.Legacy, false))
+	idx, chunks := storeChunks(t, TarFile(p))
+	var victim schema.Chunk
+	var victimPath string
+	for _, e := range idx.Entries {
+		if strings.HasSuffix(e.Path, "layer.tar") && len(e.Chunks) > 1 {
+			victim, victimPath = e.Chunks[1], e.Path
+		}
+	}
+	file := filepath.Join(string(chunks), victim.SHA256)
+	orig, _ := os.ReadFile(file)
+
+	check := func(data []byte, want error) {
+		t.Helper()
+		os.WriteFile(file, data, 0o644)
+		var out countingDiscard
+		err := Rebuild(context.Background(), idx, chunks, &out)
+		var ce *ChunkError
+		if !errors.As(err, &ce) || !errors.Is(err, want) || ce.Chunk != victim || ce.Path != victimPath {
+			t.Fatalf("got %v, want %v on chunk %s", err, want, victim.SHA256)
+		}
+		wantMsg := "chunk " + victim.SHA256[:12] + "… of " + victimPath + ": "
+		if !strings.HasPrefix(err.Error(), wantMsg) {
+			t.Fatalf("message %q, want prefix %q", err, wantMsg)
+		}
+	}
+	flipped := bytes.Clone(orig)
+	flipped[len(flipped)/2] ^= 1
+	check(flipped, ErrChunkDigest)
+	check(append(bytes.Clone(orig), 'x'), ErrChunkLong)
+	check(orig[:len(orig)-1], ErrChunkShort)
+	os.Remove(file)
+	check(nil, ErrChunkShort)
+	os.Remove(file)
+	if err := Rebuild(context.Background(), idx, chunks, io.Discard); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("missing chunk: %v", err)
+	}
+}
+
+type countingDiscard struct{ n int64 }
+
+func (c *countingDiscard) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// TestBadTars feeds malformed archives to Scan.
+func TestBadTars(t *testing.T) {
+	good, _ := writeImage(t, smallImage(imagetest.Legacy, false))
+	data, _ := os.ReadFile(good)
+
+	tarOf := func(hdrs ...*tar.Header) []byte {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, h := range hdrs {
+			tw.WriteHeader(h)
+			tw.Write(make([]byte, h.Size))
+		}
+		tw.Close()
+		return b.Bytes()
+	}
+	// rewrite copies the good image with one entry changed.
+	rewrite := func(change func(h *tar.Header, data []byte) (*tar.Header, []byte)) []byte {
+		tr := tar.NewReader(bytes.NewReader(data))
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for {
+			h, err := tr.Next()
+			if err != nil {
+				break
+			}
+			d, _ := io.ReadAll(tr)
+			h, d = change(h, d)
+			h.Size = int64(len(d))
+			tw.WriteHeader(h)
+			tw.Write(d)
+		}
+		tw.Close()
+		return b.Bytes()
+	}
+	cases := map[string]struct {
+		data []byte
+		want string
+	}{
+		"truncated":    {data[:len(data)/2], "truncated tar archive"},
+		"truncated2":   {data[:len(data)-2048], "truncated tar archive"},
+		"garbage":      {bytes.Repeat([]byte("not a tar "), 100), "malformed tar archive"},
+		"empty":        {nil, "truncated tar archive after 0 entries"},
+		"dotdot":       {tarOf(&tar.Header{Name: "../evil", Typeflag: tar.TypeReg, Mode: 0o644}), `contains ..`},
+		"absolute":     {tarOf(&tar.Header{Name: "/etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644}), `is absolute`},
+		"hardlink":     {tarOf(&tar.Header{Name: "a", Typeflag: tar.TypeLink, Linkname: "b"}), `type '1' not allowed`},
+		"device":       {tarOf(&tar.Header{Name: "a", Typeflag: tar.TypeChar}), `type '3' not allowed`},
+		"setuid":       {tarOf(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o4755}), `setuid`},
+		"no manifest":  {tarOf(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644, Size: 3}), `neither manifest.json`},
+		"link escapes": {tarOf(&tar.Header{Name: "manifest.json", Typeflag: tar.TypeSymlink, Linkname: "../../etc/passwd"}), `not in the image`},
+		"bad layer": {rewrite(func(h *tar.Header, d []byte) (*tar.Header, []byte) {
+			if strings.HasSuffix(h.Name, "layer.tar") && len(d) > 1<<20 {
+				d[100000] ^= 1
+			}
+			return h, d
+		}), "does not match the config's diff_id"},
+		"bad manifest": {rewrite(func(h *tar.Header, d []byte) (*tar.Header, []byte) {
+			if h.Name == "manifest.json" {
+				d = []byte(`[{"Config":"nope.json"}]`)
+			}
+			return h, d
+		}), "config: nope.json: not in the image"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "bad.tar")
+			os.WriteFile(p, tc.data, 0o644)
+			_, err := Scan(context.Background(), TarFile(p))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPolynomialIrreducible(t *testing.T) {
+	if !Pol.Irreducible() {
+		t.Fatal("Pol is not irreducible")
+	}
+}
+
+// TestDedup changes one small file in a ~20 MiB layer: the new image must
+// share all but a few percent of its bytes with the old one.
+func TestDedup(t *testing.T) {
+	img := func(conf string) imagetest.Image {
+		return imagetest.Image{Layers: [][]imagetest.File{{
+			{Path: "usr/lib/a.bin", Size: 10 << 20, Content: func() io.Reader { return imagetest.Random(7, 10<<20) }},
+			{Path: "etc/app.conf", Data: []byte(conf)},
+			{Path: "usr/lib/b.bin", Size: 10 << 20, Content: func() io.Reader { return imagetest.Random(8, 10<<20) }},
+		}}}
+	}
+	p1, _ := writeImage(t, img("version = 1\n"))
+	p2, _ := writeImage(t, img("version = 2, with a longer line\n"))
+	idx1, err := Scan(context.Background(), TarFile(p1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx2, err := Scan(context.Background(), TarFile(p2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, e := range idx1.Entries {
+		for _, c := range e.Chunks {
+			have[c.Blob] = true
+		}
+	}
+	var layer, fresh int64
+	for _, e := range idx2.Entries {
+		if !strings.HasSuffix(e.Path, "layer.tar") {
+			continue
+		}
+		layer = e.Size
+		for _, c := range e.Chunks {
+			if !have[c.Blob] {
+				fresh += c.Size
+				have[c.Blob] = true
+			}
+		}
+	}
+	pct := 100 * float64(fresh) / float64(layer)
+	t.Logf("layer %d bytes, %d new (%.2f%%)", layer, fresh, pct)
+	if layer < 20<<20 || pct >= 5 {
+		t.Fatalf("layer %d bytes, %.2f%% new; want < 5%%", layer, pct)
+	}
+
+	// The second pass delivers exactly the new chunks.
+	r, err := Open(context.Background(), TarFile(p2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	old := map[string]bool{}
+	for _, e := range idx1.Entries {
+		for _, c := range e.Chunks {
+			old[c.Blob] = true
+		}
+	}
+	var sent int64
+	err = r.Chunks(context.Background(), func(b string) bool { return !old[b] }, func(c schema.Chunk, data []byte) error {
+		sent += int64(len(data))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sent >= int64(float64(layer)*0.05)+4096 {
+		t.Fatalf("Chunks sent %d bytes", sent)
+	}
+}
+
+func BenchmarkScan(b *testing.B) {
+	const size = 64 << 20
+	p, _ := writeImage(b, imagetest.Image{Layers: [][]imagetest.File{{
+		{Path: "big.bin", Size: size, Content: func() io.Reader { return imagetest.Random(3, size) }},
+	}}})
+	st, _ := os.Stat(p)
+	b.SetBytes(st.Size())
+	b.ResetTimer()
+	for range b.N {
+		if _, err := Scan(context.Background(), TarFile(p)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
