@@ -1,0 +1,243 @@
+package engine_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/agent/engine/enginetest"
+)
+
+func tarEntries(t testing.TB, data []byte) map[string][]byte {
+	t.Helper()
+	m := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return m
+		}
+		if err != nil {
+			t.Fatalf("read filtered tar: %v", err)
+		}
+		b, _ := io.ReadAll(tr)
+		m[hdr.Name] = b
+	}
+}
+
+func TestFilterSaveTarDropsTags(t *testing.T) {
+	var in bytes.Buffer
+	img := enginetest.Image{
+		Files:    []enginetest.File{{Name: "hello", Mode: 0o644, Data: []byte("hi")}},
+		RepoTags: []string{"example/app:1", "localhost:5000/x:latest"},
+	}
+	id, err := enginetest.WriteImage(&in, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	facts, err := engine.FilterSaveTar(&out, bytes.NewReader(in.Bytes()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if facts.ConfigDigest != id {
+		t.Fatalf("config digest %s, want %s", facts.ConfigDigest, id)
+	}
+	got := tarEntries(t, out.Bytes())
+	if _, ok := got["repositories"]; ok {
+		t.Error("repositories file passed through")
+	}
+	if bytes.Contains(got["manifest.json"], []byte("RepoTags")) {
+		t.Errorf("manifest.json still tagged: %s", got["manifest.json"])
+	}
+	want := tarEntries(t, in.Bytes())
+	for name, b := range want {
+		if name == "manifest.json" || name == "repositories" {
+			continue
+		}
+		if !bytes.Equal(got[name], b) {
+			t.Errorf("entry %s changed", name)
+		}
+	}
+}
+
+func TestFilterSaveTarUntagsOCIIndex(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "oci-index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in bytes.Buffer
+	tw := tar.NewWriter(&in)
+	cfg := []byte(`{"os":"linux"}`)
+	for _, e := range []struct {
+		name string
+		data []byte
+	}{
+		{"blobs/sha256/cfg", cfg},
+		{"index.json", data},
+		{"manifest.json", []byte(`[{"Config":"blobs/sha256/cfg","RepoTags":["a:b"],"Layers":[]}]`)},
+	} {
+		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data)), Typeflag: tar.TypeReg})
+		tw.Write(e.data)
+	}
+	tw.Close()
+	var out bytes.Buffer
+	if _, err := engine.FilterSaveTar(&out, &in, nil); err != nil {
+		t.Fatal(err)
+	}
+	idx := tarEntries(t, out.Bytes())["index.json"]
+	if bytes.Contains(idx, []byte("image.name")) || bytes.Contains(idx, []byte("ref.name")) {
+		t.Fatalf("index.json still names the image: %s", idx)
+	}
+	if !bytes.Contains(idx, []byte("org.example.keep")) {
+		t.Fatalf("index.json lost other annotations: %s", idx)
+	}
+}
+
+func TestFilterSaveTarCheckCutsStream(t *testing.T) {
+	var in bytes.Buffer
+	id, _ := enginetest.WriteImage(&in, enginetest.Image{Files: []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}})
+	var out bytes.Buffer
+	refuse := errors.New("refused")
+	var seen string
+	_, err := engine.FilterSaveTar(&out, &in, func(cfg string) error { seen = cfg; return refuse })
+	if !errors.Is(err, refuse) || seen != id {
+		t.Fatalf("err = %v, check saw %s; want refused after seeing %s", err, seen, id)
+	}
+	if bytes.HasSuffix(out.Bytes(), make([]byte, 1024)) {
+		t.Fatal("end-of-archive written although check failed")
+	}
+}
+
+func TestFilterSaveTarRejects(t *testing.T) {
+	mk := func(entries ...string) []byte { // name, content pairs
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for i := 0; i < len(entries); i += 2 {
+			tw.WriteHeader(&tar.Header{Name: entries[i], Mode: 0o644, Size: int64(len(entries[i+1])), Typeflag: tar.TypeReg})
+			tw.Write([]byte(entries[i+1]))
+		}
+		tw.Close()
+		return b.Bytes()
+	}
+	for name, data := range map[string][]byte{
+		"empty":          {},
+		"not a tar":      []byte(strings.Repeat("x", 2000)),
+		"no manifest":    mk("a.json", "{}"),
+		"bad manifest":   mk("manifest.json", "{"),
+		"two images":     mk("c", "{}", "manifest.json", `[{"Config":"c"},{"Config":"c"}]`),
+		"missing config": mk("manifest.json", `[{"Config":"c"}]`),
+		"null entry":     mk("manifest.json", `[null]`),
+		"big manifest":   mk("manifest.json", strings.Repeat(" ", 2<<20)),
+	} {
+		if _, err := engine.FilterSaveTar(io.Discard, bytes.NewReader(data), nil); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestReadLoadOutput(t *testing.T) {
+	for _, tc := range []struct {
+		file   string
+		json   bool
+		ids    []string
+		names  []string
+		errSub string
+	}{
+		{"load-classic.jsonl", true, []string{"sha256:d1633c2fa35f20dfdad105d59e677686c222bc80ed470426f8996ab5b5e11f02"}, nil, ""},
+		{"load-tagged.jsonl", true, nil, []string{"pullship-test:x"}, ""},
+		{"load-error.jsonl", true, nil, nil, "invalid diffID for layer 0"},
+		{"load-plain.txt", false, []string{"sha256:d1633c2fa35f20dfdad105d59e677686c222bc80ed470426f8996ab5b5e11f02"}, nil, ""},
+	} {
+		data, err := os.ReadFile(filepath.Join("testdata", tc.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, names, err := engine.ReadLoadOutput(data, tc.json)
+		if tc.errSub != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.errSub) {
+				t.Errorf("%s: err = %v, want %q", tc.file, err, tc.errSub)
+			}
+			continue
+		}
+		if err != nil || !equal(ids, tc.ids) || !equal(names, tc.names) {
+			t.Errorf("%s: ids %q names %q err %v; want %q %q", tc.file, ids, names, err, tc.ids, tc.names)
+		}
+	}
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func FuzzReadLoadOutput(f *testing.F) {
+	for _, n := range []string{"load-classic.jsonl", "load-tagged.jsonl", "load-error.jsonl", "load-plain.txt"} {
+		if data, err := os.ReadFile(filepath.Join("testdata", n)); err == nil {
+			f.Add(data, strings.HasSuffix(n, ".jsonl"))
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, isJSON bool) {
+		ids, _, err := engine.ReadLoadOutput(data, isJSON)
+		if err == nil {
+			for _, id := range ids {
+				if !bytes.Contains(data, []byte(id)) {
+					t.Fatalf("id %q not in input", id)
+				}
+			}
+		}
+	})
+}
+
+func FuzzFilterSaveTar(f *testing.F) {
+	var b bytes.Buffer
+	enginetest.WriteImage(&b, enginetest.Image{Files: []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}, RepoTags: []string{"x:y"}})
+	f.Add(b.Bytes())
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var out bytes.Buffer
+		facts, err := engine.FilterSaveTar(&out, bytes.NewReader(data), nil)
+		if err != nil {
+			return
+		}
+		if !engine.ValidImageID(facts.ConfigDigest) {
+			t.Fatalf("accepted with config digest %q", facts.ConfigDigest)
+		}
+		tr := tar.NewReader(&out)
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				break
+			}
+			if hdr.Name == "repositories" {
+				t.Fatal("repositories passed")
+			}
+			if strings.TrimPrefix(hdr.Name, "./") == "manifest.json" {
+				var m []map[string]json.RawMessage
+				data, _ := io.ReadAll(tr)
+				if json.Unmarshal(data, &m) != nil {
+					t.Fatalf("filtered manifest.json unparsable: %s", data)
+				}
+				for _, e := range m {
+					if _, ok := e["RepoTags"]; ok {
+						t.Fatal("RepoTags passed")
+					}
+				}
+			}
+		}
+	})
+}
