@@ -1,0 +1,14 @@
+// Package bundler makes and reads pullship releases in git.
+//
+// A release repository holds one branch, refs/heads/releases, with one
+// commit per release (the signed manifest release.toml and its .sig, the
+// trust-root chain under root/, every node's rendered files under
+// nodes/<node>/ and the image indexes under images/), and one tag per image,
+// refs/tags/pullship/images/<hex>, whose tree holds that image's chunks as
+// git blobs. docs/format.md specifies it.
+//
+// [Release] renders a fleet, chunks its image, signs the manifest and pushes
+// it in one compare-and-swap push; [Repository.Verify] checks a release the
+// way an agent does, against a pinned root. The git transport is
+// bundler/repo, the image format bundler/image, the file formats schema.
+package bundler

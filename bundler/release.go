@@ -1,0 +1,588 @@
+package bundler
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/pullship/pullship/bundler/image"
+	"github.com/pullship/pullship/bundler/render"
+	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/schema"
+)
+
+// ErrNothingChanged means a release would be identical to the current one.
+var ErrNothingChanged = errors.New("nothing changed since the current release")
+
+// ErrNotInitialised means the repository has neither a release nor a root.
+var ErrNotInitialised = errors.New("not a pullship release repository (run pullship init)")
+
+// ReleaseOptions is the input of one release.
+type ReleaseOptions struct {
+	Fleet   string              // path of fleet.toml
+	Image   image.Source        // the image to pack
+	Signers []signature.Signer  // every --key
+	Roots   []string            // newer root-N.toml files to publish (each with its .sig beside it)
+	Now     []string            // nodes exempt from wave gating (emergency override)
+	// Lifetime overrides the fleet's release lifetime when non-zero.
+	Lifetime time.Duration
+	// SourceCommit names the fleet repository commit when the fleet is not
+	// read from a git work tree (e.g. in a server-side hook).
+	SourceCommit string
+	// AllowDirty publishes from a fleet work tree with uncommitted changes.
+	AllowDirty bool
+	// Progress, when set, is told of bytes scanned and pushed.
+	Progress func(stage string, done, total int64)
+	// Clock returns the current time (tests); nil is time.Now.
+	Clock func() time.Time
+}
+
+// ReleaseResult says what a release published.
+type ReleaseResult struct {
+	Version      int64
+	Commit       plumbing.Hash
+	Image        string // image digest
+	ImageTag     string
+	NewImage     bool  // the image tag was created by this release
+	Chunks       int   // distinct chunks of the image
+	NewChunks    int   // chunks the remote lacked
+	NewBytes     int64 // their size
+	PackBytes    int64 // bytes pushed
+	NodesChanged []string
+	Signatures   *schema.ThresholdResult
+}
+
+// Release renders the fleet, packs the image, signs the manifest with every
+// signer and pushes the release commit (and the image tag when new) in one
+// compare-and-swap push. Nothing is pushed when the signatures would not
+// meet the root's threshold, when nothing changed, or on any bad input.
+func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseResult, error) {
+	now := time.Now
+	if o.Clock != nil {
+		now = o.Clock
+	}
+	progress := o.Progress
+	if progress == nil {
+		progress = func(string, int64, int64) {}
+	}
+	head, err := r.Sync(ctx)
+	if err != nil {
+		return nil, err
+	}
+
+	// What the repository holds now.
+	var prev *Bundle
+	var prevRel *schema.Release
+	var roots []schema.SignedFile
+	switch {
+	case !head.Releases.IsZero():
+		if prev, err = ReadBundle(r.Cache, head.Releases); err != nil {
+			return nil, err
+		}
+		if prevRel, err = schema.ParseRelease(ManifestPath, prev.Manifest); err != nil {
+			return nil, fmt.Errorf("current release: %w", err)
+		}
+		roots = prev.Roots
+	case !head.Root.IsZero():
+		if roots, err = ReadRoots(r.Cache, head.Root); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, ErrNotInitialised
+	}
+	if roots, err = addRoots(roots, o.Roots); err != nil {
+		return nil, err
+	}
+	root, err := newestRoot(roots, now())
+	if err != nil {
+		return nil, err
+	}
+
+	// The fleet, rendered.
+	fleetData, err := os.ReadFile(o.Fleet)
+	if err != nil {
+		return nil, fmt.Errorf("read fleet: %w", err)
+	}
+	fleet, err := schema.ParseFleet(o.Fleet, fleetData)
+	if err != nil {
+		return nil, err
+	}
+	rendered, err := render.Render(fleet, filepath.Dir(o.Fleet))
+	if err != nil {
+		return nil, err
+	}
+	source, err := fleetSource(filepath.Dir(o.Fleet), o.SourceCommit, o.AllowDirty)
+	if err != nil {
+		return nil, err
+	}
+
+	// The image, scanned (pass 1).
+	img, err := image.Open(ctx, o.Image, image.WithProgress(func(done, total int64) { progress("scan", done, total) }))
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	idx, err := img.Scan(ctx)
+	if err != nil {
+		return nil, err
+	}
+	idx.Name = fleet.ImageName()
+	indexData, err := idx.Encode()
+	if err != nil {
+		return nil, err
+	}
+	indexSum := sha256.Sum256(indexData)
+
+	// The manifest.
+	created := now().UTC().Truncate(time.Second)
+	lifetime := fleet.Rollout.Expires.D()
+	if o.Lifetime != 0 {
+		lifetime = o.Lifetime
+	}
+	rel := &schema.Release{
+		Version:     1,
+		Created:     created,
+		Expires:     created.Add(lifetime),
+		RootVersion: root.Version,
+		Source:      source,
+		Images: []schema.ReleaseImage{{
+			Name: idx.Name, Digest: idx.Digest,
+			IndexSHA256: hex.EncodeToString(indexSum[:]), IndexLength: int64(len(indexData)),
+		}},
+		Nodes:   rendered.ReleaseNodes(),
+		Rollout: schema.Rollout{Soak: fleet.Rollout.Soak, Now: o.Now},
+	}
+	for i := range rel.Nodes {
+		rel.Nodes[i].Image = idx.Name
+	}
+	if prevRel != nil {
+		rel.Version = prevRel.Version + 1
+		sum := sha256.Sum256(prev.Manifest)
+		rel.Previous = hex.EncodeToString(sum[:])
+		if sameContent(prevRel, rel) {
+			return nil, fmt.Errorf("release %d: %w", prevRel.Version, ErrNothingChanged)
+		}
+	}
+	manifest, err := rel.Encode()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := schema.ParseRelease(ManifestPath, manifest); err != nil {
+		return nil, fmt.Errorf("release %d: the manifest written does not read back: %w", rel.Version, err)
+	}
+
+	// Signatures, checked against the root before anything is sent.
+	var sigs schema.SignatureFile
+	for _, s := range o.Signers {
+		sig, err := schema.SignWith(s, manifest)
+		if err != nil {
+			return nil, err
+		}
+		sigs.Add(sig)
+	}
+	sigData := sigs.Encode()
+	res, err := schema.VerifySigned(root, ManifestPath, manifest, sigData, now())
+	if err != nil {
+		return nil, fmt.Errorf("release %d not published: %w", rel.Version, err)
+	}
+
+	// Objects: the chunks the remote lacks (pass 2, streamed), the image tag
+	// and the release commit.
+	tag := ImageTag(idx.Digest)
+	out := &ReleaseResult{Version: rel.Version, Image: idx.Digest, ImageTag: tag, Signatures: res,
+		NodesChanged: nodesChanged(prevRel, rel)}
+	feed := newChunkFeed(ctx, img)
+	defer feed.stop()
+	objs := repo.NewObjectStream(feed.open)
+	var updates []repo.RefUpdate
+	if head.Refs[tag].IsZero() {
+		have, err := r.remoteChunks(head)
+		if err != nil {
+			return nil, err
+		}
+		want := map[string]bool{}
+		chunks := NewChunkSet(idx)
+		out.Chunks = chunks.Len()
+		for _, c := range chunks.List() {
+			if have[c.Blob] {
+				continue
+			}
+			want[c.Blob] = true
+			objs.Add(repo.Object{ID: plumbing.NewHash(c.Blob), Type: plumbing.BlobObject, Size: c.Size})
+			out.NewChunks++
+			out.NewBytes += c.Size
+		}
+		feed.start(func(blob string) bool { return want[blob] }, out.NewBytes, progress)
+		tagCommit, err := imageTagCommit(objs, idx, created)
+		if err != nil {
+			return nil, err
+		}
+		updates = append(updates, repo.RefUpdate{Name: tag, New: tagCommit})
+		out.NewImage = true
+	} else {
+		out.Chunks = NewChunkSet(idx).Len()
+	}
+	tb := repo.NewTreeBuilder()
+	add := func(path string, data []byte, mode filemode.FileMode) error {
+		return tb.Add(path, mode, objs.AddBytes(plumbing.BlobObject, data))
+	}
+	if err := add(ManifestPath, manifest, filemode.Regular); err != nil {
+		return nil, err
+	}
+	if err := add(schema.SigFileName(ManifestPath), sigData, filemode.Regular); err != nil {
+		return nil, err
+	}
+	for _, f := range roots {
+		if err := add(RootDir+"/"+f.Name, f.Data, filemode.Regular); err != nil {
+			return nil, err
+		}
+		if f.Sig != nil {
+			if err := add(RootDir+"/"+schema.SigFileName(f.Name), f.Sig, filemode.Regular); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := add(ImagesDir+"/"+idx.Name+".toml", indexData, filemode.Regular); err != nil {
+		return nil, err
+	}
+	for _, n := range rendered.Nodes {
+		for _, f := range n.Files {
+			if err := add(NodesDir+"/"+n.Release.Name+"/"+f.Path, f.Data, filemode.Regular); err != nil {
+				return nil, fmt.Errorf("node %s: %w", n.Release.Name, err)
+			}
+		}
+	}
+	tree, err := tb.Build(objs)
+	if err != nil {
+		return nil, err
+	}
+	var parents []plumbing.Hash
+	if prev != nil {
+		parents = []plumbing.Hash{prev.Commit}
+	}
+	who := repo.Signature{Name: "pullship", Email: "pullship@localhost", When: created}
+	commitData, commit, err := repo.EncodeCommit(repo.Commit{Tree: tree, Parents: parents, Author: who, Committer: who,
+		Message: releaseMessage(rel, idx, out.NodesChanged)})
+	if err != nil {
+		return nil, err
+	}
+	objs.AddBytes(plumbing.CommitObject, commitData)
+	updates = append([]repo.RefUpdate{{Name: ReleasesRef, Old: head.Releases, New: commit}}, updates...)
+
+	pushed, err := r.Remote.Push(ctx, updates, objs)
+	if err != nil {
+		return nil, fmt.Errorf("release %d not published: %w", rel.Version, err)
+	}
+	out.Commit = commit
+	out.PackBytes = pushed.PackBytes
+	return out, nil
+}
+
+// addRoots appends the root files at paths (each with FILE.sig beside it)
+// to the chain; each must be the next version.
+func addRoots(chain []schema.SignedFile, paths []string) ([]schema.SignedFile, error) {
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read root: %w", err)
+		}
+		sig, err := os.ReadFile(schema.SigFileName(p))
+		if err != nil {
+			return nil, fmt.Errorf("read root: %w (a new root needs its signatures)", err)
+		}
+		r, err := schema.ParseRoot(p, data)
+		if err != nil {
+			return nil, err
+		}
+		want := int64(1)
+		if len(chain) > 0 {
+			n, _ := rootNumber(chain[len(chain)-1].Name)
+			want = n + 1
+		}
+		if r.Version != want {
+			return nil, fmt.Errorf("root %s: version %d, the repository's next root is %d", p, r.Version, want)
+		}
+		chain = append(chain, schema.SignedFile{Name: schema.RootFileName(r.Version), Data: data, Sig: sig})
+	}
+	return chain, nil
+}
+
+// newestRoot walks the repository's own chain from its first root and
+// returns the newest; the bundler trusts its repository's first root, an
+// agent trusts only the root pinned in its config.
+func newestRoot(chain []schema.SignedFile, now time.Time) (*schema.Root, error) {
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("repository has no root under %s/ (run pullship init)", RootDir)
+	}
+	first, err := schema.ParseRoot(chain[0].Name, chain[0].Data)
+	if err != nil {
+		return nil, err
+	}
+	return schema.VerifyRootChain(first, chain[1:], now)
+}
+
+// fleetSource records the fleet repository commit, refusing a dirty work
+// tree unless allowed.
+func fleetSource(dir, commit string, allowDirty bool) (*schema.Source, error) {
+	if commit != "" {
+		return &schema.Source{Commit: commit}, nil
+	}
+	g, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true})
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("fleet repository %s: %w", dir, err)
+	}
+	h, err := g.Head()
+	if err != nil {
+		return nil, fmt.Errorf("fleet repository %s: %w", dir, err)
+	}
+	wt, err := g.Worktree()
+	if err != nil {
+		return nil, fmt.Errorf("fleet repository %s: %w", dir, err)
+	}
+	st, err := wt.Status()
+	if err != nil {
+		return nil, fmt.Errorf("fleet repository %s: %w", dir, err)
+	}
+	src := &schema.Source{Commit: h.Hash().String(), Dirty: !st.IsClean()}
+	if src.Dirty && !allowDirty {
+		return nil, fmt.Errorf("fleet repository %s has uncommitted changes: commit them (a release names the commit it came from) or pass --allow-dirty", dir)
+	}
+	return src, nil
+}
+
+// sameContent reports whether two manifests would apply the same thing.
+func sameContent(a, b *schema.Release) bool {
+	return a.RootVersion == b.RootVersion && reflect.DeepEqual(a.Images, b.Images) &&
+		reflect.DeepEqual(a.Nodes, b.Nodes) && reflect.DeepEqual(a.Rollout, b.Rollout)
+}
+
+// nodesChanged lists the nodes whose entry differs from the previous release.
+func nodesChanged(prev, cur *schema.Release) []string {
+	var out []string
+	for _, n := range cur.Nodes {
+		if prev != nil {
+			if p, ok := prev.Node(n.Name); ok && reflect.DeepEqual(*p, n) {
+				continue
+			}
+		}
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+func releaseMessage(rel *schema.Release, idx *schema.ImageIndex, changed []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "release %d: image %s %s\n\n", rel.Version, idx.Name, shortHex(strings.TrimPrefix(idx.Digest, "sha256:")))
+	if len(changed) == 0 {
+		b.WriteString("nodes changed: none\n")
+	} else {
+		fmt.Fprintf(&b, "nodes changed: %s\n", strings.Join(changed, ", "))
+	}
+	if rel.Source != nil {
+		fmt.Fprintf(&b, "source: %s\n", rel.Source.Commit)
+	}
+	return b.String()
+}
+
+// imageTagCommit adds the image tag's tree (every chunk, named by its
+// sha256) and a root commit to objs and returns the commit id.
+func imageTagCommit(objs *repo.ObjectStream, idx *schema.ImageIndex, when time.Time) (plumbing.Hash, error) {
+	chunks := NewChunkSet(idx).List()
+	entries := make([]repo.TreeEntry, 0, len(chunks))
+	seen := map[string]bool{}
+	for _, c := range chunks {
+		if seen[c.SHA256] {
+			continue
+		}
+		seen[c.SHA256] = true
+		entries = append(entries, repo.TreeEntry{Name: c.SHA256, Mode: filemode.Regular, ID: plumbing.NewHash(c.Blob)})
+	}
+	treeData, _, err := repo.EncodeTree(entries)
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	tree := objs.AddBytes(plumbing.TreeObject, treeData)
+	who := repo.Signature{Name: "pullship", Email: "pullship@localhost", When: when}
+	data, id, err := repo.EncodeCommit(repo.Commit{Tree: tree, Author: who, Committer: who,
+		Message: fmt.Sprintf("image %s %s: %d chunks\n", idx.Name, idx.Digest, len(entries))})
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	objs.AddBytes(plumbing.CommitObject, data)
+	return id, nil
+}
+
+// MaxHistoryScan is how many past releases the bundler reads to learn which
+// chunks the remote already holds.
+const MaxHistoryScan = 20
+
+// remoteChunks returns the blob ids of chunks the remote holds: those of
+// recent releases' images whose tags it still advertises.
+func (r *Repository) remoteChunks(head *Head) (map[string]bool, error) {
+	have := map[string]bool{}
+	if head.Releases.IsZero() {
+		return have, nil
+	}
+	commits, err := r.Cache.Log(head.Releases, MaxHistoryScan)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range commits {
+		b, err := ReadBundle(r.Cache, c.Hash)
+		if err != nil {
+			return nil, err
+		}
+		rel, err := schema.ParseRelease(ManifestPath, b.Manifest)
+		if err != nil {
+			return nil, fmt.Errorf("release commit %s: %w", short(c.Hash), err)
+		}
+		for _, img := range rel.Images {
+			if head.Refs[ImageTag(img.Digest)].IsZero() {
+				continue
+			}
+			idx, err := ReadImageIndex(r.Cache, c.Hash, img)
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range NewChunkSet(idx).List() {
+				have[c.Blob] = true
+			}
+		}
+	}
+	return have, nil
+}
+
+// ChunkSet is the distinct chunks of an image, in stream order.
+type ChunkSet struct{ list []schema.Chunk }
+
+// NewChunkSet collects idx's distinct chunks (by blob id) in stream order,
+// the order image.Reader.Chunks delivers them in.
+func NewChunkSet(idx *schema.ImageIndex) *ChunkSet {
+	seen := map[string]bool{}
+	cs := &ChunkSet{}
+	for _, e := range idx.Entries {
+		for _, c := range e.Chunks {
+			if !seen[c.Blob] {
+				seen[c.Blob] = true
+				cs.list = append(cs.list, c)
+			}
+		}
+	}
+	return cs
+}
+
+// List returns the chunks; the slice must not be modified.
+func (cs *ChunkSet) List() []schema.Chunk { return cs.list }
+
+// Len is the number of distinct chunks.
+func (cs *ChunkSet) Len() int { return len(cs.list) }
+
+// chunkFeed turns image.Reader.Chunks (which calls back with each chunk)
+// into the pull-style open function the pack writer asks objects from, one
+// chunk at a time, so that no more than one chunk is in memory.
+type chunkFeed struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	img    *image.Reader
+	items  chan feedItem
+	errc   chan error
+}
+
+type feedItem struct {
+	c    schema.Chunk
+	data []byte
+	done chan struct{}
+}
+
+func newChunkFeed(ctx context.Context, img *image.Reader) *chunkFeed {
+	ctx, cancel := context.WithCancel(ctx)
+	return &chunkFeed{ctx: ctx, cancel: cancel, img: img, items: make(chan feedItem), errc: make(chan error, 1)}
+}
+
+func (f *chunkFeed) start(want func(string) bool, total int64, progress func(string, int64, int64)) {
+	go func() {
+		var done int64
+		err := f.img.Chunks(f.ctx, want, func(c schema.Chunk, data []byte) error {
+			it := feedItem{c: c, data: data, done: make(chan struct{})}
+			select {
+			case f.items <- it:
+			case <-f.ctx.Done():
+				return f.ctx.Err()
+			}
+			select {
+			case <-it.done:
+			case <-f.ctx.Done():
+				return f.ctx.Err()
+			}
+			done += c.Size
+			progress("push", done, total)
+			return nil
+		})
+		if err == nil {
+			err = io.EOF
+		}
+		f.errc <- err
+	}()
+}
+
+func (f *chunkFeed) stop() { f.cancel() }
+
+func (f *chunkFeed) open(o repo.Object) (io.ReadCloser, error) {
+	select {
+	case it := <-f.items:
+		if it.c.Blob != o.ID.String() {
+			close(it.done)
+			return nil, fmt.Errorf("pack wants chunk %s, image delivered %s", o.ID, it.c.Blob)
+		}
+		return &feedReader{Reader: bytes.NewReader(it.data), done: it.done}, nil
+	case err := <-f.errc:
+		if err == io.EOF {
+			err = fmt.Errorf("image ended before chunk %s", o.ID)
+		}
+		return nil, err
+	case <-f.ctx.Done():
+		return nil, f.ctx.Err()
+	}
+}
+
+type feedReader struct {
+	*bytes.Reader
+	done   chan struct{}
+	closed bool
+}
+
+func (r *feedReader) Close() error {
+	if !r.closed {
+		r.closed = true
+		close(r.done)
+	}
+	return nil
+}
+
+// sortedKeys is used by listings that must be deterministic.
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
