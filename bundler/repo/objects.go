@@ -26,7 +26,9 @@ type Object struct {
 }
 
 // OpenFunc returns the content of o: exactly o.Size bytes whose git object id
-// is o.ID. The pack writer checks both and fails the pack otherwise.
+// is o.ID. The pack writer checks both and fails the pack otherwise. It may
+// be called from several goroutines at once (objects are compressed in
+// parallel).
 type OpenFunc func(o Object) (io.ReadCloser, error)
 
 // ObjectStream is the set of objects one pack carries, in pack order, without
@@ -38,6 +40,7 @@ type ObjectStream struct {
 	objects []Object
 	seen    map[plumbing.Hash]bool
 	mem     map[plumbing.Hash][]byte
+	serial  bool // open is not safe for concurrent use
 }
 
 // NewObjectStream returns an empty stream whose externally stored objects are

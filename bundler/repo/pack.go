@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bufio"
+	"bytes"
 	"compress/zlib"
 	"context"
 	"crypto/sha1"
@@ -11,6 +12,8 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"runtime"
+	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
 )
@@ -40,6 +43,7 @@ type PackWriter struct {
 	want    uint32
 	entries []PackEntry
 	zw      *zlib.Writer
+	level   int
 	buf     []byte
 	err     error
 	closed  bool
@@ -49,11 +53,12 @@ type PackWriter struct {
 // compress/flate level; [DefaultPackLevel] is what pullship uses.
 func NewPackWriter(w io.Writer, count uint32, level int) (*PackWriter, error) {
 	pw := &PackWriter{
-		out:  bufio.NewWriterSize(w, 256<<10),
-		sum:  sha1.New(),
-		crc:  crc32.NewIEEE(),
-		want: count,
-		buf:  make([]byte, 128<<10),
+		out:   bufio.NewWriterSize(w, 256<<10),
+		sum:   sha1.New(),
+		crc:   crc32.NewIEEE(),
+		want:  count,
+		level: level,
+		buf:   make([]byte, 128<<10),
 	}
 	zw, err := zlib.NewWriterLevel(io.Discard, level)
 	if err != nil {
@@ -91,15 +96,14 @@ func (pw *PackWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteObject writes o's content, read from r, as the next entry. r must
-// yield exactly o.Size bytes hashing to o.ID.
-func (pw *PackWriter) WriteObject(o Object, r io.Reader) error {
+// check validates o as the next entry and returns its pack type code.
+func (pw *PackWriter) check(o Object) (byte, error) {
 	if pw.err != nil {
-		return pw.err
+		return 0, pw.err
 	}
 	if pw.closed || uint32(len(pw.entries)) >= pw.want {
 		pw.err = fmt.Errorf("pack writer: object %s beyond the declared count %d", o.ID, pw.want)
-		return pw.err
+		return 0, pw.err
 	}
 	var code byte
 	switch o.Type {
@@ -107,13 +111,34 @@ func (pw *PackWriter) WriteObject(o Object, r io.Reader) error {
 		code = byte(o.Type)
 	default:
 		pw.err = fmt.Errorf("pack writer: object %s: unsupported type %v", o.ID, o.Type)
-		return pw.err
+		return 0, pw.err
 	}
 	if o.Size < 0 {
 		pw.err = fmt.Errorf("pack writer: object %s: negative size", o.ID)
-		return pw.err
+		return 0, pw.err
 	}
+	return code, nil
+}
+
+// writeCompressed writes an entry whose content compressObject produced.
+func (pw *PackWriter) writeCompressed(o Object, z []byte) error {
 	start := pw.off
+	if err := pw.entryHeader(o); err != nil {
+		return err
+	}
+	if _, err := pw.Write(z); err != nil {
+		return err
+	}
+	pw.entries = append(pw.entries, PackEntry{ID: o.ID, Offset: start, CRC32: pw.crc.Sum32()})
+	return nil
+}
+
+// entryHeader checks o and writes its entry header, starting the entry CRC.
+func (pw *PackWriter) entryHeader(o Object) error {
+	code, err := pw.check(o)
+	if err != nil {
+		return err
+	}
 	pw.crc.Reset()
 
 	// Entry header: type and size, little-endian base-128 after 4 size bits.
@@ -128,10 +153,17 @@ func (pw *PackWriter) WriteObject(o Object, r io.Reader) error {
 		size >>= 7
 		n++
 	}
-	if _, err := pw.Write(hdr[:n]); err != nil {
+	_, err = pw.Write(hdr[:n])
+	return err
+}
+
+// WriteObject writes o's content, read from r, as the next entry. r must
+// yield exactly o.Size bytes hashing to o.ID.
+func (pw *PackWriter) WriteObject(o Object, r io.Reader) error {
+	start := pw.off
+	if err := pw.entryHeader(o); err != nil {
 		return err
 	}
-
 	idh := sha1.New()
 	writeObjectHeader(idh, o.Type, o.Size)
 	pw.zw.Reset(pw)
@@ -208,26 +240,126 @@ func (e *SizeMismatchError) Error() string {
 
 // WritePack writes every object of s to w as one pack and returns the pack
 // checksum and the entries. It stops early when ctx is done.
+//
+// Objects are compressed by up to GOMAXPROCS workers (at most 4) into
+// buffers and written in order, so memory holds at most about twice as many
+// objects as there are workers; a stream whose source is not safe for
+// concurrent reads (a Store) is written by one goroutine, streaming.
 func WritePack(ctx context.Context, w io.Writer, s *ObjectStream) (plumbing.Hash, []PackEntry, error) {
 	objs := s.Objects()
 	pw, err := NewPackWriter(w, uint32(len(objs)), DefaultPackLevel)
 	if err != nil {
 		return plumbing.ZeroHash, nil, err
 	}
-	for _, o := range objs {
-		if err := ctx.Err(); err != nil {
-			return plumbing.ZeroHash, nil, err
+	workers := min(runtime.GOMAXPROCS(0), 4)
+	if s.serial || workers < 2 || len(objs) < 2 {
+		for _, o := range objs {
+			if err := ctx.Err(); err != nil {
+				return plumbing.ZeroHash, nil, err
+			}
+			rc, err := s.Open(o)
+			if err != nil {
+				return plumbing.ZeroHash, nil, fmt.Errorf("open object %s: %w", o.ID, err)
+			}
+			err = pw.WriteObject(o, rc)
+			rc.Close()
+			if err != nil {
+				return plumbing.ZeroHash, nil, err
+			}
 		}
-		rc, err := s.Open(o)
-		if err != nil {
-			return plumbing.ZeroHash, nil, fmt.Errorf("open object %s: %w", o.ID, err)
-		}
-		err = pw.WriteObject(o, rc)
-		rc.Close()
-		if err != nil {
-			return plumbing.ZeroHash, nil, err
-		}
+	} else if err := pw.writeParallel(ctx, s, workers); err != nil {
+		return plumbing.ZeroHash, nil, err
 	}
 	sum, err := pw.Close()
 	return sum, pw.Entries(), err
+}
+
+type compressed struct {
+	o   Object
+	buf *bytes.Buffer
+	err error
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func (pw *PackWriter) writeParallel(ctx context.Context, s *ObjectStream, workers int) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queue := make(chan chan compressed, workers)
+	sem := make(chan struct{}, workers)
+	go func() {
+		defer close(queue)
+		for _, o := range s.Objects() {
+			ch := make(chan compressed, 1)
+			select {
+			case queue <- ch:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				ch <- compressed{o: o, err: ctx.Err()}
+				return
+			}
+			go func() {
+				defer func() { <-sem }()
+				ch <- compressObject(s, o, pw.level)
+			}()
+		}
+	}()
+	var err error
+	for ch := range queue {
+		c := <-ch
+		if err == nil {
+			err = c.err
+			if err == nil {
+				err = pw.writeCompressed(c.o, c.buf.Bytes())
+			}
+			if err != nil {
+				cancel()
+			}
+		}
+		if c.buf != nil {
+			c.buf.Reset()
+			bufPool.Put(c.buf)
+		}
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	return err
+}
+
+// compressObject reads o, checks its size and id, and returns its zlib stream.
+func compressObject(s *ObjectStream, o Object, level int) compressed {
+	rc, err := s.Open(o)
+	if err != nil {
+		return compressed{o: o, err: fmt.Errorf("open object %s: %w", o.ID, err)}
+	}
+	defer rc.Close()
+	buf := bufPool.Get().(*bytes.Buffer)
+	zw, _ := zlib.NewWriterLevel(buf, level)
+	idh := sha1.New()
+	writeObjectHeader(idh, o.Type, o.Size)
+	got, err := io.Copy(io.MultiWriter(zw, idh), io.LimitReader(rc, o.Size+1))
+	if err == nil {
+		err = zw.Close()
+	}
+	if err == nil && got != o.Size {
+		err = &SizeMismatchError{Declared: o.Size, Got: got}
+	}
+	if err == nil {
+		var id plumbing.Hash
+		copy(id[:], idh.Sum(nil))
+		if id != o.ID {
+			err = fmt.Errorf("hashes to %s", id)
+		}
+	}
+	if err != nil {
+		buf.Reset()
+		bufPool.Put(buf)
+		return compressed{o: o, err: fmt.Errorf("pack writer: object %s: %w", o.ID, err)}
+	}
+	return compressed{o: o, buf: buf}
 }

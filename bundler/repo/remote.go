@@ -579,6 +579,7 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 	if len(wants) > 0 {
 		if r.dir != nil {
 			st := NewObjectStream(r.dir.openObject)
+			st.serial = true
 			err = r.dir.walk(wants, local.HasObject, func(o Object) { st.Add(o) })
 			if err == nil {
 				err = local.Write(ctx, st)

@@ -138,7 +138,7 @@ func makeFixture(t testing.TB, seed int64, parent plumbing.Hash) *fixture {
 		return io.NopCloser(bytes.NewReader(b)), nil
 	})
 	img := NewTreeBuilder()
-	for i, size := range []int{1 << 20, 2<<20 + 17, 5, 3<<20 + 1} {
+	for i, size := range []int{300 << 10, 1<<20 + 17, 5, 200<<10 + 1} {
 		b := make([]byte, size)
 		rng.Read(b)
 		id, err := BlobID(bytes.NewReader(b), int64(len(b)))
@@ -448,7 +448,7 @@ func TestEncodingMatchesGit(t *testing.T) {
 		}
 	}
 
-	when := time.Date(2026, 5, 6, 7, 8, 9, 0, time.FixedZone("x", -(3*3600 + 30*60)))
+	when := time.Date(2026, 5, 6, 7, 8, 9, 0, time.FixedZone("x", -(3*3600+30*60)))
 	data, cid, err := EncodeCommit(Commit{Tree: id, Parents: []plumbing.Hash{blob},
 		Author: Signature{"A U Thor", "a@example.com", when}, Committer: sig, Message: "m\n\nbody\n"})
 	must(t, err)
