@@ -1,7 +1,6 @@
 package bundler
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,8 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"sort"
-	"strings"
+		"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-git/go-git/v5"
@@ -206,28 +205,32 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	tag := ImageTag(idx.Digest)
 	out := &ReleaseResult{Version: rel.Version, Image: idx.Digest, ImageTag: tag, Signatures: res,
 		NodesChanged: nodesChanged(prevRel, rel)}
-	feed := newChunkFeed(ctx, img)
-	defer feed.stop()
-	objs := repo.NewObjectStream(feed.open)
+	var pushed atomic.Int64
+	var newBytes int64
+	objs := repo.NewObjectStream(func(o repo.Object) (io.ReadCloser, error) {
+		rc, err := img.OpenChunk(o.ID.String())
+		if err != nil {
+			return nil, err
+		}
+		return &countingReader{ReadCloser: rc, add: func(n int64) { progress("push", pushed.Add(n), newBytes) }}, nil
+	})
 	var updates []repo.RefUpdate
 	if head.Refs[tag].IsZero() {
 		have, err := r.remoteChunks(head)
 		if err != nil {
 			return nil, err
 		}
-		want := map[string]bool{}
 		chunks := NewChunkSet(idx)
 		out.Chunks = chunks.Len()
 		for _, c := range chunks.List() {
 			if have[c.Blob] {
 				continue
 			}
-			want[c.Blob] = true
 			objs.Add(repo.Object{ID: plumbing.NewHash(c.Blob), Type: plumbing.BlobObject, Size: c.Size})
 			out.NewChunks++
 			out.NewBytes += c.Size
 		}
-		feed.start(func(blob string) bool { return want[blob] }, out.NewBytes, progress)
+		newBytes = out.NewBytes
 		tagCommit, err := imageTagCommit(objs, idx, created)
 		if err != nil {
 			return nil, err
@@ -284,12 +287,12 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	objs.AddBytes(plumbing.CommitObject, commitData)
 	updates = append([]repo.RefUpdate{{Name: ReleasesRef, Old: head.Releases, New: commit}}, updates...)
 
-	pushed, err := r.Remote.Push(ctx, updates, objs)
+	pr, err := r.Remote.Push(ctx, updates, objs)
 	if err != nil {
 		return nil, fmt.Errorf("release %d not published: %w", rel.Version, err)
 	}
 	out.Commit = commit
-	out.PackBytes = pushed.PackBytes
+	out.PackBytes = pr.PackBytes
 	return out, nil
 }
 
@@ -495,94 +498,15 @@ func (cs *ChunkSet) List() []schema.Chunk { return cs.list }
 // Len is the number of distinct chunks.
 func (cs *ChunkSet) Len() int { return len(cs.list) }
 
-// chunkFeed turns image.Reader.Chunks (which calls back with each chunk)
-// into the pull-style open function the pack writer asks objects from, one
-// chunk at a time, so that no more than one chunk is in memory.
-type chunkFeed struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	img    *image.Reader
-	items  chan feedItem
-	errc   chan error
+// countingReader reports the bytes read through it.
+type countingReader struct {
+	io.ReadCloser
+	add func(int64)
 }
 
-type feedItem struct {
-	c    schema.Chunk
-	data []byte
-	done chan struct{}
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.add(int64(n))
+	return n, err
 }
 
-func newChunkFeed(ctx context.Context, img *image.Reader) *chunkFeed {
-	ctx, cancel := context.WithCancel(ctx)
-	return &chunkFeed{ctx: ctx, cancel: cancel, img: img, items: make(chan feedItem), errc: make(chan error, 1)}
-}
-
-func (f *chunkFeed) start(want func(string) bool, total int64, progress func(string, int64, int64)) {
-	go func() {
-		var done int64
-		err := f.img.Chunks(f.ctx, want, func(c schema.Chunk, data []byte) error {
-			it := feedItem{c: c, data: data, done: make(chan struct{})}
-			select {
-			case f.items <- it:
-			case <-f.ctx.Done():
-				return f.ctx.Err()
-			}
-			select {
-			case <-it.done:
-			case <-f.ctx.Done():
-				return f.ctx.Err()
-			}
-			done += c.Size
-			progress("push", done, total)
-			return nil
-		})
-		if err == nil {
-			err = io.EOF
-		}
-		f.errc <- err
-	}()
-}
-
-func (f *chunkFeed) stop() { f.cancel() }
-
-func (f *chunkFeed) open(o repo.Object) (io.ReadCloser, error) {
-	select {
-	case it := <-f.items:
-		if it.c.Blob != o.ID.String() {
-			close(it.done)
-			return nil, fmt.Errorf("pack wants chunk %s, image delivered %s", o.ID, it.c.Blob)
-		}
-		return &feedReader{Reader: bytes.NewReader(it.data), done: it.done}, nil
-	case err := <-f.errc:
-		if err == io.EOF {
-			err = fmt.Errorf("image ended before chunk %s", o.ID)
-		}
-		return nil, err
-	case <-f.ctx.Done():
-		return nil, f.ctx.Err()
-	}
-}
-
-type feedReader struct {
-	*bytes.Reader
-	done   chan struct{}
-	closed bool
-}
-
-func (r *feedReader) Close() error {
-	if !r.closed {
-		r.closed = true
-		close(r.done)
-	}
-	return nil
-}
-
-// sortedKeys is used by listings that must be deterministic.
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}

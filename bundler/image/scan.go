@@ -64,6 +64,7 @@ type Reader struct {
 	idx    *schema.ImageIndex
 	opts   options
 	buf    []byte // one chunk, reused
+	chunkIndex
 }
 
 // Open opens src and reads its structure (manifest.json, config), without
