@@ -10,7 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-		"strings"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -33,11 +33,11 @@ var ErrNotInitialised = errors.New("not a pullship release repository (run pulls
 
 // ReleaseOptions is the input of one release.
 type ReleaseOptions struct {
-	Fleet   string              // path of fleet.toml
-	Image   image.Source        // the image to pack
-	Signers []signature.Signer  // every --key
-	Roots   []string            // newer root-N.toml files to publish (each with its .sig beside it)
-	Now     []string            // nodes exempt from wave gating (emergency override)
+	Fleet   string             // path of fleet.toml
+	Image   image.Source       // the image to pack
+	Signers []signature.Signer // every --key
+	Roots   []string           // newer root-N.toml files to publish (each with its .sig beside it)
+	Now     []string           // nodes exempt from wave gating (emergency override)
 	// Lifetime overrides the fleet's release lifetime when non-zero.
 	Lifetime time.Duration
 	// SourceCommit names the fleet repository commit when the fleet is not
@@ -509,4 +509,3 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	c.add(int64(n))
 	return n, err
 }
-

@@ -104,7 +104,6 @@ func TestReleaseEndToEnd(t *testing.T) {
 	}
 }
 
-
 func verifyHead(t *testing.T, e *bundlertest.Env) *bundler.Verified {
 	t.Helper()
 	head, err := e.Release.Sync(context.Background())
