@@ -108,9 +108,12 @@ func (s *Status) Validate() error {
 	if err := checkUTC("time", s.Time); err != nil {
 		return err
 	}
-	for what, v := range map[string]int64{"target_version": s.TargetVersion, "applied_version": s.AppliedVersion, "failed_version": s.FailedVersion} {
-		if v < 0 {
-			return fmt.Errorf("%s %d: negative", what, v)
+	for _, v := range []struct {
+		what string
+		n    int64
+	}{{"target_version", s.TargetVersion}, {"applied_version", s.AppliedVersion}, {"failed_version", s.FailedVersion}} {
+		if v.n < 0 {
+			return fmt.Errorf("%s %d: negative", v.what, v.n)
 		}
 	}
 	if s.Image != "" {
