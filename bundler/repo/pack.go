@@ -339,6 +339,9 @@ func compressObject(s *ObjectStream, o Object, level int) compressed {
 	}
 	defer rc.Close()
 	buf := bufPool.Get().(*bytes.Buffer)
+	// Deflate's worst case adds ~5 bytes per 16 KiB block: growing once to
+	// that bound avoids the doubling that would waste up to half a buffer.
+	buf.Grow(int(o.Size + o.Size>>12 + 64))
 	zw, _ := zlib.NewWriterLevel(buf, level)
 	idh := sha1.New()
 	writeObjectHeader(idh, o.Type, o.Size)

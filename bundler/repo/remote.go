@@ -512,7 +512,8 @@ var ErrPackTooLarge = errors.New("pack exceeds the size limit")
 // other tags) and returns the fetched refs' values. Objects already in local
 // are not requested.
 //
-// Bounded: the pack size (MaxPackBytes), the HTTP ref advertisement. Not
+// Bounded: the pack size (MaxPackBytes; for a directory remote, the total
+// object size, which the pack writer enforces), the HTTP ref advertisement. Not
 // bounded by this package: the inflated size of a single object inside the
 // pack, which go-git's pack parser buffers whole (a server can send a zlib
 // bomb of up to MaxPackBytes compressed); callers check sizes against the
@@ -580,7 +581,12 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 		if r.dir != nil {
 			st := NewObjectStream(r.dir.openObject)
 			st.serial = true
-			err = r.dir.walk(wants, local.HasObject, func(o Object) { st.Add(o) })
+			var total int64
+			err = r.dir.walk(wants, local.HasObject, func(o Object) { st.Add(o); total += o.Size })
+			if err == nil && total > limit {
+				// The pack writer holds every object to its declared size.
+				err = fmt.Errorf("%w: %d bytes of objects, limit %d", ErrPackTooLarge, total, limit)
+			}
 			if err == nil {
 				err = local.Write(ctx, st)
 			}

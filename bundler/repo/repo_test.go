@@ -297,9 +297,14 @@ func testRemote(t *testing.T, url, bare string) {
 		t.Fatalf("releases moved to %s after a failed push", got)
 	}
 
-	// Fetch back and read.
+	// Fetch back and read; first with a pack limit the server exceeds.
 	local, err := Init(t.TempDir())
 	must(t, err)
+	if _, err := r.Fetch(ctx, local, FetchRequest{Refs: []string{f.imageRef}, MaxPackBytes: 64 << 10}); err == nil {
+		t.Fatal("fetch beyond MaxPackBytes succeeded")
+	} else if !errors.Is(err, ErrPackTooLarge) {
+		t.Fatalf("fetch beyond MaxPackBytes: %v", err)
+	}
 	got, err := r.Fetch(ctx, local, FetchRequest{Refs: []string{"refs/heads/releases:refs/remotes/origin/releases", f.imageRef}})
 	must(t, err)
 	if got["refs/heads/releases"] != f2.release || got[f.imageRef] != f.image {
