@@ -64,7 +64,12 @@ verifies it.`,
 			if err := writeAtomic(sigPath, sigs.Encode(), 0o644); err != nil {
 				return fmt.Errorf("sign %s: %w", file, err)
 			}
-			fmt.Fprintf(env.Stdout, "signed %s with key %s (%s now holds %d signatures)\n", file, k.id, sigPath, len(sigs.Signatures))
+			n := len(sigs.Signatures)
+			plural := "s"
+			if n == 1 {
+				plural = ""
+			}
+			fmt.Fprintf(env.Stdout, "signed %s with key %s (%s now holds %d signature%s)\n", file, k.id, sigPath, n, plural)
 			return nil
 		},
 	}
