@@ -243,7 +243,7 @@ func checkEntryPath(p string) error {
 	}
 	for _, part := range strings.Split(p, "/") {
 		if part == ".." {
-			return fmt.Errorf("path %q contains ..", p)
+			return fmt.Errorf("path %q contains a \"..\" element", p)
 		}
 	}
 	if path.Clean(p) != p {

@@ -41,7 +41,7 @@ func TestParseImageIndexInvalid(t *testing.T) {
 		"bad-bigchunk.toml":      `size 9437185 not in 1..8388608`,
 		"bad-chunk-hex.toml":     `chunk 0: want sha256 of 64 and blob of 40 lowercase hex`,
 		"bad-digest.toml":        `digest "sha512:`,
-		"bad-dotdot.toml":        `path "../manifest.json" contains ..`,
+		"bad-dotdot.toml":        `path "../manifest.json" contains a ".." element`,
 		"bad-dup.toml":           `entry "manifest.json": duplicate path`,
 		"bad-format.toml":        `format "oci" unsupported`,
 		"bad-hardlink.toml":      `type "hardlink" not allowed`,

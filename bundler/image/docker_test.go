@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
@@ -100,7 +101,7 @@ func TestDockerLoadRebuilt(t *testing.T) {
 			// Start from an engine without the image, and leave it so.
 			remove := func() {
 				_, err := cli.ImageRemove(ctx, idx.Digest, image.RemoveOptions{Force: true, PruneChildren: true})
-				if err != nil && !client.IsErrNotFound(err) {
+				if err != nil && !cerrdefs.IsNotFound(err) {
 					t.Errorf("remove %s: %v", idx.Digest, err)
 				}
 			}
@@ -148,7 +149,7 @@ func TestDockerLoadCorrupt(t *testing.T) {
 	if err := load(ctx, cli, idx, chunks); err == nil {
 		t.Fatal("load of a corrupt stream succeeded")
 	}
-	if _, err := cli.ImageInspect(ctx, idx.Digest); !client.IsErrNotFound(err) {
+	if _, err := cli.ImageInspect(ctx, idx.Digest); !cerrdefs.IsNotFound(err) {
 		t.Fatalf("image present after a failed load: %v", err)
 	}
 }

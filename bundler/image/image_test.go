@@ -260,7 +260,7 @@ func TestBadTars(t *testing.T) {
 		"truncated2":   {data[:len(data)-2048], "truncated tar archive"},
 		"garbage":      {bytes.Repeat([]byte("not a tar "), 100), "malformed tar archive"},
 		"empty":        {nil, "truncated tar archive after 0 entries"},
-		"dotdot":       {tarOf(&tar.Header{Name: "../evil", Typeflag: tar.TypeReg, Mode: 0o644}), `contains ..`},
+		"dotdot":       {tarOf(&tar.Header{Name: "../evil", Typeflag: tar.TypeReg, Mode: 0o644}), `contains a ".." element`},
 		"absolute":     {tarOf(&tar.Header{Name: "/etc/passwd", Typeflag: tar.TypeReg, Mode: 0o644}), `is absolute`},
 		"hardlink":     {tarOf(&tar.Header{Name: "a", Typeflag: tar.TypeLink, Linkname: "b"}), `type '1' not allowed`},
 		"device":       {tarOf(&tar.Header{Name: "a", Typeflag: tar.TypeChar}), `type '3' not allowed`},
