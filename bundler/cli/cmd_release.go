@@ -1,0 +1,217 @@
+package cli
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/client"
+	"github.com/schollz/progressbar/v3"
+	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/sigstore/sigstore/pkg/signature/kms"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/image"
+)
+
+func init() { commands = append(commands, newReleaseCmd) }
+
+func newReleaseCmd(env Env) *cobra.Command {
+	var (
+		rf           repoFlags
+		fleet, img   string
+		keys, roots  []string
+		now          []string
+		passwordFile string
+		expires      time.Duration
+		sourceCommit string
+		allowDirty   bool
+		quiet        bool
+	)
+	cmd := &cobra.Command{
+		Use:   "release --repo REPO --fleet fleet.toml --image SRC --key KEY...",
+		Short: "Pack an image and every node's config into a signed release and push it",
+		Long: `release renders every node's files from the fleet's templates, splits the image
+into content-defined chunks (sending only those the repository lacks), writes
+release.toml with the next version, signs it with every --key and pushes the
+release commit and the image tag in one compare-and-swap push. Nothing is
+pushed when the signatures would not meet the trust root's threshold, when
+nothing changed since the current release, or when any input is bad.
+
+SRC is a docker save tarball, an OCI image layout (directory or tar), or
+docker://NAME to read the image from the local Docker engine.
+
+KEY is a private key file (encrypted keys read their password from
+--password-file, $PULLSHIP_PASSWORD or the terminal) or a KMS key URI of a
+sigstore KMS provider compiled into this binary.`,
+		Example: `  pullship release --repo /srv/git/fleet.git --fleet fleet.toml --image vernemq.tar --key release.key
+  PULLSHIP_PASSWORD=... pullship release --repo http://git.example.com/fleet.git \
+      --fleet fleet.toml --image docker://airdroid/vernemq:1.6.1 --key alice.key --key bob.key`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if fleet == "" || img == "" || len(keys) == 0 {
+				return withCode(ExitUsage, errors.New("release: --fleet, --image and at least one --key are required"))
+			}
+			r, err := rf.open(ctx)
+			if err != nil {
+				return err
+			}
+			signers, err := loadSigners(ctx, keys, passwords{env: env, file: passwordFile})
+			if err != nil {
+				return fmt.Errorf("release: %w", err)
+			}
+			src, err := imageSource(img)
+			if err != nil {
+				return withCode(ExitUsage, fmt.Errorf("release: %w", err))
+			}
+			prog := newProgress(env.Stderr, quiet)
+			defer prog.finish()
+			res, err := r.Release(ctx, bundler.ReleaseOptions{
+				Fleet: fleet, Image: src, Signers: signers, Roots: roots, Now: now,
+				Lifetime: expires, SourceCommit: sourceCommit, AllowDirty: allowDirty, Progress: prog.update,
+			})
+			prog.finish()
+			if errors.Is(err, bundler.ErrNothingChanged) {
+				return withCode(ExitNoChange, fmt.Errorf("release: %w", err))
+			}
+			if err != nil {
+				return verifyCode(fmt.Errorf("release: %w", err))
+			}
+			image := "reused"
+			if res.NewImage {
+				image = fmt.Sprintf("%d of %d chunks new (%s)", res.NewChunks, res.Chunks, humanBytes(res.NewBytes))
+			}
+			changed := strings.Join(res.NodesChanged, ", ")
+			if changed == "" {
+				changed = "none"
+			}
+			fmt.Fprintf(env.Stdout, "release %d published: commit %s\n  image %s: %s\n  nodes changed: %s\n  signed by %s\n  pushed %s\n",
+				res.Version, shortID(res.Commit.String()), res.Image, image, changed,
+				strings.Join(shortIDs(res.Signatures.Valid), ", "), humanBytes(res.PackBytes))
+			return nil
+		},
+	}
+	rf.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&fleet, "fleet", "", "fleet.toml (its templates are read relative to it)")
+	f.StringVar(&img, "image", "", "image: a docker save tarball, an OCI layout, or docker://NAME")
+	f.StringArrayVar(&keys, "key", nil, "signing key file or KMS URI (repeat for a threshold)")
+	f.StringArrayVar(&roots, "publish-root", nil, "a newer root-N.toml (with its .sig) to publish with this release")
+	f.StringArrayVar(&now, "now", nil, "node exempt from wave gating (emergency override; repeatable)")
+	f.StringVar(&passwordFile, "password-file", "", "read key passwords from the first line of this file")
+	f.DurationVar(&expires, "expires", 0, "release lifetime (default: the fleet's, 14 days)")
+	f.StringVar(&sourceCommit, "source-commit", "", "fleet repository commit to record when the fleet is not a git work tree")
+	f.BoolVar(&allowDirty, "allow-dirty", false, "release from a fleet work tree with uncommitted changes")
+	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
+	return cmd
+}
+
+// imageSource parses --image.
+func imageSource(ref string) (image.Source, error) {
+	if name, ok := strings.CutPrefix(ref, "docker://"); ok {
+		c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+		if err != nil {
+			return nil, fmt.Errorf("docker: %w", err)
+		}
+		return image.Engine(c, name), nil
+	}
+	return image.ParseSource(ref)
+}
+
+// loadSigners loads key files and KMS URIs.
+func loadSigners(ctx context.Context, refs []string, pw passwords) ([]signature.Signer, error) {
+	var out []signature.Signer
+	for _, ref := range refs {
+		if strings.Contains(ref, "://") {
+			sv, err := kms.Get(ctx, ref, crypto.SHA256)
+			if err != nil {
+				return nil, fmt.Errorf("kms key %s: %w", ref, err)
+			}
+			out = append(out, sv)
+			continue
+		}
+		k, err := loadSigningKey(ref, pw)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, k.sv)
+	}
+	return out, nil
+}
+
+// progress draws a bar on a terminal and prints plain lines otherwise.
+type progress struct {
+	w     io.Writer
+	quiet bool
+	tty   bool
+	stage string
+	bar   *progressbar.ProgressBar
+	last  time.Time
+}
+
+func newProgress(w io.Writer, quiet bool) *progress {
+	p := &progress{w: w, quiet: quiet}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.tty = true
+	}
+	return p
+}
+
+var stageNames = map[string]string{"scan": "scanning image", "push": "pushing chunks"}
+
+func (p *progress) update(stage string, done, total int64) {
+	if p.quiet {
+		return
+	}
+	if stage != p.stage {
+		p.finish()
+		p.stage = stage
+		if p.tty {
+			p.bar = progressbar.DefaultBytes(total, stageNames[stage])
+		} else {
+			fmt.Fprintf(p.w, "%s: %s\n", stageNames[stage], humanBytes(total))
+		}
+	}
+	if p.bar != nil {
+		p.bar.Set64(done)
+	} else if done == total || time.Since(p.last) > 5*time.Second {
+		p.last = time.Now()
+		fmt.Fprintf(p.w, "%s: %s of %s\n", stageNames[stage], humanBytes(done), humanBytes(total))
+	}
+}
+
+func (p *progress) finish() {
+	if p.bar != nil {
+		p.bar.Finish()
+		fmt.Fprintln(p.w)
+		p.bar = nil
+	}
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func shortIDs(ids []string) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = shortID(id)
+	}
+	return out
+}

@@ -1,0 +1,196 @@
+package bundler
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/utils/diff"
+	"github.com/sergi/go-diff/diffmatchpatch"
+
+	"github.com/pullship/pullship/schema"
+)
+
+// FindRelease returns the commit of release version (0: the newest) on the
+// release branch in the cache.
+func (r *Repository) FindRelease(head plumbing.Hash, version int64) (plumbing.Hash, *schema.Release, error) {
+	commits, err := r.Cache.Log(head, 0)
+	if err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	for _, c := range commits {
+		data, err := r.Cache.ReadFile(c.Hash, ManifestPath, schema.MaxFileSize)
+		if err != nil {
+			return plumbing.ZeroHash, nil, err
+		}
+		rel, err := schema.ParseRelease(ManifestPath, data)
+		if err != nil {
+			return plumbing.ZeroHash, nil, fmt.Errorf("release commit %s: %w", short(c.Hash), err)
+		}
+		if version == 0 || rel.Version == version {
+			return c.Hash, rel, nil
+		}
+		if rel.Version < version {
+			break
+		}
+	}
+	return plumbing.ZeroHash, nil, fmt.Errorf("no release %d", version)
+}
+
+// Diff writes what changes from release a to release b: per node, the
+// container, network and files (files as line diffs), and per image the
+// tar entries added, removed or changed with the chunk bytes b adds.
+func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
+	head, err := r.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	ca, ra, err := r.FindRelease(head.Releases, a)
+	if err != nil {
+		return err
+	}
+	cb, rb, err := r.FindRelease(head.Releases, b)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "release %d → %d\n", ra.Version, rb.Version)
+	for _, nb := range rb.Nodes {
+		na, ok := ra.Node(nb.Name)
+		if !ok {
+			fmt.Fprintf(w, "\nnode %s: added\n", nb.Name)
+			na = &schema.ReleaseNode{}
+		}
+		var out strings.Builder
+		if na.Image != nb.Image {
+			fmt.Fprintf(&out, "  image: %s → %s\n", na.Image, nb.Image)
+		}
+		if fmt.Sprint(na.Container) != fmt.Sprint(nb.Container) {
+			fmt.Fprintf(&out, "  container: %+v\n           → %+v\n", na.Container, nb.Container)
+		}
+		if na.Network != nb.Network {
+			fmt.Fprintf(&out, "  network: %+v → %+v\n", na.Network, nb.Network)
+		}
+		if na.Wave != nb.Wave {
+			fmt.Fprintf(&out, "  wave: %d → %d\n", na.Wave, nb.Wave)
+		}
+		old := map[string]schema.File{}
+		for _, f := range na.Files {
+			old[f.Target] = f
+		}
+		for _, fb := range nb.Files {
+			fa, had := old[fb.Target]
+			delete(old, fb.Target)
+			if had && fa.SHA256 == fb.SHA256 && fa.Mode == fb.Mode {
+				continue
+			}
+			var da []byte
+			if had {
+				if da, err = ReadNodeFile(r.Cache, ca, nb.Name, fa); err != nil {
+					return err
+				}
+			}
+			db, err := ReadNodeFile(r.Cache, cb, nb.Name, fb)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&out, "  --- %s (release %d)\n  +++ %s (release %d)\n", fb.Target, ra.Version, fb.Target, rb.Version)
+			writeLineDiff(&out, string(da), string(db))
+		}
+		for t := range old {
+			fmt.Fprintf(&out, "  file %s: removed\n", t)
+		}
+		if out.Len() > 0 {
+			if ok {
+				fmt.Fprintf(w, "\nnode %s:\n", nb.Name)
+			}
+			io.WriteString(w, out.String())
+		}
+	}
+	for _, na := range ra.Nodes {
+		if _, ok := rb.Node(na.Name); !ok {
+			fmt.Fprintf(w, "\nnode %s: removed\n", na.Name)
+		}
+	}
+	for _, ib := range rb.Images {
+		ia, ok := ra.ImageByName(ib.Name)
+		if ok && ia.Digest == ib.Digest {
+			continue
+		}
+		idxB, err := ReadImageIndex(r.Cache, cb, ib)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "\nimage %s: %s\n", ib.Name, ib.Digest)
+		if !ok {
+			fmt.Fprintf(w, "  new image: %d entries, %d chunks\n", len(idxB.Entries), NewChunkSet(idxB).Len())
+			continue
+		}
+		idxA, err := ReadImageIndex(r.Cache, ca, *ia)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "  was %s\n", ia.Digest)
+		writeImageDiff(w, idxA, idxB)
+	}
+	return nil
+}
+
+func writeLineDiff(w io.Writer, a, b string) {
+	for _, d := range diff.Do(a, b) {
+		prefix := "   "
+		switch d.Type {
+		case diffmatchpatch.DiffInsert:
+			prefix = "  +"
+		case diffmatchpatch.DiffDelete:
+			prefix = "  -"
+		}
+		for _, line := range strings.SplitAfter(d.Text, "\n") {
+			if line == "" {
+				continue
+			}
+			if d.Type == diffmatchpatch.DiffEqual {
+				continue
+			}
+			fmt.Fprintf(w, "%s%s", prefix, line)
+			if !strings.HasSuffix(line, "\n") {
+				fmt.Fprintln(w)
+			}
+		}
+	}
+}
+
+func writeImageDiff(w io.Writer, a, b *schema.ImageIndex) {
+	have := map[string]bool{}
+	for _, c := range NewChunkSet(a).List() {
+		have[c.Blob] = true
+	}
+	old := map[string]schema.ImageEntry{}
+	for _, e := range a.Entries {
+		old[e.Path] = e
+	}
+	var newBytes, total int64
+	for _, e := range b.Entries {
+		ea, had := old[e.Path]
+		delete(old, e.Path)
+		var entryNew int64
+		for _, c := range e.Chunks {
+			if !have[c.Blob] {
+				entryNew += c.Size
+			}
+		}
+		newBytes += entryNew
+		total += e.Size
+		switch {
+		case !had:
+			fmt.Fprintf(w, "  + %s (%d bytes, %d new)\n", e.Path, e.Size, entryNew)
+		case ea.Size != e.Size || fmt.Sprint(ea.Chunks) != fmt.Sprint(e.Chunks):
+			fmt.Fprintf(w, "  ~ %s (%d → %d bytes, %d new in %d chunks)\n", e.Path, ea.Size, e.Size, entryNew, len(e.Chunks))
+		}
+	}
+	for p := range old {
+		fmt.Fprintf(w, "  - %s\n", p)
+	}
+	fmt.Fprintf(w, "  new chunk bytes: %d of %d\n", newBytes, total)
+}

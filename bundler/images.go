@@ -1,0 +1,98 @@
+package bundler
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/schema"
+)
+
+// FetchImage brings the chunks of idx into st from r, unless st has them
+// all already. The server may send at most the image's own size plus git's
+// overhead: every read is bounded by what the signed index declares.
+func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex) error {
+	missing := false
+	for _, c := range NewChunkSet(idx).List() {
+		if !st.HasObject(plumbing.NewHash(c.Blob)) {
+			missing = true
+			break
+		}
+	}
+	if !missing {
+		return nil
+	}
+	var haves []plumbing.Hash
+	if refs, err := st.Refs(); err == nil {
+		for name, id := range refs {
+			if strings.HasPrefix(name, ImageTagPrefix) {
+				haves = append(haves, id)
+			}
+		}
+	}
+	tag := ImageTag(idx.Digest)
+	limit := idx.TotalSize() + int64(len(idx.Entries))*1024 + 1<<20
+	if _, err := r.Fetch(ctx, st, repo.FetchRequest{Refs: []string{tag + ":" + tag}, Haves: haves, MaxPackBytes: limit}); err != nil {
+		return fmt.Errorf("fetch image %s: %w", idx.Name, err)
+	}
+	return nil
+}
+
+// StoreChunks reads chunks from a local store, each bounded by its declared
+// size. image.Rebuild checks every chunk's sha256 as it streams.
+type StoreChunks struct{ Store *repo.Store }
+
+// Open returns the chunk's bytes.
+func (s StoreChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
+	return s.Store.OpenBlob(plumbing.NewHash(c.Blob), c.Size)
+}
+
+// ChunkError names a chunk that is missing or differs from the index.
+type ChunkError struct {
+	Image string
+	Chunk schema.Chunk
+	Err   error
+}
+
+func (e *ChunkError) Error() string {
+	return fmt.Sprintf("image %s: chunk %s (blob %s): %v", e.Image, shortHex(e.Chunk.SHA256), shortHex(e.Chunk.Blob), e.Err)
+}
+
+func (e *ChunkError) Unwrap() error { return e.Err }
+
+// CheckChunks streams every chunk of idx from st and checks its sha256 and
+// length.
+func CheckChunks(ctx context.Context, st *repo.Store, idx *schema.ImageIndex) error {
+	buf := make([]byte, 256<<10)
+	for _, c := range NewChunkSet(idx).List() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := checkChunk(st, c, buf); err != nil {
+			return &ChunkError{Image: idx.Name, Chunk: c, Err: err}
+		}
+	}
+	return nil
+}
+
+func checkChunk(st *repo.Store, c schema.Chunk, buf []byte) error {
+	rc, err := st.OpenBlob(plumbing.NewHash(c.Blob), c.Size)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, rc, buf); err != nil {
+		return err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != c.SHA256 {
+		return fmt.Errorf("sha256 %s, the index says %s", shortHex(got), shortHex(c.SHA256))
+	}
+	return nil
+}

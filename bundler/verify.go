@@ -1,0 +1,182 @@
+package bundler
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/pullship/pullship/schema"
+)
+
+// VerifiedRef is where the cache remembers the newest release it verified,
+// so that a later verify notices a history rewritten under it.
+const VerifiedRef = "refs/pullship/verified"
+
+// VerifyOptions choose what VerifyHistory checks.
+type VerifyOptions struct {
+	Pinned  *schema.Root
+	Version int64 // one release (0: the newest), unless All
+	All     bool  // every release, oldest first
+	// SkipChunks leaves image chunks unchecked (they are fetched otherwise).
+	SkipChunks bool
+	Now        time.Time // zero: time.Now()
+}
+
+// VerifyLine is the outcome for one release.
+type VerifyLine struct {
+	Version int64
+	Commit  plumbing.Hash
+	Created time.Time
+	Signers []string // key ids whose signatures counted
+	Note    string   // e.g. "image tag pruned: chunks not checked"
+	Err     error
+}
+
+// ErrHistoryRewritten means the release branch no longer holds a release
+// this cache verified before: a force-push.
+var ErrHistoryRewritten = errors.New("release history rewritten")
+
+// VerifyHistory verifies releases as an agent would and more: signatures
+// against the pinned root (following the root chain), the hash chain and
+// consecutive versions, every node file and image index against the
+// manifest, and every chunk of every image whose tag is still advertised.
+// Older releases are checked at the time they were created (they may have
+// expired since); the newest at now. report is called once per release
+// checked; the error says whether everything passed.
+func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report func(VerifyLine)) error {
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	head, err := r.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	if head.Releases.IsZero() {
+		return fmt.Errorf("%s has no releases yet", r.Remote)
+	}
+	commits, err := r.Cache.Log(head.Releases, 0)
+	if err != nil {
+		return err
+	}
+	// Oldest first.
+	for i, j := 0, len(commits)-1; i < j; i, j = i+1, j-1 {
+		commits[i], commits[j] = commits[j], commits[i]
+	}
+	if seen, err := r.Cache.Ref(VerifiedRef); err == nil && !seen.IsZero() {
+		found := false
+		for _, c := range commits {
+			if c.Hash == seen {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return fmt.Errorf("%w: the releases branch no longer contains commit %s, verified before (force-push?)", ErrHistoryRewritten, short(seen))
+		}
+	}
+	var failed int
+	var prevSum string
+	var prevVersion int64
+	for i, c := range commits {
+		last := i == len(commits)-1
+		line := VerifyLine{Commit: c.Hash}
+		err := func() error {
+			if i == 0 && len(c.ParentHashes) != 0 || i > 0 && (len(c.ParentHashes) != 1 || c.ParentHashes[0] != commits[i-1].Hash) {
+				return fmt.Errorf("commit %s: release history must be linear", short(c.Hash))
+			}
+			b, err := ReadBundle(r.Cache, c.Hash)
+			if err != nil {
+				return err
+			}
+			at := now
+			if !last {
+				if rel, err := schema.ParseRelease(ManifestPath, b.Manifest); err == nil {
+					at = rel.Created
+				}
+			}
+			v, err := Verify(b, o.Pinned, at)
+			if err != nil {
+				return err
+			}
+			rel := v.Release
+			line.Version, line.Created = rel.Version, rel.Created
+			for _, s := range v.Signatures.Valid {
+				line.Signers = append(line.Signers, s)
+			}
+			if rel.Version != prevVersion+1 {
+				return fmt.Errorf("release %d follows release %d: versions must be consecutive", rel.Version, prevVersion)
+			}
+			if rel.Previous != prevSum {
+				return fmt.Errorf("release %d: previous is %q, the sha256 of release %d's manifest is %q", rel.Version, shortHex(rel.Previous), prevVersion, shortHex(prevSum))
+			}
+			sum := sha256.Sum256(b.Manifest)
+			prevSum, prevVersion = hex.EncodeToString(sum[:]), rel.Version
+			if !o.All && (o.Version == 0 && !last || o.Version != 0 && rel.Version != o.Version) {
+				return errSkip
+			}
+			for _, n := range rel.Nodes {
+				for _, f := range n.Files {
+					if _, err := ReadNodeFile(r.Cache, c.Hash, n.Name, f); err != nil {
+						return err
+					}
+				}
+			}
+			for _, img := range rel.Images {
+				idx, err := ReadImageIndex(r.Cache, c.Hash, img)
+				if err != nil {
+					return err
+				}
+				if o.SkipChunks {
+					continue
+				}
+				if head.Refs[ImageTag(img.Digest)].IsZero() {
+					line.Note = "image tag pruned: chunks not checked"
+					if last {
+						return fmt.Errorf("image %s: tag %s missing: agents cannot load the newest release", img.Name, ImageTag(img.Digest))
+					}
+					continue
+				}
+				if err := FetchImage(ctx, r.Remote, r.Cache, idx); err != nil {
+					return err
+				}
+				if err := CheckChunks(ctx, r.Cache, idx); err != nil {
+					return err
+				}
+			}
+			return nil
+		}()
+		if errors.Is(err, errSkip) {
+			continue
+		}
+		line.Err = err
+		if err != nil {
+			failed++
+		}
+		report(line)
+		if err != nil && line.Version == 0 {
+			// Nothing after an unreadable release can be checked.
+			break
+		}
+	}
+	if o.Version != 0 && o.Version > prevVersion {
+		return fmt.Errorf("no release %d (the newest is %d)", o.Version, prevVersion)
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d release(s) failed verification", failed)
+	}
+	if o.All {
+		old, _ := r.Cache.Ref(VerifiedRef)
+		if err := r.Cache.SetRef(VerifiedRef, old, head.Releases); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var errSkip = errors.New("not selected")
