@@ -68,7 +68,7 @@ func TestRenderVerneMQ(t *testing.T) {
 		"nodename = VerneMQ@10.0.0.2\n",
 		"listener.vmq.clustering = 10.0.0.2:44053\n",
 		"vmq_webhooks.hook1.endpoint = http://172.16.0.12:7777/webhook\n", // node override
-		"listener.max_connections = 10000\n",                               // shared var
+		"listener.max_connections = 10000\n",                              // shared var
 		"# cluster: cn=10.0.0.1 sg=10.0.0.2 us=10.0.0.3 eu=10.0.0.4 \n",
 	} {
 		if !strings.Contains(conf, want) {
