@@ -10,7 +10,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
@@ -42,8 +41,14 @@ func main() {
 	file := flag.String("file", "", "internal")
 	url := flag.String("url", "", "internal")
 	flag.Parse()
-	if *phase == "push" {
-		if err := push(*file, *url); err != nil {
+	if *phase != "" {
+		var err error
+		if *phase == "push" {
+			err = push(*file, *url)
+		} else {
+			err = fetch(*url, *file)
+		}
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "packbench:", err)
 			os.Exit(1)
 		}
@@ -99,6 +104,13 @@ func run(size int64, kind, target, work string, baseline bool) error {
 		return fmt.Errorf("git fsck of the pushed repository: %v: %s", err, out)
 	}
 	fmt.Println("git fsck --strict: clean")
+
+	start = time.Now()
+	out, err = exec.Command(self, "-phase=fetch", "-url="+url, "-file="+filepath.Join(work, "agent.git")).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pullship fetch: %v: %s", err, out)
+	}
+	fmt.Printf("pullship fetch+read (%s): %.2fs total\n%s", target, time.Since(start).Seconds(), out)
 
 	if !baseline {
 		return nil
@@ -302,8 +314,7 @@ func push(path, url string) error {
 		return err
 	}
 	st.AddBytes(plumbing.CommitObject, data)
-	var tag [32]byte
-	rand.Read(tag[:])
+	tag := sha256.Sum256(data)
 
 	ctx := context.Background()
 	r, err := repo.Open(ctx, url, repo.Options{})
@@ -326,5 +337,72 @@ func push(path, url string) error {
 	}
 	fmt.Printf("  chunks: %d, pass 1 (chunk+sha1+sha256): %.2fs, pass 2 (pack+push): %.2fs, pack %d MiB, peak RSS %s\n",
 		len(chunks), pass1.Seconds(), pass2.Seconds(), res.PackBytes>>20, hwm)
+	return nil
+}
+
+// fetch is the agent's path: fetch the image tag into a fresh store, then
+// stream every chunk with its size enforced and its sha256 checked.
+func fetch(url, dir string) error {
+	ctx := context.Background()
+	r, err := repo.Open(ctx, url, repo.Options{})
+	if err != nil {
+		return err
+	}
+	refs, err := r.Refs(ctx)
+	if err != nil {
+		return err
+	}
+	var ref string
+	for name := range refs {
+		if strings.HasPrefix(name, "refs/tags/pullship/images/") {
+			ref = name
+		}
+	}
+	local, err := repo.Init(dir)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	got, err := r.Fetch(ctx, local, repo.FetchRequest{Refs: []string{ref}})
+	if err != nil {
+		return err
+	}
+	fetched := time.Since(start)
+	start = time.Now()
+	entries, err := local.ListTree(got[ref], "")
+	if err != nil {
+		return err
+	}
+	var total int64
+	for _, e := range entries {
+		size, err := local.BlobSize(e.ID)
+		if err != nil {
+			return err
+		}
+		rc, err := local.OpenBlob(e.ID, size)
+		if err != nil {
+			return err
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, rc)
+		rc.Close()
+		if err != nil {
+			return err
+		}
+		if hex.EncodeToString(h.Sum(nil)) != e.Name {
+			return fmt.Errorf("chunk %s: sha256 mismatch", e.Name)
+		}
+		total += n
+	}
+	hwm := "?"
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmHWM:") {
+				hwm = strings.TrimSpace(strings.TrimPrefix(l, "VmHWM:"))
+			}
+		}
+	}
+	fmt.Printf("  fetch: %.2fs, read+sha256 %d chunks (%d MiB): %.2fs, peak RSS %s\n",
+		fetched.Seconds(), len(entries), total>>20, time.Since(start).Seconds(), hwm)
 	return nil
 }
