@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/sideband"
@@ -634,10 +633,9 @@ func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession
 	} else if req.Capabilities.Supports(capability.Sideband) {
 		pack = sideband.NewDemuxer(sideband.Sideband, pack)
 	}
-	if err := packfile.UpdateObjectStorage(local.storage(), pack); err != nil {
-		return fmt.Errorf("store fetched pack: %w", err)
+	if err := local.ReceivePack(pack); err != nil {
+		return err
 	}
-	local.reload()
 	for _, h := range wants {
 		if !local.HasObject(h) {
 			return fmt.Errorf("fetched pack lacks %s", h)

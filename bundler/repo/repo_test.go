@@ -305,6 +305,9 @@ func testRemote(t *testing.T, url, bare string) {
 	} else if !errors.Is(err, ErrPackTooLarge) {
 		t.Fatalf("fetch beyond MaxPackBytes: %v", err)
 	}
+	if left, _ := filepath.Glob(filepath.Join(local.Dir(), "objects/pack/*")); len(left) != 0 {
+		t.Fatalf("failed fetch left %v", left)
+	}
 	got, err := r.Fetch(ctx, local, FetchRequest{Refs: []string{"refs/heads/releases:refs/remotes/origin/releases", f.imageRef}})
 	must(t, err)
 	if got["refs/heads/releases"] != f2.release || got[f.imageRef] != f.image {

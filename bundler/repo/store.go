@@ -17,6 +17,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
@@ -145,6 +146,51 @@ func (s *Store) Write(ctx context.Context, st *ObjectStream) error {
 	if err := iw.OnFooter(sum); err != nil {
 		return fmt.Errorf("index pack %s: %w", sum, err)
 	}
+	return s.install(tmp.Name(), sum, &iw)
+}
+
+// ReceivePack stores a pack read from r (as a server sends it: full, not
+// thin) the same crash-safe way as Write: spooled to a temporary file,
+// parsed and indexed by go-git's parser (which recomputes every object id
+// from its content), then renamed into place.
+func (s *Store) ReceivePack(r io.Reader) error {
+	packDir := filepath.Join(s.dir, "objects", "pack")
+	tmp, err := os.CreateTemp(packDir, "tmp_pack_")
+	if err != nil {
+		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+	}
+	defer os.Remove(tmp.Name())
+	defer tmp.Close()
+	n, err := io.Copy(tmp, r)
+	if err == nil && n == 0 {
+		err = errors.New("empty pack")
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if err == nil {
+		_, err = tmp.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+	}
+	var iw idxfile.Writer
+	p, err := packfile.NewParser(packfile.NewScanner(tmp), &iw)
+	if err != nil {
+		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+	}
+	sum, err := p.Parse()
+	if err != nil {
+		return fmt.Errorf("receive pack into %s: parse: %w", s.dir, err)
+	}
+	return s.install(tmp.Name(), sum, &iw)
+}
+
+// install writes the index of the synced pack at tmpPack, then renames the
+// pack and the index (in that order: git finds packs by their .idx) into
+// place and makes the store see them.
+func (s *Store) install(tmpPack string, sum plumbing.Hash, iw *idxfile.Writer) error {
+	packDir := filepath.Join(s.dir, "objects", "pack")
 	idx, err := iw.Index()
 	if err != nil {
 		return fmt.Errorf("index pack %s: %w", sum, err)
@@ -169,8 +215,7 @@ func (s *Store) Write(ctx context.Context, st *ObjectStream) error {
 		return fmt.Errorf("index pack %s: %w", sum, err)
 	}
 	base := filepath.Join(packDir, "pack-"+sum.String())
-	// git finds packs by their .idx: the pack must be in place first.
-	if err := os.Rename(tmp.Name(), base+".pack"); err != nil {
+	if err := os.Rename(tmpPack, base+".pack"); err != nil {
 		return fmt.Errorf("install pack %s: %w", sum, err)
 	}
 	if err := os.Rename(itmp.Name(), base+".idx"); err != nil {
