@@ -93,8 +93,10 @@ func (rf *rootFlags) build(env Env, version int64, now time.Time) (*schema.Root,
 
 // writeRoot writes a new root file and its .sig; neither may exist yet.
 func writeRoot(out string, data []byte, sigs *schema.SignatureFile) error {
-	if _, err := os.Stat(schema.SigFileName(out)); err == nil {
-		return fmt.Errorf("%s already exists; remove it or choose another --out", schema.SigFileName(out))
+	for _, p := range []string{out, schema.SigFileName(out)} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s already exists; remove it or choose another --out", p)
+		}
 	}
 	if err := writeNew(out, data, 0o644); err != nil {
 		return err
