@@ -61,7 +61,28 @@ func startNode(t *testing.T, i, port int, extra string) *node {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.stop)
+	n.srv.mu.Lock()
+	ls := n.srv.listeners
+	n.srv.mu.Unlock()
+	for _, l := range ls {
+		boundAddr(t, l) // binding is asynchronous; a join right away would race it
+	}
 	return n
+}
+
+// boundAddr polls until l is listening and returns its address.
+func boundAddr(t *testing.T, l *retryListener) string {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		l.mu.Lock()
+		ln := l.ln
+		l.mu.Unlock()
+		if ln != nil {
+			return ln.Addr().String()
+		}
+	}
+	t.Fatal("listener not bound within 5s")
+	return ""
 }
 
 func (n *node) stop() {
@@ -198,16 +219,7 @@ func TestMQTTPortAnswers(t *testing.T) {
 	n.srv.mu.Lock()
 	l := n.srv.listeners[1]
 	n.srv.mu.Unlock()
-	var addr string
-	for deadline := time.Now().Add(5 * time.Second); addr == "" && time.Now().Before(deadline); {
-		l.mu.Lock()
-		if l.ln != nil {
-			addr = l.ln.Addr().String()
-		}
-		l.mu.Unlock()
-		time.Sleep(10 * time.Millisecond)
-	}
-	c, err := net.Dial("tcp", addr)
+	c, err := net.Dial("tcp", boundAddr(t, l))
 	if err != nil {
 		t.Fatal(err)
 	}
