@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pullship/pullship/bundler/image/imagetest"
 	"github.com/pullship/pullship/schema"
@@ -384,4 +385,34 @@ func BenchmarkScan(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestScanLarge measures Scan on a big tarball: set PULLSHIP_SCAN_TAR to a
+// path (generated as a ~300 MiB image if missing) and run under
+// /usr/bin/time -v for peak RSS.
+func TestScanLarge(t *testing.T) {
+	p := os.Getenv("PULLSHIP_SCAN_TAR")
+	if p == "" {
+		t.Skip("set PULLSHIP_SCAN_TAR to measure Scan on a big image")
+	}
+	if _, err := os.Stat(p); err != nil {
+		var layers [][]imagetest.File
+		for i := range 3 {
+			seed := uint64(100 + i)
+			layers = append(layers, []imagetest.File{{Path: "data/blob.bin", Size: 100 << 20,
+				Content: func() io.Reader { return imagetest.Random(seed, 100<<20) }}})
+		}
+		if _, err := imagetest.WriteFile(p, imagetest.Image{Layers: layers}); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	st, _ := os.Stat(p)
+	start := time.Now()
+	idx, err := Scan(context.Background(), TarFile(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := time.Since(start)
+	t.Logf("scanned %d bytes in %v: %.0f MB/s, %d entries", st.Size(), d, float64(st.Size())/d.Seconds()/1e6, len(idx.Entries))
 }

@@ -163,7 +163,7 @@ func defaultName(idx *schema.ImageIndex) string {
 // scanner holds the buffers of the hashing pass, reused for every file.
 type scanner struct {
 	ch       *chunker.Chunker
-	buf      []byte
+	bufs     [2][]byte
 	sha, fsh hash.Hash
 	sha1     hash.Hash
 }
@@ -171,7 +171,7 @@ type scanner struct {
 func newScanner() *scanner {
 	s := &scanner{
 		ch:   chunker.NewWithBoundaries(nil, Pol, MinChunk, MaxChunk),
-		buf:  make([]byte, MaxChunk),
+		bufs: [2][]byte{make([]byte, MaxChunk), make([]byte, MaxChunk)},
 		sha:  sha256.New(),
 		fsh:  sha256.New(),
 		sha1: sha1.New(),
@@ -199,27 +199,48 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 	sr := io.NewSectionReader(ra, 0, e.Size)
 	s.ch.ResetWithBoundaries(sr, Pol, MinChunk, MaxChunk)
 	s.fsh.Reset()
+	// Two stages on two buffers: while this goroutine finds the next cut,
+	// another hashes the previous chunk (hashing is over half the work).
 	var chunks []schema.Chunk
+	free := make(chan []byte, len(s.bufs))
+	for _, b := range s.bufs {
+		free <- b
+	}
+	work := make(chan []byte, len(s.bufs))
+	hashed := make(chan struct{})
+	go func() {
+		defer close(hashed)
+		for data := range work {
+			chunks = append(chunks, s.chunk(data))
+			s.fsh.Write(data)
+			if gz != nil {
+				gz.Write(data)
+			}
+			free <- data
+		}
+	}()
 	var n int64
 	for {
-		if err := ctx.Err(); err != nil {
-			return nil, "", err
+		if err = ctx.Err(); err != nil {
+			break
 		}
-		c, err := s.ch.Next(s.buf)
+		var c chunker.Chunk
+		c, err = s.ch.Next(<-free)
 		if err == io.EOF {
+			err = nil
 			break
 		}
 		if err != nil {
-			return nil, "", err
+			break
 		}
-		data := c.Data
-		chunks = append(chunks, s.chunk(data))
-		s.fsh.Write(data)
-		if gz != nil {
-			gz.Write(data)
-		}
-		n += int64(len(data))
-		progress(int64(len(data)))
+		work <- c.Data
+		n += int64(len(c.Data))
+		progress(int64(len(c.Data)))
+	}
+	close(work)
+	<-hashed
+	if err != nil {
+		return nil, "", err
 	}
 	if n != e.Size {
 		return nil, "", fmt.Errorf("read %d bytes, want %d (file changed or truncated)", n, e.Size)
