@@ -53,6 +53,10 @@ type Journal struct {
 	// PrevImage and PrevContainer describe what ran before, to roll back to.
 	PrevImage     string `toml:"prev_image"`
 	PrevContainer string `toml:"prev_container"`
+	// Recreate is true when the apply replaces the container (the previous
+	// one is kept, renamed, until the new one is healthy); false when it
+	// reloads the running container.
+	Recreate bool `toml:"recreate"`
 	// Files are the node files this apply replaces, with their backups.
 	Files []FileBackup `toml:"file"`
 }

@@ -1,0 +1,270 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/pullship/pullship/agent/config"
+	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/agent/state"
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/schema"
+)
+
+// Outcome is what one pass did.
+type Outcome int
+
+// Outcomes of [Agent.Once].
+const (
+	Nothing   Outcome = iota // every node already on the newest release
+	Converged                // at least one node applied the newest release
+	Failed                   // a node's apply failed and was rolled back
+)
+
+func (o Outcome) String() string {
+	return [...]string{"nothing to do", "converged", "failed"}[o]
+}
+
+// Errors callers branch on.
+var (
+	// ErrVerify wraps every refusal of a release by verification.
+	ErrVerify = errors.New("release refused")
+	// ErrNoRemote means no remote could be reached or read.
+	ErrNoRemote = errors.New("no remote reachable")
+)
+
+// Agent makes the nodes of one host converge on the newest signed release.
+type Agent struct {
+	cfg     *config.Config
+	eng     engine.Engine
+	st      *state.Store
+	objects *repo.Store
+	pinned  *schema.Root
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+	remotes map[string]*repo.Remote
+}
+
+// Options are the agent's collaborators; zero fields get defaults.
+type Options struct {
+	Engine  engine.Engine
+	Logger  *slog.Logger
+	Metrics *Metrics
+	Clock   func() time.Time
+}
+
+// New opens the agent's state directory (locking it) and reads the pinned
+// root. Close releases the state directory.
+func New(cfg *config.Config, o Options) (*Agent, error) {
+	data, err := os.ReadFile(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("read pinned root: %w", err)
+	}
+	pinned, err := schema.ParseRoot(cfg.Root, data)
+	if err != nil {
+		return nil, fmt.Errorf("pinned root: %w", err)
+	}
+	st, err := state.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	objects, err := repo.Init(filepath.Join(cfg.StateDir, "objects"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, eng: o.Engine, st: st, objects: objects, pinned: pinned, log: o.Logger,
+		metrics: o.Metrics, now: o.Clock, remotes: map[string]*repo.Remote{}}
+	if a.log == nil {
+		a.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if a.metrics == nil {
+		a.metrics = NewMetrics(nil)
+	}
+	if a.now == nil {
+		a.now = time.Now
+	}
+	return a, nil
+}
+
+// Close releases the state directory.
+func (a *Agent) Close() error { return a.st.Close() }
+
+// target is a verified release and where it came from.
+type target struct {
+	remote *repo.Remote
+	v      *bundler.Verified
+}
+
+// poll asks each remote in order for its newest release and returns the
+// first that verifies and is not older than what this host accepted. A
+// remote that is down, serves garbage, or serves an older release is
+// skipped with a log line and a metric. st is the persisted state.
+func (a *Agent) poll(ctx context.Context, st *state.State) (*target, error) {
+	var errs []error
+	verifyFailed := false
+	for _, url := range a.cfg.Remotes {
+		t, err := a.pollOne(ctx, url, st)
+		if err == nil {
+			a.metrics.LastPoll.SetToCurrentTime()
+			return t, nil
+		}
+		if errors.Is(err, ErrVerify) {
+			verifyFailed = true
+			a.metrics.VerifyFailed.WithLabelValues(redact(url)).Inc()
+		} else {
+			a.metrics.RemoteErrors.WithLabelValues(redact(url)).Inc()
+		}
+		a.log.Warn("remote skipped", "remote", redact(url), "err", err)
+		errs = append(errs, fmt.Errorf("%s: %w", redact(url), err))
+	}
+	err := errors.Join(errs...)
+	if verifyFailed {
+		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	return nil, fmt.Errorf("%w: %w", ErrNoRemote, err)
+}
+
+func (a *Agent) pollOne(ctx context.Context, url string, st *state.State) (*target, error) {
+	r, err := a.remote(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := r.Refs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	head := refs[bundler.ReleasesRef]
+	if head.IsZero() {
+		return nil, fmt.Errorf("no releases yet")
+	}
+	if !a.objects.HasObject(head) {
+		var haves []plumbing.Hash
+		if h, err := a.objects.Ref(acceptedRef); err == nil {
+			haves = append(haves, h)
+		}
+		if _, err := r.Fetch(ctx, a.objects, repo.FetchRequest{Refs: []string{bundler.ReleasesRef}, Haves: haves,
+			MaxPackBytes: bundler.MaxHistoryPack}); err != nil {
+			return nil, err
+		}
+	}
+	b, err := bundler.ReadBundle(a.objects, head)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	v, err := bundler.Verify(b, a.pinned, a.now())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	if err := checkVersion(v, st); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	if v.Root.Version < st.RootVersion {
+		return nil, fmt.Errorf("%w: release %d is signed for root %d, this host already follows root %d", ErrVerify, v.Release.Version, v.Root.Version, st.RootVersion)
+	}
+	for _, n := range a.cfg.Nodes {
+		rn, ok := v.Release.Node(n.Name)
+		if !ok {
+			return nil, fmt.Errorf("%w: release %d has no node %q (a release for another fleet?)", ErrVerify, v.Release.Version, n.Name)
+		}
+		for _, f := range rn.Files {
+			if !a.cfg.Allowed(f.Target) {
+				return nil, fmt.Errorf("%w: release %d: node %s: file target %s is outside allowed_dirs %v", ErrVerify, v.Release.Version, n.Name, f.Target, a.cfg.AllowedDirs)
+			}
+		}
+	}
+	return &target{remote: r, v: v}, nil
+}
+
+// acceptedRef is where the object store remembers the newest accepted
+// release commit (the "have" of the next fetch).
+const acceptedRef = "refs/pullship/accepted"
+
+// checkVersion refuses rollback and replay: a release must be newer than
+// the highest ever accepted, or be that very release.
+func checkVersion(v *bundler.Verified, st *state.State) error {
+	rel := v.Release
+	switch {
+	case rel.Version < st.Version:
+		return fmt.Errorf("release %d is older than release %d, already accepted here: rollback refused", rel.Version, st.Version)
+	case rel.Version == st.Version && v.ManifestSHA256 != st.ManifestSHA256:
+		return fmt.Errorf("release %d differs from the release %d accepted here (manifest sha256 %.12s, accepted %.12s): replay refused", rel.Version, st.Version, v.ManifestSHA256, st.ManifestSHA256)
+	}
+	return nil
+}
+
+// accept persists the release as the highest accepted, before anything is
+// applied, so a crash cannot reopen the door to an older one.
+func (a *Agent) accept(t *target, st *state.State) error {
+	v := t.v
+	if st.Version == v.Release.Version && st.ManifestSHA256 == v.ManifestSHA256 && st.RootVersion == v.Root.Version {
+		return nil
+	}
+	st.Version, st.ManifestSHA256, st.RootVersion = v.Release.Version, v.ManifestSHA256, v.Root.Version
+	if err := a.st.Save(st); err != nil {
+		return err
+	}
+	old, _ := a.objects.Ref(acceptedRef)
+	return a.objects.SetRef(acceptedRef, old, v.Commit)
+}
+
+func (a *Agent) remote(ctx context.Context, url string) (*repo.Remote, error) {
+	if r, ok := a.remotes[url]; ok {
+		return r, nil
+	}
+	r, err := repo.Open(ctx, url, repo.Options{})
+	if err != nil {
+		return nil, err
+	}
+	a.remotes[url] = r
+	return r, nil
+}
+
+// Once runs one pass: recover from an interrupted apply, poll, verify, and
+// apply the newest release to every node that needs it.
+func (a *Agent) Once(ctx context.Context) (Outcome, error) {
+	if err := a.recover(ctx); err != nil {
+		return Failed, err
+	}
+	st, err := a.st.Load()
+	if err != nil {
+		return Failed, err
+	}
+	t, err := a.poll(ctx, st)
+	if err != nil {
+		return Nothing, err
+	}
+	if err := a.accept(t, st); err != nil {
+		return Failed, err
+	}
+	out := Nothing
+	var errs []error
+	for _, n := range a.cfg.Nodes {
+		rn, _ := t.v.Release.Node(n.Name)
+		o, err := a.converge(ctx, t, st, rn)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+		}
+		if o > out {
+			out = o
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+func redact(url string) string {
+	r := url
+	if u, err := parseURL(url); err == nil {
+		r = u
+	}
+	return r
+}

@@ -1,0 +1,548 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/agent/state"
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/image"
+	"github.com/pullship/pullship/schema"
+)
+
+// LabelSpec holds the sha256 of the container spec a container was created
+// from, so that a changed spec (not only a changed image) recreates it.
+const LabelSpec = "pullship.spec"
+
+// ErrRolledBack means a release failed its health check on a node and the
+// previous release was restored there.
+var ErrRolledBack = errors.New("health check failed; previous release restored")
+
+// converge brings one node onto the target release.
+func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *schema.ReleaseNode) (Outcome, error) {
+	rel := t.v.Release
+	ns := st.Nodes[rn.Name]
+	if ns == nil {
+		ns = &state.Node{}
+		st.Nodes[rn.Name] = ns
+	}
+	if ns.Failed == rel.Version {
+		a.log.Info("release failed here before; waiting for a newer one", "node", rn.Name, "version", rel.Version, "err", ns.FailedError)
+		return Nothing, nil
+	}
+	if ns.Applied == rel.Version && ns.ManifestSHA256 == t.v.ManifestSHA256 {
+		drift, err := a.drift(ctx, t, rn)
+		if err != nil {
+			return Nothing, err
+		}
+		if drift == "" {
+			a.metrics.Applied.WithLabelValues(rn.Name).Set(float64(rel.Version))
+			return Nothing, nil
+		}
+		a.log.Warn("node drifted from its release; applying it again", "node", rn.Name, "version", rel.Version, "drift", drift)
+	}
+	start := a.now()
+	err := a.apply(ctx, t, rn)
+	a.metrics.ApplySeconds.Observe(a.now().Sub(start).Seconds())
+	switch {
+	case errors.Is(err, ErrRolledBack):
+		a.metrics.Rollbacks.WithLabelValues(rn.Name).Inc()
+		ns.Failed, ns.FailedError = rel.Version, err.Error()
+		if serr := a.st.Save(st); serr != nil {
+			return Failed, errors.Join(err, serr)
+		}
+		a.log.Error("release rolled back", "node", rn.Name, "version", rel.Version, "err", err)
+		return Failed, err
+	case err != nil:
+		return Failed, err
+	}
+	ns.Applied, ns.ManifestSHA256, ns.Image, ns.AppliedAt = rel.Version, t.v.ManifestSHA256, rn.Image, a.now().UTC()
+	if img, ok := rel.ImageByName(rn.Image); ok {
+		ns.Image = img.Digest
+	}
+	if err := a.st.Save(st); err != nil {
+		return Failed, err
+	}
+	if err := a.st.ClearJournal(rn.Name); err != nil {
+		return Failed, err
+	}
+	a.metrics.Applied.WithLabelValues(rn.Name).Set(float64(rel.Version))
+	a.log.Info("release applied", "node", rn.Name, "version", rel.Version, "took", a.now().Sub(start).Round(time.Millisecond))
+	return Converged, nil
+}
+
+// drift says what differs between the host and the node's release ("" when
+// nothing does): the container, its image, its spec, or a file.
+func (a *Agent) drift(ctx context.Context, t *target, rn *schema.ReleaseNode) (string, error) {
+	spec, err := containerSpec(t.v.Release, rn)
+	if err != nil {
+		return "", err
+	}
+	cs, found, err := a.eng.Inspect(ctx, rn.Container.Name)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case !found:
+		return "container missing", nil
+	case cs.ImageID != spec.Image:
+		return "container runs image " + cs.ImageID, nil
+	case cs.Labels[LabelSpec] != spec.Labels[LabelSpec]:
+		return "container spec changed", nil
+	case !cs.Running && cs.Status != "restarting":
+		return "container " + cs.Status, nil
+	}
+	for _, f := range rn.Files {
+		if sum, _ := fileSHA256(f.Target); sum != f.SHA256 {
+			return "file " + f.Target + " changed", nil
+		}
+	}
+	return "", nil
+}
+
+// apply runs the journalled steps for one node; on a failed health check
+// it rolls back and returns an error wrapping ErrRolledBack.
+func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) error {
+	rel := t.v.Release
+	spec, err := containerSpec(rel, rn)
+	if err != nil {
+		return err
+	}
+	// Everything that can be checked is checked before the host changes:
+	// the node's files (read and digest-checked into memory; each is
+	// bounded by the manifest) and the image (loaded from verified chunks).
+	files := make([][]byte, len(rn.Files))
+	for i, f := range rn.Files {
+		if files[i], err = bundler.ReadNodeFile(a.objects, t.v.Commit, rn.Name, f); err != nil {
+			return fmt.Errorf("%w: %w", ErrVerify, err)
+		}
+	}
+	if err := a.ensureImage(ctx, t, rn); err != nil {
+		return err
+	}
+
+	cur, found, err := a.eng.Inspect(ctx, rn.Container.Name)
+	if err != nil {
+		return err
+	}
+	j := &state.Journal{Node: rn.Name, Version: rel.Version, Step: state.StepBegin}
+	if found {
+		j.PrevImage, j.PrevContainer = cur.ImageID, cur.Name
+	}
+	j.Recreate = !found || cur.ImageID != spec.Image || cur.Labels[LabelSpec] != spec.Labels[LabelSpec]
+	if err := a.st.WriteJournal(j); err != nil {
+		return err
+	}
+	backupDir := a.st.Path("backup", rn.Name)
+	if err := os.RemoveAll(backupDir); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(backupDir, 0o700); err != nil {
+		return err
+	}
+	for i, f := range rn.Files {
+		b := state.FileBackup{Target: f.Target, Backup: filepath.Join(backupDir, strconv.Itoa(i))}
+		if fi, err := os.Lstat(f.Target); err == nil {
+			if !fi.Mode().IsRegular() {
+				return fmt.Errorf("node %s: %s exists and is not a regular file; refusing to replace it", rn.Name, f.Target)
+			}
+			b.Existed, b.Mode = true, uint32(fi.Mode().Perm())
+			if err := copyFile(f.Target, b.Backup); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		j.Files = append(j.Files, b)
+	}
+
+	j.Step = state.StepFiles
+	if err := a.st.WriteJournal(j); err != nil {
+		return err
+	}
+	for i, f := range rn.Files {
+		if err := a.writeNodeFile(f, files[i]); err != nil {
+			return a.fail(ctx, j, rn, err)
+		}
+	}
+
+	j.Step = state.StepContainer
+	if err := a.st.WriteJournal(j); err != nil {
+		return err
+	}
+	if err := a.startContainer(ctx, j, rn, spec); err != nil {
+		return a.fail(ctx, j, rn, err)
+	}
+
+	j.Step = state.StepHealth
+	if err := a.st.WriteJournal(j); err != nil {
+		return err
+	}
+	if err := a.health(ctx, rn); err != nil {
+		return a.fail(ctx, j, rn, err)
+	}
+	if j.Recreate && found {
+		if err := a.eng.Remove(ctx, rn.Container.Name+engine.PrevSuffix, 10*time.Second); err != nil {
+			a.log.Warn("could not remove the previous container", "node", rn.Name, "err", err)
+		}
+	}
+	j.Step = state.StepDone
+	if err := a.st.WriteJournal(j); err != nil {
+		return err
+	}
+	return os.RemoveAll(backupDir)
+}
+
+// fail rolls back after a failed step and reports why.
+func (a *Agent) fail(ctx context.Context, j *state.Journal, rn *schema.ReleaseNode, cause error) error {
+	a.log.Error("apply failed; rolling back", "node", rn.Name, "version", j.Version, "step", j.Step, "err", cause)
+	if err := a.rollback(ctx, j, rn.Container.Name, rn.Container.Reload); err != nil {
+		return fmt.Errorf("release %d: %v; rollback failed too: %w", j.Version, cause, err)
+	}
+	return fmt.Errorf("release %d: %w: %v", j.Version, ErrRolledBack, cause)
+}
+
+// rollback restores what journal j replaced: files, then the container.
+// Every step is idempotent, so a crash during rollback is finished by the
+// next start.
+func (a *Agent) rollback(ctx context.Context, j *state.Journal, name string, reload schema.Reload) error {
+	from := j.Step
+	j.Step = state.StepRollback
+	if err := a.st.WriteJournal(j); err != nil {
+		return err
+	}
+	for _, b := range j.Files {
+		if !b.Existed {
+			if err := os.Remove(b.Target); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			continue
+		}
+		f, err := os.Open(b.Backup)
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", b.Target, err)
+		}
+		err = state.WriteFile(b.Target, f, os.FileMode(b.Mode))
+		f.Close()
+		if err != nil {
+			return err
+		}
+	}
+	prev := name + engine.PrevSuffix
+	_, prevFound, err := a.eng.Inspect(ctx, prev)
+	if err != nil {
+		return err
+	}
+	switch {
+	case prevFound:
+		if err := a.eng.Remove(ctx, name, 10*time.Second); err != nil {
+			return err
+		}
+		if err := a.eng.Rename(ctx, prev, name); err != nil {
+			return err
+		}
+		if err := a.eng.Start(ctx, name); err != nil {
+			return err
+		}
+	case j.Recreate && j.PrevContainer == "":
+		// There was no container before this release.
+		if err := a.eng.Remove(ctx, name, 10*time.Second); err != nil {
+			return err
+		}
+	case j.Recreate:
+		// Interrupted before the old container was renamed away: it is
+		// still under its name, maybe stopped.
+		cs, found, err := a.eng.Inspect(ctx, name)
+		if err != nil {
+			return err
+		}
+		if found && !cs.Running {
+			if err := a.eng.Start(ctx, name); err != nil {
+				return err
+			}
+		}
+	case from != state.StepBegin && from != state.StepFiles && len(j.Files) > 0:
+		// The container was reloaded with the new files: reload it again
+		// with the old ones.
+		if err := a.reload(ctx, name, reload); err != nil {
+			return err
+		}
+	}
+	j.Step = state.StepRolledBck
+	return a.st.WriteJournal(j)
+}
+
+// recover finishes what a crashed pass left: an apply interrupted at any
+// step is rolled back (the pass that follows applies the release again).
+func (a *Agent) recover(ctx context.Context) error {
+	st, err := a.st.Load()
+	if err != nil {
+		return err
+	}
+	for _, n := range a.cfg.Nodes {
+		j, err := a.st.Journal(n.Name)
+		if err != nil || j == nil {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		switch j.Step {
+		case state.StepDone, state.StepRolledBck:
+		default:
+			a.log.Warn("an apply was interrupted; rolling it back", "node", n.Name, "version", j.Version, "step", j.Step)
+			name, reload := a.containerOf(st, n.Name)
+			if err := a.rollback(ctx, j, name, reload); err != nil {
+				return fmt.Errorf("node %s: recover interrupted apply of release %d: %w", n.Name, j.Version, err)
+			}
+		}
+		if err := a.st.ClearJournal(n.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// containerOf finds a node's container name and reload action in the newest
+// accepted release (what an interrupted apply was applying).
+func (a *Agent) containerOf(st *state.State, node string) (string, schema.Reload) {
+	commit, err := a.objects.Ref(acceptedRef)
+	if err == nil {
+		if b, err := bundler.ReadBundle(a.objects, commit); err == nil {
+			if rel, err := schema.ParseRelease(bundler.ManifestPath, b.Manifest); err == nil {
+				if rn, ok := rel.Node(node); ok {
+					return rn.Container.Name, rn.Container.Reload
+				}
+			}
+		}
+	}
+	return "", schema.Reload{Action: schema.ReloadNone}
+}
+
+// ensureImage loads the node's image from verified chunks unless the engine
+// has it: the docker-save stream is rebuilt chunk by chunk (each checked
+// against the signed index as it streams) straight into the engine.
+func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNode) error {
+	img, ok := t.v.Release.ImageByName(rn.Image)
+	if !ok {
+		return fmt.Errorf("%w: node %s names image %q, not in release %d", ErrVerify, rn.Name, rn.Image, t.v.Release.Version)
+	}
+	has, err := a.eng.HasImage(ctx, img.Digest)
+	if err != nil || has {
+		return err
+	}
+	idx, err := bundler.ReadImageIndex(a.objects, t.v.Commit, *img)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	if err := bundler.FetchImage(ctx, t.remote, a.objects, idx); err != nil {
+		return err
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := image.Rebuild(ctx, idx, bundler.StoreChunks{Store: a.objects}, pw)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	lerr := a.eng.LoadImage(ctx, pr, img.Digest)
+	pr.CloseWithError(errors.New("load finished"))
+	rerr := <-done
+	if rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) {
+		return fmt.Errorf("%w: image %s: %w", ErrVerify, img.Name, rerr)
+	}
+	if lerr != nil {
+		return fmt.Errorf("load image %s: %w", img.Name, lerr)
+	}
+	a.log.Info("image loaded", "node", rn.Name, "image", img.Name, "id", img.Digest, "bytes", idx.TotalSize())
+	return nil
+}
+
+// startContainer recreates the container (keeping the previous one, stopped
+// and renamed, for rollback) or reloads it.
+func (a *Agent) startContainer(ctx context.Context, j *state.Journal, rn *schema.ReleaseNode, spec engine.ContainerSpec) error {
+	if !j.Recreate {
+		return a.reload(ctx, rn.Container.Name, rn.Container.Reload)
+	}
+	prev := rn.Container.Name + engine.PrevSuffix
+	if j.PrevContainer != "" {
+		if err := a.eng.Remove(ctx, prev, 10*time.Second); err != nil {
+			return err
+		}
+		if err := a.eng.Stop(ctx, rn.Container.Name, 10*time.Second); err != nil {
+			return err
+		}
+		if err := a.eng.Rename(ctx, rn.Container.Name, prev); err != nil {
+			return err
+		}
+	}
+	_, err := a.eng.Run(ctx, spec)
+	return err
+}
+
+// reload makes a running container pick up changed files.
+func (a *Agent) reload(ctx context.Context, name string, r schema.Reload) error {
+	switch r.Action {
+	case schema.ReloadExec:
+		res, err := a.eng.Exec(ctx, name, r.Command, time.Minute)
+		if err != nil {
+			return fmt.Errorf("reload %s: %w", name, err)
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("reload %s: %s exited %d: %s", name, strings.Join(r.Command, " "), res.ExitCode, clip(res.Output))
+		}
+	case schema.ReloadRestart:
+		if err := a.eng.Restart(ctx, name, 10*time.Second); err != nil {
+			return fmt.Errorf("reload %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// health runs the node's health check until it passes or its tries run out.
+func (a *Agent) health(ctx context.Context, rn *schema.ReleaseNode) error {
+	h := rn.Container.Health
+	timeout, interval := h.Timeout.D(), h.Interval.D()
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	if interval <= 0 {
+		interval = time.Second
+	}
+	var last error
+	for try := 0; try <= h.Retries; try++ {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(interval):
+			}
+		}
+		if last = a.check(ctx, rn.Container.Name, h, timeout); last == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("health check: %w", last)
+}
+
+func (a *Agent) check(ctx context.Context, name string, h schema.Health, timeout time.Duration) error {
+	cs, found, err := a.eng.Inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !found || !cs.Running {
+		return fmt.Errorf("container %s is not running", name)
+	}
+	if len(h.Command) == 0 {
+		return nil
+	}
+	res, err := a.eng.Exec(ctx, name, h.Command, timeout)
+	if err != nil {
+		return err
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("%s exited %d: %s", strings.Join(h.Command, " "), res.ExitCode, clip(res.Output))
+	}
+	if h.Expect != "" && !bytes.Contains(res.Output, []byte(h.Expect)) {
+		return fmt.Errorf("%s printed %q, not %q", strings.Join(h.Command, " "), clip(res.Output), h.Expect)
+	}
+	return nil
+}
+
+// writeNodeFile writes one verified file under an allowed directory,
+// creating missing parent directories there.
+func (a *Agent) writeNodeFile(f schema.File, data []byte) error {
+	if !a.cfg.Allowed(f.Target) {
+		return fmt.Errorf("file %s is outside allowed_dirs", f.Target)
+	}
+	dir := filepath.Dir(f.Target)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	// A symlink anywhere below the allowed directory could point the write
+	// elsewhere: the resolved directory must still be allowed.
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return err
+	}
+	if !a.cfg.Allowed(filepath.Join(real, filepath.Base(f.Target))) {
+		return fmt.Errorf("file %s: %s resolves to %s, outside allowed_dirs", f.Target, dir, real)
+	}
+	return state.WriteFile(filepath.Join(real, filepath.Base(f.Target)), bytes.NewReader(data), os.FileMode(f.Mode))
+}
+
+// containerSpec is the engine spec of a node's container.
+func containerSpec(rel *schema.Release, rn *schema.ReleaseNode) (engine.ContainerSpec, error) {
+	img, ok := rel.ImageByName(rn.Image)
+	if !ok {
+		return engine.ContainerSpec{}, fmt.Errorf("node %s: image %q not in release %d", rn.Name, rn.Image, rel.Version)
+	}
+	c := rn.Container
+	env := make([]string, 0, len(c.Env))
+	for k, v := range c.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	spec := engine.ContainerSpec{
+		Name: c.Name, Image: img.Digest, Cmd: c.Command, Entrypoint: c.Entrypoint, Env: env,
+		Ports: c.Ports, Binds: c.Binds, RestartPolicy: c.Restart,
+		Labels: map[string]string{engine.LabelNode: rn.Name, engine.LabelVersion: strconv.FormatInt(rel.Version, 10)},
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%q\n", []any{spec.Image, spec.Cmd, spec.Entrypoint, spec.Env, spec.Ports, spec.Binds, spec.RestartPolicy, rn.Network})
+	spec.Labels[LabelSpec] = hex.EncodeToString(h.Sum(nil))[:32]
+	return spec, nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func copyFile(src, dst string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return state.WriteFile(dst, f, 0o600)
+}
+
+func clip(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// parseURL returns url without credentials.
+func parseURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw, err
+	}
+	u.User = nil
+	return u.String(), nil
+}
