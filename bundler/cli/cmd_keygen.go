@@ -29,7 +29,7 @@ unencrypted (PKCS#8 PEM); only do that for test keys.`,
 		Example: `  pullship keygen --out alice
   pullship keygen --out ci-signer --algorithm ed25519 --password-file /run/secrets/pw
   PULLSHIP_PASSWORD=... pullship keygen --out bob`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return withCode(ExitUsage, errors.New("keygen: --out PREFIX is required"))

@@ -22,7 +22,7 @@ how many of them must sign (the threshold). Agents pin one root out of band.
 root-(N+1).toml is trusted only when signed by a threshold of root-N's keys and
 a threshold of its own keys. Every root file has a detached signature file next
 to it (root-N.toml.sig).`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withCode(ExitUsage, errors.New("root: say init or rotate (see pullship root --help)"))
 		},
@@ -125,7 +125,7 @@ the signatures do not meet the threshold, so that every root on disk verifies.`,
 		Example: `  pullship root init --key alice.pub --key bob.pub --key carol.pub --threshold 2 \
       --sign alice.key --sign bob.key --out root/root-1.toml
   pullship root init --key ci.pub --threshold 1 --sign ci.key --expires 2027-12-31T00:00:00Z`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if rf.out == "" {
 				rf.out = schema.RootFileName(1)
@@ -179,7 +179,7 @@ refuses (exit 3) otherwise. --out defaults to root-(N+1).toml next to --root.`,
   pullship root rotate --root root/root-1.toml \
       --key alice.pub --key bob.pub --key dave.pub --threshold 2 \
       --sign alice.key --sign bob.key`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if prevPath == "" {
 				return withCode(ExitUsage, errors.New("root rotate: --root root-N.toml is required"))

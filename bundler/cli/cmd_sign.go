@@ -26,7 +26,7 @@ FILE.sig and "openssl dgst -sha256 -verify KEY.pub -signature SIG.der FILE"
 verifies it.`,
 		Example: `  pullship sign --key alice.key release.toml
   PULLSHIP_PASSWORD=... pullship sign --key bob.key root/root-2.toml`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file := args[0]
 			if keyPath == "" {

@@ -24,7 +24,7 @@ trust), and that ROOT has not expired. Each key counts once. It prints the keys
 that verified; on failure it says why each signature did not count and exits 3.`,
 		Example: `  pullship verify-file --root root/root-1.toml release.toml
   pullship verify-file --root root-2.toml --sig /tmp/release.sig release.toml`,
-		Args: cobra.ExactArgs(1),
+		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			file := args[0]
 			if rootPath == "" {

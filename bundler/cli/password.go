@@ -11,6 +11,7 @@ import (
 
 	"github.com/pullship/pullship/schema"
 	"github.com/sigstore/sigstore/pkg/signature"
+	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
 
@@ -73,10 +74,10 @@ func (p passwords) get(what string, confirm bool) ([]byte, error) {
 
 // signingKey is a loaded private key and what identifies it.
 type signingKey struct {
-	path  string
-	sv    signature.SignerVerifier
-	id    string
-	alg   string
+	path string
+	sv   signature.SignerVerifier
+	id   string
+	alg  string
 }
 
 // loadSigningKey reads a private key file, asking for its password only
@@ -180,4 +181,17 @@ func parseExpires(s string, now time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("--expires %q: %s is not in the future", s, t.Format(time.RFC3339))
 	}
 	return t, nil
+}
+
+// exactArgs is cobra.ExactArgs with the usage exit code, which cobra's own
+// argument errors do not carry.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		return withCode(ExitUsage, cobra.ExactArgs(n)(cmd, args))
+	}
+}
+
+// noArgs is cobra.NoArgs with the usage exit code.
+func noArgs(cmd *cobra.Command, args []string) error {
+	return withCode(ExitUsage, cobra.NoArgs(cmd, args))
 }
