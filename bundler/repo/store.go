@@ -279,11 +279,11 @@ func (s *Store) readRef(name string) (plumbing.Hash, error) {
 	b, err := os.ReadFile(filepath.Join(s.dir, filepath.FromSlash(name)))
 	switch {
 	case err == nil:
-		line := strings.TrimSpace(string(b))
-		if !plumbing.IsHash(line) {
-			return plumbing.ZeroHash, fmt.Errorf("ref %s: not a plain object id (%.60q)", name, line)
+		h, err := parseLooseRef(b)
+		if err != nil {
+			return plumbing.ZeroHash, fmt.Errorf("ref %s: %w", name, err)
 		}
-		return plumbing.NewHash(line), nil
+		return h, nil
 	case !errors.Is(err, os.ErrNotExist):
 		return plumbing.ZeroHash, fmt.Errorf("read ref %s: %w", name, err)
 	}
@@ -294,12 +294,27 @@ func (s *Store) readRef(name string) (plumbing.Hash, error) {
 	if err != nil {
 		return plumbing.ZeroHash, fmt.Errorf("read ref %s: %w", name, err)
 	}
+	return parsePackedRef(packed, name), nil
+}
+
+// parseLooseRef parses a loose ref file: one object id and a newline.
+// Symbolic refs are not followed (pullship's refs are plain).
+func parseLooseRef(b []byte) (plumbing.Hash, error) {
+	line := strings.TrimSpace(string(b))
+	if len(line) != 40 || !plumbing.IsHash(line) {
+		return plumbing.ZeroHash, fmt.Errorf("not a plain object id (%.60q)", line)
+	}
+	return plumbing.NewHash(line), nil
+}
+
+// parsePackedRef finds name in packed-refs content; zero when absent.
+func parsePackedRef(packed []byte, name string) plumbing.Hash {
 	for _, line := range strings.Split(string(packed), "\n") {
 		if len(line) > 41 && line[40] == ' ' && line[41:] == name && plumbing.IsHash(line[:40]) {
-			return plumbing.NewHash(line[:40]), nil
+			return plumbing.NewHash(line[:40])
 		}
 	}
-	return plumbing.ZeroHash, nil
+	return plumbing.ZeroHash
 }
 
 // checkRefName applies git's check-ref-format rules (and requires "refs/").
