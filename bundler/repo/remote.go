@@ -68,7 +68,9 @@ var DefaultHTTPClient = &http.Client{Transport: &http.Transport{
 const maxAdvertisement = 16 << 20
 
 // Remote is a release repository: a git server or a bare repository in a
-// directory. Its methods are safe for concurrent use.
+// directory. A network remote may be used from several goroutines; a
+// directory remote, like a Store, from one at a time (other processes are
+// kept out by git's ref locks).
 type Remote struct {
 	url  string
 	dir  *Store // directory remotes
@@ -282,7 +284,8 @@ var errPushDone = errors.New("push finished")
 type PushResult struct {
 	// Status is the server's per-ref status ("ok" or its reason).
 	Status map[string]string
-	// PackBytes is the size of the pack sent (0 when none was needed).
+	// PackBytes is the size of the pack sent over the network (0 when
+	// none was needed, and for directory remotes).
 	PackBytes int64
 }
 

@@ -37,7 +37,8 @@ var ErrNotFound = errors.New("not found")
 //
 // Refs are updated with git's own lock protocol (<ref>.lock created
 // exclusively, then renamed), so a Store is safe next to concurrent git
-// processes (git daemon, git push to the same directory).
+// processes (git daemon, git push to the same directory). Use a Store from
+// one goroutine at a time.
 type Store struct {
 	dir string
 	mu  sync.Mutex
