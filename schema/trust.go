@@ -210,3 +210,20 @@ func VerifyRootChain(pinned *Root, next []SignedFile, now time.Time) (*Root, err
 	}
 	return cur, nil
 }
+
+// Verifier checks signed files against one trusted root: the value the
+// bundler's verify and the agent hold after walking the root chain.
+type Verifier struct {
+	Root *Root
+	// Now is the clock expiry is checked against; nil means time.Now.
+	Now func() time.Time
+}
+
+// Verify is [VerifySigned] with v's root and clock.
+func (v *Verifier) Verify(name string, data, sig []byte) (*ThresholdResult, error) {
+	now := time.Now
+	if v.Now != nil {
+		now = v.Now
+	}
+	return VerifySigned(v.Root, name, data, sig, now())
+}

@@ -114,6 +114,14 @@ func TestVerifySigned(t *testing.T) {
 	if !errors.Is(err, ErrExpired) {
 		t.Fatalf("expired root: err = %v, want ErrExpired", err)
 	}
+	v := &Verifier{Root: root, Now: func() time.Time { return testExpires.Add(-time.Second) }}
+	if _, err := v.Verify("release.toml", data, sig); err != nil {
+		t.Fatalf("Verifier a second before expiry: %v", err)
+	}
+	v.Now = func() time.Time { return testExpires }
+	if _, err := v.Verify("release.toml", data, sig); !errors.Is(err, ErrExpired) {
+		t.Fatalf("Verifier at expiry: err = %v, want ErrExpired", err)
+	}
 	_, err = VerifySigned(root, "release.toml", data, []byte("junk"), testNow)
 	if err == nil || !strings.Contains(err.Error(), "verify release.toml: release.toml.sig:") {
 		t.Fatalf("bad sig file: err = %v", err)

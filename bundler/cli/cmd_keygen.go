@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/pullship/pullship/schema"
@@ -39,6 +40,13 @@ unencrypted (PKCS#8 PEM); only do that for test keys.`,
 			}
 			if noPassword && passwordFile != "" {
 				return withCode(ExitUsage, errors.New("keygen: --no-password and --password-file exclude each other"))
+			}
+			// Check both names before asking for a password or writing
+			// anything, so a clash never leaves half a key pair behind.
+			for _, p := range []string{out + ".key", out + ".pub"} {
+				if _, err := os.Lstat(p); err == nil {
+					return fmt.Errorf("keygen: %s already exists; remove it or choose another --out", p)
+				}
 			}
 			var pw []byte
 			if !noPassword {
