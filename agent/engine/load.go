@@ -256,9 +256,6 @@ func readLoadOutput(r io.Reader, isJSON bool) (loadOutput, error) {
 		if m.Error != nil {
 			return out, fmt.Errorf("engine: %w", m.Error)
 		}
-		if m.ErrorMessage != "" { //nolint:staticcheck // older engines set only this
-			return out, fmt.Errorf("engine: %s", m.ErrorMessage) //nolint:staticcheck
-		}
 		line(m.Stream)
 	}
 }

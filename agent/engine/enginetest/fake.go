@@ -45,10 +45,9 @@ type Fake struct {
 }
 
 type fakeContainer struct {
-	spec   engine.ContainerSpec
-	state  engine.ContainerState
-	addrs  map[string]string // network → address
-	images string
+	spec  engine.ContainerSpec
+	state engine.ContainerState
+	addrs map[string]string // network → address
 }
 
 var _ engine.Engine = (*Fake)(nil)
