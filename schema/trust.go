@@ -3,6 +3,8 @@ package schema
 import (
 	"errors"
 	"fmt"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -226,4 +228,43 @@ func (v *Verifier) Verify(name string, data, sig []byte) (*ThresholdResult, erro
 		now = v.Now
 	}
 	return VerifySigned(v.Root, name, data, sig, now())
+}
+
+// RootChainAfter picks from files (root/root-N.toml entries of a release
+// tree, in any order; names may carry a directory) those with N > after,
+// sorted by N, ready for [VerifyRootChain]. A name that is not exactly
+// root-N.toml for a positive N is an error, and so is N twice; gaps are left
+// for VerifyRootChain to refuse.
+func RootChainAfter(files []SignedFile, after int64) ([]SignedFile, error) {
+	type entry struct {
+		n int64
+		f SignedFile
+	}
+	var picked []entry
+	seen := make(map[int64]bool)
+	for _, f := range files {
+		base := f.Name
+		if i := strings.LastIndexByte(base, '/'); i >= 0 {
+			base = base[i+1:]
+		}
+		num, ok := strings.CutPrefix(base, "root-")
+		num, ok2 := strings.CutSuffix(num, ".toml")
+		n, err := strconv.ParseInt(num, 10, 64)
+		if !ok || !ok2 || err != nil || n < 1 || RootFileName(n) != base {
+			return nil, fmt.Errorf("root chain: %q is not named root-N.toml", f.Name)
+		}
+		if seen[n] {
+			return nil, fmt.Errorf("root chain: root %d given twice", n)
+		}
+		seen[n] = true
+		if n > after {
+			picked = append(picked, entry{n, f})
+		}
+	}
+	sort.Slice(picked, func(i, j int) bool { return picked[i].n < picked[j].n })
+	out := make([]SignedFile, len(picked))
+	for i, e := range picked {
+		out[i] = e.f
+	}
+	return out, nil
 }

@@ -212,3 +212,26 @@ func TestVerifyRootChain(t *testing.T) {
 		t.Fatalf("expired pinned root, fresh successor: %v %v", got, err)
 	}
 }
+
+func TestRootChainAfter(t *testing.T) {
+	f := func(name string) SignedFile { return SignedFile{Name: name} }
+	got, err := RootChainAfter([]SignedFile{f("root/root-10.toml"), f("root/root-2.toml"), f("root/root-1.toml"), f("root/root-3.toml")}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, g := range got {
+		names = append(names, g.Name)
+	}
+	if strings.Join(names, " ") != "root/root-2.toml root/root-3.toml root/root-10.toml" {
+		t.Fatalf("order %v", names)
+	}
+	for _, bad := range [][]SignedFile{
+		{f("root-01.toml")}, {f("root-0.toml")}, {f("root-x.toml")}, {f("root-2.toml.sig")}, {f("release.toml")},
+		{f("a/root-2.toml"), f("b/root-2.toml")},
+	} {
+		if _, err := RootChainAfter(bad, 0); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
