@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 
+	"github.com/pullship/pullship/agent/cluster"
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/state"
@@ -52,6 +53,9 @@ type Agent struct {
 	metrics *Metrics
 	now     func() time.Time
 	remotes map[string]*repo.Remote
+	managed managed
+	// joinBackoff paces cluster join attempts.
+	joinBackoff cluster.Backoff
 }
 
 // Options are the agent's collaborators; zero fields get defaults.

@@ -49,7 +49,9 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 			return Nothing, err
 		}
 		if drift == "" {
+			a.managed.set(rn)
 			a.metrics.Applied.WithLabelValues(rn.Name).Set(float64(rel.Version))
+			a.upkeep(ctx, rn)
 			return Nothing, nil
 		}
 		a.log.Warn("node drifted from its release; applying it again", "node", rn.Name, "version", rel.Version, "drift", drift)
@@ -82,6 +84,17 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 	a.metrics.Applied.WithLabelValues(rn.Name).Set(float64(rel.Version))
 	a.log.Info("release applied", "node", rn.Name, "version", rel.Version, "took", a.now().Sub(start).Round(time.Millisecond))
 	return Converged, nil
+}
+
+// upkeep keeps an applied node's address attached and its cluster joined
+// (the periodic backstop of the event watcher).
+func (a *Agent) upkeep(ctx context.Context, rn *schema.ReleaseNode) {
+	if _, err := a.ensureAttached(ctx, rn); err != nil {
+		a.log.Error("network attachment failed", "node", rn.Name, "err", err)
+	}
+	if _, err := a.ensureCluster(ctx, rn); err != nil {
+		a.log.Error("cluster membership", "node", rn.Name, "err", err)
+	}
 }
 
 // drift says what differs between the host and the node's release ("" when
@@ -186,6 +199,12 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	if err := a.startContainer(ctx, j, rn, spec); err != nil {
 		return a.fail(ctx, j, rn, err)
 	}
+	a.managed.set(rn)
+	if _, err := a.ensureAttached(ctx, rn); err != nil {
+		// Not a reason to roll back (the previous release would lack the
+		// address as well); the health check decides, the status reports it.
+		a.log.Error("network attachment failed", "node", rn.Name, "err", err)
+	}
 
 	j.Step = state.StepHealth
 	if err := a.st.WriteJournal(j); err != nil {
@@ -193,6 +212,9 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	}
 	if err := a.health(ctx, rn); err != nil {
 		return a.fail(ctx, j, rn, err)
+	}
+	if _, err := a.ensureCluster(ctx, rn); err != nil {
+		a.log.Error("cluster membership", "node", rn.Name, "err", err)
 	}
 	if j.Recreate && found {
 		if err := a.eng.Remove(ctx, rn.Container.Name+engine.PrevSuffix, 10*time.Second); err != nil {

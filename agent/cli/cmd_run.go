@@ -51,6 +51,7 @@ Prometheus metrics on metrics_addr, and stops cleanly on SIGINT or SIGTERM
 					srv.Shutdown(sctx)
 				}()
 			}
+			go a.Watch(ctx)
 			return a.Run(ctx)
 		},
 	}
