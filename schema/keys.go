@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -141,12 +142,20 @@ func KeyAlgorithm(pub crypto.PublicKey) (string, error) {
 // ParsePublicKeyPEM parses one "PUBLIC KEY" PEM block (nothing else may
 // follow it but whitespace) and returns the key and its algorithm.
 func ParsePublicKeyPEM(data []byte) (crypto.PublicKey, string, error) {
+	// pem.Decode skips text before the block; a key must be the block
+	// alone, so that one key has one spelling in a root file.
+	if !bytes.HasPrefix(trimSpace(data), []byte("-----BEGIN ")) {
+		return nil, "", errors.New("no PEM block found at the start")
+	}
 	block, rest := pem.Decode(data)
 	if block == nil {
 		return nil, "", errors.New("no PEM block found")
 	}
 	if block.Type != PEMPublicKey {
 		return nil, "", fmt.Errorf("PEM block is %q, want %q", block.Type, PEMPublicKey)
+	}
+	if len(block.Headers) != 0 {
+		return nil, "", errors.New("PEM block has headers")
 	}
 	if len(trimSpace(rest)) != 0 {
 		return nil, "", errors.New("data after the PEM block")

@@ -153,6 +153,8 @@ func TestParsePublicKeyPEMRejects(t *testing.T) {
 		"private key": k.kp.PrivatePEM,
 		"trailing":    append(bytes.Clone(k.kp.PublicPEM), "junk"...),
 		"bad der":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1, 2, 3}}),
+		"leading":     append([]byte("x\"\"\"\n"), k.kp.PublicPEM...),
+		"headers":     pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Headers: map[string]string{"A": "b"}, Bytes: mustPEMBytes(k.kp.PublicPEM)}),
 	}
 	for name, data := range cases {
 		if _, _, err := ParsePublicKeyPEM(data); err == nil {
@@ -175,4 +177,9 @@ func TestLoadPrivateKeyRejects(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+}
+
+func mustPEMBytes(data []byte) []byte {
+	b, _ := pem.Decode(data)
+	return b.Bytes
 }
