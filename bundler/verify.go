@@ -106,9 +106,7 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 			}
 			rel := v.Release
 			line.Version, line.Created = rel.Version, rel.Created
-			for _, s := range v.Signatures.Valid {
-				line.Signers = append(line.Signers, s)
-			}
+			line.Signers = v.Signatures.Valid
 			if rel.Version != prevVersion+1 {
 				return fmt.Errorf("release %d follows release %d: versions must be consecutive", rel.Version, prevVersion)
 			}
