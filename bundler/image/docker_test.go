@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"testing"
 	"time"
 
@@ -126,6 +127,13 @@ func TestDockerLoadRebuilt(t *testing.T) {
 			}
 			if idx2.Digest != idx.Digest {
 				t.Fatalf("docker://%s digest %s, want %s", tag, idx2.Digest, idx.Digest)
+			}
+			src, err := ParseSource("docker://" + tag)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if idx3, err := Scan(ctx, src); err != nil || !reflect.DeepEqual(idx3, idx2) {
+				t.Fatalf("ParseSource(docker://%s): %v", tag, err)
 			}
 		})
 	}

@@ -416,3 +416,30 @@ func TestScanLarge(t *testing.T) {
 	d := time.Since(start)
 	t.Logf("scanned %d bytes in %v: %.0f MB/s, %d entries", st.Size(), d, float64(st.Size())/d.Seconds()/1e6, len(idx.Entries))
 }
+
+// FuzzScan feeds arbitrary bytes to Scan as a tarball: it must return an
+// error or a valid index, never panic or hang.
+func FuzzScan(f *testing.F) {
+	tiny := imagetest.Image{Layers: [][]imagetest.File{{{Path: "a", Data: []byte("hi")}}}, RepoTags: []string{"x/y:1"}}
+	for _, l := range []imagetest.Layout{imagetest.Legacy, imagetest.OCIDockerSave, imagetest.OCI} {
+		var b bytes.Buffer
+		tiny.Layout = l
+		if _, err := imagetest.Write(&b, tiny); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := filepath.Join(t.TempDir(), "f.tar")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		idx, err := Scan(context.Background(), TarFile(p))
+		if err != nil {
+			return
+		}
+		if err := idx.Validate(); err != nil {
+			t.Fatalf("Scan returned an invalid index: %v", err)
+		}
+	})
+}
