@@ -474,10 +474,11 @@ func (r *Remote) pushDir(ctx context.Context, updates []RefUpdate, st *ObjectStr
 			return nil, fmt.Errorf("push to %s: %w", r, &RefConflictError{Ref: u.Name, Expected: u.Old, Actual: cur})
 		}
 	}
-	if err := r.dir.Write(ctx, st); err != nil {
+	n, err := r.dir.write(ctx, st)
+	if err != nil {
 		return nil, fmt.Errorf("push to %s: %w", r, err)
 	}
-	res := &PushResult{Status: map[string]string{}}
+	res := &PushResult{Status: map[string]string{}, PackBytes: n}
 	var errs []error
 	for _, u := range updates {
 		if err := r.dir.SetRef(u.Name, u.Old, u.New); err != nil {

@@ -120,16 +120,25 @@ func (s *Store) HasObject(id plumbing.Hash) bool {
 // temporary files, synced, then renamed into place: a crash leaves either no
 // pack or a complete one). Content is checked against the declared ids.
 func (s *Store) Write(ctx context.Context, st *ObjectStream) error {
+	_, err := s.write(ctx, st)
+	return err
+}
+
+func (s *Store) write(ctx context.Context, st *ObjectStream) (int64, error) {
 	if st.Len() == 0 {
-		return nil
+		return 0, nil
 	}
 	packDir := filepath.Join(s.dir, "objects", "pack")
 	tmp, err := os.CreateTemp(packDir, "tmp_pack_")
 	if err != nil {
-		return fmt.Errorf("write pack to %s: %w", s.dir, err)
+		return 0, fmt.Errorf("write pack to %s: %w", s.dir, err)
 	}
 	defer os.Remove(tmp.Name())
 	sum, entries, err := WritePack(ctx, tmp, st)
+	var packSize int64
+	if fi, serr := tmp.Stat(); serr == nil {
+		packSize = fi.Size()
+	}
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -137,7 +146,7 @@ func (s *Store) Write(ctx context.Context, st *ObjectStream) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("write pack to %s: %w", s.dir, err)
+		return 0, fmt.Errorf("write pack to %s: %w", s.dir, err)
 	}
 	var iw idxfile.Writer
 	iw.OnHeader(uint32(len(entries)))
@@ -145,9 +154,9 @@ func (s *Store) Write(ctx context.Context, st *ObjectStream) error {
 		iw.Add(e.ID, e.Offset, e.CRC32)
 	}
 	if err := iw.OnFooter(sum); err != nil {
-		return fmt.Errorf("index pack %s: %w", sum, err)
+		return 0, fmt.Errorf("index pack %s: %w", sum, err)
 	}
-	return s.install(tmp.Name(), sum, &iw)
+	return packSize, s.install(tmp.Name(), sum, &iw)
 }
 
 // ReceivePack stores a pack read from r (as a server sends it: full, not

@@ -10,6 +10,11 @@
 // container has restarted since, or is stopped, the address is gone. The
 // router is "down" while the file $WEAVE_FAKE_STATE/router-down exists
 // (`weave stop` creates it, `weave launch` removes it) or $WEAVE_FAKE_DOWN=1.
+//
+// With $WEAVE_FAKE_NETNS=1 an attachment is also real: the address is added
+// to the container's eth0 inside its network namespace (nsenter + ip), so
+// containers on one Docker bridge reach each other on their overlay
+// addresses, and a restarted container (a new namespace) really loses it.
 package main
 
 import (
@@ -37,7 +42,7 @@ type record struct {
 
 // container is what docker inspect says about a container now.
 type container struct {
-	ID, StartedAt string
+	ID, StartedAt, Pid string
 	Running       bool
 }
 
@@ -117,7 +122,7 @@ func inspect(name string) (container, bool, error) {
 	if docker == "" {
 		docker = "docker"
 	}
-	out, err := exec.Command(docker, "inspect", "-f", "{{.State.StartedAt}} {{.State.Running}} {{.Id}}", "--type", "container", "--", name).Output()
+	out, err := exec.Command(docker, "inspect", "-f", "{{.State.StartedAt}} {{.State.Running}} {{.Id}} {{.State.Pid}}", "--type", "container", "--", name).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) && strings.Contains(string(ee.Stderr), "No such") {
@@ -126,10 +131,10 @@ func inspect(name string) (container, bool, error) {
 		return container{}, false, fmt.Errorf("docker inspect %s: %v", name, err)
 	}
 	f := strings.Fields(string(out))
-	if len(f) != 3 {
+	if len(f) != 4 {
 		return container{}, false, fmt.Errorf("docker inspect %s: unexpected output %q", name, out)
 	}
-	return container{StartedAt: f[0], Running: f[1] == "true", ID: f[2]}, true, nil
+	return container{StartedAt: f[0], Running: f[1] == "true", ID: f[2], Pid: f[3]}, true, nil
 }
 
 func (s state) path(id string) string { return filepath.Join(s.dir, id+".json") }
@@ -260,6 +265,9 @@ func (s state) attach(args []string) (int, error) {
 	for _, cidr := range cidrs {
 		p := netip.MustParsePrefix(strings.TrimPrefix(cidr, "ip:"))
 		if !contains(r.Addresses, p.String()) {
+			if err := netnsAddr(c, "add", p); err != nil {
+				return 1, err
+			}
 			r.Addresses = append(r.Addresses, p.String())
 		}
 	}
@@ -291,6 +299,9 @@ func (s state) detach(args []string) (int, error) {
 			drop = drop || netip.MustParsePrefix(strings.TrimPrefix(cidr, "ip:")).String() == a
 		}
 		if drop {
+			if err := netnsAddr(c, "del", netip.MustParsePrefix(a)); err != nil {
+				return 1, err
+			}
 			gone = append(gone, a)
 		} else {
 			keep = append(keep, a)
@@ -338,4 +349,17 @@ func ignoreMissing(err error) error {
 		return nil
 	}
 	return err
+}
+
+// netnsAddr adds or deletes p on the container's eth0 when
+// $WEAVE_FAKE_NETNS=1.
+func netnsAddr(c container, op string, p netip.Prefix) error {
+	if os.Getenv("WEAVE_FAKE_NETNS") != "1" {
+		return nil
+	}
+	out, err := exec.Command("nsenter", "-t", c.Pid, "-n", "ip", "addr", op, p.String(), "dev", "eth0").CombinedOutput()
+	if err != nil && !strings.Contains(string(out), "File exists") {
+		return fmt.Errorf("fakeweave: ip addr %s %s in container %s: %v: %s", op, p, c.ID, err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
