@@ -32,7 +32,7 @@ type Service struct {
 	// Container is the container name (template), e.g. "vernemq-release-{{.Node}}-1".
 	Container  string            `toml:"container"`
 	Ports      []string          `toml:"ports,omitempty"` // "[ip:]host:container[/proto]"
-	Binds      []string          `toml:"binds,omitempty"` // "source:target[:ro|rw]"
+	Binds      []string          `toml:"binds,omitempty"` // "source:target[:ro|rw]"; templates (per node)
 	Env        map[string]string `toml:"env,omitempty"`
 	Restart    string            `toml:"restart,omitempty"` // Docker restart policy; default unless-stopped
 	Command    []string          `toml:"command,omitempty"`
@@ -75,7 +75,7 @@ type FleetCluster struct {
 type Template struct {
 	Name   string   `toml:"name"`           // unique; also the file's name in nodes/<node>/
 	Source string   `toml:"source"`         // template file, relative to fleet.toml
-	Target string   `toml:"target"`         // absolute path on the host
+	Target string   `toml:"target"`         // absolute path on the host; a template (per node)
 	Mode   FileMode `toml:"mode,omitempty"` // default 0644
 }
 

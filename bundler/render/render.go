@@ -166,7 +166,7 @@ func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmp
 		Container: schema.Container{
 			Name:       cname,
 			Ports:      slices.Clone(s.Ports),
-			Binds:      slices.Clone(s.Binds),
+			Binds:      make([]string, 0, len(s.Binds)),
 			Env:        maps.Clone(s.Env),
 			Restart:    s.Restart,
 			Command:    slices.Clone(s.Command),
@@ -177,6 +177,21 @@ func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmp
 		Network: schema.Network{Driver: a.Driver, Address: n.Address, Network: a.Network},
 	}
 	rn.Container.Health.Command = slices.Clone(s.Health.Command)
+	// Bind sources and file targets are templates too, so that several
+	// nodes can share one host (a test or demo fleet) without sharing files.
+	for _, b := range s.Binds {
+		bind, err := execString("bind", b, d)
+		if err != nil {
+			return Node{}, err
+		}
+		if _, err := schema.CheckBind(bind); err != nil {
+			return Node{}, fmt.Errorf("bind %q: %w", bind, err)
+		}
+		rn.Container.Binds = append(rn.Container.Binds, bind)
+	}
+	if len(rn.Container.Binds) == 0 {
+		rn.Container.Binds = nil
+	}
 	if c := s.Cluster; c != nil {
 		cl := &schema.Cluster{Show: slices.Clone(c.Show), Format: c.Format}
 		if cl.Self, err = execString("cluster peer", c.Peer, d); err != nil {
@@ -211,8 +226,15 @@ func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmp
 		if err := tmpls[i].Execute(w, d); err != nil {
 			return Node{}, fmt.Errorf("template %q: %w", t.Name, explain(err))
 		}
+		target, err := execString("template target", t.Target, d)
+		if err != nil {
+			return Node{}, fmt.Errorf("template %q: %w", t.Name, err)
+		}
+		if err := schema.CheckAbsPath(target); err != nil {
+			return Node{}, fmt.Errorf("template %q: target %q: %w", t.Name, target, err)
+		}
 		sum := sha256.Sum256(buf.Bytes())
-		file := File{Path: t.Name, Target: t.Target, Mode: t.Mode, Data: buf.Bytes(), SHA256: hex.EncodeToString(sum[:])}
+		file := File{Path: t.Name, Target: target, Mode: t.Mode, Data: buf.Bytes(), SHA256: hex.EncodeToString(sum[:])}
 		files = append(files, file)
 		rn.Files = append(rn.Files, schema.File{Path: file.Path, Target: file.Target, SHA256: file.SHA256, Length: int64(len(file.Data)), Mode: file.Mode})
 	}
