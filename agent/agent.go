@@ -97,6 +97,9 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	// One round of joins per pass: the poll loop is the backoff, and the
+	// first node of a new cluster has nobody to join yet.
+	a.joinBackoff = cluster.Backoff{Rounds: 1}
 	return a, nil
 }
 
