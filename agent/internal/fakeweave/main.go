@@ -43,7 +43,7 @@ type record struct {
 // container is what docker inspect says about a container now.
 type container struct {
 	ID, StartedAt, Pid string
-	Running       bool
+	Running            bool
 }
 
 func main() {
