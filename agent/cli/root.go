@@ -35,7 +35,12 @@ type ExitError struct {
 	Err  error
 }
 
-func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit code %d", e.Code)
+	}
+	return e.Err.Error()
+}
 func (e *ExitError) Unwrap() error { return e.Err }
 
 func withCode(code int, err error) error {
@@ -89,9 +94,12 @@ func Main(env Env, args []string) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(env.Stderr, "pullship-agent: %v\n", err)
 	var ee *ExitError
-	if errors.As(err, &ee) {
+	if errors.As(err, &ee) && ee.Err == nil {
+		return ee.Code // a result, not a failure (once: nothing to do)
+	}
+	fmt.Fprintf(env.Stderr, "pullship-agent: %v\n", err)
+	if ee != nil {
 		return ee.Code
 	}
 	return ExitFailure

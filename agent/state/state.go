@@ -149,7 +149,21 @@ func (s *Store) Journal(node string) (*Journal, error) {
 }
 
 // WriteJournal records j durably before the step it names is done.
-func (s *Store) WriteJournal(j *Journal) error { return s.write("journal-"+j.Node+".toml", j) }
+func (s *Store) WriteJournal(j *Journal) error {
+	if err := s.write("journal-"+j.Node+".toml", j); err != nil {
+		return err
+	}
+	if crashAt != "" && crashAt == string(j.Step) {
+		// The crash-safety tests kill the agent at every journal step.
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	return nil
+}
+
+// crashAt is a fault-injection hook for the crash-safety tests: with
+// PULLSHIP_AGENT_CRASH_AT=<step> the agent SIGKILLs itself right after it
+// journals that step.
+var crashAt = os.Getenv("PULLSHIP_AGENT_CRASH_AT")
 
 // ClearJournal removes node's journal once its apply is finished.
 func (s *Store) ClearJournal(node string) error {
