@@ -225,7 +225,7 @@ func IsHeartbeat(prev, next *schema.Status) bool {
 	// in memory differ in representation, not in value.
 	for _, s := range []*schema.Status{&a, &b} {
 		s.Sequence = 1
-		s.Time = time.Unix(0, 0).UTC()
+		s.Time = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 		s.Health.CheckedAt = nil
 	}
 	ea, erra := a.Encode()
