@@ -1,0 +1,248 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/schema"
+)
+
+func init() { commands = append(commands, newStatusCmd) }
+
+func newStatusCmd(env Env) *cobra.Command {
+	var (
+		rf       repoFlags
+		rootPath string
+		asJSON   bool
+		watch    bool
+		interval time.Duration
+		stale    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "status --repo REPO --root ROOT",
+		Short: "Show what every node reports: versions, health, address, cluster view",
+		Long: `status reads the newest release (verified against --root) for the node list and
+each node's status key, fetches every node's status branch (status/<node>) and
+checks each report's signature against that node's key. It prints one line per
+node — region, target and applied version, health, overlay address, cluster
+members seen, report age, last error — then who sees whom in the cluster.
+
+Flags: STALE (report older than --stale), FORGED (signed by another key),
+UNSIGNED, INVALID (malformed, or about another node), MISSING (no branch),
+UNKNOWN (a branch for a node the release does not list). The content of
+forged, unsigned and invalid reports is not shown; status exits with code 3
+when there is any.`,
+		Example: `  pullship status --repo https://git.example.com/fleet.git --root root-1.toml
+  pullship status --repo /srv/git/fleet.git --root root-1.toml --watch
+  pullship status --repo /srv/git/fleet.git --root root-1.toml --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pinned, err := loadRoot(rootPath)
+			if err != nil {
+				return err
+			}
+			if interval < 100*time.Millisecond {
+				return withCode(ExitUsage, fmt.Errorf("--interval %s: at least 100ms", interval))
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			r, err := rf.open(ctx)
+			if err != nil {
+				return err
+			}
+			opts := bundler.FleetOptions{Stale: stale}
+			if !watch {
+				f, err := r.FleetStatus(ctx, pinned, time.Now().UTC(), opts)
+				if err != nil {
+					return verifyCode(err)
+				}
+				if err := printFleet(env.Stdout, f, asJSON); err != nil {
+					return err
+				}
+				return fleetCode(f)
+			}
+			tty := isTerminal(env.Stdout)
+			for {
+				f, err := r.FleetStatus(ctx, pinned, time.Now().UTC(), opts)
+				if ctx.Err() != nil {
+					return nil
+				}
+				if tty {
+					io.WriteString(env.Stdout, "\x1b[H\x1b[2J") // home, clear screen
+				}
+				if err != nil {
+					// Keep watching: the remote may come back.
+					fmt.Fprintf(env.Stdout, "%s  error: %v\n", time.Now().UTC().Format(time.RFC3339), err)
+				} else if err := printFleet(env.Stdout, f, asJSON); err != nil {
+					return err
+				}
+				if !tty && !asJSON {
+					fmt.Fprintln(env.Stdout)
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		},
+	}
+	rf.register(cmd)
+	cmd.Flags().StringVar(&rootPath, "root", "", "the pinned trust root (root-N.toml) releases are verified against")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (one object per refresh with --watch)")
+	cmd.Flags().BoolVar(&watch, "watch", false, "refresh until interrupted (in place on a terminal)")
+	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between refreshes with --watch")
+	cmd.Flags().DurationVar(&stale, "stale", bundler.DefaultStale, "a report older than this is flagged STALE (about 3 agent heartbeats)")
+	return cmd
+}
+
+func fleetCode(f *bundler.Fleet) error {
+	if n := f.Bad(); n > 0 {
+		return withCode(ExitVerify, fmt.Errorf("status: %d report(s) forged, unsigned or invalid", n))
+	}
+	return nil
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func printFleet(w io.Writer, f *bundler.Fleet, asJSON bool) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(f)
+	}
+	fmt.Fprintf(w, "release %d (%s)  at %s  stale after %s\n\n", f.Version, shortID(f.Commit), f.Now.Format(time.RFC3339), f.Stale)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tREGION\tTARGET\tAPPLIED\tHEALTH\tADDRESS\tMEMBERS\tAGE\tFLAG\tLAST ERROR")
+	for _, n := range f.Nodes {
+		flag := "-"
+		if n.State != bundler.ReportOK {
+			flag = strings.ToUpper(string(n.State))
+		}
+		s := n.Status
+		if s == nil {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t%s\t%s\n", n.Node, dash(n.Region), flag, oneLine(n.Problem, 80))
+			continue
+		}
+		applied := fmt.Sprint(s.AppliedVersion)
+		if s.AppliedVersion != s.TargetVersion {
+			applied += " (!)"
+		}
+		if s.FailedVersion != 0 {
+			applied += fmt.Sprintf(" failed %d", s.FailedVersion)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Node, n.Region, s.TargetVersion, applied,
+			health(s), address(s), members(s), n.Age.Round(time.Second), flag, oneLine(s.LastError, 80))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	printMatrix(w, &f.Matrix)
+	return nil
+}
+
+func health(s *schema.Status) string {
+	h := "fail"
+	if s.Health.OK {
+		h = "ok"
+	}
+	return h + "/" + s.Container.State
+}
+
+func address(s *schema.Status) string {
+	a := dash(s.Network.Address)
+	if s.Network.Driver == schema.DriverNone {
+		return a
+	}
+	if s.Network.Attached {
+		return a + " attached"
+	}
+	return a + " DETACHED"
+}
+
+func members(s *schema.Status) string {
+	running := 0
+	for _, m := range s.Cluster.Members {
+		if m.Running {
+			running++
+		}
+	}
+	out := fmt.Sprintf("%d/%d", running, len(s.Cluster.Members))
+	if !s.Cluster.Joined && len(s.Cluster.Members) > 0 {
+		out += " not joined"
+	}
+	return out
+}
+
+func printMatrix(w io.Writer, m *bundler.Matrix) {
+	if len(m.Rows) == 0 || len(m.Columns) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nwho sees whom (row: reporting node; +: running, x: down, .: not seen)")
+	tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+	fmt.Fprint(tw, "\t")
+	for _, c := range m.Columns {
+		fmt.Fprintf(tw, "%s\t", oneLine(c, 24))
+	}
+	fmt.Fprintln(tw)
+	for i, r := range m.Rows {
+		fmt.Fprintf(tw, "%s\t", r)
+		for _, c := range m.Cells[i] {
+			mark := "."
+			switch c {
+			case bundler.SeenRunning:
+				mark = "+"
+			case bundler.SeenDown:
+				mark = "x"
+			}
+			fmt.Fprintf(tw, "%s\t", mark)
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+	if m.Truncated {
+		fmt.Fprintf(w, "(more than %d members; the rest are not shown)\n", bundler.MaxMatrixColumns)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// oneLine flattens report text (written by nodes, so untrusted) into one
+// printable line of at most n runes: no terminal escapes reach the screen.
+func oneLine(s string, n int) string {
+	var b strings.Builder
+	i := 0
+	for _, r := range s {
+		if i == n {
+			b.WriteString("…")
+			break
+		}
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			r = ' '
+		}
+		b.WriteRune(r)
+		i++
+	}
+	return strings.TrimSpace(b.String())
+}
