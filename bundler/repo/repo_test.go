@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -270,13 +271,11 @@ func testRemote(t *testing.T, url, bare string) {
 
 	// The race lost while the pack is on its way: the server's own check.
 	f4 := makeFixture(t, 4, f2.release)
-	raced := false
+	var race sync.Once
 	open := f4.stream.open
 	f4.stream.open = func(o Object) (io.ReadCloser, error) {
-		if !raced {
-			raced = true
-			git(t, bare, "update-ref", "refs/heads/releases", f.release.String())
-		}
+		// Opens run concurrently (parallel compression): race once.
+		race.Do(func() { git(t, bare, "update-ref", "refs/heads/releases", f.release.String()) })
 		return open(o)
 	}
 	_, err = r.Push(ctx, []RefUpdate{{Name: "refs/heads/releases", Old: f2.release, New: f4.release}}, f4.stream)
