@@ -207,8 +207,11 @@ func (r *Reporter) readReport(commit plumbing.Hash) (*schema.Status, plumbing.Ha
 		return nil, plumbing.ZeroHash, fmt.Errorf("status of node %s: commit %s: %w", r.node, commit, err)
 	}
 	log, err := r.store.Log(commit, 1)
-	if err != nil || len(log) != 1 {
+	if err != nil {
 		return nil, plumbing.ZeroHash, fmt.Errorf("status of node %s: %w", r.node, err)
+	}
+	if len(log) != 1 {
+		return nil, plumbing.ZeroHash, fmt.Errorf("status of node %s: commit %s: not found", r.node, commit)
 	}
 	var parent plumbing.Hash
 	if len(log[0].ParentHashes) > 0 {
