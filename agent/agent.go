@@ -14,6 +14,7 @@ import (
 	"github.com/pullship/pullship/agent/cluster"
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/agent/report"
 	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/repo"
@@ -56,6 +57,8 @@ type Agent struct {
 	managed managed
 	// joinBackoff paces cluster join attempts.
 	joinBackoff cluster.Backoff
+	reporters   map[string]*report.Reporter
+	lastReport  map[string]reported
 }
 
 // Options are the agent's collaborators; zero fields get defaults.
@@ -100,6 +103,10 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	// One round of joins per pass: the poll loop is the backoff, and the
 	// first node of a new cluster has nobody to join yet.
 	a.joinBackoff = cluster.Backoff{Rounds: 1}
+	if err := a.openReporters(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -248,6 +255,13 @@ func (a *Agent) Once(ctx context.Context) (Outcome, error) {
 	}
 	t, err := a.poll(ctx, st)
 	if err != nil {
+		// Still say what runs: the report queues until a remote is back.
+		a.loadManaged()
+		for _, n := range a.cfg.Nodes {
+			if rn := a.managed.byNode(n.Name); rn != nil {
+				a.report(ctx, rn, st.Version, st.Nodes[n.Name], err)
+			}
+		}
 		return Nothing, err
 	}
 	if err := a.accept(t, st); err != nil {
@@ -264,6 +278,7 @@ func (a *Agent) Once(ctx context.Context) (Outcome, error) {
 		if o > out {
 			out = o
 		}
+		a.report(ctx, rn, t.v.Release.Version, st.Nodes[n.Name], err)
 	}
 	return out, errors.Join(errs...)
 }

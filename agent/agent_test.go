@@ -25,6 +25,7 @@ import (
 // host is one test host: a release repository, an agent and the real engine.
 type host struct {
 	t      *testing.T
+	key    *bundlertest.Key // the node's status key
 	env    *bundlertest.Env
 	node   string
 	etc    string // allowed dir
@@ -44,6 +45,7 @@ func newHost(t *testing.T) *host {
 	}
 	h := &host{t: t, env: bundlertest.NewEnv(t), node: "n" + randHex(4)}
 	h.etc = filepath.Join(h.env.Dir, "etc")
+	h.key = bundlertest.NewKey(t, h.env.Dir, "node")
 	eng, err := engine.NewDocker()
 	if err != nil {
 		t.Fatal(err)
@@ -108,8 +110,9 @@ func (h *host) image(variant string) string {
 func (h *host) release(img, conf string, health string) {
 	h.fleet = bundlertest.WriteFleet(h.t, filepath.Join(h.env.Dir, "fleet"), bundlertest.Fleet{
 		Image: "pullship-test/ping:1", Template: conf, Target: filepath.Join(h.etc, "app", "app.conf"),
-		Nodes: []bundlertest.Node{{Name: h.node, Region: "test", Address: "10.0.0.1/24"}},
-		Extra: "entrypoint = [\"/pingsrv\"]\nhealth = { command = " + health + ", expect = \"pong\", timeout = \"5s\", retries = 2, interval = \"200ms\" }\n",
+		Nodes:     []bundlertest.Node{{Name: h.node, Region: "test", Address: "10.0.0.1/24"}},
+		StatusKey: h.key.PubPEM,
+		Extra:     "entrypoint = [\"/pingsrv\"]\nhealth = { command = " + health + ", expect = \"pong\", timeout = \"5s\", retries = 2, interval = \"200ms\" }\n",
 	})
 	h.env.Cut(h.t, h.fleet, img)
 }

@@ -91,6 +91,11 @@ func clusterSpec(rn *schema.ReleaseNode) cluster.Spec {
 	return cluster.Spec{Show: c.Show, Format: c.Format, Join: c.Join, Self: c.Self}
 }
 
+// clusterView reads the node's cluster view.
+func (a *Agent) clusterView(ctx context.Context, rn *schema.ReleaseNode) (cluster.View, error) {
+	return cluster.Check(ctx, execRunner{a.eng, rn.Container.Name}, clusterSpec(rn))
+}
+
 // ensureCluster joins the node to its cluster when it is not a member.
 func (a *Agent) ensureCluster(ctx context.Context, rn *schema.ReleaseNode) (cluster.View, error) {
 	if rn.Container.Cluster == nil {
@@ -128,6 +133,17 @@ func (m *managed) get(container string) *schema.ReleaseNode {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.nodes[container]
+}
+
+func (m *managed) byNode(node string) *schema.ReleaseNode {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rn := range m.nodes {
+		if rn.Name == node {
+			return rn
+		}
+	}
+	return nil
 }
 
 func (m *managed) all() []*schema.ReleaseNode {

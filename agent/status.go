@@ -1,0 +1,141 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/pullship/pullship/agent/report"
+	"github.com/pullship/pullship/agent/state"
+	"github.com/pullship/pullship/schema"
+)
+
+// reported is the last report of a node, to decide when the next is due.
+type reported struct {
+	at     time.Time
+	status *schema.Status
+}
+
+// openReporters loads every node's status key and makes its reporter.
+func (a *Agent) openReporters() error {
+	a.reporters = map[string]*report.Reporter{}
+	a.lastReport = map[string]reported{}
+	for _, n := range a.cfg.Nodes {
+		data, err := os.ReadFile(n.Key)
+		if err != nil {
+			return fmt.Errorf("node %s: status key: %w (create it with pullship-agent init)", n.Name, err)
+		}
+		signer, _, err := schema.LoadPrivateKey(n.Key, data, nil)
+		if err != nil {
+			return fmt.Errorf("node %s: status key: %w (the agent runs unattended: its key is not encrypted)", n.Name, err)
+		}
+		r, err := report.New(n.Name, signer, a.objects)
+		if err != nil {
+			return err
+		}
+		a.reporters[n.Name] = r
+	}
+	return nil
+}
+
+// report writes node's status when it changed or a heartbeat is due, and
+// pushes the queue to the first remote that takes it. Failures are logged:
+// reports stay queued until a remote accepts them.
+func (a *Agent) report(ctx context.Context, rn *schema.ReleaseNode, target int64, ns *state.Node, lastErr error) {
+	st := a.observe(ctx, rn, target, ns, lastErr)
+	last, ok := a.lastReport[rn.Name]
+	if ok && report.IsHeartbeat(last.status, st) && a.now().Sub(last.at) < a.cfg.Heartbeat.Duration {
+		return
+	}
+	r := a.reporters[rn.Name]
+	if err := r.Commit(st); err != nil {
+		a.log.Error("status report", "node", rn.Name, "err", err)
+		return
+	}
+	a.lastReport[rn.Name] = reported{at: a.now(), status: st}
+	var pushers []report.Pusher
+	for _, url := range a.cfg.Remotes {
+		if rem, err := a.remote(ctx, url); err == nil {
+			pushers = append(pushers, rem)
+		}
+	}
+	if err := r.Flush(ctx, pushers...); err != nil {
+		a.log.Warn("status queued", "node", rn.Name, "err", err)
+	}
+}
+
+// observe reads what the node really runs.
+func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int64, ns *state.Node, lastErr error) *schema.Status {
+	now := a.now().UTC().Truncate(time.Second)
+	st := &schema.Status{Node: rn.Name, Region: rn.Region, Time: now, TargetVersion: target,
+		Network: schema.StatusNetwork{Driver: rn.Network.Driver, Address: rn.Network.Address}}
+	if st.Network.Driver == "" {
+		st.Network.Driver = schema.DriverNone
+	}
+	if ns != nil {
+		st.AppliedVersion, st.FailedVersion = ns.Applied, ns.Failed
+	}
+	var errs []string
+	if lastErr != nil {
+		errs = append(errs, lastErr.Error())
+	} else if ns != nil && ns.Failed >= target && ns.FailedError != "" {
+		errs = append(errs, ns.FailedError)
+	}
+	for _, f := range rn.Files {
+		sum, _ := fileSHA256(f.Target)
+		st.Files = append(st.Files, schema.StatusFile{Target: f.Target, SHA256: sum})
+	}
+	cs, found, err := a.eng.Inspect(ctx, rn.Container.Name)
+	switch {
+	case err != nil:
+		st.Container.State = "missing"
+		errs = append(errs, err.Error())
+	case !found:
+		st.Container.State = "missing"
+	default:
+		st.Container.ID, st.Image = cs.ID, cs.ImageID
+		st.Container.State = cs.Status
+		if !slices.Contains(schema.ContainerStates, cs.Status) {
+			st.Container.State = "dead"
+		}
+		if !cs.StartedAt.IsZero() {
+			t := cs.StartedAt.UTC().Truncate(time.Second)
+			st.Container.StartedAt = &t
+		}
+	}
+	if found && cs.Running {
+		if at, err := a.driver(rn.Network).Check(ctx, rn.Container.Name); err == nil {
+			st.Network.Attached = rn.Network.Driver == schema.DriverNone || rn.Network.Driver == "" || hasAddress(at, rn.Network.Address)
+		} else {
+			errs = append(errs, err.Error())
+		}
+		herr := a.check(ctx, rn.Container.Name, rn.Container.Health, 10*time.Second)
+		st.Health.OK = herr == nil
+		st.Health.CheckedAt = &now
+		if herr != nil {
+			st.Health.Output = bound(herr.Error(), schema.MaxOutputLen)
+		}
+		if rn.Container.Cluster != nil {
+			v, err := a.clusterView(ctx, rn)
+			if err != nil {
+				errs = append(errs, err.Error())
+			}
+			st.Cluster.Joined = v.Joined
+			for _, m := range v.Members {
+				st.Cluster.Members = append(st.Cluster.Members, schema.StatusMember{Node: m.Node, Running: m.Running})
+			}
+		}
+	}
+	st.LastError = bound(strings.Join(errs, "; "), schema.MaxStringLen)
+	return st
+}
+
+func bound(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n-3], "") + "..."
+}
