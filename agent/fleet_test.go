@@ -18,8 +18,10 @@ import (
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/engine/enginetest"
+	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
+	"github.com/pullship/pullship/bundler/repo"
 )
 
 // goBuild builds a package of this module as a static binary.
@@ -209,6 +211,29 @@ driver = "weave"
 	}
 	waitFor(t, 20*time.Second, "four nodes clustered", clustered)
 
+	// pullship status reads what the agents reported: a third pass reports
+	// the cluster as it now stands.
+	for _, fa := range agents {
+		if _, err := fa.a.Once(ctx); err != nil {
+			t.Fatalf("%s: third once: %v", fa.node, err)
+		}
+	}
+	fleetStatus := func() *bundler.Fleet {
+		r, err := bundler.Open(ctx, env.Repo, filepath.Join(env.Dir, "status-cache"), repo.Options{})
+		must(t, err)
+		f, err := r.FleetStatus(ctx, env.Pinned, time.Now(), bundler.FleetOptions{})
+		must(t, err)
+		return f
+	}
+	f := fleetStatus()
+	for _, n := range f.Nodes {
+		st := n.Status
+		if n.State != bundler.ReportOK || st == nil || st.AppliedVersion != 1 || !st.Health.OK || !st.Network.Attached ||
+			!st.Cluster.Joined || len(st.Cluster.Members) != 4 {
+			t.Fatalf("status of %s: %s %s %+v", n.Node, n.State, n.Problem, st)
+		}
+	}
+
 	// docker restart loses the weave address; the watcher re-attaches it.
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -225,6 +250,17 @@ driver = "weave"
 	waitFor(t, 2*time.Second, "address re-attached after docker restart", hasAddr)
 	t.Logf("address back %v after docker restart returned", time.Since(restarted).Round(time.Millisecond))
 	waitFor(t, 20*time.Second, "cluster whole again", clustered)
+
+	// The next report says so: a new start time, the address attached.
+	before := f.Nodes[0].Status.Container.StartedAt
+	if _, err := agents[0].a.Once(ctx); err != nil {
+		t.Fatalf("cn: once after restart: %v", err)
+	}
+	f = fleetStatus()
+	st := f.Nodes[0].Status
+	if f.Nodes[0].Node != "cn" || st == nil || !st.Network.Attached || st.Container.StartedAt == nil || !st.Container.StartedAt.After(*before) {
+		t.Fatalf("cn's report after the restart: %+v", st)
+	}
 }
 
 // waitFor polls cond until it holds or d passes.
