@@ -55,6 +55,15 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 			return Nothing, nil
 		}
 		a.log.Warn("node drifted from its release; applying it again", "node", rn.Name, "version", rel.Version, "drift", drift)
+	} else {
+		why, err := a.gate(ctx, t, rn)
+		if err != nil {
+			return Nothing, fmt.Errorf("rollout gate: %w", err)
+		}
+		if why != "" {
+			a.log.Info("release waits for earlier waves", "node", rn.Name, "version", rel.Version, "why", why)
+			return Nothing, nil
+		}
 	}
 	start := a.now()
 	err := a.apply(ctx, t, rn)

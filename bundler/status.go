@@ -43,6 +43,7 @@ func (s ReportState) Bad() bool {
 type NodeReport struct {
 	Node    string         `json:"node"`
 	Region  string         `json:"region"` // from the release manifest
+	Wave    int            `json:"wave"`   // from the release manifest
 	State   ReportState    `json:"state"`
 	Problem string         `json:"problem,omitempty"` // why the state is not ok
 	Commit  string         `json:"commit,omitempty"`  // head of the status branch
@@ -175,7 +176,7 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	}
 
 	for _, n := range v.Release.Nodes {
-		nr := NodeReport{Node: n.Name, Region: n.Region}
+		nr := NodeReport{Node: n.Name, Region: n.Region, Wave: n.Wave}
 		if id := heads[n.Name]; id.IsZero() {
 			nr.State, nr.Problem = ReportMissing, "no branch "+StatusPrefix+n.Name
 		} else {
@@ -204,6 +205,15 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	}
 	f.Matrix = buildMatrix(v.Release, f.Nodes)
 	return f, nil
+}
+
+// CheckReport reads and verifies the status report at commit id of node n's
+// branch (as an agent gating its wave does): the state says whether it can
+// be trusted, Status is set only when it can.
+func CheckReport(st *repo.Store, n schema.ReleaseNode, id plumbing.Hash) NodeReport {
+	nr := NodeReport{Node: n.Name, Region: n.Region, Wave: n.Wave, Commit: id.String()}
+	checkReport(st, &nr, n, id)
+	return nr
 }
 
 // checkReport fills nr's state (and Status when the report verifies) from
@@ -366,4 +376,60 @@ func buildMatrix(rel *schema.Release, nodes []NodeReport) Matrix {
 		m.Cells = append(m.Cells, row)
 	}
 	return m
+}
+
+// WaveProgress is how far a release has rolled out in one wave.
+type WaveProgress struct {
+	Wave    int      `json:"wave"`
+	Nodes   []string `json:"nodes"`
+	Done    int      `json:"done"`              // nodes healthy on the release
+	Waiting string   `json:"waiting,omitempty"` // why the wave has not started or finished
+}
+
+// Waves summarises the rollout of f's release wave by wave, from the nodes'
+// verified reports: a wave starts when every node of the earlier waves is
+// healthy on the release; a node that failed it halts the waves after it.
+func (f *Fleet) Waves() []WaveProgress {
+	byWave := map[int]*WaveProgress{}
+	var order []int
+	for _, n := range f.Nodes {
+		if n.State == ReportUnknown {
+			continue
+		}
+		w := byWave[n.Wave]
+		if w == nil {
+			w = &WaveProgress{Wave: n.Wave}
+			byWave[n.Wave] = w
+			order = append(order, n.Wave)
+		}
+		w.Nodes = append(w.Nodes, n.Node)
+		if s := n.Status; s != nil && s.AppliedVersion == f.Version && s.Health.OK {
+			w.Done++
+		}
+	}
+	sort.Ints(order)
+	var out []WaveProgress
+	blocker := ""
+	for _, wv := range order {
+		w := byWave[wv]
+		switch {
+		case blocker != "":
+			w.Waiting = blocker
+		case w.Done < len(w.Nodes):
+			w.Waiting = fmt.Sprintf("%d of %d nodes healthy on release %d", w.Done, len(w.Nodes), f.Version)
+		}
+		for _, n := range f.Nodes {
+			if n.Wave != wv || blocker != "" {
+				continue
+			}
+			switch s := n.Status; {
+			case s != nil && s.FailedVersion == f.Version:
+				blocker = fmt.Sprintf("halted: node %s (wave %d) failed release %d", n.Node, wv, f.Version)
+			case s == nil || s.AppliedVersion != f.Version || !s.Health.OK:
+				blocker = fmt.Sprintf("waits for node %s (wave %d) to be healthy on release %d", n.Node, wv, f.Version)
+			}
+		}
+		out = append(out, *w)
+	}
+	return out
 }

@@ -153,8 +153,25 @@ func printFleet(w io.Writer, f *bundler.Fleet, asJSON bool) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	printWaves(w, f)
 	printMatrix(w, &f.Matrix)
 	return nil
+}
+
+// printWaves shows the rollout of the release wave by wave and why a wave waits.
+func printWaves(w io.Writer, f *bundler.Fleet) {
+	waves := f.Waves()
+	if len(waves) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nrollout of release %d\n", f.Version)
+	for _, wp := range waves {
+		state := "done"
+		if wp.Waiting != "" {
+			state = oneLine(wp.Waiting, 100)
+		}
+		fmt.Fprintf(w, "  wave %d (%s): %d/%d  %s\n", wp.Wave, strings.Join(wp.Nodes, ", "), wp.Done, len(wp.Nodes), state)
+	}
 }
 
 func health(s *schema.Status) string {

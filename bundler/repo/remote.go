@@ -143,6 +143,9 @@ func (r *Remote) String() string { return redact(r.url) }
 // connection. An empty repository yields an empty map.
 func (r *Remote) Refs(ctx context.Context) (map[string]plumbing.Hash, error) {
 	if r.dir != nil {
+		// Other processes (a release, another agent's status push) add
+		// packs to the directory: look at it afresh.
+		r.dir.reload()
 		return r.dir.Refs()
 	}
 	var ar *packp.AdvRefs
@@ -548,6 +551,7 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 		err        error
 	)
 	if r.dir != nil {
+		r.dir.reload()
 		remoteRefs, err = r.dir.Refs()
 	} else {
 		sess, err = r.tr.NewUploadPackSession(r.ep, r.auth)
