@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -138,4 +139,28 @@ func bound(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n-3], "") + "..."
+}
+
+// Status writes, for every node of this host, the report it would send now
+// (status.toml), observed from the host, without applying anything.
+func (a *Agent) Status(ctx context.Context, w io.Writer) error {
+	st, err := a.st.Load()
+	if err != nil {
+		return err
+	}
+	a.loadManaged()
+	for _, n := range a.cfg.Nodes {
+		rn := a.managed.byNode(n.Name)
+		if rn == nil {
+			fmt.Fprintf(w, "# node %s: no release accepted yet\n", n.Name)
+			continue
+		}
+		s := a.observe(ctx, rn, st.Version, st.Nodes[n.Name], nil)
+		data, err := s.Encode()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "# node %s\n%s\n", n.Name, data)
+	}
+	return nil
 }
