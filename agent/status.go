@@ -156,6 +156,12 @@ func (a *Agent) Status(ctx context.Context, w io.Writer) error {
 			continue
 		}
 		s := a.observe(ctx, rn, st.Version, st.Nodes[n.Name], nil)
+		s.Sequence = 1 // numbered when committed; Encode wants a valid report
+		if r := a.reporters[n.Name]; r != nil {
+			if prev, err := r.Last(); err == nil && prev != nil {
+				s.Sequence = prev.Sequence + 1
+			}
+		}
 		data, err := s.Encode()
 		if err != nil {
 			return err

@@ -301,3 +301,15 @@ func (r *Reporter) pushTo(ctx context.Context, p Pusher, head plumbing.Hash) err
 	}
 	return err
 }
+
+// Last returns the newest committed report (nil when none was committed).
+func (r *Reporter) Last() (*schema.Status, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	head, err := r.head()
+	if err != nil || head.IsZero() {
+		return nil, err
+	}
+	st, _, err := r.readReport(head)
+	return st, err
+}
