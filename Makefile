@@ -8,7 +8,7 @@ BIN         := bin
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME    ?= 10s
 
-.PHONY: all build test lint fuzz bench demo demo-clean clean
+.PHONY: all build test lint fuzz bench demo demo-clean docs clean
 
 all: build
 
@@ -39,6 +39,11 @@ demo: build
 
 demo-clean:
 	bash scripts/demo.sh clean
+
+## docs: regenerate the command reference in docs/cli
+docs:
+	rm -rf docs/cli
+	$(GO) run ./bundler/internal/gendocs docs/cli
 
 clean:
 	rm -rf $(BIN)
