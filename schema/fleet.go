@@ -2,6 +2,8 @@ package schema
 
 import (
 	"fmt"
+
+	"filippo.io/age"
 	"net/netip"
 	"path"
 	"strings"
@@ -20,6 +22,16 @@ type Fleet struct {
 	Attach    Attach         `toml:"attach"` // default attachment of every node
 	Nodes     []FleetNode    `toml:"node"`
 	Rollout   FleetRollout   `toml:"rollout"`
+	Secrets   FleetSecrets   `toml:"secrets"`
+}
+
+// FleetSecrets configures node secrets (docs/secrets.md).
+type FleetSecrets struct {
+	// Recipients are the age X25519 recipients ("age1…") of the operators
+	// and CI jobs that cut releases: every secret value in secrets/<node>.toml
+	// is encrypted to them besides the node, so that any one of them can
+	// render the node's templates.
+	Recipients []string `toml:"recipients,omitempty"`
 }
 
 // Service is the container every node runs.
@@ -98,6 +110,10 @@ type FleetNode struct {
 	// StatusKey is the node's status public key: a PEM block, or a path
 	// relative to fleet.toml of a file holding one.
 	StatusKey string `toml:"status_key"`
+	// AgeRecipient is the node's age X25519 recipient ("age1…", printed by
+	// pullship-agent init). Secrets, and the rendered files that use them,
+	// are encrypted to it. Required only for nodes that use secrets.
+	AgeRecipient string `toml:"age_recipient,omitempty"`
 }
 
 // FleetRollout holds the rollout and release settings.
@@ -270,6 +286,14 @@ func (f *Fleet) Validate() error {
 			return err
 		}
 	}
+	if len(f.Secrets.Recipients) > MaxListLen {
+		return fmt.Errorf("secrets: recipients: %d entries, at most %d allowed", len(f.Secrets.Recipients), MaxListLen)
+	}
+	for _, r := range f.Secrets.Recipients {
+		if err := CheckAgeRecipient(r); err != nil {
+			return fmt.Errorf("secrets: recipients: %w", err)
+		}
+	}
 	if d := f.Rollout.Expires.D(); d < time.Hour || d > MaxReleaseLifetime {
 		return fmt.Errorf("rollout: expires %s: must be between 1h and %s", d, MaxReleaseLifetime)
 	}
@@ -307,6 +331,22 @@ func (n *FleetNode) validate(f *Fleet) error {
 		}
 	} else if err := CheckRelPath(n.StatusKey); err != nil {
 		return fmt.Errorf("status_key: %w", err)
+	}
+	if n.AgeRecipient != "" {
+		if err := CheckAgeRecipient(n.AgeRecipient); err != nil {
+			return fmt.Errorf("age_recipient: %w", err)
+		}
+	}
+	return nil
+}
+
+// CheckAgeRecipient requires an age X25519 recipient ("age1…").
+func CheckAgeRecipient(s string) error {
+	if len(s) > 128 {
+		return fmt.Errorf("%.20q…: not an age X25519 recipient (too long)", s)
+	}
+	if _, err := age.ParseX25519Recipient(s); err != nil {
+		return fmt.Errorf("%q: not an age X25519 recipient (age1…): %w", s, err)
 	}
 	return nil
 }

@@ -42,15 +42,18 @@ type ReleaseImage struct {
 
 // ReleaseNode is everything one node applies.
 type ReleaseNode struct {
-	Name        string    `toml:"name"`
-	Region      string    `toml:"region"`
-	Wave        int       `toml:"wave"`
-	Image       string    `toml:"image"`        // a ReleaseImage name
-	StatusKeyID string    `toml:"status_keyid"` // key id of StatusKey
-	StatusKey   string    `toml:"status_key"`   // PEM public key verifying the node's status.toml.sig
-	Container   Container `toml:"container"`
-	Network     Network   `toml:"network"`
-	Files       []File    `toml:"file"`
+	Name        string `toml:"name"`
+	Region      string `toml:"region"`
+	Wave        int    `toml:"wave"`
+	Image       string `toml:"image"`        // a ReleaseImage name
+	StatusKeyID string `toml:"status_keyid"` // key id of StatusKey
+	StatusKey   string `toml:"status_key"`   // PEM public key verifying the node's status.toml.sig
+	// AgeRecipient is the node's age recipient its encrypted files are
+	// encrypted to; set when the fleet names one (docs/secrets.md).
+	AgeRecipient string    `toml:"age_recipient,omitempty"`
+	Container    Container `toml:"container"`
+	Network      Network   `toml:"network"`
+	Files        []File    `toml:"file"`
 }
 
 // Container is the literal container spec of one node.
@@ -93,6 +96,10 @@ type File struct {
 	SHA256 string   `toml:"sha256"` // hex
 	Length int64    `toml:"length"` // bytes, at most MaxFileLength
 	Mode   FileMode `toml:"mode"`
+	// Encrypted marks a file that used node secrets: the release holds it
+	// age-encrypted to the node's AgeRecipient, SHA256 and Length pin that
+	// ciphertext, and the agent writes the decrypted plaintext to Target.
+	Encrypted bool `toml:"encrypted,omitempty"`
 }
 
 // Rollout controls wave gating.
@@ -360,6 +367,19 @@ func (n *ReleaseNode) validate() error {
 		}
 		if f.Mode&0o400 == 0 || f.Mode > 0o777 {
 			return fmt.Errorf("file %q: mode %04o: must be readable by its owner, at most 0777", f.Path, uint32(f.Mode))
+		}
+		if f.Encrypted {
+			if n.AgeRecipient == "" {
+				return fmt.Errorf("file %q: encrypted, but the node has no age_recipient", f.Path)
+			}
+			if f.Length == 0 {
+				return fmt.Errorf("file %q: encrypted, but empty (an age file never is)", f.Path)
+			}
+		}
+	}
+	if n.AgeRecipient != "" {
+		if err := CheckAgeRecipient(n.AgeRecipient); err != nil {
+			return fmt.Errorf("age_recipient: %w", err)
 		}
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -48,6 +49,29 @@ type File struct {
 	Mode   schema.FileMode
 	Data   []byte
 	SHA256 string // hex sha256 of Data
+	// Secret says the template called secret: Data holds node secrets and
+	// must be encrypted to the node before it goes anywhere (see
+	// bundler.EncryptRendered); the matching Release.Files entry pins the
+	// plaintext until then.
+	Secret bool
+}
+
+// Options are RenderWith's optional inputs.
+type Options struct {
+	// Secrets returns the decrypted secrets of a node, key → value. It is
+	// called at most once per node, and only for nodes whose templates call
+	// secret. Nil means no secrets: a template calling secret fails.
+	Secrets func(node string) (map[string]string, error)
+}
+
+// MissingSecretError reports a template asking for a secret the node does
+// not have; the wrapping error names the node and the template.
+type MissingSecretError struct {
+	Node, Key string
+}
+
+func (e *MissingSecretError) Error() string {
+	return fmt.Sprintf("secret %q is not set for node %q (set it with: pullship secret set %s %s)", e.Key, e.Node, e.Node, e.Key)
 }
 
 // ReleaseNodes returns the release entries of all nodes, in fleet order.
@@ -76,8 +100,16 @@ type Data struct {
 
 // Render renders fleet f whose fleet.toml lives in directory dir (template
 // sources and status key files are read relative to it, and never from
-// outside it). f must have come from schema.ParseFleet.
+// outside it). f must have come from schema.ParseFleet. It is RenderWith
+// without options: templates calling secret fail.
 func Render(f *schema.Fleet, dir string) (*Rendered, error) {
+	return RenderWith(f, dir, Options{})
+}
+
+// RenderWith is Render with options. Config templates may call
+// {{secret "key"}}, which yields the node's secret from o.Secrets; files
+// that did are marked File.Secret.
+func RenderWith(f *schema.Fleet, dir string, o Options) (*Rendered, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("render: %w", err)
@@ -90,7 +122,8 @@ func Render(f *schema.Fleet, dir string) (*Rendered, error) {
 		if err != nil {
 			return nil, fmt.Errorf("render: template %q: %w", t.Name, err)
 		}
-		tmpls[i], err = template.New(t.Name).Option("missingkey=error").Parse(string(src))
+		// The real secret func is bound per node in renderNode.
+		tmpls[i], err = template.New(t.Name).Option("missingkey=error").Funcs(template.FuncMap{"secret": noSecret}).Parse(string(src))
 		if err != nil {
 			return nil, fmt.Errorf("render: template %q: %w", t.Name, err)
 		}
@@ -111,7 +144,7 @@ func Render(f *schema.Fleet, dir string) (*Rendered, error) {
 	for i := range f.Nodes {
 		n := &f.Nodes[i]
 		d := nodeData(f, n, all)
-		rn, err := renderNode(f, root, n, d, tmpls, all, order)
+		rn, err := renderNode(f, root, n, d, tmpls, all, order, o)
 		if err != nil {
 			return nil, fmt.Errorf("render node %q: %w", n.Name, err)
 		}
@@ -134,7 +167,7 @@ func nodeData(f *schema.Fleet, n *schema.FleetNode, all []Data) Data {
 	return d
 }
 
-func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmpls []*template.Template, all []Data, order []int) (Node, error) {
+func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmpls []*template.Template, all []Data, order []int, o Options) (Node, error) {
 	s := &f.Service
 	pattern := s.Container
 	if n.Container != "" {
@@ -157,12 +190,13 @@ func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmp
 	}
 	a := f.AttachOf(n)
 	rn := schema.ReleaseNode{
-		Name:        n.Name,
-		Region:      n.Region,
-		Wave:        n.Wave,
-		Image:       f.ImageName(),
-		StatusKeyID: keyID,
-		StatusKey:   keyPEM,
+		Name:         n.Name,
+		Region:       n.Region,
+		Wave:         n.Wave,
+		Image:        f.ImageName(),
+		StatusKeyID:  keyID,
+		StatusKey:    keyPEM,
+		AgeRecipient: n.AgeRecipient,
 		Container: schema.Container{
 			Name:       cname,
 			Ports:      slices.Clone(s.Ports),
@@ -220,10 +254,37 @@ func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmp
 	}
 
 	var files []File
+	var secrets map[string]string // loaded on first use
 	for i, t := range f.Templates {
+		used := false
+		tmpls[i].Funcs(template.FuncMap{"secret": func(key string) (string, error) {
+			used = true
+			if secrets == nil {
+				if o.Secrets == nil {
+					return "", fmt.Errorf("secret %q: no secrets available to this render (pass the secrets identity)", key)
+				}
+				m, err := o.Secrets(n.Name)
+				if err != nil {
+					return "", err
+				}
+				if m == nil {
+					m = map[string]string{}
+				}
+				secrets = m
+			}
+			v, ok := secrets[key]
+			if !ok {
+				return "", &MissingSecretError{Node: n.Name, Key: key}
+			}
+			return v, nil
+		}})
 		var buf bytes.Buffer
 		w := &limitWriter{w: &buf, n: schema.MaxFileLength, max: schema.MaxFileLength}
 		if err := tmpls[i].Execute(w, d); err != nil {
+			var mse *MissingSecretError
+			if errors.As(err, &mse) {
+				return Node{}, fmt.Errorf("template %q: %w", t.Name, mse)
+			}
 			return Node{}, fmt.Errorf("template %q: %w", t.Name, explain(err))
 		}
 		target, err := execString("template target", t.Target, d)
@@ -234,11 +295,16 @@ func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmp
 			return Node{}, fmt.Errorf("template %q: target %q: %w", t.Name, target, err)
 		}
 		sum := sha256.Sum256(buf.Bytes())
-		file := File{Path: t.Name, Target: target, Mode: t.Mode, Data: buf.Bytes(), SHA256: hex.EncodeToString(sum[:])}
+		file := File{Path: t.Name, Target: target, Mode: t.Mode, Data: buf.Bytes(), SHA256: hex.EncodeToString(sum[:]), Secret: used}
 		files = append(files, file)
 		rn.Files = append(rn.Files, schema.File{Path: file.Path, Target: file.Target, SHA256: file.SHA256, Length: int64(len(file.Data)), Mode: file.Mode})
 	}
 	return Node{Release: rn, Files: files}, nil
+}
+
+// noSecret stands in for secret until renderNode binds the node's own.
+func noSecret(key string) (string, error) {
+	return "", fmt.Errorf("secret %q: no node bound", key)
 }
 
 func execString(what, text string, d Data) (string, error) {
