@@ -1,0 +1,168 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/schema"
+)
+
+func init() { commands = append(commands, newSecretCmd) }
+
+func newSecretCmd(env Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "secret",
+		Short: "Manage node secrets (age-encrypted values templates read with {{secret \"KEY\"}})",
+		Long: `secret manages the secrets of fleet nodes. Each value is kept next to fleet.toml
+in secrets/<node>.toml, encrypted with age to the node's age_recipient and to
+the fleet's [secrets] recipients (the operators and CI that cut releases). A
+config template reads one with {{secret "KEY"}}; release decrypts it with
+--secrets-identity and encrypts the rendered file to the node, so neither the
+fleet repository nor the release repository ever holds a plaintext value.
+See docs/secrets.md.`,
+	}
+	cmd.AddCommand(newSecretSetCmd(env), newSecretListCmd(env), newSecretRmCmd(env))
+	return cmd
+}
+
+func newSecretSetCmd(env Env) *cobra.Command {
+	var fleet string
+	var raw bool
+	cmd := &cobra.Command{
+		Use:   "set --fleet fleet.toml NODE KEY",
+		Short: "Set a node secret, reading its value from standard input",
+		Long: `set reads the value of secret KEY of node NODE from standard input (a prompt
+that does not echo when it is a terminal; never from the command line, where
+other users and shell history would see it), encrypts it to the node and to
+fleet.toml [secrets] recipients, and replaces secrets/NODE.toml atomically.
+One trailing newline is dropped unless --raw is given.`,
+		Example: `  pullship secret set --fleet fleet.toml cn redis_password
+  printf %s "$REDIS_PASSWORD" | pullship secret set --fleet fleet.toml cn redis_password`,
+		Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if fleet == "" {
+				return withCode(ExitUsage, errors.New("secret set: --fleet fleet.toml is required"))
+			}
+			node, key := args[0], args[1]
+			if err := bundler.CheckSecretKey(key); err != nil {
+				return withCode(ExitUsage, fmt.Errorf("secret set: %w", err))
+			}
+			value, err := readSecretValue(env, node, key, raw)
+			if err != nil {
+				return fmt.Errorf("secret set %s %s: %w", node, key, err)
+			}
+			if err := bundler.SetSecret(fleet, node, key, value); err != nil {
+				return fmt.Errorf("secret set: %w", err)
+			}
+			fmt.Fprintf(env.Stdout, "secret %s of node %s set in %s\n", key, node, bundler.SecretsPath(fleet, node))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&fleet, "fleet", "", "fleet.toml (secrets/ is next to it)")
+	cmd.Flags().BoolVar(&raw, "raw", false, "keep the value's bytes exactly, trailing newline included")
+	return cmd
+}
+
+// readSecretValue reads the value from a no-echo terminal prompt or from
+// all of stdin (bounded).
+func readSecretValue(env Env, node, key string, raw bool) ([]byte, error) {
+	var value []byte
+	if f, ok := env.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprintf(env.Stderr, "Value of secret %s for node %s: ", key, node)
+		v, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(env.Stderr)
+		if err != nil {
+			return nil, fmt.Errorf("read value: %w", err)
+		}
+		value = v
+	} else {
+		v, err := io.ReadAll(io.LimitReader(env.Stdin, bundler.MaxSecretLength+2))
+		if err != nil {
+			return nil, fmt.Errorf("read value from stdin: %w", err)
+		}
+		value = v
+	}
+	if !raw {
+		value = bytes.TrimSuffix(value, []byte("\n"))
+		value = bytes.TrimSuffix(value, []byte("\r"))
+	}
+	if len(value) == 0 {
+		return nil, errors.New("empty value on standard input (remove a secret with pullship secret rm)")
+	}
+	if len(value) > bundler.MaxSecretLength {
+		return nil, fmt.Errorf("value larger than %d bytes", bundler.MaxSecretLength)
+	}
+	return value, nil
+}
+
+func newSecretListCmd(env Env) *cobra.Command {
+	var fleet string
+	cmd := &cobra.Command{
+		Use:   "list --fleet fleet.toml [NODE]",
+		Short: "List the names of node secrets (never their values)",
+		Args: func(cmd *cobra.Command, args []string) error {
+			return withCode(ExitUsage, cobra.MaximumNArgs(1)(cmd, args))
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if fleet == "" {
+				return withCode(ExitUsage, errors.New("secret list: --fleet fleet.toml is required"))
+			}
+			var nodes []string
+			if len(args) == 1 {
+				nodes = args
+			} else {
+				data, err := os.ReadFile(fleet)
+				if err != nil {
+					return fmt.Errorf("secret list: %w", err)
+				}
+				f, err := schema.ParseFleet(fleet, data)
+				if err != nil {
+					return fmt.Errorf("secret list: %w", err)
+				}
+				for _, n := range f.Nodes {
+					nodes = append(nodes, n.Name)
+				}
+			}
+			for _, n := range nodes {
+				keys, err := bundler.ListSecrets(fleet, n)
+				if err != nil {
+					return fmt.Errorf("secret list: %w", err)
+				}
+				for _, k := range keys {
+					fmt.Fprintf(env.Stdout, "%s\t%s\n", n, k)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&fleet, "fleet", "", "fleet.toml (secrets/ is next to it)")
+	return cmd
+}
+
+func newSecretRmCmd(env Env) *cobra.Command {
+	var fleet string
+	cmd := &cobra.Command{
+		Use:   "rm --fleet fleet.toml NODE KEY",
+		Short: "Remove a node secret",
+		Args:  exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if fleet == "" {
+				return withCode(ExitUsage, errors.New("secret rm: --fleet fleet.toml is required"))
+			}
+			if err := bundler.RemoveSecret(fleet, args[0], args[1]); err != nil {
+				return fmt.Errorf("secret rm: %w", err)
+			}
+			fmt.Fprintf(env.Stdout, "secret %s of node %s removed\n", args[1], args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&fleet, "fleet", "", "fleet.toml (secrets/ is next to it)")
+	return cmd
+}
