@@ -9,19 +9,17 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
-	"net"
 	"net/http"
-	"net/http/cgi"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pullship/pullship/bundler/repo/gittest"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -61,57 +59,11 @@ func newBare(t testing.TB, base, name string) string {
 }
 
 // startDaemon runs git daemon on a free loopback port and returns its base URL.
-func startDaemon(t testing.TB, base string) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
-		"--informative-errors", "--base-path="+base, "--listen=127.0.0.1", "--port="+strconv.Itoa(port), base)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+base)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("git daemon did not listen on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return "git://" + addr
-}
+func startDaemon(t testing.TB, base string) string { return gittest.Daemon(t, base).URL }
 
 // startHTTP serves base through git http-backend (CGI) on loopback.
 func startHTTP(t testing.TB, base string, conns *atomic.Int32) string {
-	h := &cgi.Handler{
-		Path: filepath.Join(strings.TrimSpace(git(t, base, "--exec-path")), "git-http-backend"),
-		Env:  []string{"GIT_PROJECT_ROOT=" + base, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + base},
-	}
-	// Go's CGI host refuses chunked bodies (git itself pushes large packs
-	// chunked); git http-backend reads to EOF when CONTENT_LENGTH is unset.
-	unchunk := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.TransferEncoding = nil
-		h.ServeHTTP(w, r)
-	})
-	srv := httptest.NewUnstartedServer(unchunk)
-	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew && conns != nil {
-			conns.Add(1)
-		}
-	}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return gittest.HTTP(t, base, conns)
 }
 
 type fixture struct {

@@ -1,0 +1,122 @@
+// Package gittest starts real git servers on loopback for tests: git
+// daemon (git://) and git http-backend (smart HTTP), both serving the bare
+// repositories under one base directory, with pushes enabled.
+package gittest
+
+import (
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Daemon serves the repositories under base with git daemon and returns
+// its git:// base URL (append "/<repo>.git"). The daemon stops with the
+// test; Stop stops it earlier (a remote that went down).
+func Daemon(t testing.TB, base string) *Server {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s := &Server{t: t, base: base, port: port, URL: "git://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Server is a git daemon that can be stopped and started again on the same
+// port.
+type Server struct {
+	URL  string
+	t    testing.TB
+	base string
+	port int
+	cmd  *exec.Cmd
+}
+
+// Start (re)starts the daemon and waits until it accepts connections.
+func (s *Server) Start() {
+	s.t.Helper()
+	cmd := exec.Command("git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
+		"--informative-errors", "--base-path="+s.base, "--listen=127.0.0.1", "--port="+strconv.Itoa(s.port), s.base)
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+s.base)
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.cmd = cmd
+	addr := strings.TrimPrefix(s.URL, "git://")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("git daemon did not listen on %s: %v", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the daemon.
+func (s *Server) Stop() {
+	if s.cmd != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+		s.cmd = nil
+	}
+}
+
+// HTTP serves the repositories under base through git http-backend (CGI)
+// and returns the base URL. conns, when not nil, counts TCP connections.
+func HTTP(t testing.TB, base string, conns *atomic.Int32) string {
+	t.Helper()
+	out, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Fatalf("git --exec-path: %v", err)
+	}
+	h := &cgi.Handler{
+		Path: filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
+		Env:  []string{"GIT_PROJECT_ROOT=" + base, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + base},
+	}
+	// Go's CGI host refuses chunked bodies (git itself pushes large packs
+	// chunked); git http-backend reads to EOF when CONTENT_LENGTH is unset.
+	unchunk := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.TransferEncoding = nil
+		h.ServeHTTP(w, r)
+	})
+	srv := httptest.NewUnstartedServer(unchunk)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew && conns != nil {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// InitBare creates the bare repository base/name with pushes allowed over
+// HTTP, and returns its path.
+func InitBare(t testing.TB, base, name string) string {
+	t.Helper()
+	dir := filepath.Join(base, name)
+	for _, args := range [][]string{{"init", "-q", "--bare", dir}, {"-C", dir, "config", "http.receivepack", "true"}} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	return dir
+}
