@@ -55,6 +55,16 @@ type Node struct {
 	Name string `toml:"name"`
 	// Key is the node's private key file (pullship-agent init writes it).
 	Key string `toml:"key"`
+	// AgeIdentity is the node's age identity file, which decrypts the files
+	// a release encrypted to the node (docs/secrets.md). Default: Key with
+	// its ".key" suffix replaced by ".age" (Key + ".age" when it has none).
+	AgeIdentity string `toml:"age_identity"`
+}
+
+// DefaultAgeIdentity is the age identity path of a node whose status key is
+// at key: key without ".key", plus ".age".
+func DefaultAgeIdentity(key string) string {
+	return strings.TrimSuffix(key, ".key") + ".age"
 }
 
 // Duration is a time.Duration written as a string ("30s", "5m").
@@ -116,6 +126,11 @@ func (c *Config) validate() error {
 			return fmt.Errorf("node %q: no key (create one with pullship-agent init)", n.Name)
 		}
 		n.Key = c.abs(n.Key)
+		if n.AgeIdentity == "" {
+			n.AgeIdentity = DefaultAgeIdentity(n.Key)
+		} else {
+			n.AgeIdentity = c.abs(n.AgeIdentity)
+		}
 	}
 	if len(c.Remotes) == 0 {
 		return fmt.Errorf("no remotes: list at least one git URL or directory")
