@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -98,8 +99,10 @@ func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
 			fmt.Fprintf(&out, "  --- %s (release %d)\n  +++ %s (release %d)\n", fb.Target, ra.Version, fb.Target, rb.Version)
 			writeLineDiff(&out, string(da), string(db))
 		}
-		for t := range old {
-			fmt.Fprintf(&out, "  file %s: removed\n", t)
+		for _, f := range na.Files {
+			if _, gone := old[f.Target]; gone {
+				fmt.Fprintf(&out, "  file %s: removed\n", f.Target)
+			}
 		}
 		if out.Len() > 0 {
 			if ok {
@@ -189,7 +192,12 @@ func writeImageDiff(w io.Writer, a, b *schema.ImageIndex) {
 			fmt.Fprintf(w, "  ~ %s (%d → %d bytes, %d new in %d chunks)\n", e.Path, ea.Size, e.Size, entryNew, len(e.Chunks))
 		}
 	}
+	gone := make([]string, 0, len(old))
 	for p := range old {
+		gone = append(gone, p)
+	}
+	sort.Strings(gone)
+	for _, p := range gone {
 		fmt.Fprintf(w, "  - %s\n", p)
 	}
 	fmt.Fprintf(w, "  new chunk bytes: %d of %d\n", newBytes, total)

@@ -56,6 +56,9 @@ func Open(ctx context.Context, url, cacheDir string, opts repo.Options) (*Reposi
 		url = abs
 	}
 	r, err := repo.Open(ctx, url, opts)
+	if errors.Is(err, repo.ErrNotRepository) {
+		return nil, fmt.Errorf("%w (create it with pullship init)", err)
+	}
 	if err != nil {
 		return nil, err
 	}

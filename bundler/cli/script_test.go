@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/pullship/pullship/bundler/image/imagetest"
 )
 
 // TestMain lets the script tests run pullship in-process: testscript puts a
@@ -29,8 +31,9 @@ func TestScripts(t *testing.T) {
 			return copyDir(filepath.Join("..", "..", "schema", "testdata", "sig"), filepath.Join(e.WorkDir, "vectors"))
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exits": cmdExits,
-			"perm":  cmdPerm,
+			"exits":   cmdExits,
+			"perm":    cmdPerm,
+			"mkimage": cmdMkimage,
 		},
 		Condition: func(cond string) (bool, error) {
 			if cond == "openssl" {
@@ -96,4 +99,18 @@ func copyDir(from, to string) error {
 		}
 		return os.WriteFile(dst, data, 0o644)
 	})
+}
+
+// cmdMkimage writes a tiny docker-save tarball: mkimage OUT.tar CONTENT
+// (one layer holding /app with CONTENT), so scripts can release an image.
+func cmdMkimage(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: mkimage OUT.tar CONTENT")
+	}
+	_, err := imagetest.WriteFile(ts.MkAbs(args[0]), imagetest.Image{
+		Layers:   [][]imagetest.File{{{Path: "app", Data: []byte(args[1])}}},
+		Cmd:      []string{"/app"},
+		RepoTags: []string{"example/app:1"},
+	})
+	ts.Check(err)
 }
