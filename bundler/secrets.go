@@ -82,7 +82,10 @@ func ParseSecretFile(name string, data []byte) (*SecretFile, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		v = strings.TrimSpace(v)
-		if !strings.HasPrefix(v, armor.Header) || !strings.HasSuffix(v, armor.Footer) {
+		// Decoding the armor (not decrypting) checks the shape strictly,
+		// so Encode can write it back verbatim.
+		_, err := io.Copy(io.Discard, armor.NewReader(strings.NewReader(v)))
+		if !strings.HasPrefix(v, armor.Header) || err != nil {
 			return nil, fmt.Errorf("%s: secret %q: not an ASCII-armored age file (set it with pullship secret set)", name, k)
 		}
 	}
@@ -336,9 +339,9 @@ func NodeSecrets(dir string, ids []age.Identity) func(node string) (map[string]s
 	}
 }
 
-// previousFile returns a node file's bytes in the previous release and the
+// PreviousFile returns a node file's bytes in the previous release and the
 // node's age recipient there; ok is false when there is none.
-type previousFile func(node string, path string) (data []byte, recipient string, ok bool, err error)
+type PreviousFile func(node string, path string) (data []byte, recipient string, ok bool, err error)
 
 // EncryptRendered encrypts every rendered file that used a secret
 // (render.File.Secret) with age, binary, to the node's recipient and to the
@@ -350,7 +353,7 @@ type previousFile func(node string, path string) (data []byte, recipient string,
 // per release). Hence the operator recipients: when prev holds the file
 // for the same node recipient and it decrypts with ids to the same
 // plaintext, its ciphertext is kept.
-func EncryptRendered(r *render.Rendered, f *schema.Fleet, ids []age.Identity, prev previousFile) error {
+func EncryptRendered(r *render.Rendered, f *schema.Fleet, ids []age.Identity, prev PreviousFile) error {
 	for ni := range r.Nodes {
 		n := &r.Nodes[ni]
 		fn := fleetNode(f, n.Release.Name)
@@ -379,7 +382,7 @@ func EncryptRendered(r *render.Rendered, f *schema.Fleet, ids []age.Identity, pr
 	return nil
 }
 
-func encryptFile(f *schema.Fleet, fn *schema.FleetNode, file *render.File, ids []age.Identity, prev previousFile) ([]byte, error) {
+func encryptFile(f *schema.Fleet, fn *schema.FleetNode, file *render.File, ids []age.Identity, prev PreviousFile) ([]byte, error) {
 	rcpts, err := secretRecipients(f, fn)
 	if err != nil {
 		return nil, err
@@ -441,7 +444,7 @@ func (r *Repository) renderFleet(f *schema.Fleet, dir, identityPath string, prev
 	if err != nil {
 		return nil, err
 	}
-	var pf previousFile
+	var pf PreviousFile
 	if prev != nil && prevRel != nil {
 		pf = func(node, path string) ([]byte, string, bool, error) {
 			pn, ok := prevRel.Node(node)
