@@ -19,6 +19,7 @@ import (
 
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/image"
+	"github.com/pullship/pullship/schema"
 )
 
 func init() { commands = append(commands, newReleaseCmd) }
@@ -46,7 +47,8 @@ pushed when the signatures would not meet the trust root's threshold, when
 nothing changed since the current release, or when any input is bad.
 
 SRC is a docker save tarball, an OCI image layout (directory or tar), or
-docker://NAME to read the image from the local Docker engine.
+docker://NAME to read the image from the local Docker engine; without --image,
+the fleet's service.image is read from the local engine.
 
 KEY is a private key file (encrypted keys read their password from
 --password-file, $PULLSHIP_PASSWORD or the terminal) or a KMS key URI of a
@@ -57,8 +59,20 @@ sigstore KMS provider compiled into this binary.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			if fleet == "" || img == "" || len(keys) == 0 {
-				return withCode(ExitUsage, errors.New("release: --fleet, --image and at least one --key are required"))
+			if fleet == "" || len(keys) == 0 {
+				return withCode(ExitUsage, errors.New("release: --fleet and at least one --key are required"))
+			}
+			if img == "" {
+				// The fleet names its image: read it from the local engine.
+				data, err := os.ReadFile(fleet)
+				if err != nil {
+					return fmt.Errorf("release: %w", err)
+				}
+				f, err := schema.ParseFleet(fleet, data)
+				if err != nil {
+					return fmt.Errorf("release: %w", err)
+				}
+				img = "docker://" + f.Service.Image
 			}
 			r, err := rf.open(ctx)
 			if err != nil {
@@ -102,7 +116,7 @@ sigstore KMS provider compiled into this binary.`,
 	rf.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&fleet, "fleet", "", "fleet.toml (its templates are read relative to it)")
-	f.StringVar(&img, "image", "", "image: a docker save tarball, an OCI layout, or docker://NAME")
+	f.StringVar(&img, "image", "", "image: a docker save tarball, an OCI layout, or docker://NAME (default: docker://<the fleet's service.image>)")
 	f.StringArrayVar(&keys, "key", nil, "signing key file or KMS URI (repeat for a threshold)")
 	f.StringArrayVar(&roots, "publish-root", nil, "a newer root-N.toml (with its .sig) to publish with this release")
 	f.StringArrayVar(&now, "now", nil, "node exempt from wave gating (emergency override; repeatable)")
