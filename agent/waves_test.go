@@ -15,7 +15,11 @@ import (
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/engine/enginetest"
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
+	"github.com/pullship/pullship/bundler/image"
 	"github.com/pullship/pullship/bundler/image/imagetest"
 )
 
@@ -122,4 +126,13 @@ driver = "none"
 	for _, n := range order {
 		once(n, agent.Converged)
 	}
+
+	// An emergency override (release --now eu) skips eu's gate.
+	must(t, os.WriteFile(filepath.Join(fleetDir, "conf.tmpl"), []byte("v4 {{.Node}}\n"), 0o644))
+	if _, err := env.Release.Release(ctx, bundler.ReleaseOptions{Fleet: filepath.Join(fleetDir, "fleet.toml"),
+		Image: image.TarFile(imgPath), Signers: []signature.Signer{env.Key.Signer}, Now: []string{"eu"}}); err != nil {
+		t.Fatal(err)
+	}
+	once("us", agent.Nothing)
+	once("eu", agent.Converged)
 }
