@@ -1,0 +1,863 @@
+// Command bench measures pullship's release path against baselines taken in
+// the same run on the same data, and prints one table of ratios (make bench).
+//
+// The data is an image-like `docker save` tarball built from real files of
+// this machine (shared libraries, binaries, Go tools: deterministic, sorted,
+// capped by size) with two layers, plus a second image that differs from it
+// in one small file inside the ~100 MiB layer. Both are generated once into
+// the cache directory and reused.
+//
+// Every command is run under /usr/bin/time -v: wall time is measured around
+// it, peak RSS is GNU time's "Maximum resident set size" (for a git command,
+// the biggest process of its tree, since waited-for children count). Bytes
+// pushed are measured on the server side: for a directory remote, the growth
+// of the sum of file sizes under the bare repository's objects/; for git
+// daemon, every byte the client sent through a counting TCP proxy in front
+// of the daemon (protocol overhead and ref negotiation included).
+//
+//	go run ./bundler/internal/bench -pullship bin/pullship -cache .bench
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pullship/pullship/bundler/image/imagetest"
+)
+
+func main() {
+	var c config
+	flag.StringVar(&c.pullship, "pullship", "bin/pullship", "the pullship binary to measure")
+	flag.StringVar(&c.cache, "cache", ".bench", "directory for the generated images (reused when present)")
+	flag.StringVar(&c.work, "work", "", "scratch directory (default: a new temporary directory, removed at the end)")
+	flag.Int64Var(&c.baseMiB, "base-mib", 200, "size of the base layer in MiB")
+	flag.Int64Var(&c.appMiB, "app-mib", 100, "size of the app layer (the one with the changed file) in MiB")
+	flag.BoolVar(&c.gitUpdate, "git-update", true, "also push the one-file-changed image with the git CLI (slow: git delta-compresses it)")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	pullship, cache, work string
+	baseMiB, appMiB       int64
+	gitUpdate             bool
+}
+
+// images describes the generated tarballs.
+type images struct {
+	v1, v2    string // paths
+	size      int64  // of v1
+	appLayer  int64  // uncompressed size of the app layer tar
+	files     int
+	changed   string // the file that differs in v2
+	generated time.Duration
+	fromCache bool
+}
+
+func run(c config) error {
+	var err error
+	if c.pullship, err = filepath.Abs(c.pullship); err != nil {
+		return err
+	}
+	if c.cache, err = filepath.Abs(c.cache); err != nil {
+		return err
+	}
+	if _, err := os.Stat(c.pullship); err != nil {
+		return fmt.Errorf("pullship binary: %w (run make build)", err)
+	}
+	if _, err := os.Stat("/usr/bin/time"); err != nil {
+		return fmt.Errorf("/usr/bin/time is missing (apt-get install -y time): %w", err)
+	}
+	if c.work == "" {
+		d, err := os.MkdirTemp("", "pullship-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		c.work = d
+	}
+	img, err := prepareImages(c)
+	if err != nil {
+		return err
+	}
+	// Both paths read the same tarballs: warm the page cache for both alike.
+	for _, p := range []string{img.v1, img.v2} {
+		if err := readAll(p); err != nil {
+			return err
+		}
+	}
+	b := &bench{c: c, img: img, env: benchEnv(c.work)}
+	return b.run()
+}
+
+type bench struct {
+	c    config
+	img  *images
+	env  []string
+	rows []row
+}
+
+type row struct {
+	scenario, metric, ours, base, ratio, target, met string
+}
+
+func (b *bench) add(r row) { b.rows = append(b.rows, r) }
+
+// benchEnv gives git stock defaults: no user or system config.
+func benchEnv(home string) []string {
+	env := []string{"HOME=" + home, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=bench", "GIT_AUTHOR_EMAIL=bench@example.com",
+		"GIT_COMMITTER_NAME=bench", "GIT_COMMITTER_EMAIL=bench@example.com", "LC_ALL=C"}
+	for _, k := range []string{"PATH", "TMPDIR", "GOTOOLCHAIN"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+func (b *bench) run() error {
+	w := b.c.work
+	fmt.Printf("image: %s (%s, %d files from this machine; app layer %s; v2 changes %s)%s\n",
+		mib(b.img.size), filepath.Base(b.img.v1), b.img.files, mib(b.img.appLayer), b.img.changed,
+		map[bool]string{true: ", cached", false: fmt.Sprintf(", generated in %.1fs", b.img.generated.Seconds())}[b.img.fromCache])
+
+	// --- git CLI baseline: add + commit + push to a local bare repository.
+	gitBare := filepath.Join(w, "git.git")
+	gitWT := filepath.Join(w, "git-wt")
+	if err := b.quiet(w, "git", "init", "-q", "--bare", gitBare); err != nil {
+		return err
+	}
+	if err := b.quiet(w, "git", "init", "-q", gitWT); err != nil {
+		return err
+	}
+	if err := os.Link(b.img.v1, filepath.Join(gitWT, "image.tar")); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(gitWT, "app.conf"), []byte(template(1)), 0o644); err != nil {
+		return err
+	}
+	gitFirst, err := b.gitCommitPush(gitWT, gitBare, "image")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("git CLI first push: %.2fs, peak RSS %s, stored %s\n", gitFirst.wall.Seconds(), kib(gitFirst.rss), mib(gitFirst.bytes))
+
+	// --- pullship: keys, root, fleet (its own git work tree), two repositories.
+	keys := filepath.Join(w, "keys")
+	fleet := filepath.Join(w, "fleet")
+	for _, d := range []string{keys, fleet} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	for _, args := range [][]string{
+		{"keygen", "--no-password", "--out", filepath.Join(keys, "rel")},
+		{"keygen", "--no-password", "--out", filepath.Join(keys, "cn-status")},
+		{"root", "init", "--key", filepath.Join(keys, "rel.pub"), "--threshold", "1",
+			"--sign", filepath.Join(keys, "rel.key"), "--out", filepath.Join(keys, "root-1.toml")},
+	} {
+		if err := b.quiet(w, b.c.pullship, args...); err != nil {
+			return err
+		}
+	}
+	if err := writeFleet(fleet, filepath.Join(keys, "cn-status.pub")); err != nil {
+		return err
+	}
+	if err := b.quiet(fleet, "git", "init", "-q"); err != nil {
+		return err
+	}
+	if err := b.quiet(fleet, "git", "add", "."); err != nil {
+		return err
+	}
+	if err := b.quiet(fleet, "git", "commit", "-q", "-m", "fleet"); err != nil {
+		return err
+	}
+
+	// git daemon behind a byte-counting proxy.
+	srv := filepath.Join(w, "srv")
+	if err := os.MkdirAll(srv, 0o755); err != nil {
+		return err
+	}
+	stop, daemonAddr, err := b.startDaemon(srv)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	px, err := newProxy(daemonAddr)
+	if err != nil {
+		return err
+	}
+	defer px.Close()
+
+	dir := &target{name: "directory", url: filepath.Join(w, "releases.git"), bare: filepath.Join(w, "releases.git"), cache: filepath.Join(w, "cache-dir")}
+	dmn := &target{name: "git daemon", url: "git://" + px.Addr() + "/releases.git", bare: filepath.Join(srv, "releases.git"), cache: filepath.Join(w, "cache-daemon"), proxy: px}
+	if err := b.quiet(w, "git", "init", "-q", "--bare", dmn.bare); err != nil {
+		return err
+	}
+	for _, t := range []*target{dir, dmn} {
+		if err := b.quiet(w, b.c.pullship, "init", "--repo", t.url, "--cache", filepath.Join(w, "cache-init-"+strings.ReplaceAll(t.name, " ", "")), "--root", filepath.Join(keys, "root-1.toml")); err != nil {
+			return err
+		}
+	}
+
+	// Scenario 2: first release.
+	first := map[*target]measure{}
+	for _, t := range []*target{dir, dmn} {
+		m, err := b.release(t, fleet, keys, b.img.v1)
+		if err != nil {
+			return err
+		}
+		first[t] = m
+		if err := b.quiet(w, "git", "-C", t.bare, "fsck", "--strict", "--no-dangling"); err != nil {
+			return fmt.Errorf("pushed repository fails git fsck: %w", err)
+		}
+	}
+	for _, t := range []*target{dir, dmn} {
+		m := first[t]
+		sc := "2 first release (" + t.name + ")"
+		speed := gitFirst.wall.Seconds() / m.wall.Seconds()
+		b.add(row{sc, "time", secs(m.wall), secs(gitFirst.wall) + " git CLI", fmt.Sprintf("%.1f× faster", speed), "≥ 5× faster", yes(speed >= 5)})
+		b.add(row{sc, "peak RSS", kib(m.rss), kib(gitFirst.rss) + " git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitFirst.rss)), "≤ 128 MiB", yes(m.rss <= 128<<10)})
+		b.add(row{sc, t.bytesMetric(), mib(m.bytes), mib(gitFirst.bytes) + " git CLI", fmt.Sprintf("%.2f×", float64(m.bytes)/float64(gitFirst.bytes)), "-", "-"})
+	}
+
+	// Scenario 3: config-only release (one template line changed, committed).
+	if err := os.WriteFile(filepath.Join(fleet, "app.tmpl"), []byte(template(2)), 0o644); err != nil {
+		return err
+	}
+	if err := b.quiet(fleet, "git", "commit", "-q", "-am", "config"); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(gitWT, "app.conf"), []byte(template(2)), 0o644); err != nil {
+		return err
+	}
+	gitConf, err := b.gitCommitPush(gitWT, gitBare, "config")
+	if err != nil {
+		return err
+	}
+	for _, t := range []*target{dir, dmn} {
+		m, err := b.release(t, fleet, keys, b.img.v1)
+		if err != nil {
+			return err
+		}
+		sc := "3 config-only (" + t.name + ")"
+		b.add(row{sc, "time", secs(m.wall), secs(gitConf.wall) + " git CLI", fmt.Sprintf("%.2f×", m.wall.Seconds()/gitConf.wall.Seconds()), "< 1 s", yes(m.wall < time.Second)})
+		b.add(row{sc, "peak RSS", kib(m.rss), kib(gitConf.rss) + " git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitConf.rss)), "-", "-"})
+		b.add(row{sc, t.bytesMetric(), kb(m.bytes), kb(gitConf.bytes) + " git CLI", fmt.Sprintf("%.2f×", float64(m.bytes)/float64(gitConf.bytes)), "< 20 KB", yes(m.bytes < 20000)})
+	}
+
+	// Scenario 4: the image with one changed file in the app layer.
+	var oneFile measure // of the directory target, for the git CLI row
+	for _, t := range []*target{dir, dmn} {
+		m, err := b.release(t, fleet, keys, b.img.v2)
+		if err != nil {
+			return err
+		}
+		if t == dir {
+			oneFile = m
+		}
+		sc := "4 one file changed (" + t.name + ")"
+		frac := float64(m.bytes) / float64(b.img.appLayer)
+		b.add(row{sc, t.bytesMetric(), mib(m.bytes), mib(b.img.appLayer) + " layer", fmt.Sprintf("%.2f%%", 100*frac), "< 5% of layer", yes(frac < 0.05)})
+		b.add(row{sc, "time", secs(m.wall), "-", "-", "-", "-"})
+		b.add(row{sc, "peak RSS", kib(m.rss), "-", "-", "≤ 128 MiB", yes(m.rss <= 128<<10)})
+	}
+	if b.c.gitUpdate {
+		if err := os.Remove(filepath.Join(gitWT, "image.tar")); err != nil {
+			return err
+		}
+		if err := os.Link(b.img.v2, filepath.Join(gitWT, "image.tar")); err != nil {
+			return err
+		}
+		g, err := b.gitCommitPush(gitWT, gitBare, "image v2")
+		if err != nil {
+			return err
+		}
+		b.add(row{"4 one file changed (git CLI)", "stored bytes", mib(g.bytes), mib(b.img.appLayer) + " layer",
+			fmt.Sprintf("%.2f%%", 100*float64(g.bytes)/float64(b.img.appLayer)), "(pullship dir: " + mib(oneFile.bytes) + ")", "-"})
+		b.add(row{"4 one file changed (git CLI)", "time / peak RSS", secs(g.wall) + " / " + kib(g.rss), "-", "-", "-", "-"})
+	}
+	b.print()
+	return nil
+}
+
+// target is a release repository the bench releases to.
+type target struct {
+	name, url, bare, cache string
+	proxy                  *proxy
+}
+
+func (t *target) bytesMetric() string {
+	if t.proxy != nil {
+		return "bytes sent (wire)"
+	}
+	return "stored bytes"
+}
+
+type measure struct {
+	wall  time.Duration
+	rss   int64 // KiB
+	bytes int64
+	out   string
+}
+
+// release runs pullship release and measures it.
+func (b *bench) release(t *target, fleet, keys, img string) (measure, error) {
+	before, err := dirSize(filepath.Join(t.bare, "objects"))
+	if err != nil {
+		return measure{}, err
+	}
+	var up0, down0 int64
+	if t.proxy != nil {
+		up0, down0 = t.proxy.up.Load(), t.proxy.down.Load()
+	}
+	m, err := b.timed(b.c.work, b.c.pullship, "release", "--repo", t.url, "--cache", t.cache,
+		"--fleet", filepath.Join(fleet, "fleet.toml"), "--image", img, "--key", filepath.Join(keys, "rel.key"), "--quiet")
+	if err != nil {
+		return m, err
+	}
+	after, err := dirSize(filepath.Join(t.bare, "objects"))
+	if err != nil {
+		return m, err
+	}
+	m.bytes = after - before
+	if t.proxy != nil {
+		if err := t.proxy.idle(10 * time.Second); err != nil {
+			return m, err
+		}
+		m.bytes = t.proxy.up.Load() - up0
+		fmt.Printf("  (received from git daemon: %s)\n", kb(t.proxy.down.Load()-down0))
+	}
+	fmt.Printf("pullship release → %s: %.2fs, peak RSS %s, %s %s; pullship says: %s\n", t.name, m.wall.Seconds(), kib(m.rss),
+		t.bytesMetric(), kb(m.bytes), pushedLine(m.out))
+	return m, nil
+}
+
+var pushedRE = regexp.MustCompile(`(?m)^\s*(pushed .*|image .*)$`)
+
+func pushedLine(out string) string {
+	return strings.Join(pushedRE.FindAllString(out, -1), ";")
+}
+
+// gitCommitPush times git add -A, commit and push of a work tree to bare
+// and the growth of bare's objects.
+func (b *bench) gitCommitPush(wt, bare, msg string) (measure, error) {
+	before, err := dirSize(filepath.Join(bare, "objects"))
+	if err != nil {
+		return measure{}, err
+	}
+	var total measure
+	for _, args := range [][]string{
+		{"-C", wt, "add", "-A"},
+		{"-C", wt, "commit", "-q", "-m", msg},
+		{"-C", wt, "push", "-q", bare, "HEAD:refs/heads/releases"},
+	} {
+		m, err := b.timed(wt, "git", args...)
+		if err != nil {
+			return total, err
+		}
+		total.wall += m.wall
+		total.rss = max(total.rss, m.rss)
+		fmt.Printf("  git %s: %.2fs, peak RSS %s\n", args[2], m.wall.Seconds(), kib(m.rss))
+	}
+	after, err := dirSize(filepath.Join(bare, "objects"))
+	if err != nil {
+		return total, err
+	}
+	total.bytes = after - before
+	return total, nil
+}
+
+var maxRSSRE = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+
+// timed runs name args under /usr/bin/time -v.
+func (b *bench) timed(dir, name string, args ...string) (measure, error) {
+	f, err := os.CreateTemp(b.c.work, "time-*")
+	if err != nil {
+		return measure{}, err
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	cmd := exec.Command("/usr/bin/time", append([]string{"-v", "-o", f.Name(), name}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = b.env
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	start := time.Now()
+	err = cmd.Run()
+	wall := time.Since(start)
+	if err != nil {
+		return measure{}, fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out.String())
+	}
+	tv, err := os.ReadFile(f.Name())
+	if err != nil {
+		return measure{}, err
+	}
+	sm := maxRSSRE.FindSubmatch(tv)
+	if sm == nil {
+		return measure{}, fmt.Errorf("no peak RSS in /usr/bin/time output of %s:\n%s", name, tv)
+	}
+	rss, _ := strconv.ParseInt(string(sm[1]), 10, 64)
+	return measure{wall: wall, rss: rss, out: out.String()}, nil
+}
+
+// quiet runs an untimed setup command.
+func (b *bench) quiet(dir, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = b.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func (b *bench) startDaemon(base string) (stop func(), addr string, err error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close()
+	cmd := exec.Command("git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
+		"--informative-errors", "--base-path="+base, "--listen=127.0.0.1", "--port="+port, base)
+	cmd.Env = b.env
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	stop = func() { cmd.Process.Kill(); cmd.Wait() }
+	addr = "127.0.0.1:" + port
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return stop, addr, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return nil, "", fmt.Errorf("git daemon not listening on %s: %w", addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// proxy forwards TCP connections to a server and counts the bytes in each
+// direction.
+type proxy struct {
+	l        net.Listener
+	target   string
+	up, down atomic.Int64
+	active   atomic.Int64
+}
+
+func newProxy(target string) (*proxy, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &proxy{l: l, target: target}
+	go p.serve()
+	return p, nil
+}
+
+func (p *proxy) Addr() string { return p.l.Addr().String() }
+func (p *proxy) Close() error { return p.l.Close() }
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.active.Add(1)
+		go p.handle(c)
+	}
+}
+
+func (p *proxy) handle(c net.Conn) {
+	defer p.active.Add(-1)
+	defer c.Close()
+	s, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	pipe := func(dst, src net.Conn, n *atomic.Int64) {
+		defer wg.Done()
+		k, _ := io.Copy(dst, src)
+		n.Add(k)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	}
+	go pipe(s, c, &p.up)
+	go pipe(c, s, &p.down)
+	wg.Wait()
+}
+
+// idle waits until every proxied connection has ended, so that the
+// counters hold all bytes of the command that just exited.
+func (p *proxy) idle(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for p.active.Load() != 0 {
+		if time.Now().After(deadline) {
+			return errors.New("proxy: connections still open after the command exited")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
+}
+
+// dirSize is the sum of the sizes of the regular files under dir.
+func dirSize(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n, err
+}
+
+func template(v int) string {
+	return fmt.Sprintf("node = {{.Node}}\nlistener.tcp.default = 0.0.0.0:1883\nmax_connections = %d\nallow_anonymous = off\n", 10000*v)
+}
+
+func writeFleet(dir, statusPub string) error {
+	pub, err := os.ReadFile(statusPub)
+	if err != nil {
+		return err
+	}
+	files := map[string]string{
+		"cn.pub":   string(pub),
+		"app.tmpl": template(1),
+		"fleet.toml": `[service]
+image = "bench/app:1"
+container = "app-{{.Node}}"
+reload = { action = "restart" }
+
+[[template]]
+name = "app.conf"
+source = "app.tmpl"
+target = "/etc/app/app.conf"
+
+[attach]
+driver = "none"
+
+[[node]]
+name = "cn"
+region = "cn"
+wave = 1
+address = "10.0.0.1/24"
+status_key = "cn.pub"
+`,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) print() {
+	head := row{"scenario", "metric", "pullship", "baseline", "ratio", "target", "met?"}
+	rows := append([]row{head}, b.rows...)
+	width := make([]int, 7)
+	cells := func(r row) []string { return []string{r.scenario, r.metric, r.ours, r.base, r.ratio, r.target, r.met} }
+	for _, r := range rows {
+		for i, c := range cells(r) {
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	fmt.Fprintln(w)
+	line := func(r row) {
+		for i, c := range cells(r) {
+			sep := " | "
+			if i == 6 {
+				sep = "\n"
+			}
+			fmt.Fprintf(w, "%s%s%s", c, strings.Repeat(" ", width[i]-len([]rune(c))), sep)
+		}
+	}
+	line(head)
+	for i := range width {
+		sep := "-|-"
+		if i == 6 {
+			sep = "\n"
+		}
+		fmt.Fprintf(w, "%s%s", strings.Repeat("-", width[i]), sep)
+	}
+	for _, r := range b.rows {
+		line(r)
+	}
+}
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+func kib(k int64) string          { return fmt.Sprintf("%.1f MiB", float64(k)/1024) }
+func mib(n int64) string          { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+func kb(n int64) string {
+	if n >= 1<<20 {
+		return mib(n)
+	}
+	return fmt.Sprintf("%.1f KB", float64(n)/1000)
+}
+
+func readAll(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(io.Discard, f)
+	return err
+}
+
+// --- image generation ---
+
+// imageVersion names the generator: bump it when the selection changes so
+// that stale cached images are not reused.
+const imageVersion = "v1"
+
+// layerRoots are where each layer's files come from, walked in lexical order.
+var (
+	baseRoots = []string{"/usr/lib/x86_64-linux-gnu", "/usr/lib", "/usr/share"}
+	appRoots  = []string{"/usr/bin", "/usr/local/go/pkg/tool", "/usr/local/go/bin", "/usr/sbin", "/usr/local/go"}
+)
+
+// maxFile caps one file, so that no single huge file dominates a layer.
+const maxFile = 32 << 20
+
+type srcFile struct {
+	path string
+	size int64
+	mode int64
+}
+
+// pick lists regular files under roots, sorted, until total reaches limit.
+func pick(roots []string, limit int64, seen map[string]bool) ([]srcFile, error) {
+	var out []srcFile
+	var total int64
+	for _, root := range roots {
+		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+			if total >= limit {
+				return filepath.SkipAll
+			}
+			if err != nil {
+				if d != nil && d.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if !d.Type().IsRegular() || seen[p] {
+				return nil
+			}
+			fi, err := d.Info()
+			if err != nil || fi.Size() == 0 || fi.Size() > maxFile || total+fi.Size() > limit {
+				return nil
+			}
+			f, err := os.Open(p) // only readable files
+			if err != nil {
+				return nil
+			}
+			f.Close()
+			seen[p] = true
+			out = append(out, srcFile{path: p, size: fi.Size(), mode: int64(fi.Mode().Perm())})
+			total += fi.Size()
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if total < limit*9/10 {
+		return nil, fmt.Errorf("only %d MiB of readable files under %v (wanted %d MiB)", total>>20, roots, limit>>20)
+	}
+	return out, nil
+}
+
+// lazyFile opens a file on first read and closes it at EOF, so that a
+// layer of thousands of files never holds more than one open.
+type lazyFile struct {
+	path string
+	f    *os.File
+	done bool
+	flip int64 // >= 0: invert 16 bytes at this offset (the changed file)
+	off  int64
+}
+
+func (l *lazyFile) Read(p []byte) (int, error) {
+	if l.done {
+		return 0, io.EOF
+	}
+	if l.f == nil {
+		f, err := os.Open(l.path)
+		if err != nil {
+			return 0, err
+		}
+		l.f = f
+	}
+	n, err := l.f.Read(p)
+	if l.flip >= 0 {
+		for i := range n {
+			if o := l.off + int64(i); o >= l.flip && o < l.flip+16 {
+				p[i] ^= 0xff
+			}
+		}
+	}
+	l.off += int64(n)
+	if err != nil {
+		l.f.Close()
+		l.done = true
+	}
+	return n, err
+}
+
+func layerFiles(files []srcFile, changed int) []imagetest.File {
+	out := make([]imagetest.File, len(files))
+	for i, f := range files {
+		flip := int64(-1)
+		if i == changed {
+			flip = f.size / 2
+		}
+		out[i] = imagetest.File{Path: strings.TrimPrefix(f.path, "/"), Mode: f.mode, Size: f.size,
+			Content: func() io.Reader { return &lazyFile{path: f.path, flip: flip} }}
+	}
+	return out
+}
+
+func prepareImages(c config) (*images, error) {
+	if err := os.MkdirAll(c.cache, 0o755); err != nil {
+		return nil, err
+	}
+	// The cache never belongs in git, whatever the repository's .gitignore says.
+	if err := os.WriteFile(filepath.Join(c.cache, ".gitignore"), []byte("*\n"), 0o644); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	base, err := pick(baseRoots, c.baseMiB<<20, seen)
+	if err != nil {
+		return nil, err
+	}
+	app, err := pick(appRoots, c.appMiB<<20, seen)
+	if err != nil {
+		return nil, err
+	}
+	// The changed file: the first small file past the middle of the app layer.
+	changed := -1
+	for i := len(app) / 2; i < len(app); i++ {
+		if app[i].size >= 4<<10 && app[i].size <= 256<<10 {
+			changed = i
+			break
+		}
+	}
+	if changed < 0 {
+		return nil, errors.New("no small file in the app layer to change")
+	}
+	img := &images{files: len(base) + len(app), changed: app[changed].path}
+	for _, f := range app {
+		img.appLayer += f.size
+	}
+	name := fmt.Sprintf("image-%s-%d-%d", imageVersion, c.baseMiB, c.appMiB)
+	img.v1 = filepath.Join(c.cache, name+"-1.tar")
+	img.v2 = filepath.Join(c.cache, name+"-2.tar")
+	_, e1 := os.Stat(img.v1)
+	_, e2 := os.Stat(img.v2)
+	img.fromCache = e1 == nil && e2 == nil
+	if !img.fromCache {
+		start := time.Now()
+		for i, p := range []string{img.v1, img.v2} {
+			ch := -1
+			if i == 1 {
+				ch = changed
+			}
+			spec := imagetest.Image{
+				Layers:   [][]imagetest.File{layerFiles(base, -1), layerFiles(app, ch)},
+				Cmd:      []string{"/usr/bin/env"},
+				RepoTags: []string{"bench/app:1"},
+			}
+			if _, err := imagetest.WriteFile(p+".tmp", spec); err != nil {
+				return nil, fmt.Errorf("generate %s: %w", p, err)
+			}
+			if err := os.Rename(p+".tmp", p); err != nil {
+				return nil, err
+			}
+		}
+		img.generated = time.Since(start)
+	}
+	st, err := os.Stat(img.v1)
+	if err != nil {
+		return nil, err
+	}
+	img.size = st.Size()
+	// The app layer tar also holds headers and directories: take its real
+	// size from the tarball when we can; the file total is a close lower bound.
+	if n, err := layerSize(img.v1, 1); err == nil {
+		img.appLayer = n
+	}
+	return img, nil
+}
+
+// layerSize returns the size of the i-th layer.tar of a legacy docker-save
+// tarball, in the order the tarball holds them.
+func layerSize(path string, i int) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			return 0, fmt.Errorf("layer %d of %s: %w", i, path, err)
+		}
+		if strings.HasSuffix(h.Name, "/layer.tar") {
+			if i == 0 {
+				return h.Size, nil
+			}
+			i--
+		}
+	}
+}
