@@ -186,6 +186,10 @@ func TestApplyReloadRecreateRollback(t *testing.T) {
 	if _, found, _ := h.eng.Inspect(context.Background(), "pullship-test-"+h.node+engine.PrevSuffix); found {
 		t.Fatal("previous container left behind after a healthy upgrade")
 	}
+	// Image a is kept for a rollback: the one before it is what goes.
+	if has, _ := h.eng.HasImage(context.Background(), h.images[0]); !has {
+		t.Fatal("the previous image was removed")
+	}
 
 	// Release 4, new image whose health check fails: rolled back.
 	h.release(h.image("c"), "version = 4\n", `["/pingsrv", "exit", "1"]`)
@@ -204,5 +208,18 @@ func TestApplyReloadRecreateRollback(t *testing.T) {
 	// Not retried until a newer release.
 	if out, err := h.once(); err != nil || out != agent.Nothing {
 		t.Fatalf("after rollback once: %v %v", out, err)
+	}
+
+	// Release 5, image c and healthy: b is kept for a rollback, a goes.
+	h.release(h.image("c"), "version = 5\n", ping)
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("release 5 once: %v %v", out, err)
+	}
+	ctx := context.Background()
+	if has, _ := h.eng.HasImage(ctx, h.images[1]); !has {
+		t.Fatal("image b, kept for a rollback, was removed")
+	}
+	if has, _ := h.eng.HasImage(ctx, h.images[0]); has {
+		t.Fatal("image a, needed by no node, is still there")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -80,19 +81,46 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 	case err != nil:
 		return Failed, err
 	}
-	ns.Applied, ns.ManifestSHA256, ns.Image, ns.AppliedAt = rel.Version, t.v.ManifestSHA256, rn.Image, a.now().UTC()
-	if img, ok := rel.ImageByName(rn.Image); ok {
-		ns.Image = img.Digest
+	img, _ := rel.ImageByName(rn.Image)
+	var unused string
+	if ns.Image != img.Digest {
+		// Keep the image just replaced for a rollback; the one before it
+		// is no longer needed.
+		unused, ns.PrevImage = ns.PrevImage, ns.Image
 	}
+	ns.Applied, ns.ManifestSHA256, ns.Image, ns.AppliedAt = rel.Version, t.v.ManifestSHA256, img.Digest, a.now().UTC()
 	if err := a.st.Save(st); err != nil {
 		return Failed, err
 	}
+	a.removeImage(ctx, unused, st)
 	if err := a.st.ClearJournal(rn.Name); err != nil {
 		return Failed, err
 	}
 	a.metrics.Applied.WithLabelValues(rn.Name).Set(float64(rel.Version))
 	a.log.Info("release applied", "node", rn.Name, "version", rel.Version, "took", a.now().Sub(start).Round(time.Millisecond))
 	return Converged, nil
+}
+
+// removeImage deletes an image this host's nodes no longer need: not the
+// current or previous image of any node, and not used by any container.
+func (a *Agent) removeImage(ctx context.Context, id string, st *state.State) {
+	if id == "" {
+		return
+	}
+	for _, ns := range st.Nodes {
+		if ns.Image == id || ns.PrevImage == id {
+			return
+		}
+	}
+	inUse, err := a.eng.ImagesInUse(ctx)
+	if err != nil || slices.Contains(inUse, id) {
+		return
+	}
+	if err := a.eng.RemoveImage(ctx, id); err != nil {
+		a.log.Warn("could not remove an unused image", "image", id, "err", err)
+		return
+	}
+	a.log.Info("removed an image no node needs any more", "image", id)
 }
 
 // upkeep keeps an applied node's address attached and its cluster joined

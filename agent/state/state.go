@@ -38,6 +38,7 @@ type Node struct {
 	Applied        int64     `toml:"applied"`
 	ManifestSHA256 string    `toml:"manifest_sha256"`
 	Image          string    `toml:"image"`
+	PrevImage      string    `toml:"prev_image"` // the image before, kept for a manual rollback
 	AppliedAt      time.Time `toml:"applied_at"`
 	// Failed is the newest version that failed its health check here and
 	// was rolled back; it is not retried until a newer release arrives.
