@@ -1,0 +1,135 @@
+package cli
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/schema"
+)
+
+func init() { commands = append(commands, newMirrorCmd) }
+
+func newMirrorCmd(env Env) *cobra.Command {
+	var (
+		cache     string
+		rootPath  string
+		images    int
+		allImages bool
+	)
+	cmd := &cobra.Command{
+		Use:   "mirror SRC DST",
+		Short: "Copy a release repository to a relay or a directory, and status back",
+		Long: `mirror copies the release branch, the trust root ref and the image tags the
+newest releases need (--images N, or every tag with --all-images) from SRC to
+DST, and carries status branches both ways: the side that is behind is
+fast-forwarded, and when an agent's branch diverged the newer report (higher
+sequence, then later time) wins. SRC and DST are git URLs or directories; a
+directory that does not exist (or is empty) becomes a bare repository, e.g. on
+removable media for air-gapped hosts.
+
+A second run copies only what is new. Releases are copied, never re-signed;
+DST's release branch is never moved backwards: when DST is ahead of SRC or
+diverged from it, mirror refuses and changes nothing. With --root the newest
+release and every chunk of its images are verified first (exit 3 when they do
+not verify). See docs/mirror.md.`,
+		Example: `  pullship mirror https://git.example.com/fleet.git git://relay.eu/fleet.git
+  pullship mirror /srv/git/fleet.git /media/usb/fleet.git --images 1
+  pullship mirror /media/usb/fleet.git /srv/git/fleet.git   # status back home`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return withCode(ExitUsage, fmt.Errorf("mirror: want SRC and DST, got %d arguments", len(args)))
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			src, dst := args[0], args[1]
+			if images < 1 {
+				return withCode(ExitUsage, fmt.Errorf("mirror: --images %d: at least 1", images))
+			}
+			var pinned *schema.Root
+			if rootPath != "" {
+				var err error
+				if pinned, err = loadRoot(rootPath); err != nil {
+					return err
+				}
+			}
+			if cache == "" {
+				base, err := os.UserCacheDir()
+				if err != nil {
+					return fmt.Errorf("mirror: %w (set --cache)", err)
+				}
+				sum := sha256.Sum256([]byte("mirror\x00" + absURL(src) + "\x00" + absURL(dst)))
+				cache = filepath.Join(base, "pullship", "mirror-"+hex.EncodeToString(sum[:8]))
+			}
+			r, err := bundler.Open(ctx, src, cache, repo.Options{})
+			if err != nil {
+				return fmt.Errorf("mirror: source: %w", err)
+			}
+			to, err := bundler.OpenMirrorTarget(ctx, dst, repo.Options{})
+			if err != nil {
+				return fmt.Errorf("mirror: destination: %w", err)
+			}
+			res, err := r.Mirror(ctx, to, bundler.MirrorOptions{Images: images, AllImages: allImages, Pinned: pinned})
+			if err != nil {
+				if errors.Is(err, bundler.ErrWouldRollBack) {
+					return err
+				}
+				return verifyCode(err)
+			}
+			for _, n := range res.Notes {
+				fmt.Fprintf(env.Stderr, "note: %s\n", n)
+			}
+			if res.Nothing() {
+				fmt.Fprintf(env.Stdout, "nothing new: %s and %s agree\n", src, dst)
+				return nil
+			}
+			for _, c := range res.ToDst {
+				fmt.Fprintf(env.Stdout, "%s %s\n", "→ dst", changeLine(c))
+			}
+			for _, c := range res.ToSrc {
+				fmt.Fprintf(env.Stdout, "%s %s\n", "← src", changeLine(c))
+			}
+			fmt.Fprintf(env.Stdout, "copied to %s: %d objects, %d bytes; to %s: %d objects, %d bytes\n",
+				dst, res.DstObjects, res.DstBytes, src, res.SrcObjects, res.SrcBytes)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cache, "cache", "", "local object cache (default: under the user cache directory, per SRC and DST)")
+	cmd.Flags().StringVar(&rootPath, "root", "", "verify the newest release against this pinned root before copying")
+	cmd.Flags().IntVar(&images, "images", bundler.DefaultMirrorImages, "copy the image tags of the newest N releases")
+	cmd.Flags().BoolVar(&allImages, "all-images", false, "copy every image tag the source has")
+	return cmd
+}
+
+func changeLine(c bundler.RefChange) string {
+	switch {
+	case c.Old.IsZero():
+		return fmt.Sprintf("%s created at %s", c.Ref, shortID(c.New.String()))
+	case c.Forced:
+		return fmt.Sprintf("%s %s → %s (diverged: the newer report wins)", c.Ref, shortID(c.Old.String()), shortID(c.New.String()))
+	default:
+		return fmt.Sprintf("%s %s → %s", c.Ref, shortID(c.Old.String()), shortID(c.New.String()))
+	}
+}
+
+// absURL makes a directory argument absolute, so the default cache does not
+// depend on the working directory.
+func absURL(u string) string {
+	if strings.Contains(u, "://") {
+		return u
+	}
+	if abs, err := filepath.Abs(u); err == nil {
+		return abs
+	}
+	return u
+}
