@@ -428,11 +428,13 @@ func fleetNode(f *schema.Fleet, name string) *schema.FleetNode {
 	return nil
 }
 
-// renderFleet is what Release calls to render: it renders the fleet in dir
-// with the secrets the identity at identityPath (empty: none) decrypts,
-// then encrypts the files that used them, keeping the ciphertext of prev
-// (the current release, nil for the first) where nothing changed.
-func (r *Repository) renderFleet(f *schema.Fleet, dir, identityPath string, prev *Bundle, prevRel *schema.Release) (*render.Rendered, error) {
+// RenderFleet renders fleet f whose fleet.toml is in dir, reading secrets
+// with the age identity file at identityPath (empty: none; then a template
+// calling secret fails with ErrNoSecretsIdentity), and encrypts the files
+// that used them (EncryptRendered), keeping the ciphertext of prev (the
+// current release and its parsed manifest; nil for the first release) where
+// the plaintext did not change. It is what Release renders with.
+func (r *Repository) RenderFleet(f *schema.Fleet, dir, identityPath string, prev *Bundle, prevRel *schema.Release) (*render.Rendered, error) {
 	var ids []age.Identity
 	if identityPath != "" {
 		var err error
