@@ -21,6 +21,7 @@ import (
 	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/image"
+	"github.com/pullship/pullship/bundler/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -393,7 +394,11 @@ func (a *Agent) containerOf(st *state.State, node string) (string, schema.Reload
 
 // ensureImage loads the node's image from verified chunks unless the engine
 // has it: the docker-save stream is rebuilt chunk by chunk (each checked
-// against the signed index as it streams) straight into the engine.
+// against the signed index as it streams) straight into the engine. When
+// the remote that served the release fails to deliver the image (a
+// corrupted or missing chunk, a pruned tag, a fetch error), the other
+// configured remotes are tried in order: chunks are checked against the
+// signed index whoever serves them, so any mirror will do.
 func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNode) error {
 	img, ok := t.v.Release.ImageByName(rn.Image)
 	if !ok {
@@ -407,26 +412,49 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrVerify, err)
 	}
-	if err := bundler.FetchImage(ctx, t.remote, a.objects, idx); err != nil {
+	// load fetches and loads the image from r; retry says whether another
+	// remote might do better (the data was bad, not the engine).
+	load := func(r *repo.Remote) (retry bool, err error) {
+		if err := bundler.FetchImage(ctx, r, a.objects, idx); err != nil {
+			return true, err
+		}
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			err := image.Rebuild(ctx, idx, bundler.StoreChunks{Store: a.objects}, pw)
+			pw.CloseWithError(err)
+			done <- err
+		}()
+		lerr := a.eng.LoadImage(ctx, pr, img.Digest)
+		pr.CloseWithError(errors.New("load finished"))
+		rerr := <-done
+		if rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) {
+			return true, fmt.Errorf("%w: image %s from %s: %w", ErrVerify, img.Name, r, rerr)
+		}
+		if lerr != nil {
+			return false, fmt.Errorf("load image %s: %w", img.Name, lerr)
+		}
+		return false, nil
+	}
+	from := t.remote
+	retry, err := load(from)
+	for _, url := range a.cfg.Remotes {
+		if err == nil || !retry || ctx.Err() != nil {
+			break
+		}
+		r, oerr := a.remote(ctx, url)
+		if oerr != nil || r == t.remote {
+			continue
+		}
+		a.log.Warn("image not loadable from remote; trying the next", "node", rn.Name, "image", img.Name,
+			"remote", from.String(), "next", r.String(), "err", err)
+		from = r
+		retry, err = load(r)
+	}
+	if err != nil {
 		return err
 	}
-	pr, pw := io.Pipe()
-	done := make(chan error, 1)
-	go func() {
-		err := image.Rebuild(ctx, idx, bundler.StoreChunks{Store: a.objects}, pw)
-		pw.CloseWithError(err)
-		done <- err
-	}()
-	lerr := a.eng.LoadImage(ctx, pr, img.Digest)
-	pr.CloseWithError(errors.New("load finished"))
-	rerr := <-done
-	if rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) {
-		return fmt.Errorf("%w: image %s: %w", ErrVerify, img.Name, rerr)
-	}
-	if lerr != nil {
-		return fmt.Errorf("load image %s: %w", img.Name, lerr)
-	}
-	a.log.Info("image loaded", "node", rn.Name, "image", img.Name, "id", img.Digest, "bytes", idx.TotalSize())
+	a.log.Info("image loaded", "node", rn.Name, "image", img.Name, "id", img.Digest, "bytes", idx.TotalSize(), "remote", from.String())
 	return nil
 }
 
