@@ -17,7 +17,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
+
 	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/agent/secrets"
 	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/image"
@@ -157,11 +160,48 @@ func (a *Agent) drift(ctx context.Context, t *target, rn *schema.ReleaseNode) (s
 		return "container " + cs.Status, nil
 	}
 	for _, f := range rn.Files {
-		if sum, _ := fileSHA256(f.Target); sum != f.SHA256 {
+		if !a.fileMatches(t.v.Commit, rn, f) {
 			return "file " + f.Target + " changed", nil
 		}
 	}
 	return "", nil
+}
+
+// nodeFile reads one of the node's files from the release, checked against
+// the signed manifest, and decrypts it when it is encrypted to this node
+// (node secrets): the bytes the host file must hold.
+func (a *Agent) nodeFile(commit plumbing.Hash, rn *schema.ReleaseNode, f schema.File) ([]byte, error) {
+	data, err := bundler.ReadNodeFile(a.objects, commit, rn.Name, f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
+	}
+	if !f.Encrypted {
+		return data, nil
+	}
+	n, _ := a.cfg.Node(rn.Name)
+	plain, err := secrets.Decrypt(n.AgeIdentity, data, schema.MaxFileLength)
+	if err != nil {
+		return nil, fmt.Errorf("%w: node %s: file %s: %w", ErrVerify, rn.Name, f.Path, err)
+	}
+	return plain, nil
+}
+
+// fileMatches reports whether the host file holds what the release says
+// (for an encrypted file: its decryption).
+func (a *Agent) fileMatches(commit plumbing.Hash, rn *schema.ReleaseNode, f schema.File) bool {
+	sum, err := fileSHA256(f.Target)
+	if err != nil {
+		return false
+	}
+	if !f.Encrypted {
+		return sum == f.SHA256
+	}
+	plain, err := a.nodeFile(commit, rn, f)
+	if err != nil {
+		return false
+	}
+	want := sha256.Sum256(plain)
+	return hex.EncodeToString(want[:]) == sum
 }
 
 // apply runs the journalled steps for one node; on a failed health check
@@ -177,8 +217,8 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	// bounded by the manifest) and the image (loaded from verified chunks).
 	files := make([][]byte, len(rn.Files))
 	for i, f := range rn.Files {
-		if files[i], err = bundler.ReadNodeFile(a.objects, t.v.Commit, rn.Name, f); err != nil {
-			return fmt.Errorf("%w: %w", ErrVerify, err)
+		if files[i], err = a.nodeFile(t.v.Commit, rn, f); err != nil {
+			return err
 		}
 	}
 	if err := a.ensureImage(ctx, t, rn); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/schema"
@@ -56,12 +57,10 @@ func (a *Agent) planNode(ctx context.Context, w io.Writer, t *target, ns *state.
 	}
 	changedFiles := 0
 	for _, f := range rn.Files {
-		sum, err := fileSHA256(f.Target)
-		switch {
-		case err != nil:
+		if _, err := os.Stat(f.Target); err != nil {
 			actions = append(actions, "create "+f.Target)
 			changedFiles++
-		case sum != f.SHA256:
+		} else if !a.fileMatches(t.v.Commit, rn, f) {
 			actions = append(actions, "replace "+f.Target)
 			changedFiles++
 		}

@@ -85,8 +85,17 @@ func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int6
 	} else if ns != nil && ns.Failed >= target && ns.FailedError != "" {
 		errs = append(errs, ns.FailedError)
 	}
+	commit, _ := a.objects.Ref(acceptedRef)
 	for _, f := range rn.Files {
 		sum, _ := fileSHA256(f.Target)
+		if f.Encrypted {
+			// Never the plaintext's digest (a reader could test guesses of
+			// a weak secret against it): the ciphertext's, when it matches.
+			sum = ""
+			if a.fileMatches(commit, rn, f) {
+				sum = f.SHA256
+			}
+		}
 		st.Files = append(st.Files, schema.StatusFile{Target: f.Target, SHA256: sum})
 	}
 	cs, found, err := a.eng.Inspect(ctx, rn.Container.Name)

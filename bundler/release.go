@@ -20,7 +20,6 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/pullship/pullship/bundler/image"
-	"github.com/pullship/pullship/bundler/render"
 	"github.com/pullship/pullship/bundler/repo"
 	"github.com/pullship/pullship/schema"
 )
@@ -45,6 +44,9 @@ type ReleaseOptions struct {
 	SourceCommit string
 	// AllowDirty publishes from a fleet work tree with uncommitted changes.
 	AllowDirty bool
+	// SecretsIdentity is the age identity file that decrypts the fleet's
+	// node secrets (--secrets-identity); empty when no template uses one.
+	SecretsIdentity string
 	// Progress, when set, is told of bytes scanned and pushed.
 	Progress func(stage string, done, total int64)
 	// Clock returns the current time (tests); nil is time.Now.
@@ -121,7 +123,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	if err != nil {
 		return nil, err
 	}
-	rendered, err := render.Render(fleet, filepath.Dir(o.Fleet))
+	rendered, err := r.RenderFleet(fleet, filepath.Dir(o.Fleet), o.SecretsIdentity, prev, prevRel)
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,3 @@
-//go:build pullship_release_secrets
-
-// This test needs ReleaseOptions.SecretsIdentity and the RenderFleet call in
-// Release (see docs/secrets.md, "Wiring"); drop the build tag once they are in.
-
 package bundler_test
 
 import (

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullship/pullship/agent/config"
+	"github.com/pullship/pullship/agent/secrets"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -46,7 +47,13 @@ lists.`,
 					what = "created"
 				}
 				fmt.Fprintf(env.Stdout, "node %s: %s status key %s\n  key id:     %s\n  public key: %s\n", n.Name, what, n.Key, id, pub)
+				rcpt, err := secrets.GenerateIdentity(n.AgeIdentity)
+				if err != nil {
+					return fmt.Errorf("node %s: %w", n.Name, err)
+				}
+				fmt.Fprintf(env.Stdout, "  secrets identity: %s\n", n.AgeIdentity)
 				fmt.Fprintf(env.Stdout, "  fleet.toml: [[node]] name = %q ... status_key = %q (copy the .pub into the fleet directory)\n", n.Name, filepath.Base(pub))
+				fmt.Fprintf(env.Stdout, "              age_recipient = %q (node secrets are encrypted to it)\n", rcpt)
 			}
 			return nil
 		},

@@ -208,6 +208,16 @@ func (c *Config) Allowed(p string) bool {
 	return false
 }
 
+// Node returns the [[node]] entry named name.
+func (c *Config) Node(name string) (Node, bool) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
 // NodeNames lists the nodes this host runs, in config order.
 func (c *Config) NodeNames() []string {
 	out := make([]string, len(c.Nodes))

@@ -34,6 +34,7 @@ func newReleaseCmd(env Env) *cobra.Command {
 		expires      time.Duration
 		sourceCommit string
 		allowDirty   bool
+		secretsID    string
 		quiet        bool
 	)
 	cmd := &cobra.Command{
@@ -91,6 +92,7 @@ sigstore KMS provider compiled into this binary.`,
 			res, err := r.Release(ctx, bundler.ReleaseOptions{
 				Fleet: fleet, Image: src, Signers: signers, Roots: roots, Now: now,
 				Lifetime: expires, SourceCommit: sourceCommit, AllowDirty: allowDirty, Progress: prog.update,
+				SecretsIdentity: secretsID,
 			})
 			prog.finish()
 			if errors.Is(err, bundler.ErrNothingChanged) {
@@ -124,6 +126,7 @@ sigstore KMS provider compiled into this binary.`,
 	f.DurationVar(&expires, "expires", 0, "release lifetime (default: the fleet's, 14 days)")
 	f.StringVar(&sourceCommit, "source-commit", "", "fleet repository commit to record when the fleet is not a git work tree")
 	f.BoolVar(&allowDirty, "allow-dirty", false, "release from a fleet work tree with uncommitted changes")
+	f.StringVar(&secretsID, "secrets-identity", "", "age identity file that decrypts the fleet's node secrets (see docs/secrets.md)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
 	return cmd
 }
