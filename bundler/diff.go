@@ -86,6 +86,10 @@ func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
 			if had && fa.SHA256 == fb.SHA256 && fa.Mode == fb.Mode {
 				continue
 			}
+			if fb.Encrypted || fa.Encrypted {
+				fmt.Fprintf(&out, "  file %s: encrypted to the node, changed (%d bytes)\n", fb.Target, fb.Length)
+				continue
+			}
 			var da []byte
 			if had {
 				if da, err = ReadNodeFile(r.Cache, ca, nb.Name, fa); err != nil {
