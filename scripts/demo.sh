@@ -173,7 +173,7 @@ wait_all() {
 			[ -n "${seen[$n]:-}" ] && continue
 			if node_done "$n" "$version" "$after"; then
 				seen[$n]=$SECONDS
-				ok "$n runs release $version, healthy, sees all ${#NODES[@]} members running ($((SECONDS - START))s)"
+				ok "$n runs release $version, healthy, sees all ${#NODES_ALL[@]} members running ($((SECONDS - START))s)"
 				ORDER+=("$n")
 			else
 				pending=1
