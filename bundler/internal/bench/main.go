@@ -22,6 +22,7 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,12 +37,20 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/pullship/pullship/bundler/image/imagetest"
 )
 
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == countFlag {
+		if err := countReceivePack(os.Args[2], os.Args[3:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var c config
 	flag.StringVar(&c.pullship, "pullship", "bin/pullship", "the pullship binary to measure")
 	flag.StringVar(&c.cache, "cache", ".bench", "directory for the generated images (reused when present)")
@@ -160,7 +169,7 @@ func (b *bench) run() error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("git CLI first push: %.2fs, peak RSS %s, stored %s\n", gitFirst.wall.Seconds(), kib(gitFirst.rss), mib(gitFirst.bytes))
+	fmt.Printf("git CLI first push: %.2fs, peak RSS %s, stored %s, sent %s\n", gitFirst.wall.Seconds(), kib(gitFirst.rss), mib(gitFirst.stored), mib(gitFirst.sent))
 
 	// --- pullship: keys, root, fleet (its own git work tree), two repositories.
 	keys := filepath.Join(w, "keys")
@@ -238,7 +247,8 @@ func (b *bench) run() error {
 		speed := gitFirst.wall.Seconds() / m.wall.Seconds()
 		b.add(row{sc, "time", secs(m.wall), secs(gitFirst.wall) + " git CLI", fmt.Sprintf("%.1f× faster", speed), "≥ 5× faster", yes(speed >= 5)})
 		b.add(row{sc, "peak RSS", kib(m.rss), kib(gitFirst.rss) + " git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitFirst.rss)), "≤ 128 MiB", yes(m.rss <= 128<<10)})
-		b.add(row{sc, t.bytesMetric(), mib(m.bytes), mib(gitFirst.bytes) + " git CLI", fmt.Sprintf("%.2f×", float64(m.bytes)/float64(gitFirst.bytes)), "-", "-"})
+		ours, theirs := t.bytes(m), t.bytes(gitFirst)
+		b.add(row{sc, t.bytesMetric(), mib(ours), mib(theirs) + " git CLI", fmt.Sprintf("%.2f×", float64(ours)/float64(theirs)), "-", "-"})
 	}
 
 	// Scenario 3: config-only release (one template line changed, committed).
@@ -263,22 +273,21 @@ func (b *bench) run() error {
 		sc := "3 config-only (" + t.name + ")"
 		b.add(row{sc, "time", secs(m.wall), secs(gitConf.wall) + " git CLI", fmt.Sprintf("%.2f×", m.wall.Seconds()/gitConf.wall.Seconds()), "< 1 s", yes(m.wall < time.Second)})
 		b.add(row{sc, "peak RSS", kib(m.rss), kib(gitConf.rss) + " git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitConf.rss)), "-", "-"})
-		b.add(row{sc, t.bytesMetric(), kb(m.bytes), kb(gitConf.bytes) + " git CLI", fmt.Sprintf("%.2f×", float64(m.bytes)/float64(gitConf.bytes)), "< 20 KB", yes(m.bytes < 20000)})
+		ours, theirs := t.bytes(m), t.bytes(gitConf)
+		b.add(row{sc, t.bytesMetric(), kb(ours), kb(theirs) + " git CLI", fmt.Sprintf("%.2f×", float64(ours)/float64(theirs)), "< 20 KB", yes(ours < 20000)})
 	}
 
 	// Scenario 4: the image with one changed file in the app layer.
-	var oneFile measure // of the directory target, for the git CLI row
+	oneFile := map[*target]measure{} // for the git CLI rows
 	for _, t := range []*target{dir, dmn} {
 		m, err := b.release(t, fleet, keys, b.img.v2)
 		if err != nil {
 			return err
 		}
-		if t == dir {
-			oneFile = m
-		}
+		oneFile[t] = m
 		sc := "4 one file changed (" + t.name + ")"
-		frac := float64(m.bytes) / float64(b.img.appLayer)
-		b.add(row{sc, t.bytesMetric(), mib(m.bytes), mib(b.img.appLayer) + " layer", fmt.Sprintf("%.2f%%", 100*frac), "< 5% of layer", yes(frac < 0.05)})
+		frac := float64(t.bytes(m)) / float64(b.img.appLayer)
+		b.add(row{sc, t.bytesMetric(), mib(t.bytes(m)), mib(b.img.appLayer) + " layer", fmt.Sprintf("%.2f%%", 100*frac), "< 5% of layer", yes(frac < 0.05)})
 		b.add(row{sc, "time", secs(m.wall), "-", "-", "-", "-"})
 		b.add(row{sc, "peak RSS", kib(m.rss), "-", "-", "≤ 128 MiB", yes(m.rss <= 128<<10)})
 	}
@@ -293,8 +302,10 @@ func (b *bench) run() error {
 		if err != nil {
 			return err
 		}
-		b.add(row{"4 one file changed (git CLI)", "stored bytes", mib(g.bytes), mib(b.img.appLayer) + " layer",
-			fmt.Sprintf("%.2f%%", 100*float64(g.bytes)/float64(b.img.appLayer)), "(pullship dir: " + mib(oneFile.bytes) + ")", "-"})
+		for _, t := range []*target{dir, dmn} {
+			b.add(row{"4 one file changed (git CLI)", t.bytesMetric(), mib(t.bytes(g)), mib(b.img.appLayer) + " layer",
+				fmt.Sprintf("%.2f%%", 100*float64(t.bytes(g))/float64(b.img.appLayer)), "(pullship: " + mib(t.bytes(oneFile[t])) + ")", "-"})
+		}
 		b.add(row{"4 one file changed (git CLI)", "time / peak RSS", secs(g.wall) + " / " + kib(g.rss), "-", "-", "-", "-"})
 	}
 	b.print()
@@ -307,18 +318,31 @@ type target struct {
 	proxy                  *proxy
 }
 
+// bytesMetric names what bytes counts for this target: for a directory,
+// the growth of the bare repository's objects/ (pullship writes there
+// in-process, git receive-pack for the git CLI); for git daemon, what the
+// client sent to the server (pullship: through the proxy; git CLI: its pack
+// stream into receive-pack).
 func (t *target) bytesMetric() string {
 	if t.proxy != nil {
-		return "bytes sent (wire)"
+		return "bytes sent"
 	}
-	return "stored bytes"
+	return "bytes stored"
+}
+
+func (t *target) bytes(m measure) int64 {
+	if t.proxy != nil {
+		return m.sent
+	}
+	return m.stored
 }
 
 type measure struct {
-	wall  time.Duration
-	rss   int64 // KiB
-	bytes int64
-	out   string
+	wall   time.Duration
+	rss    int64 // KiB
+	stored int64 // growth of the bare repository's objects/
+	sent   int64 // bytes the client sent to the server (0: not measured)
+	out    string
 }
 
 // release runs pullship release and measures it.
@@ -340,16 +364,16 @@ func (b *bench) release(t *target, fleet, keys, img string) (measure, error) {
 	if err != nil {
 		return m, err
 	}
-	m.bytes = after - before
+	m.stored = after - before
 	if t.proxy != nil {
 		if err := t.proxy.idle(10 * time.Second); err != nil {
 			return m, err
 		}
-		m.bytes = t.proxy.up.Load() - up0
+		m.sent = t.proxy.up.Load() - up0
 		fmt.Printf("  (received from git daemon: %s)\n", kb(t.proxy.down.Load()-down0))
 	}
 	fmt.Printf("pullship release → %s: %.2fs, peak RSS %s, %s %s; pullship says: %s\n", t.name, m.wall.Seconds(), kib(m.rss),
-		t.bytesMetric(), kb(m.bytes), pushedLine(m.out))
+		t.bytesMetric(), kb(t.bytes(m)), pushedLine(m.out))
 	return m, nil
 }
 
@@ -366,11 +390,16 @@ func (b *bench) gitCommitPush(wt, bare, msg string) (measure, error) {
 	if err != nil {
 		return measure{}, err
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return measure{}, err
+	}
+	count := filepath.Join(b.c.work, "receive-pack-count")
 	var total measure
 	for _, args := range [][]string{
 		{"-C", wt, "add", "-A"},
 		{"-C", wt, "commit", "-q", "-m", msg},
-		{"-C", wt, "push", "-q", bare, "HEAD:refs/heads/releases"},
+		{"-C", wt, "push", "-q", "--receive-pack", shellQuote(self) + " " + countFlag + " " + shellQuote(count), bare, "HEAD:refs/heads/releases"},
 	} {
 		m, err := b.timed(wt, "git", args...)
 		if err != nil {
@@ -384,7 +413,15 @@ func (b *bench) gitCommitPush(wt, bare, msg string) (measure, error) {
 	if err != nil {
 		return total, err
 	}
-	total.bytes = after - before
+	total.stored = after - before
+	data, err := os.ReadFile(count)
+	if err != nil {
+		return total, fmt.Errorf("git push: byte count: %w", err)
+	}
+	if total.sent, err = strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64); err != nil {
+		return total, fmt.Errorf("git push: byte count: %w", err)
+	}
+	fmt.Printf("  git CLI: stored %s, sent %s\n", kb(total.stored), kb(total.sent))
 	return total, nil
 }
 
@@ -658,7 +695,7 @@ func readAll(p string) error {
 
 // imageVersion names the generator: bump it when the selection changes so
 // that stale cached images are not reused.
-const imageVersion = "v1"
+const imageVersion = "v2"
 
 // layerRoots are where each layer's files come from, walked in lexical order.
 var (
@@ -676,7 +713,9 @@ type srcFile struct {
 }
 
 // pick lists regular files under roots, sorted, until total reaches limit.
-func pick(roots []string, limit int64, seen map[string]bool) ([]srcFile, error) {
+// Each content appears once (hard links and copies are skipped: an image
+// full of identical files would flatter chunk dedup).
+func pick(roots []string, limit int64, seen *selection) ([]srcFile, error) {
 	var out []srcFile
 	var total int64
 	for _, root := range roots {
@@ -690,19 +729,25 @@ func pick(roots []string, limit int64, seen map[string]bool) ([]srcFile, error) 
 				}
 				return nil
 			}
-			if !d.Type().IsRegular() || seen[p] {
+			if !d.Type().IsRegular() || seen.paths[p] {
 				return nil
 			}
 			fi, err := d.Info()
 			if err != nil || fi.Size() == 0 || fi.Size() > maxFile || total+fi.Size() > limit {
 				return nil
 			}
-			f, err := os.Open(p) // only readable files
-			if err != nil {
-				return nil
+			if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+				ino := [2]uint64{st.Dev, st.Ino}
+				if seen.inodes[ino] {
+					return nil
+				}
+				seen.inodes[ino] = true
 			}
-			f.Close()
-			seen[p] = true
+			dup, err := seen.duplicate(p, fi.Size())
+			if err != nil || dup {
+				return nil // unreadable or a copy
+			}
+			seen.paths[p] = true
 			out = append(out, srcFile{path: p, size: fi.Size(), mode: int64(fi.Mode().Perm())})
 			total += fi.Size()
 			return nil
@@ -715,6 +760,64 @@ func pick(roots []string, limit int64, seen map[string]bool) ([]srcFile, error) 
 		return nil, fmt.Errorf("only %d MiB of readable files under %v (wanted %d MiB)", total>>20, roots, limit>>20)
 	}
 	return out, nil
+}
+
+// selection is what pick has taken so far.
+type selection struct {
+	paths  map[string]bool
+	inodes map[[2]uint64]bool
+	bySize map[int64][]string // sizes seen, with the files not yet hashed
+	sums   map[[32]byte]bool  // contents of hashed files
+}
+
+func newSelection() *selection {
+	return &selection{paths: map[string]bool{}, inodes: map[[2]uint64]bool{},
+		bySize: map[int64][]string{}, sums: map[[32]byte]bool{}}
+}
+
+// duplicate reports whether p has the content of a file taken before,
+// hashing only files whose size collides.
+func (s *selection) duplicate(p string, size int64) (bool, error) {
+	pending, ok := s.bySize[size]
+	if !ok {
+		f, err := os.Open(p) // only readable files
+		if err != nil {
+			return false, err
+		}
+		f.Close()
+		s.bySize[size] = []string{p}
+		return false, nil
+	}
+	for _, q := range pending {
+		sum, err := fileSum(q)
+		if err != nil {
+			return false, err
+		}
+		s.sums[sum] = true
+	}
+	s.bySize[size] = nil
+	sum, err := fileSum(p)
+	if err != nil {
+		return false, err
+	}
+	if s.sums[sum] {
+		return true, nil
+	}
+	s.sums[sum] = true
+	return false, nil
+}
+
+func fileSum(p string) ([32]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return [32]byte{}, err
+	}
+	return [32]byte(h.Sum(nil)), nil
 }
 
 // lazyFile opens a file on first read and closes it at EOF, so that a
@@ -775,7 +878,7 @@ func prepareImages(c config) (*images, error) {
 	if err := os.WriteFile(filepath.Join(c.cache, ".gitignore"), []byte("*\n"), 0o644); err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
+	seen := newSelection()
 	base, err := pick(baseRoots, c.baseMiB<<20, seen)
 	if err != nil {
 		return nil, err
@@ -861,3 +964,32 @@ func layerSize(path string, i int) (int64, error) {
 		}
 	}
 }
+
+// countFlag makes this program a receive-pack wrapper for git push: it runs
+// git receive-pack with the given arguments, counts the bytes git push
+// sends it (commands and pack) and writes the count to a file.
+const countFlag = "-count-receive-pack"
+
+func countReceivePack(countFile string, args []string) error {
+	cmd := exec.Command("git", append([]string{"receive-pack"}, args...)...)
+	cmd.Stdout = os.Stdout
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	n, err := io.Copy(in, os.Stdin)
+	in.Close()
+	if werr := cmd.Wait(); err == nil {
+		err = werr
+	}
+	if werr := os.WriteFile(countFile, []byte(strconv.FormatInt(n, 10)), 0o644); err == nil {
+		err = werr
+	}
+	return err
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
