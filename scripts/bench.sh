@@ -1,5 +1,30 @@
 #!/usr/bin/env bash
-# make bench: grows with the bundler; see README.md.
+# make bench: pullship's release path against baselines measured in the same
+# run (the git CLI, the layer size), then the Go micro-benchmarks.
+#
+#   scripts/bench.sh [flags of bundler/internal/bench, e.g. -git-update=false]
+#
+# The generated images are cached in .bench/ (it ignores itself in git);
+# delete it to regenerate them. Needs git and GNU time (/usr/bin/time).
 set -euo pipefail
-echo "bench: not built yet" >&2
-exit 1
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=go1.27.3
+
+if [ ! -x /usr/bin/time ]; then
+	echo "bench: installing GNU time (/usr/bin/time)" >&2
+	if [ "$(id -u)" -eq 0 ]; then
+		apt-get install -y time >&2
+	else
+		sudo apt-get install -y time >&2
+	fi
+fi
+command -v git >/dev/null || { echo "bench: git is required" >&2; exit 1; }
+[ -x bin/pullship ] || go build -o bin/pullship ./bundler/cmd/pullship
+
+echo "== releases (pullship vs baselines, same run, same data)"
+go run ./bundler/internal/bench -pullship bin/pullship -cache .bench "$@"
+
+echo
+echo "== Go benchmarks"
+go test -run '^$' -bench 'Scan|WritePack|ReleaseConfigOnly' -benchtime 3x -benchmem \
+	./bundler/ ./bundler/image/ ./bundler/repo/ | grep -E '^(Benchmark|pkg:|ok|FAIL)'

@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,7 +115,7 @@ func run(c config) error {
 			return err
 		}
 	}
-	b := &bench{c: c, img: img, env: benchEnv(c.work)}
+	b := &bench{c: c, img: img, env: benchEnv(c.work), load: loadavg()}
 	return b.run()
 }
 
@@ -123,6 +124,7 @@ type bench struct {
 	img  *images
 	env  []string
 	rows []row
+	load string // at the start
 }
 
 type row struct {
@@ -246,6 +248,7 @@ func (b *bench) run() error {
 		sc := "2 first release (" + t.name + ")"
 		speed := gitFirst.wall.Seconds() / m.wall.Seconds()
 		b.add(row{sc, "time", secs(m.wall), secs(gitFirst.wall) + " git CLI", fmt.Sprintf("%.1f× faster", speed), "≥ 5× faster", yes(speed >= 5)})
+		b.add(row{sc, "CPU time", secs(m.cpu), secs(gitFirst.cpu) + " git CLI", fmt.Sprintf("%.1f× less", gitFirst.cpu.Seconds()/m.cpu.Seconds()), "-", "-"})
 		b.add(row{sc, "peak RSS", kib(m.rss), kib(gitFirst.rss) + " git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitFirst.rss)), "≤ 128 MiB", yes(m.rss <= 128<<10)})
 		ours, theirs := t.bytes(m), t.bytes(gitFirst)
 		b.add(row{sc, t.bytesMetric(), mib(ours), mib(theirs) + " git CLI", fmt.Sprintf("%.2f×", float64(ours)/float64(theirs)), "-", "-"})
@@ -272,6 +275,7 @@ func (b *bench) run() error {
 		}
 		sc := "3 config-only (" + t.name + ")"
 		b.add(row{sc, "time", secs(m.wall), secs(gitConf.wall) + " git CLI", fmt.Sprintf("%.2f×", m.wall.Seconds()/gitConf.wall.Seconds()), "< 1 s", yes(m.wall < time.Second)})
+		b.add(row{sc, "CPU time", secs(m.cpu), secs(gitConf.cpu) + " git CLI", fmt.Sprintf("%.2f×", m.cpu.Seconds()/gitConf.cpu.Seconds()), "-", "-"})
 		b.add(row{sc, "peak RSS", kib(m.rss), kib(gitConf.rss) + " git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitConf.rss)), "-", "-"})
 		ours, theirs := t.bytes(m), t.bytes(gitConf)
 		b.add(row{sc, t.bytesMetric(), kb(ours), kb(theirs) + " git CLI", fmt.Sprintf("%.2f×", float64(ours)/float64(theirs)), "< 20 KB", yes(ours < 20000)})
@@ -288,7 +292,7 @@ func (b *bench) run() error {
 		sc := "4 one file changed (" + t.name + ")"
 		frac := float64(t.bytes(m)) / float64(b.img.appLayer)
 		b.add(row{sc, t.bytesMetric(), mib(t.bytes(m)), mib(b.img.appLayer) + " layer", fmt.Sprintf("%.2f%%", 100*frac), "< 5% of layer", yes(frac < 0.05)})
-		b.add(row{sc, "time", secs(m.wall), "-", "-", "-", "-"})
+		b.add(row{sc, "time / CPU", secs(m.wall) + " / " + secs(m.cpu), "-", "-", "-", "-"})
 		b.add(row{sc, "peak RSS", kib(m.rss), "-", "-", "≤ 128 MiB", yes(m.rss <= 128<<10)})
 	}
 	if b.c.gitUpdate {
@@ -306,10 +310,22 @@ func (b *bench) run() error {
 			b.add(row{"4 one file changed (git CLI)", t.bytesMetric(), mib(t.bytes(g)), mib(b.img.appLayer) + " layer",
 				fmt.Sprintf("%.2f%%", 100*float64(t.bytes(g))/float64(b.img.appLayer)), "(pullship: " + mib(t.bytes(oneFile[t])) + ")", "-"})
 		}
-		b.add(row{"4 one file changed (git CLI)", "time / peak RSS", secs(g.wall) + " / " + kib(g.rss), "-", "-", "-", "-"})
+		b.add(row{"4 one file changed (git CLI)", "time / CPU", secs(g.wall) + " / " + secs(g.cpu), "-", "-", "-", "-"})
+		b.add(row{"4 one file changed (git CLI)", "peak RSS", kib(g.rss), "-", "-", "-", "-"})
 	}
 	b.print()
+	fmt.Printf("\n%d CPUs; load average at start: %s, at end: %s (wall times are only comparable within one run)\n",
+		runtime.NumCPU(), b.load, loadavg())
 	return nil
+}
+
+// loadavg is the 1-minute load average: the machine may be shared.
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(data))[0]
 }
 
 // target is a release repository the bench releases to.
@@ -339,9 +355,10 @@ func (t *target) bytes(m measure) int64 {
 
 type measure struct {
 	wall   time.Duration
-	rss    int64 // KiB
-	stored int64 // growth of the bare repository's objects/
-	sent   int64 // bytes the client sent to the server (0: not measured)
+	cpu    time.Duration // user + system, of the process and its children
+	rss    int64         // KiB
+	stored int64         // growth of the bare repository's objects/
+	sent   int64         // bytes the client sent to the server (0: not measured)
 	out    string
 }
 
@@ -372,7 +389,7 @@ func (b *bench) release(t *target, fleet, keys, img string) (measure, error) {
 		m.sent = t.proxy.up.Load() - up0
 		fmt.Printf("  (received from git daemon: %s)\n", kb(t.proxy.down.Load()-down0))
 	}
-	fmt.Printf("pullship release → %s: %.2fs, peak RSS %s, %s %s; pullship says: %s\n", t.name, m.wall.Seconds(), kib(m.rss),
+	fmt.Printf("pullship release → %s: %.2fs (CPU %.2fs), peak RSS %s, %s %s; pullship says: %s\n", t.name, m.wall.Seconds(), m.cpu.Seconds(), kib(m.rss),
 		t.bytesMetric(), kb(t.bytes(m)), pushedLine(m.out))
 	return m, nil
 }
@@ -406,8 +423,9 @@ func (b *bench) gitCommitPush(wt, bare, msg string) (measure, error) {
 			return total, err
 		}
 		total.wall += m.wall
+		total.cpu += m.cpu
 		total.rss = max(total.rss, m.rss)
-		fmt.Printf("  git %s: %.2fs, peak RSS %s\n", args[2], m.wall.Seconds(), kib(m.rss))
+		fmt.Printf("  git %s: %.2fs (CPU %.2fs), peak RSS %s\n", args[2], m.wall.Seconds(), m.cpu.Seconds(), kib(m.rss))
 	}
 	after, err := dirSize(filepath.Join(bare, "objects"))
 	if err != nil {
@@ -425,7 +443,11 @@ func (b *bench) gitCommitPush(wt, bare, msg string) (measure, error) {
 	return total, nil
 }
 
-var maxRSSRE = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+var (
+	maxRSSRE = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+	userRE   = regexp.MustCompile(`User time \(seconds\): ([0-9.]+)`)
+	sysRE    = regexp.MustCompile(`System time \(seconds\): ([0-9.]+)`)
+)
 
 // timed runs name args under /usr/bin/time -v.
 func (b *bench) timed(dir, name string, args ...string) (measure, error) {
@@ -456,7 +478,14 @@ func (b *bench) timed(dir, name string, args ...string) (measure, error) {
 		return measure{}, fmt.Errorf("no peak RSS in /usr/bin/time output of %s:\n%s", name, tv)
 	}
 	rss, _ := strconv.ParseInt(string(sm[1]), 10, 64)
-	return measure{wall: wall, rss: rss, out: out.String()}, nil
+	var cpu time.Duration
+	for _, re := range []*regexp.Regexp{userRE, sysRE} {
+		if sm := re.FindSubmatch(tv); sm != nil {
+			f, _ := strconv.ParseFloat(string(sm[1]), 64)
+			cpu += time.Duration(f * float64(time.Second))
+		}
+	}
+	return measure{wall: wall, cpu: cpu, rss: rss, out: out.String()}, nil
 }
 
 // quiet runs an untimed setup command.
