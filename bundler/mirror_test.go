@@ -105,7 +105,7 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	usb := filepath.Join(e.Dir, "media", "fleet.git")
 	stale := filepath.Join(e.Dir, "stale.git")
 
-	fleet := fleetFor(t, filepath.Join(e.Dir, "fleet"), "v1 {{.Node}}\n")
+	var fleet string
 	imgs := []string{testImage(t, e.Dir, 1, 512<<10), testImage(t, e.Dir, 2, 512<<10), testImage(t, e.Dir, 3, 512<<10)}
 	var tags []string
 	for i, img := range imgs {
@@ -157,8 +157,7 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	git(t, relayBare, "fsck", "--strict", "--no-dangling")
 
 	// Relay → a directory that does not exist yet (removable media).
-	res, err = mirror(t, relay, usb, filepath.Join(e.Dir, "cache-usb"), bundler.MirrorOptions{Images: 1})
-	if err != nil {
+	if _, err = mirror(t, relay, usb, filepath.Join(e.Dir, "cache-usb"), bundler.MirrorOptions{Images: 1}); err != nil {
 		t.Fatal(err)
 	}
 	git(t, usb, "fsck", "--strict", "--no-dangling")
