@@ -19,6 +19,7 @@ build:
 ## test: every test, with the race detector (Docker tests run when an engine is reachable; with CI=true they fail without one)
 test:
 	$(GO) test -race -timeout 30m ./...
+	bash scripts/readme-check.sh
 
 ## lint: go vet and staticcheck
 lint:

@@ -48,7 +48,9 @@ type Server struct {
 // Start (re)starts the daemon and waits until it accepts connections.
 func (s *Server) Start() {
 	s.t.Helper()
-	cmd := exec.Command("git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
+	// git-daemon itself, not the "git daemon" wrapper: killing the wrapper
+	// would leave the daemon serving.
+	cmd := exec.Command(filepath.Join(execPath(s.t), "git-daemon"), "--export-all", "--enable=receive-pack", "--reuseaddr",
 		"--informative-errors", "--base-path="+s.base, "--listen=127.0.0.1", "--port="+strconv.Itoa(s.port), s.base)
 	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+s.base)
 	if err := cmd.Start(); err != nil {
@@ -70,12 +72,30 @@ func (s *Server) Start() {
 	}
 }
 
-// Stop kills the daemon.
+// execPath is git's directory of helper programs.
+func execPath(t testing.TB) string {
+	out, err := exec.Command("git", "--exec-path").Output()
+	if err != nil {
+		t.Fatalf("git --exec-path: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Stop kills the daemon and waits until its port refuses connections.
 func (s *Server) Stop() {
-	if s.cmd != nil {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-		s.cmd = nil
+	if s.cmd == nil {
+		return
+	}
+	s.cmd.Process.Kill()
+	s.cmd.Wait()
+	s.cmd = nil
+	addr := strings.TrimPrefix(s.URL, "git://")
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return
+		}
+		c.Close()
 	}
 }
 
@@ -83,12 +103,8 @@ func (s *Server) Stop() {
 // and returns the base URL. conns, when not nil, counts TCP connections.
 func HTTP(t testing.TB, base string, conns *atomic.Int32) string {
 	t.Helper()
-	out, err := exec.Command("git", "--exec-path").Output()
-	if err != nil {
-		t.Fatalf("git --exec-path: %v", err)
-	}
 	h := &cgi.Handler{
-		Path: filepath.Join(strings.TrimSpace(string(out)), "git-http-backend"),
+		Path: filepath.Join(execPath(t), "git-http-backend"),
 		Env:  []string{"GIT_PROJECT_ROOT=" + base, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + base},
 	}
 	// Go's CGI host refuses chunked bodies (git itself pushes large packs
