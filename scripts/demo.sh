@@ -189,6 +189,19 @@ $(fleet_status 2>&1 || docker ps -a --filter name=pullship-demo-)"
 # The fleet in .demo/fleet lies inside pullship's own work tree, so release
 # would name (and check) pullship's commit; --allow-dirty says this fleet is
 # not under version control of its own. A real fleet lives in its own repo.
+# check_waves checks, rather than assumes, the order of the last wait_all:
+# no node may get there before a node of an earlier wave.
+wave_of() { case "$1" in cn) echo 1 ;; sg) echo 2 ;; *) echo 3 ;; esac; }
+check_waves() {
+	local prev=0 n w
+	for n in "${ORDER[@]}"; do
+		w="$(wave_of "$n")"
+		[ "$w" -ge "$prev" ] || die "node $n (wave $w) got there before a node of wave $prev: order ${ORDER[*]}"
+		prev="$w"
+	done
+	ok "order seen: ${ORDER[*]} (waves respected)"
+}
+
 release() {
 	local image="$1"
 	"$BIN/pullship" release -q --allow-dirty --repo "$REPO" --fleet "$DEMO/fleet/fleet.toml" --image "docker://$image" \
@@ -201,6 +214,7 @@ release() {
 say "Checking that Docker is reachable"
 check_docker
 ok "Docker $(docker version -f '{{.Server.Version}}') answers"
+command -v go >/dev/null 2>&1 || { echo "demo: the go command is not installed; the demo builds pullship with Go (https://go.dev/dl/)" >&2; exit 1; }
 
 say "Building pullship and pullship-agent (make build)"
 make -s -C "$ROOT" build
@@ -295,16 +309,7 @@ say "Rolling out version 2 wave by wave: cn (wave 1), then sg (wave 2), then us 
 START=$SECONDS
 ORDER=()
 wait_all 2
-# The waves are checked, not assumed: each node's first report on version 2
-# must come after every node of the earlier waves had reported it.
-wave_of() { case "$1" in cn) echo 1 ;; sg) echo 2 ;; *) echo 3 ;; esac; }
-prev=0
-for n in "${ORDER[@]}"; do
-	w="$(wave_of "$n")"
-	[ "$w" -ge "$prev" ] || die "node $n (wave $w) finished before a node of wave $prev: order ${ORDER[*]}"
-	prev="$w"
-done
-ok "order seen: ${ORDER[*]} (waves respected)"
+check_waves
 for n in "${NODES[@]}"; do
 	grep -q '^listener.max_connections = 20000$' "$DEMO/etc/$n/vernemq.conf" ||
 		die "node $n's vernemq.conf does not have the new value"
@@ -313,6 +318,22 @@ ok "every node's vernemq.conf on the host has listener.max_connections = 20000"
 if have_status; then
 	fleet_status | sed -n '/^rollout/,$p' | sed 's/^/   /'
 fi
+
+say "Releasing version 3: a new image, pullship/demo:2 (same layer, new label)"
+release pullship/demo:2
+info "demo:2 shares its layer with demo:1, so only its few new chunks (image config, manifest) were pushed"
+
+say "Rolling out version 3 wave by wave: every container is recreated from the new image"
+START=$SECONDS
+ORDER=()
+wait_all 3
+check_waves
+want="$(docker image inspect -f '{{.Id}}' pullship/demo:2)"
+for n in "${NODES[@]}"; do
+	got="$(docker inspect -f '{{.Image}}' "pullship-demo-$n")"
+	[ "$got" = "$want" ] || die "container pullship-demo-$n runs image $got, want pullship/demo:2 ($want)"
+done
+ok "all four containers run pullship/demo:2 (${want:7:12}), clustered again"
 
 say "Restarting container pullship-demo-sg: its overlay address must come back"
 ip_of() { docker inspect -f "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "pullship-demo-$1" 2>/dev/null; }
@@ -338,7 +359,7 @@ info "waiting for sg's agent to report the restarted container (started $started
 START=$SECONDS
 ORDER=()
 NODES=(sg)
-wait_all 2 "$started"
+wait_all 3 "$started"
 NODES=("${NODES_ALL[@]}")
 if have_status; then
 	fleet_status | sed 's/^/   /'
