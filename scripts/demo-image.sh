@@ -10,8 +10,10 @@
 # release that moves from :1 to :2 is a new image whose chunks are already
 # in the repository.
 #
-# Idempotent: the binary builds reproducibly (-trimpath, no VCS stamp), so a
-# second run hits Docker's build cache and leaves the same image IDs.
+# Idempotent: the binary builds reproducibly (-trimpath, no VCS stamp), so
+# while the images exist a second run hits Docker's build cache and leaves
+# the same image IDs (after make demo-clean the rebuilt IDs differ: the image
+# config records its creation time).
 #
 # Usage: scripts/demo-image.sh [TAG...]   (default: pullship/demo:1 pullship/demo:2)
 set -euo pipefail
