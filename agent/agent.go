@@ -207,6 +207,12 @@ const acceptedRef = "refs/pullship/accepted"
 // the highest ever accepted, or be that very release.
 func checkVersion(v *bundler.Verified, st *state.State) error {
 	rel := v.Release
+	if st.RootVersion != 0 && v.Root.Version > st.RootVersion {
+		// A newer root resets the floor: it is how a fleet recovers from a
+		// release signed with a runaway version (those who can rotate the
+		// root could sign anything anyway). Older roots stay refused.
+		return nil
+	}
 	switch {
 	case rel.Version < st.Version:
 		return fmt.Errorf("release %d is older than release %d, already accepted here: rollback refused", rel.Version, st.Version)

@@ -44,6 +44,10 @@ type ReleaseOptions struct {
 	SourceCommit string
 	// AllowDirty publishes from a fleet work tree with uncommitted changes.
 	AllowDirty bool
+	// ResetVersion numbers this release 1 again: the recovery from a
+	// release signed with a runaway version. Agents accept the reset only
+	// under a newer root, so it needs Roots.
+	ResetVersion bool
 	// SecretsIdentity is the age identity file that decrypts the fleet's
 	// node secrets (--secrets-identity); empty when no template uses one.
 	SecretsIdentity string
@@ -171,8 +175,14 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	for i := range rel.Nodes {
 		rel.Nodes[i].Image = idx.Name
 	}
+	if o.ResetVersion && len(o.Roots) == 0 {
+		return nil, errors.New("a version reset needs a new root (--publish-root): agents accept it only under a newer root")
+	}
 	if prevRel != nil {
 		rel.Version = prevRel.Version + 1
+		if o.ResetVersion {
+			rel.Version = 1
+		}
 		sum := sha256.Sum256(prev.Manifest)
 		rel.Previous = hex.EncodeToString(sum[:])
 		if sameContent(prevRel, rel) {

@@ -82,7 +82,7 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 	}
 	var failed int
 	var prevSum string
-	var prevVersion int64
+	var prevVersion, prevRoot int64
 	for i, c := range commits {
 		last := i == len(commits)-1
 		line := VerifyLine{Commit: c.Hash}
@@ -107,14 +107,15 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 			rel := v.Release
 			line.Version, line.Created = rel.Version, rel.Created
 			line.Signers = v.Signatures.Valid
-			if rel.Version != prevVersion+1 {
+			reset := rel.Version == 1 && prevVersion > 0 && rel.RootVersion > prevRoot
+			if rel.Version != prevVersion+1 && !reset {
 				return fmt.Errorf("release %d follows release %d: versions must be consecutive", rel.Version, prevVersion)
 			}
 			if rel.Previous != prevSum {
 				return fmt.Errorf("release %d: previous is %q, the sha256 of release %d's manifest is %q", rel.Version, shortHex(rel.Previous), prevVersion, shortHex(prevSum))
 			}
 			sum := sha256.Sum256(b.Manifest)
-			prevSum, prevVersion = hex.EncodeToString(sum[:]), rel.Version
+			prevSum, prevVersion, prevRoot = hex.EncodeToString(sum[:]), rel.Version, rel.RootVersion
 			if !o.All && (o.Version == 0 && !last || o.Version != 0 && rel.Version != o.Version) {
 				return errSkip
 			}

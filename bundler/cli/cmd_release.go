@@ -35,6 +35,7 @@ func newReleaseCmd(env Env) *cobra.Command {
 		sourceCommit string
 		allowDirty   bool
 		secretsID    string
+		resetVersion bool
 		quiet        bool
 	)
 	cmd := &cobra.Command{
@@ -92,7 +93,7 @@ sigstore KMS provider compiled into this binary.`,
 			res, err := r.Release(ctx, bundler.ReleaseOptions{
 				Fleet: fleet, Image: src, Signers: signers, Roots: roots, Now: now,
 				Lifetime: expires, SourceCommit: sourceCommit, AllowDirty: allowDirty, Progress: prog.update,
-				SecretsIdentity: secretsID,
+				SecretsIdentity: secretsID, ResetVersion: resetVersion,
 			})
 			prog.finish()
 			if errors.Is(err, bundler.ErrNothingChanged) {
@@ -127,6 +128,7 @@ sigstore KMS provider compiled into this binary.`,
 	f.StringVar(&sourceCommit, "source-commit", "", "fleet repository commit to record when the fleet is not a git work tree")
 	f.BoolVar(&allowDirty, "allow-dirty", false, "release from a fleet work tree with uncommitted changes")
 	f.StringVar(&secretsID, "secrets-identity", "", "age identity file that decrypts the fleet's node secrets (see docs/secrets.md)")
+	f.BoolVar(&resetVersion, "reset-version", false, "number this release 1 again (with --publish-root: recovery from a runaway version)")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
 	return cmd
 }
