@@ -12,8 +12,9 @@
 // the biggest process of its tree, since waited-for children count). Bytes
 // pushed are measured on the server side: for a directory remote, the growth
 // of the sum of file sizes under the bare repository's objects/; for git
-// daemon, every byte the client sent through a counting TCP proxy in front
-// of the daemon (protocol overhead and ref negotiation included).
+// daemon, every byte the client sent to `git daemon --inetd` on its
+// connections (protocol overhead and ref negotiation included); for the git
+// CLI, the bytes git push sent into receive-pack.
 //
 //	go run ./bundler/internal/bench -pullship bin/pullship -cache .bench
 package main
@@ -204,24 +205,19 @@ func (b *bench) run() error {
 		return err
 	}
 
-	// git daemon behind a byte-counting proxy.
+	// git daemon, counting bytes.
 	srv := filepath.Join(w, "srv")
 	if err := os.MkdirAll(srv, 0o755); err != nil {
 		return err
 	}
-	stop, daemonAddr, err := b.startDaemon(srv)
-	if err != nil {
-		return err
-	}
-	defer stop()
-	px, err := newProxy(daemonAddr)
+	px, err := newDaemon(srv, b.env)
 	if err != nil {
 		return err
 	}
 	defer px.Close()
 
 	dir := &target{name: "directory", url: filepath.Join(w, "releases.git"), bare: filepath.Join(w, "releases.git"), cache: filepath.Join(w, "cache-dir")}
-	dmn := &target{name: "git daemon", url: "git://" + px.Addr() + "/releases.git", bare: filepath.Join(srv, "releases.git"), cache: filepath.Join(w, "cache-daemon"), proxy: px}
+	dmn := &target{name: "git daemon", url: "git://" + px.Addr() + "/releases.git", bare: filepath.Join(srv, "releases.git"), cache: filepath.Join(w, "cache-daemon"), daemon: px}
 	if err := b.quiet(w, "git", "init", "-q", "--bare", dmn.bare); err != nil {
 		return err
 	}
@@ -291,7 +287,7 @@ func (b *bench) run() error {
 		oneFile[t] = m
 		sc := "4 one file changed (" + t.name + ")"
 		frac := float64(t.bytes(m)) / float64(b.img.appLayer)
-		b.add(row{sc, t.bytesMetric(), mib(t.bytes(m)), mib(b.img.appLayer) + " layer", fmt.Sprintf("%.2f%%", 100*frac), "< 5% of layer", yes(frac < 0.05)})
+		b.add(row{sc, t.bytesMetric(), kb(t.bytes(m)), mib(b.img.appLayer) + " layer", fmt.Sprintf("%.2f%%", 100*frac), "< 5% of layer", yes(frac < 0.05)})
 		b.add(row{sc, "time / CPU", secs(m.wall) + " / " + secs(m.cpu), "-", "-", "-", "-"})
 		b.add(row{sc, "peak RSS", kib(m.rss), "-", "-", "≤ 128 MiB", yes(m.rss <= 128<<10)})
 	}
@@ -307,8 +303,8 @@ func (b *bench) run() error {
 			return err
 		}
 		for _, t := range []*target{dir, dmn} {
-			b.add(row{"4 one file changed (git CLI)", t.bytesMetric(), mib(t.bytes(g)), mib(b.img.appLayer) + " layer",
-				fmt.Sprintf("%.2f%%", 100*float64(t.bytes(g))/float64(b.img.appLayer)), "(pullship: " + mib(t.bytes(oneFile[t])) + ")", "-"})
+			b.add(row{"4 one file changed (git CLI)", t.bytesMetric(), kb(t.bytes(g)), mib(b.img.appLayer) + " layer",
+				fmt.Sprintf("%.2f%%", 100*float64(t.bytes(g))/float64(b.img.appLayer)), "(pullship: " + kb(t.bytes(oneFile[t])) + ")", "-"})
 		}
 		b.add(row{"4 one file changed (git CLI)", "time / CPU", secs(g.wall) + " / " + secs(g.cpu), "-", "-", "-", "-"})
 		b.add(row{"4 one file changed (git CLI)", "peak RSS", kib(g.rss), "-", "-", "-", "-"})
@@ -331,23 +327,23 @@ func loadavg() string {
 // target is a release repository the bench releases to.
 type target struct {
 	name, url, bare, cache string
-	proxy                  *proxy
+	daemon                 *daemon
 }
 
 // bytesMetric names what bytes counts for this target: for a directory,
 // the growth of the bare repository's objects/ (pullship writes there
 // in-process, git receive-pack for the git CLI); for git daemon, what the
-// client sent to the server (pullship: through the proxy; git CLI: its pack
+// client sent to the server (pullship: counted by the daemon wrapper; git CLI: its pack
 // stream into receive-pack).
 func (t *target) bytesMetric() string {
-	if t.proxy != nil {
+	if t.daemon != nil {
 		return "bytes sent"
 	}
 	return "bytes stored"
 }
 
 func (t *target) bytes(m measure) int64 {
-	if t.proxy != nil {
+	if t.daemon != nil {
 		return m.sent
 	}
 	return m.stored
@@ -369,12 +365,15 @@ func (b *bench) release(t *target, fleet, keys, img string) (measure, error) {
 		return measure{}, err
 	}
 	var up0, down0 int64
-	if t.proxy != nil {
-		up0, down0 = t.proxy.up.Load(), t.proxy.down.Load()
+	if t.daemon != nil {
+		up0, down0 = t.daemon.up.Load(), t.daemon.down.Load()
 	}
 	m, err := b.timed(b.c.work, b.c.pullship, "release", "--repo", t.url, "--cache", t.cache,
 		"--fleet", filepath.Join(fleet, "fleet.toml"), "--image", img, "--key", filepath.Join(keys, "rel.key"), "--quiet")
 	if err != nil {
+		if t.daemon != nil {
+			err = fmt.Errorf("%w\n%s", err, t.daemon.failures())
+		}
 		return m, err
 	}
 	after, err := dirSize(filepath.Join(t.bare, "objects"))
@@ -382,12 +381,12 @@ func (b *bench) release(t *target, fleet, keys, img string) (measure, error) {
 		return m, err
 	}
 	m.stored = after - before
-	if t.proxy != nil {
-		if err := t.proxy.idle(10 * time.Second); err != nil {
+	if t.daemon != nil {
+		if err := t.daemon.idle(10 * time.Second); err != nil {
 			return m, err
 		}
-		m.sent = t.proxy.up.Load() - up0
-		fmt.Printf("  (received from git daemon: %s)\n", kb(t.proxy.down.Load()-down0))
+		m.sent = t.daemon.up.Load() - up0
+		fmt.Printf("  (received from git daemon: %s)\n", kb(t.daemon.down.Load()-down0))
 	}
 	fmt.Printf("pullship release → %s: %.2fs (CPU %.2fs), peak RSS %s, %s %s; pullship says: %s\n", t.name, m.wall.Seconds(), m.cpu.Seconds(), kib(m.rss),
 		t.bytesMetric(), kb(t.bytes(m)), pushedLine(m.out))
@@ -499,99 +498,97 @@ func (b *bench) quiet(dir, name string, args ...string) error {
 	return nil
 }
 
-func (b *bench) startDaemon(base string) (stop func(), addr string, err error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", err
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
-	cmd := exec.Command("git", "daemon", "--export-all", "--enable=receive-pack", "--reuseaddr",
-		"--informative-errors", "--base-path="+base, "--listen=127.0.0.1", "--port="+port, base)
-	cmd.Env = b.env
-	if err := cmd.Start(); err != nil {
-		return nil, "", err
-	}
-	stop = func() { cmd.Process.Kill(); cmd.Wait() }
-	addr = "127.0.0.1:" + port
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return stop, addr, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return nil, "", fmt.Errorf("git daemon not listening on %s: %w", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// proxy forwards TCP connections to a server and counts the bytes in each
-// direction.
-type proxy struct {
+// daemon serves git:// on a loopback port it holds for the whole run (no
+// window for another process to take it): every connection is handed to
+// its own `git daemon --inetd` (the real server, receive-pack enabled), and
+// the bytes each way are counted.
+type daemon struct {
 	l        net.Listener
-	target   string
+	args     []string
+	env      []string
 	up, down atomic.Int64
 	active   atomic.Int64
+	mu       sync.Mutex
+	errs     []string // what failed connections printed
 }
 
-func newProxy(target string) (*proxy, error) {
+func newDaemon(base string, env []string) (*daemon, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	p := &proxy{l: l, target: target}
-	go p.serve()
-	return p, nil
+	d := &daemon{l: l, env: env, args: []string{"daemon", "--inetd", "--export-all", "--enable=receive-pack",
+		"--informative-errors", "--base-path=" + base, base}}
+	go d.serve()
+	return d, nil
 }
 
-func (p *proxy) Addr() string { return p.l.Addr().String() }
-func (p *proxy) Close() error { return p.l.Close() }
+func (d *daemon) Addr() string { return d.l.Addr().String() }
+func (d *daemon) Close() error { return d.l.Close() }
 
-func (p *proxy) serve() {
+func (d *daemon) serve() {
 	for {
-		c, err := p.l.Accept()
+		c, err := d.l.Accept()
 		if err != nil {
 			return
 		}
-		p.active.Add(1)
-		go p.handle(c)
+		d.active.Add(1)
+		go d.handle(c)
 	}
 }
 
-func (p *proxy) handle(c net.Conn) {
-	defer p.active.Add(-1)
+func (d *daemon) handle(c net.Conn) {
+	defer d.active.Add(-1)
 	defer c.Close()
-	s, err := net.Dial("tcp", p.target)
-	if err != nil {
-		return
+	var stderr bytes.Buffer
+	cmd := exec.Command("git", d.args...)
+	cmd.Env = d.env
+	cmd.Stdin = &countReader{r: c, n: &d.up}
+	cmd.Stdout = &countWriter{w: c, n: &d.down}
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		d.mu.Lock()
+		d.errs = append(d.errs, fmt.Sprintf("git daemon --inetd: %v: %s", err, stderr.String()))
+		d.mu.Unlock()
 	}
-	defer s.Close()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	pipe := func(dst, src net.Conn, n *atomic.Int64) {
-		defer wg.Done()
-		k, _ := io.Copy(dst, src)
-		n.Add(k)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
-	}
-	go pipe(s, c, &p.up)
-	go pipe(c, s, &p.down)
-	wg.Wait()
+}
+
+// failures returns what failed connections reported.
+func (d *daemon) failures() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return strings.Join(d.errs, "\n")
+}
+
+type countReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+type countWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // idle waits until every proxied connection has ended, so that the
 // counters hold all bytes of the command that just exited.
-func (p *proxy) idle(timeout time.Duration) error {
+func (d *daemon) idle(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	for p.active.Load() != 0 {
+	for d.active.Load() != 0 {
 		if time.Now().After(deadline) {
-			return errors.New("proxy: connections still open after the command exited")
+			return errors.New("git daemon: connections still open after the command exited")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
