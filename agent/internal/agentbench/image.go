@@ -1,0 +1,196 @@
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// buildPingsrv compiles the engine tests' static pingsrv program (the
+// container's entrypoint and health check) into dir and returns its bytes.
+func buildPingsrv(moduleRoot, dir string) ([]byte, error) {
+	out := filepath.Join(dir, "pingsrv")
+	cmd := exec.Command("go", "build", "-o", out, ".")
+	cmd.Dir = filepath.Join(moduleRoot, "agent", "engine", "enginetest", "testdata", "pingsrv")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build pingsrv: %w\n%s", err, b)
+	}
+	return os.ReadFile(out)
+}
+
+// withEntrypoint copies the legacy `docker save` tarball src to dst with one
+// more layer holding bin as /pingsrv, the image's entrypoint, and tag as its
+// only tag. The big layers are copied byte for byte (streamed), so the image
+// is src's plus a few MiB. It returns the new image ID.
+func withEntrypoint(src, dst string, bin []byte, tag string) (string, error) {
+	manifest, config, err := readMeta(src)
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", src, err)
+	}
+
+	// The extra layer: a tar holding /pingsrv.
+	var layer bytes.Buffer
+	lw := tar.NewWriter(&layer)
+	if err := lw.WriteHeader(&tar.Header{Name: "pingsrv", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+		return "", err
+	}
+	if _, err := lw.Write(bin); err != nil {
+		return "", err
+	}
+	if err := lw.Close(); err != nil {
+		return "", err
+	}
+	diffID := sha256.Sum256(layer.Bytes())
+	layerDir := "pullship-bench-" + hex.EncodeToString(diffID[:8])
+
+	var cfg map[string]any
+	if err := json.Unmarshal(config.data, &cfg); err != nil {
+		return "", fmt.Errorf("image %s: config: %w", src, err)
+	}
+	rootfs, _ := cfg["rootfs"].(map[string]any)
+	diffIDs, _ := rootfs["diff_ids"].([]any)
+	if rootfs == nil || len(diffIDs) == 0 {
+		return "", fmt.Errorf("image %s: config has no rootfs.diff_ids", src)
+	}
+	rootfs["diff_ids"] = append(diffIDs, "sha256:"+hex.EncodeToString(diffID[:]))
+	if h, ok := cfg["history"].([]any); ok {
+		cfg["history"] = append(h, map[string]any{"created": "2024-01-01T00:00:00Z", "created_by": "pullship agentbench: /pingsrv"})
+	}
+	c, _ := cfg["config"].(map[string]any)
+	if c == nil {
+		c = map[string]any{}
+		cfg["config"] = c
+	}
+	c["Entrypoint"] = []string{"/pingsrv"}
+	c["Cmd"] = nil
+	newCfg, err := json.Marshal(cfg)
+	if err != nil {
+		return "", err
+	}
+	cfgSum := sha256.Sum256(newCfg)
+	cfgHex := hex.EncodeToString(cfgSum[:])
+	layers := append(manifest.Layers, layerDir+"/layer.tar")
+	newManifest, _ := json.Marshal([]map[string]any{{"Config": cfgHex + ".json", "RepoTags": []string{tag}, "Layers": layers}})
+	name, version := splitTag(tag)
+	repos, _ := json.Marshal(map[string]map[string]string{name: {version: layerDir}})
+
+	in, err := os.Open(src)
+	if err != nil {
+		return "", err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return "", err
+	}
+	defer out.Close()
+	tr := tar.NewReader(in)
+	tw := tar.NewWriter(out)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("image %s: %w", src, err)
+		}
+		if h.Name == "manifest.json" || h.Name == "repositories" || h.Name == config.name {
+			continue
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return "", err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return "", fmt.Errorf("image %s: %s: %w", src, h.Name, err)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		data []byte
+	}{
+		{layerDir + "/VERSION", []byte("1.0")},
+		{layerDir + "/json", []byte(`{"id":"` + layerDir + `"}`)},
+		{layerDir + "/layer.tar", layer.Bytes()},
+		{cfgHex + ".json", newCfg},
+		{"manifest.json", newManifest},
+		{"repositories", repos},
+	} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o644, Size: int64(len(f.data)), Typeflag: tar.TypeReg}); err != nil {
+			return "", err
+		}
+		if _, err := tw.Write(f.data); err != nil {
+			return "", err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return "", err
+	}
+	return "sha256:" + cfgHex, out.Close()
+}
+
+type saveManifest struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+type namedData struct {
+	name string
+	data []byte
+}
+
+// readMeta returns the single image of a legacy docker-save tarball's
+// manifest.json and its config file.
+func readMeta(path string) (saveManifest, namedData, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return saveManifest{}, namedData{}, err
+	}
+	defer f.Close()
+	small := map[string][]byte{}
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return saveManifest{}, namedData{}, err
+		}
+		if h.Typeflag == tar.TypeReg && h.Size < 1<<20 && !strings.Contains(h.Name, "/") {
+			data, err := io.ReadAll(tr)
+			if err != nil {
+				return saveManifest{}, namedData{}, err
+			}
+			small[h.Name] = data
+		}
+	}
+	var ms []saveManifest
+	if err := json.Unmarshal(small["manifest.json"], &ms); err != nil || len(ms) != 1 {
+		return saveManifest{}, namedData{}, fmt.Errorf("want a legacy docker save tarball with one image in manifest.json (%v)", err)
+	}
+	cfg, ok := small[ms[0].Config]
+	if !ok {
+		return saveManifest{}, namedData{}, fmt.Errorf("config %s missing", ms[0].Config)
+	}
+	return ms[0], namedData{ms[0].Config, cfg}, nil
+}
+
+func splitTag(ref string) (string, string) {
+	for i := len(ref) - 1; i >= 0 && ref[i] != '/'; i-- {
+		if ref[i] == ':' {
+			return ref[:i], ref[i+1:]
+		}
+	}
+	return ref, "latest"
+}

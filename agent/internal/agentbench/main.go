@@ -1,0 +1,576 @@
+// Command agentbench measures pullship-agent against baselines taken in the
+// same run on the same data, and prints one table of ratios (the agent half
+// of make bench).
+//
+// The image is the release bench's ~300 MiB docker-save tarball
+// (bundler/internal/bench writes it into .bench/), plus one small layer
+// holding the engine tests' static pingsrv as entrypoint, so that the
+// container starts and passes a health check. Scenarios:
+//
+//  1. A new image: `docker load -i image.tar` (the baseline) against a
+//     release of the image served by git-daemon on 127.0.0.1, applied by
+//     `pullship-agent once` (the real binary, a fresh state directory) under
+//     /usr/bin/time -v. The fetch+verify+load phase runs from the agent's
+//     process start to the time stamp of its "image loaded" log line.
+//  2. A config-only release (one template line): the bytes git-daemon sent
+//     the agent during the second `once`, counted by a TCP proxy between them.
+//  3. An idle poll (a third `once` with nothing to do): connections and bytes.
+//
+//	go run ./agent/internal/agentbench -image .bench/image-v2-200-100-1.tar
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type config struct {
+	image, pullship, agent, work string
+	keep                         bool
+	cpuProfile                   string
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.image, "image", "", "legacy docker-save tarball to release (default: the newest .bench/image-*-1.tar of the release bench)")
+	flag.StringVar(&c.pullship, "pullship", "bin/pullship", "the pullship binary (cuts the releases)")
+	flag.StringVar(&c.agent, "agent", "bin/pullship-agent", "the pullship-agent binary to measure")
+	flag.StringVar(&c.work, "work", "", "scratch directory (default: a new temporary directory, removed at the end)")
+	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (agent logs, configs) for inspection")
+	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "also apply the release in-process (agent.New + Once) with a CPU profile and heap profile written to FILE and FILE.heap")
+	flag.Parse()
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "agentbench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c config) (err error) {
+	if c.image == "" {
+		m, _ := filepath.Glob(".bench/image-*-1.tar")
+		sort.Slice(m, func(i, j int) bool { return modTime(m[i]).After(modTime(m[j])) })
+		if len(m) == 0 {
+			return errors.New("no image: run the release bench first (go run ./bundler/internal/bench) or pass -image")
+		}
+		c.image = m[0]
+	}
+	for _, p := range []*string{&c.image, &c.pullship, &c.agent} {
+		if *p, err = filepath.Abs(*p); err != nil {
+			return err
+		}
+		if _, err := os.Stat(*p); err != nil {
+			return fmt.Errorf("%w (run make build)", err)
+		}
+	}
+	if _, err := os.Stat("/usr/bin/time"); err != nil {
+		return fmt.Errorf("/usr/bin/time is missing (apt-get install -y time): %w", err)
+	}
+	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
+		return fmt.Errorf("docker info: %w: %s (the agent bench needs a Docker engine)", err, out)
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	if c.work == "" {
+		if c.work, err = os.MkdirTemp("", "pullship-bench-agent-"); err != nil {
+			return err
+		}
+		if !c.keep {
+			defer os.RemoveAll(c.work)
+		}
+	}
+	if c.keep {
+		fmt.Println("scratch directory:", c.work)
+	}
+	b := &bench{c: c, root: root, env: benchEnv(c.work), load: loadavg(),
+		name: fmt.Sprintf("pullship-bench-%d", os.Getpid())}
+	defer b.cleanup()
+	return b.run()
+}
+
+func modTime(p string) time.Time {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return time.Time{}
+	}
+	return fi.ModTime()
+}
+
+// moduleRoot is the directory of pullship's go.mod (pingsrv is built from it).
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil || len(bytes.TrimSpace(out)) == 0 || string(bytes.TrimSpace(out)) == os.DevNull {
+		return "", fmt.Errorf("run agentbench from the pullship module (go env GOMOD: %v)", err)
+	}
+	return filepath.Dir(string(bytes.TrimSpace(out))), nil
+}
+
+type bench struct {
+	c       config
+	root    string
+	env     []string
+	load    string
+	name    string // prefix of every container, image and directory it makes
+	imageID string
+	srv     *gitServer
+	rows    []row
+}
+
+type row struct{ scenario, metric, ours, base, ratio, target, met string }
+
+func (b *bench) add(r row) { b.rows = append(b.rows, r) }
+
+func benchEnv(home string) []string {
+	env := []string{"HOME=" + home, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+		"GIT_AUTHOR_NAME=bench", "GIT_AUTHOR_EMAIL=bench@example.com",
+		"GIT_COMMITTER_NAME=bench", "GIT_COMMITTER_EMAIL=bench@example.com", "LC_ALL=C"}
+	for _, k := range []string{"PATH", "TMPDIR", "GOTOOLCHAIN", "DOCKER_HOST", "DOCKER_CONFIG"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+func (b *bench) container() string { return b.name + "-cn" }
+
+// cleanup removes the containers, the image and the git daemon it made.
+func (b *bench) cleanup() {
+	if b.srv != nil {
+		b.srv.Close()
+	}
+	exec.Command("docker", "rm", "-f", b.container(), b.container()+".pullship-prev").Run()
+	if b.imageID != "" {
+		exec.Command("docker", "rmi", "-f", b.imageID).Run()
+	}
+}
+
+func (b *bench) run() error {
+	w := b.c.work
+	fmt.Printf("image: %s (%s); building the entrypoint layer\n", filepath.Base(b.c.image), mib(fileSize(b.c.image)))
+	bin, err := buildPingsrv(b.root, w)
+	if err != nil {
+		return err
+	}
+	tag := b.name + "/app:1"
+	img := filepath.Join(w, "image.tar")
+	if b.imageID, err = withEntrypoint(b.c.image, img, bin, tag); err != nil {
+		return err
+	}
+	size := fileSize(img)
+	// Warm the page cache: docker load reads the tar, the agent its fetched
+	// objects (just written, so cached too).
+	if err := readAll(img); err != nil {
+		return err
+	}
+	fmt.Printf("bench image %s: %s, %s (base image + pingsrv layer)\n", tag, b.imageID[:19], mib(size))
+
+	// --- Baseline: docker load of the same tar.
+	exec.Command("docker", "rmi", "-f", b.imageID).Run()
+	base, err := b.timed(w, nil, "docker", "load", "-i", img)
+	if err != nil {
+		return err
+	}
+	if err := b.quiet(w, "docker", "image", "inspect", b.imageID); err != nil {
+		return fmt.Errorf("docker load did not load %s: %w", b.imageID, err)
+	}
+	if err := b.quiet(w, "docker", "rmi", "-f", b.imageID); err != nil {
+		return err
+	}
+	fmt.Printf("docker load: %.2fs\n", base.wall.Seconds())
+
+	// --- Keys, trust root, release repository, fleet, agent.
+	keys, fleet, srvDir, etc := filepath.Join(w, "keys"), filepath.Join(w, "fleet"), filepath.Join(w, "srv"), filepath.Join(w, "etc")
+	for _, d := range []string{keys, fleet, srvDir, etc} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	bare := filepath.Join(srvDir, "releases.git")
+	cache := filepath.Join(w, "release-cache")
+	for _, args := range [][]string{
+		{b.c.pullship, "keygen", "--no-password", "--out", filepath.Join(keys, "rel")},
+		{b.c.pullship, "root", "init", "--key", filepath.Join(keys, "rel.pub"), "--threshold", "1",
+			"--sign", filepath.Join(keys, "rel.key"), "--out", filepath.Join(keys, "root-1.toml")},
+		{"git", "init", "-q", "--bare", bare},
+		{b.c.pullship, "init", "--repo", bare, "--root", filepath.Join(keys, "root-1.toml"), "--cache", cache},
+	} {
+		if err := b.quiet(w, args[0], args[1:]...); err != nil {
+			return err
+		}
+	}
+	if b.srv, err = startGitServer(srvDir, b.env); err != nil {
+		return err
+	}
+	agentToml := filepath.Join(w, "agent.toml")
+	if err := os.WriteFile(agentToml, []byte(fmt.Sprintf(`remotes = [%q]
+root = %q
+state_dir = %q
+allowed_dirs = [%q]
+
+[[node]]
+name = "cn"
+key = %q
+`, "git://"+b.srv.Addr()+"/releases.git", filepath.Join(keys, "root-1.toml"), filepath.Join(w, "state"), etc,
+		filepath.Join(keys, "cn.key"))), 0o644); err != nil {
+		return err
+	}
+	if err := b.quiet(w, b.c.agent, "init", "--config", agentToml); err != nil {
+		return err
+	}
+	if err := writeFleet(fleet, filepath.Join(keys, "cn.key.pub"), tag, b.container(), etc); err != nil {
+		return err
+	}
+	for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"commit", "-q", "-m", "fleet"}} {
+		if err := b.quiet(fleet, "git", args...); err != nil {
+			return err
+		}
+	}
+	release := func() (measure, error) {
+		return b.timed(w, nil, b.c.pullship, "release", "--repo", bare, "--cache", cache,
+			"--fleet", filepath.Join(fleet, "fleet.toml"), "--image", img, "--key", filepath.Join(keys, "rel.key"), "--quiet")
+	}
+	rel, err := release()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("release 1 cut: %.2fs\n", rel.wall.Seconds())
+	once := func(want int) (measure, map[string]traffic, error) {
+		m, err := b.timed(w, []int{want}, b.c.agent, "once", "--config", agentToml)
+		if err != nil {
+			return m, nil, err
+		}
+		t, err := b.srv.take(10 * time.Second)
+		return m, t, err
+	}
+
+	// --- Scenario 1: the new image.
+	a1, t1, err := once(0)
+	if err != nil {
+		return err
+	}
+	if err := b.running(); err != nil {
+		return fmt.Errorf("after the first once: %w\n%s", err, a1.out)
+	}
+	loaded, ok := logTime(a1.out, "image loaded")
+	if !ok {
+		return fmt.Errorf("the agent logged no \"image loaded\" line:\n%s", a1.out)
+	}
+	phase := loaded.Sub(a1.start)
+	fmt.Printf("agent once (new image): %.2fs, fetch+verify+load %.2fs, peak RSS %s\n", a1.wall.Seconds(), phase.Seconds(), kib(a1.rss))
+	sc := "1 new image"
+	r := phase.Seconds() / base.wall.Seconds()
+	b.add(row{sc, "fetch+verify+load", secs(phase), secs(base.wall) + " docker load", fmt.Sprintf("%.2f×", r), "≤ 1.3×", yes(r <= 1.3)})
+	b.add(row{sc, "whole once (+ container, health)", secs(a1.wall), secs(base.wall) + " docker load", fmt.Sprintf("%.2f×", a1.wall.Seconds()/base.wall.Seconds()), "-", "-"})
+	b.add(row{sc, "agent CPU time", secs(a1.cpu), "-", "-", "-", "-"})
+	b.add(row{sc, "agent peak RSS", kib(a1.rss), "-", "-", "≤ 64 MiB", yes(a1.rss <= 64<<10)})
+	up := t1["git-upload-pack"]
+	b.add(row{sc, "bytes fetched", mib(up.down), mib(size) + " tar", fmt.Sprintf("%.2f×", float64(up.down)/float64(size)), "-", "-"})
+
+	// --- Scenario 2: a config-only release.
+	if err := os.WriteFile(filepath.Join(fleet, "app.tmpl"), []byte(appTemplate(2)), 0o644); err != nil {
+		return err
+	}
+	if err := b.quiet(fleet, "git", "commit", "-q", "-am", "config"); err != nil {
+		return err
+	}
+	if rel, err = release(); err != nil {
+		return err
+	}
+	fmt.Printf("release 2 (config-only) cut: %.2fs\n", rel.wall.Seconds())
+	a2, t2, err := once(0)
+	if err != nil {
+		return err
+	}
+	if err := b.running(); err != nil {
+		return fmt.Errorf("after the config-only once: %w\n%s", err, a2.out)
+	}
+	if got, err := os.ReadFile(filepath.Join(etc, "app.conf")); err != nil || !bytes.Contains(got, []byte("max_connections = 20000")) {
+		return fmt.Errorf("config-only release not applied (app.conf: %q, %v)\n%s", got, err, a2.out)
+	}
+	sc = "2 config-only"
+	up = t2["git-upload-pack"]
+	b.add(row{sc, "bytes fetched (server→agent)", kb(up.down), "-", "-", "< 10 KB", yes(up.down < 10000)})
+	b.add(row{sc, "fetch requests / bytes sent", fmt.Sprintf("%d / %s", up.conns, kb(up.up)), "-", "-", "-", "-"})
+	addPush(b, sc, t2)
+	b.add(row{sc, "whole once", secs(a2.wall), "-", "-", "-", "-"})
+	b.add(row{sc, "agent peak RSS", kib(a2.rss), "-", "-", "-", "-"})
+
+	// --- Scenario 3: idle poll.
+	a3, t3, err := once(10)
+	if err != nil {
+		return err
+	}
+	sc = "3 idle poll"
+	up = t3["git-upload-pack"]
+	b.add(row{sc, "fetch requests", strconv.Itoa(up.conns), "-", "-", "1", yes(up.conns == 1)})
+	total := up.up + up.down
+	b.add(row{sc, "fetch bytes (both ways)", fmt.Sprintf("%s (%s down)", kb(total), kb(up.down)), "-", "-", "~1 KB (≤ 2 KB)", yes(total <= 2000)})
+	addPush(b, sc, t3)
+	b.add(row{sc, "whole once", secs(a3.wall), "-", "-", "-", "-"})
+
+	if b.c.cpuProfile != "" {
+		if err := b.profile(agentToml); err != nil {
+			return err
+		}
+	}
+	b.print()
+	fmt.Printf("\n%d CPUs; load average at start: %s, at end: %s (wall times are only comparable within one run)\n",
+		runtime.NumCPU(), b.load, loadavg())
+	return nil
+}
+
+// addPush adds the status report pushes a pass made (the agent reports
+// after every pass; they are not part of the poll).
+func addPush(b *bench, sc string, t map[string]traffic) {
+	p := t["git-receive-pack"]
+	b.add(row{sc, "status push: requests / sent / received", fmt.Sprintf("%d / %s / %s", p.conns, kb(p.up), kb(p.down)), "-", "-", "-", "-"})
+	for k, v := range t {
+		if k != "git-upload-pack" && k != "git-receive-pack" {
+			b.add(row{sc, "other connections (" + k + ")", fmt.Sprintf("%d / %s / %s", v.conns, kb(v.up), kb(v.down)), "-", "-", "-", "-"})
+		}
+	}
+}
+
+// running checks that the node's container runs.
+func (b *bench) running() error {
+	out, err := exec.Command("docker", "inspect", "-f", "{{.State.Running}} {{.Image}}", b.container()).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("container %s: %w: %s", b.container(), err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != "true "+b.imageID {
+		return fmt.Errorf("container %s: running, image = %q; want true %s", b.container(), got, b.imageID)
+	}
+	return nil
+}
+
+var logTimeRE = regexp.MustCompile(`(?m)^time=(\S+) .*msg="?([^"=]*)"? `)
+
+// logTime is the time stamp of the first slog text line with message msg.
+func logTime(log, msg string) (time.Time, bool) {
+	for _, m := range logTimeRE.FindAllStringSubmatch(log, -1) {
+		if strings.TrimSpace(m[2]) == msg {
+			t, err := time.Parse(time.RFC3339Nano, m[1])
+			return t, err == nil
+		}
+	}
+	return time.Time{}, false
+}
+
+type measure struct {
+	start time.Time
+	wall  time.Duration
+	cpu   time.Duration // user + system
+	rss   int64         // KiB
+	out   string
+}
+
+var (
+	maxRSSRE = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+	userRE   = regexp.MustCompile(`User time \(seconds\): ([0-9.]+)`)
+	sysRE    = regexp.MustCompile(`System time \(seconds\): ([0-9.]+)`)
+)
+
+// timed runs name args under /usr/bin/time -v; an exit code other than 0
+// or one in codes is an error.
+func (b *bench) timed(dir string, codes []int, name string, args ...string) (measure, error) {
+	f, err := os.CreateTemp(b.c.work, "time-*")
+	if err != nil {
+		return measure{}, err
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	cmd := exec.Command("/usr/bin/time", append([]string{"-v", "-o", f.Name(), name}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = b.env
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	m := measure{start: time.Now()}
+	err = cmd.Run()
+	m.wall = time.Since(m.start)
+	m.out = out.String()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code, err = ee.ExitCode(), nil
+	}
+	if err != nil || (code != 0 && !containsInt(codes, code)) {
+		return m, fmt.Errorf("%s %s: exit %d %v\n%s", name, strings.Join(args, " "), code, err, out.String())
+	}
+	tv, err := os.ReadFile(f.Name())
+	if err != nil {
+		return m, err
+	}
+	sm := maxRSSRE.FindSubmatch(tv)
+	if sm == nil {
+		return m, fmt.Errorf("no peak RSS in /usr/bin/time output of %s:\n%s", name, tv)
+	}
+	m.rss, _ = strconv.ParseInt(string(sm[1]), 10, 64)
+	for _, re := range []*regexp.Regexp{userRE, sysRE} {
+		if sm := re.FindSubmatch(tv); sm != nil {
+			f, _ := strconv.ParseFloat(string(sm[1]), 64)
+			m.cpu += time.Duration(f * float64(time.Second))
+		}
+	}
+	return m, nil
+}
+
+func containsInt(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// quiet runs an untimed setup command.
+func (b *bench) quiet(dir, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = b.env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+func appTemplate(v int) string {
+	return fmt.Sprintf("node = {{.Node}}\nlistener.tcp.default = 0.0.0.0:1883\nmax_connections = %d\nallow_anonymous = off\n", 10000*v)
+}
+
+func writeFleet(dir, statusPub, image, container, etc string) error {
+	pub, err := os.ReadFile(statusPub)
+	if err != nil {
+		return err
+	}
+	files := map[string]string{
+		"cn.pub":   string(pub),
+		"app.tmpl": appTemplate(1),
+		"fleet.toml": fmt.Sprintf(`[service]
+image = %q
+image_name = "app"
+container = %q
+reload = { action = "restart" }
+
+[service.health]
+command = ["/pingsrv", "ping"]
+expect = "pong"
+timeout = "5s"
+retries = 50
+interval = "100ms"
+
+[[template]]
+name = "app.conf"
+source = "app.tmpl"
+target = %q
+
+[attach]
+driver = "none"
+
+[[node]]
+name = "cn"
+region = "cn"
+wave = 1
+address = "10.0.0.1/24"
+status_key = "cn.pub"
+`, image, container, filepath.Join(etc, "app.conf")),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bench) print() {
+	head := row{"scenario", "metric", "agent", "baseline", "ratio", "target", "met?"}
+	cells := func(r row) []string { return []string{r.scenario, r.metric, r.ours, r.base, r.ratio, r.target, r.met} }
+	width := make([]int, 7)
+	for _, r := range append([]row{head}, b.rows...) {
+		for i, c := range cells(r) {
+			width[i] = max(width[i], len([]rune(c)))
+		}
+	}
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	line := func(cs []string) {
+		for i, c := range cs {
+			c += strings.Repeat(" ", width[i]-len([]rune(c)))
+			if i < 6 {
+				c += " | "
+			}
+			fmt.Fprint(w, c)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
+	line(cells(head))
+	dash := make([]string, 7)
+	for i := range dash {
+		dash[i] = strings.Repeat("-", width[i])
+	}
+	line(dash)
+	for _, r := range b.rows {
+		line(cells(r))
+	}
+}
+
+func yes(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+func kib(k int64) string          { return fmt.Sprintf("%.1f MiB", float64(k)/1024) }
+func mib(n int64) string          { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+func kb(n int64) string {
+	if n >= 1<<20 {
+		return mib(n)
+	}
+	return fmt.Sprintf("%.1f KB", float64(n)/1000)
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func readAll(p string) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = io.Copy(io.Discard, f)
+	return err
+}
+
+func loadavg() string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	return strings.Fields(string(data))[0]
+}
