@@ -448,6 +448,7 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	if err != nil || has {
 		return err
 	}
+	start := time.Now()
 	idx, err := bundler.ReadImageIndex(a.objects, t.v.Commit, *img)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrVerify, err)
@@ -494,7 +495,8 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	if err != nil {
 		return err
 	}
-	a.log.Info("image loaded", "node", rn.Name, "image", img.Name, "id", img.Digest, "bytes", idx.TotalSize(), "remote", from.String())
+	a.log.Info("image loaded", "node", rn.Name, "image", img.Name, "id", img.Digest, "bytes", idx.TotalSize(), "remote", from.String(),
+		"took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
