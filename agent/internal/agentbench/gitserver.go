@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +24,14 @@ type gitServer struct {
 	active atomic.Int64
 	mu     sync.Mutex
 	stats  map[string]*traffic // by service: git-upload-pack, git-receive-pack
+	conns  []conn              // in the order they ended
+}
+
+// conn is one proxied connection.
+type conn struct {
+	service    string
+	start, end time.Time
+	up, down   int64
 }
 
 // traffic is what the proxy saw for one service.
@@ -35,7 +43,7 @@ type traffic struct {
 // startGitServer serves base (read and receive-pack) with the git-daemon
 // binary itself: `git daemon` is a wrapper that would leave the daemon
 // running when killed.
-func startGitServer(base string, env []string) (*gitServer, error) {
+func startGitServer(base string, env []string, log io.Writer) (*gitServer, error) {
 	out, err := exec.Command("git", "--exec-path").Output()
 	if err != nil {
 		return nil, fmt.Errorf("git --exec-path: %w", err)
@@ -54,7 +62,7 @@ func startGitServer(base string, env []string) (*gitServer, error) {
 	s.daemon = exec.Command(bin, "--reuseaddr", "--listen=127.0.0.1", fmt.Sprintf("--port=%d", port),
 		"--export-all", "--enable=receive-pack", "--informative-errors", "--base-path="+base, base)
 	s.daemon.Env = env
-	s.daemon.Stderr = os.Stderr
+	s.daemon.Stderr = log
 	if err := s.daemon.Start(); err != nil {
 		return nil, fmt.Errorf("start git-daemon: %w", err)
 	}
@@ -122,6 +130,7 @@ func (s *gitServer) handle(c net.Conn) {
 	if len(head) > 4 {
 		service = strings.Fields(string(head[4:]))[0]
 	}
+	start := time.Now()
 	var up, down int64
 	done := make(chan struct{})
 	go func() {
@@ -141,16 +150,17 @@ func (s *gitServer) handle(c net.Conn) {
 	t.conns++
 	t.up += up
 	t.down += down
+	s.conns = append(s.conns, conn{service, start, time.Now(), up, down})
 	s.mu.Unlock()
 }
 
 // take waits until every proxied connection has ended (so the counts hold
 // all the bytes of the process that just exited) and returns and resets them.
-func (s *gitServer) take(timeout time.Duration) (map[string]traffic, error) {
+func (s *gitServer) take(timeout time.Duration) (map[string]traffic, []conn, error) {
 	deadline := time.Now().Add(timeout)
 	for s.active.Load() != 0 {
 		if time.Now().After(deadline) {
-			return nil, errors.New("git proxy: connections still open after the agent exited")
+			return nil, nil, errors.New("git proxy: connections still open after the agent exited")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -160,6 +170,8 @@ func (s *gitServer) take(timeout time.Duration) (map[string]traffic, error) {
 	for k, v := range s.stats {
 		out[k] = *v
 	}
-	s.stats = map[string]*traffic{}
-	return out, nil
+	conns := s.conns
+	s.stats, s.conns = map[string]*traffic{}, nil
+	sort.Slice(conns, func(i, j int) bool { return conns[i].start.Before(conns[j].start) })
+	return out, conns, nil
 }
