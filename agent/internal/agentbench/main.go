@@ -39,14 +39,14 @@ import (
 	"time"
 )
 
-type config struct {
+type options struct {
 	image, pullship, agent, work string
 	keep                         bool
 	cpuProfile                   string
 }
 
 func main() {
-	var c config
+	var c options
 	flag.StringVar(&c.image, "image", "", "legacy docker-save tarball to release (default: the newest .bench/image-*-1.tar of the release bench)")
 	flag.StringVar(&c.pullship, "pullship", "bin/pullship", "the pullship binary (cuts the releases)")
 	flag.StringVar(&c.agent, "agent", "bin/pullship-agent", "the pullship-agent binary to measure")
@@ -60,7 +60,7 @@ func main() {
 	}
 }
 
-func run(c config) (err error) {
+func run(c options) (err error) {
 	if c.image == "" {
 		m, _ := filepath.Glob(".bench/image-*-1.tar")
 		sort.Slice(m, func(i, j int) bool { return modTime(m[i]).After(modTime(m[j])) })
@@ -122,7 +122,7 @@ func moduleRoot() (string, error) {
 }
 
 type bench struct {
-	c       config
+	c       options
 	root    string
 	env     []string
 	load    string
