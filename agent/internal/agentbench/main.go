@@ -30,12 +30,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -101,6 +103,17 @@ func run(c options) (err error) {
 	b := &bench{c: c, root: root, env: benchEnv(c.work), load: loadavg(),
 		name: fmt.Sprintf("pullship-bench-%d", os.Getpid())}
 	defer b.cleanup()
+	// Interrupted: still remove the container, image, daemon and scratch.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		b.cleanup()
+		if !c.keep {
+			os.RemoveAll(c.work)
+		}
+		os.Exit(130)
+	}()
 	return b.run()
 }
 
