@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -67,8 +68,10 @@ func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
 		if na.Image != nb.Image {
 			fmt.Fprintf(&out, "  image: %s → %s\n", na.Image, nb.Image)
 		}
-		if fmt.Sprint(na.Container) != fmt.Sprint(nb.Container) {
-			fmt.Fprintf(&out, "  container: %+v\n           → %+v\n", na.Container, nb.Container)
+		if !reflect.DeepEqual(na.Container, nb.Container) {
+			for _, line := range containerChanges(na.Container, nb.Container) {
+				fmt.Fprintf(&out, "  container %s\n", line)
+			}
 		}
 		if na.Network != nb.Network {
 			fmt.Fprintf(&out, "  network: %+v → %+v\n", na.Network, nb.Network)
@@ -142,6 +145,34 @@ func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
 		writeImageDiff(w, idxA, idxB)
 	}
 	return nil
+}
+
+// containerChanges lists the container settings that differ, one line each.
+func containerChanges(a, b schema.Container) []string {
+	var out []string
+	field := func(name string, x, y any) {
+		if !reflect.DeepEqual(x, y) {
+			out = append(out, fmt.Sprintf("%s: %v → %v", name, x, y))
+		}
+	}
+	field("name", a.Name, b.Name)
+	field("ports", a.Ports, b.Ports)
+	field("binds", a.Binds, b.Binds)
+	field("env", a.Env, b.Env)
+	field("restart", a.Restart, b.Restart)
+	field("command", a.Command, b.Command)
+	field("entrypoint", a.Entrypoint, b.Entrypoint)
+	field("reload", a.Reload, b.Reload)
+	field("health", a.Health, b.Health)
+	var ca, cb schema.Cluster
+	if a.Cluster != nil {
+		ca = *a.Cluster
+	}
+	if b.Cluster != nil {
+		cb = *b.Cluster
+	}
+	field("cluster", ca, cb)
+	return out
 }
 
 func writeLineDiff(w io.Writer, a, b string) {

@@ -142,12 +142,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		return nil, err
 	}
 	defer img.Close()
-	idx, err := img.Scan(ctx)
-	if err != nil {
-		return nil, err
-	}
-	idx.Name = fleet.ImageName()
-	indexData, err := idx.Encode()
+	idx, indexData, err := r.imageIndex(ctx, img, fleet.ImageName(), head, prev, prevRel)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +248,16 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		out.Chunks = NewChunkSet(idx).Len()
 	}
 	tb := repo.NewTreeBuilder()
+	// Blobs the previous release holds are on the server already: name
+	// them in the tree, send only the new ones.
+	known, err := r.treeObjects(prev)
+	if err != nil {
+		return nil, err
+	}
 	add := func(path string, data []byte, mode filemode.FileMode) error {
+		if id := repo.HashObject(plumbing.BlobObject, data); known[id] {
+			return tb.Add(path, mode, id)
+		}
 		return tb.Add(path, mode, objs.AddBytes(plumbing.BlobObject, data))
 	}
 	if err := add(ManifestPath, manifest, filemode.Regular); err != nil {
@@ -306,6 +310,58 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	out.Commit = commit
 	out.PackBytes = pr.PackBytes
 	return out, nil
+}
+
+// imageIndex returns the image's index and its encoded bytes. When the
+// image is the one the current release pins and the repository still holds
+// its tag, the signed index is reused and the image is not scanned again
+// (a config-only release then costs what its config does); otherwise the
+// image is scanned (pass 1 of 2).
+func (r *Repository) imageIndex(ctx context.Context, img *image.Reader, name string, head *Head, prev *Bundle, prevRel *schema.Release) (*schema.ImageIndex, []byte, error) {
+	if prevRel != nil {
+		if pi, ok := prevRel.ImageByName(name); ok && !head.Refs[ImageTag(pi.Digest)].IsZero() {
+			if d, err := img.Digest(); err == nil && d == pi.Digest {
+				idx, err := ReadImageIndex(r.Cache, prev.Commit, *pi)
+				if err != nil {
+					return nil, nil, err
+				}
+				data, err := r.Cache.ReadFile(prev.Commit, ImagesDir+"/"+name+".toml", pi.IndexLength)
+				return idx, data, err
+			}
+		}
+	}
+	idx, err := img.Scan(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	idx.Name = name
+	data, err := idx.Encode()
+	return idx, data, err
+}
+
+// treeObjects returns the ids of every blob and tree of b's commit.
+func (r *Repository) treeObjects(b *Bundle) (map[plumbing.Hash]bool, error) {
+	known := map[plumbing.Hash]bool{}
+	if b == nil {
+		return known, nil
+	}
+	var walk func(dir string) error
+	walk = func(dir string) error {
+		ents, err := r.Cache.ListTree(b.Commit, dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			known[e.ID] = true
+			if e.Mode == filemode.Dir {
+				if err := walk(strings.TrimPrefix(dir+"/"+e.Name, "/")); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return known, walk("")
 }
 
 // addRoots appends the root files at paths (each with FILE.sig beside it)
@@ -376,7 +432,24 @@ func fleetSource(dir, commit string, allowDirty bool) (*schema.Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fleet repository %s: %w", dir, err)
 	}
-	src := &schema.Source{Commit: h.Hash().String(), Dirty: !st.IsClean()}
+	// Only changes to the fleet's own directory make it dirty (a fleet may
+	// live in a larger repository).
+	rel := ""
+	if root, err := filepath.Abs(wt.Filesystem.Root()); err == nil {
+		if abs, err := filepath.Abs(dir); err == nil {
+			if r, err := filepath.Rel(root, abs); err == nil && r != "." {
+				rel = filepath.ToSlash(r) + "/"
+			}
+		}
+	}
+	dirty := false
+	for path, fs := range st {
+		if strings.HasPrefix(path, rel) && (fs.Worktree != git.Unmodified || fs.Staging != git.Unmodified) {
+			dirty = true
+			break
+		}
+	}
+	src := &schema.Source{Commit: h.Hash().String(), Dirty: dirty}
 	if src.Dirty && !allowDirty {
 		return nil, fmt.Errorf("fleet repository %s has uncommitted changes: commit them (a release names the commit it came from) or pass --allow-dirty", dir)
 	}
@@ -389,12 +462,16 @@ func sameContent(a, b *schema.Release) bool {
 		reflect.DeepEqual(a.Nodes, b.Nodes) && reflect.DeepEqual(a.Rollout, b.Rollout)
 }
 
-// nodesChanged lists the nodes whose entry differs from the previous release.
+// nodesChanged lists the nodes whose entry or image differs from the
+// previous release.
 func nodesChanged(prev, cur *schema.Release) []string {
 	var out []string
 	for _, n := range cur.Nodes {
 		if prev != nil {
-			if p, ok := prev.Node(n.Name); ok && reflect.DeepEqual(*p, n) {
+			p, ok := prev.Node(n.Name)
+			pi, _ := prev.ImageByName(n.Image)
+			ci, _ := cur.ImageByName(n.Image)
+			if ok && reflect.DeepEqual(*p, n) && pi != nil && ci != nil && pi.Digest == ci.Digest {
 				continue
 			}
 		}

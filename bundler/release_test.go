@@ -154,8 +154,11 @@ func TestReleaseRaceIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	fleet := fleetFor(t, dir, "v2 {{.Node}}\n")
+	// A new image, so that the release scans it (and reports progress,
+	// where the race is staged).
+	img2, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "img2.tar"), imagetest.File{Path: "app", Data: []byte("app2")})
 	raced := false
-	_, err = e.Release.Release(ctx, bundler.ReleaseOptions{Fleet: fleet, Image: image.TarFile(img), Signers: []signature.Signer{e.Key.Signer},
+	_, err = e.Release.Release(ctx, bundler.ReleaseOptions{Fleet: fleet, Image: image.TarFile(img2), Signers: []signature.Signer{e.Key.Signer},
 		Progress: func(stage string, done, total int64) {
 			if raced {
 				return

@@ -1,6 +1,8 @@
 package image
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"sync"
@@ -54,3 +56,29 @@ type chunkIndex struct {
 	locOnce sync.Once
 	locs    map[string]chunkLoc
 }
+
+// Digest returns the image ID (the sha256 of the config JSON) without
+// scanning the layers, so that a release of an image the repository already
+// holds can skip the scan. Scan checks it against everything else.
+func (r *Reader) Digest() (string, error) {
+	e := r.fs.find(r.layout.config)
+	if e == nil {
+		return "", fmt.Errorf("image %s: config %s missing", r.src, r.layout.config)
+	}
+	if e.Size > maxConfig {
+		return "", fmt.Errorf("image %s: config %s is %d bytes", r.src, r.layout.config, e.Size)
+	}
+	ra, err := e.open()
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", r.src, err)
+	}
+	defer ra.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(ra, 0, e.Size)); err != nil {
+		return "", fmt.Errorf("image %s: %w", r.src, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// maxConfig bounds an image config JSON.
+const maxConfig = 16 << 20
