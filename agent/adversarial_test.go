@@ -671,7 +671,9 @@ func TestAdversarialAgent(t *testing.T) {
 	// Phase 2: the host follows root 2 and runs release 3.
 	h.run(t, rel3, []attack{
 		{name: "fewer than k signatures after rotation", want: "1 of 2 required signatures valid",
-			mount: func(t *testing.T) { h.forge(forgery{signers: []*bundlertest.Key{k2}, edit: func(r *schema.Release) {}}) }},
+			mount: func(t *testing.T) {
+				h.forge(forgery{signers: []*bundlertest.Key{k2}, edit: func(r *schema.Release) {}})
+			}},
 		{name: "force-push to release 1", want: "rollback refused",
 			mount: func(t *testing.T) { h.point(bundler.ReleasesRef, rel1) }},
 		{name: "force-push to release 2", want: "rollback refused",
