@@ -516,6 +516,12 @@ func (d *Docker) ConnectNetwork(ctx context.Context, netName, name, ipv4 string)
 		IPAMConfig: &network.EndpointIPAMConfig{IPv4Address: ip.String()},
 	})
 	if err != nil {
+		// Another connect of the same container may have won the race
+		// (the event watcher and an apply both attach on start): what
+		// counts is the address the container holds now.
+		if cur, ok, cerr := d.Connected(ctx, name, netName); cerr == nil && ok && cur == ip.String() {
+			return nil
+		}
 		return fmt.Errorf("connect container %s to network %s as %s: %w", name, netName, ip, err)
 	}
 	return nil
