@@ -25,6 +25,10 @@ echo "== releases (pullship vs baselines, same run, same data)"
 go run ./bundler/internal/bench -pullship bin/pullship -cache .bench "$@"
 
 echo
+echo "== agent (fetch + verify + load vs docker load, same image)"
+bash scripts/bench-agent.sh
+
+echo
 echo "== Go benchmarks"
 go test -run '^$' -bench 'Scan|WritePack|ReleaseConfigOnly' -benchtime 3x -benchmem \
 	./bundler/ ./bundler/image/ ./bundler/repo/ | grep -E '^(Benchmark|pkg:|ok|FAIL)'
