@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -132,10 +130,10 @@ const ping = `["/pingsrv", "ping"]`
 // pushed to the relay, reaches the origin with the next mirror run.
 func TestOriginRelayAgent(t *testing.T) {
 	h := newHost(t)
-	origin := startGitDaemon(t, h.env.Dir).URL + "/releases.git"
+	origin := gittest.Daemon(t, h.env.Dir).URL + "/releases.git"
 	relayBase := filepath.Join(h.env.Dir, "relay-host")
 	relayBare := gittest.InitBare(t, relayBase, "fleet.git")
-	relay := startGitDaemon(t, relayBase).URL + "/fleet.git"
+	relay := gittest.Daemon(t, relayBase).URL + "/fleet.git"
 
 	h.release(h.image("a"), "version = 1\n", ping)
 	h.mirror(origin, relay)
@@ -167,7 +165,7 @@ func TestOriginRelayAgent(t *testing.T) {
 // image loaded from the next remote.
 func TestRemoteFallback(t *testing.T) {
 	h := newHost(t)
-	srv := startGitDaemon(t, h.env.Dir)
+	srv := gittest.Daemon(t, h.env.Dir)
 	origin := srv.URL + "/releases.git"
 	mirrorDir := filepath.Join(h.env.Dir, "mirror.git")
 	h.setRemotes(origin, mirrorDir)
@@ -306,78 +304,4 @@ func TestAirGappedRoundTrip(t *testing.T) {
 	if nr := h.fleetReport(h.env.Repo); nr.State != bundler.ReportOK || nr.Status.AppliedVersion != 1 {
 		t.Fatalf("origin's view of the air-gapped node: %+v", nr)
 	}
-}
-
-// gitDaemon is a git daemon on a free loopback port serving the bare
-// repositories under base, with pushes enabled. It runs git-daemon itself:
-// killing the `git daemon` wrapper (as gittest.Server.Stop does) leaves
-// the real daemon running and serving.
-type gitDaemon struct {
-	URL  string
-	t    testing.TB
-	base string
-	port int
-	cmd  *exec.Cmd
-}
-
-func startGitDaemon(t testing.TB, base string) *gitDaemon {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	d := &gitDaemon{t: t, base: base, port: port, URL: "git://127.0.0.1:" + strconv.Itoa(port)}
-	d.Start()
-	t.Cleanup(d.Stop)
-	return d
-}
-
-// Start (re)starts the daemon on its port and waits until it accepts.
-func (d *gitDaemon) Start() {
-	d.t.Helper()
-	out, err := exec.Command("git", "--exec-path").Output()
-	if err != nil {
-		d.t.Fatalf("git --exec-path: %v", err)
-	}
-	cmd := exec.Command(filepath.Join(strings.TrimSpace(string(out)), "git-daemon"), "--export-all", "--enable=receive-pack",
-		"--reuseaddr", "--informative-errors", "--base-path="+d.base, "--listen=127.0.0.1", "--port="+strconv.Itoa(d.port), d.base)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+d.base)
-	if err := cmd.Start(); err != nil {
-		d.t.Fatal(err)
-	}
-	d.cmd = cmd
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(d.port))
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("git daemon did not listen on port %d: %v", d.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Stop kills the daemon and waits until the port refuses connections.
-func (d *gitDaemon) Stop() {
-	if d.cmd == nil {
-		return
-	}
-	d.cmd.Process.Kill()
-	d.cmd.Wait()
-	d.cmd = nil
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(d.port))
-		if err != nil {
-			return
-		}
-		c.Close()
-		time.Sleep(20 * time.Millisecond)
-	}
-	d.t.Errorf("git daemon on port %d still accepts connections after stop", d.port)
 }

@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -101,7 +99,7 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	e := bundlertest.NewEnv(t)
 	base := filepath.Join(e.Dir, "relay-srv")
 	relayBare := gittest.InitBare(t, base, "fleet.git")
-	relay := startGitDaemon(t, base).URL + "/fleet.git"
+	relay := gittest.Daemon(t, base).URL + "/fleet.git"
 	usb := filepath.Join(e.Dir, "media", "fleet.git")
 	stale := filepath.Join(e.Dir, "stale.git")
 
@@ -254,7 +252,7 @@ func TestPruneOverGitDaemon(t *testing.T) {
 	dir := t.TempDir()
 	base := filepath.Join(dir, "srv")
 	bare := gittest.InitBare(t, base, "fleet.git")
-	url := startGitDaemon(t, base).URL + "/fleet.git"
+	url := gittest.Daemon(t, base).URL + "/fleet.git"
 	key := bundlertest.NewKey(t, dir, "release")
 	rootPath := bundlertest.WriteRoot(t, dir, 1, 1, []*bundlertest.Key{key}, key)
 	if err := bundler.InitRepo(ctx, url, rootPath, filepath.Join(dir, "cache-init"), repo.Options{}); err != nil {
@@ -344,78 +342,4 @@ func r0(t *testing.T, path string) *schema.Root {
 		t.Fatal(err)
 	}
 	return root
-}
-
-// gitDaemon is a git daemon on a free loopback port serving the bare
-// repositories under base, with pushes enabled. It runs git-daemon itself:
-// killing the `git daemon` wrapper (as gittest.Server.Stop does) leaves
-// the real daemon running and serving.
-type gitDaemon struct {
-	URL  string
-	t    testing.TB
-	base string
-	port int
-	cmd  *exec.Cmd
-}
-
-func startGitDaemon(t testing.TB, base string) *gitDaemon {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	d := &gitDaemon{t: t, base: base, port: port, URL: "git://127.0.0.1:" + strconv.Itoa(port)}
-	d.Start()
-	t.Cleanup(d.Stop)
-	return d
-}
-
-// Start (re)starts the daemon on its port and waits until it accepts.
-func (d *gitDaemon) Start() {
-	d.t.Helper()
-	out, err := exec.Command("git", "--exec-path").Output()
-	if err != nil {
-		d.t.Fatalf("git --exec-path: %v", err)
-	}
-	cmd := exec.Command(filepath.Join(strings.TrimSpace(string(out)), "git-daemon"), "--export-all", "--enable=receive-pack",
-		"--reuseaddr", "--informative-errors", "--base-path="+d.base, "--listen=127.0.0.1", "--port="+strconv.Itoa(d.port), d.base)
-	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+d.base)
-	if err := cmd.Start(); err != nil {
-		d.t.Fatal(err)
-	}
-	d.cmd = cmd
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(d.port))
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("git daemon did not listen on port %d: %v", d.port, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// Stop kills the daemon and waits until the port refuses connections.
-func (d *gitDaemon) Stop() {
-	if d.cmd == nil {
-		return
-	}
-	d.cmd.Process.Kill()
-	d.cmd.Wait()
-	d.cmd = nil
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(d.port))
-		if err != nil {
-			return
-		}
-		c.Close()
-		time.Sleep(20 * time.Millisecond)
-	}
-	d.t.Errorf("git daemon on port %d still accepts connections after stop", d.port)
 }
