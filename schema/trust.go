@@ -36,6 +36,7 @@ type ThresholdResult struct {
 	Threshold   int
 	Valid       []string         // distinct key ids that counted, in file order
 	Checks      []SignatureCheck // one per signature, in file order
+	Missing     []string         // the root's key ids that did not sign validly, in root order
 }
 
 // Met reports whether enough distinct keys counted.
@@ -66,6 +67,13 @@ func (e *ThresholdError) Error() string {
 	}
 	if len(e.Result.Checks) == 0 {
 		b.WriteString(": no signatures")
+	}
+	if len(e.Result.Missing) > 0 {
+		ids := make([]string, len(e.Result.Missing))
+		for i, id := range e.Result.Missing {
+			ids[i] = short(id)
+		}
+		fmt.Fprintf(&b, " (not signed by root %d's key(s) %s)", e.Result.RootVersion, strings.Join(ids, ", "))
 	}
 	return b.String()
 }
@@ -102,6 +110,11 @@ func VerifyThreshold(root *Root, data []byte, sigs *SignatureFile) (*ThresholdRe
 		res.Checks = append(res.Checks, c)
 	}
 	if !res.Met() {
+		for _, k := range root.Keys {
+			if !counted[k.ID] {
+				res.Missing = append(res.Missing, k.ID)
+			}
+		}
 		return res, &ThresholdError{Result: res}
 	}
 	return res, nil
