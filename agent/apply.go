@@ -457,6 +457,12 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	// remote might do better (the data was bad, not the engine).
 	load := func(r *repo.Remote) (retry bool, err error) {
 		if err := bundler.FetchImage(ctx, r, a.objects, idx); err != nil {
+			var om *repo.ObjectMismatchError
+			var sm *repo.SizeMismatchError
+			if errors.As(err, &om) || errors.As(err, &sm) {
+				// Altered bytes, not a network failure.
+				err = fmt.Errorf("%w: %w", ErrVerify, err)
+			}
 			return true, err
 		}
 		pr, pw := io.Pipe()

@@ -184,7 +184,7 @@ func (pw *PackWriter) WriteObject(o Object, r io.Reader) error {
 	var id plumbing.Hash
 	copy(id[:], idh.Sum(nil))
 	if id != o.ID {
-		pw.err = fmt.Errorf("pack writer: object declared as %s hashes to %s", o.ID, id)
+		pw.err = fmt.Errorf("pack writer: %w", &ObjectMismatchError{Declared: o.ID, Got: id})
 		return pw.err
 	}
 	pw.entries = append(pw.entries, PackEntry{ID: o.ID, Offset: start, CRC32: pw.crc.Sum32()})
@@ -225,6 +225,16 @@ func (pw *PackWriter) Close() (plumbing.Hash, error) {
 
 // Entries returns where each object landed, in pack order.
 func (pw *PackWriter) Entries() []PackEntry { return pw.entries }
+
+// ObjectMismatchError reports content whose git object id is not the one
+// declared: the bytes were altered (a corrupted or malicious store).
+type ObjectMismatchError struct {
+	Declared, Got plumbing.Hash
+}
+
+func (e *ObjectMismatchError) Error() string {
+	return fmt.Sprintf("object declared as %s hashes to %s", e.Declared, e.Got)
+}
 
 // SizeMismatchError reports content whose length differs from the declared size.
 type SizeMismatchError struct {
@@ -356,7 +366,7 @@ func compressObject(s *ObjectStream, o Object, level int) compressed {
 		var id plumbing.Hash
 		copy(id[:], idh.Sum(nil))
 		if id != o.ID {
-			err = fmt.Errorf("hashes to %s", id)
+			err = &ObjectMismatchError{Declared: o.ID, Got: id}
 		}
 	}
 	if err != nil {
