@@ -22,7 +22,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"flag"
@@ -39,6 +38,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/pullship/pullship/bundler/bundlertest"
 )
 
 type options struct {
@@ -145,21 +146,9 @@ type bench struct {
 	rows    []row
 }
 
-type row struct{ scenario, metric, ours, base, ratio, target, met string }
+type row = bundlertest.BenchRow
 
 func (b *bench) add(r row) { b.rows = append(b.rows, r) }
-
-func benchEnv(home string) []string {
-	env := []string{"HOME=" + home, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
-		"GIT_AUTHOR_NAME=bench", "GIT_AUTHOR_EMAIL=bench@example.com",
-		"GIT_COMMITTER_NAME=bench", "GIT_COMMITTER_EMAIL=bench@example.com", "LC_ALL=C"}
-	for _, k := range []string{"PATH", "TMPDIR", "GOTOOLCHAIN", "DOCKER_HOST", "DOCKER_CONFIG"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
-}
 
 func (b *bench) container() string { return b.name + "-cn" }
 
@@ -305,7 +294,7 @@ key = %q
 	fmt.Printf("agent once (new image): %.2fs, fetch+verify+load %.2fs, peak RSS %s\n", a1.wall.Seconds(), phase.Seconds(), kib(a1.rss))
 	sc := "1 new image"
 	r := phase.Seconds() / base.wall.Seconds()
-	b.add(row{sc, "fetch+verify+load", secs(phase), secs(base.wall) + " docker load", fmt.Sprintf("%.2f×", r), "≤ 1.3×", yes(r <= 1.3)})
+	b.add(bundlertest.Row(sc, "fetch+verify+load", secs(phase), secs(base.wall)+" docker load", fmt.Sprintf("%.2f×", r), "≤ 1.3×", yes(r <= 1.3)))
 	// Where the phase went: the image fetch is the biggest git connection.
 	var fetch conn
 	for _, c := range c1 {
@@ -314,15 +303,15 @@ key = %q
 		}
 	}
 	if fetch.down > 0 && fetch.end.Before(loaded) {
-		b.add(row{sc, "  start → image fetch starts", secs(fetch.start.Sub(a1.start)), "-", "-", "-", "-"})
-		b.add(row{sc, "  image fetch (git connection)", secs(fetch.end.Sub(fetch.start)), "-", "-", "-", "-"})
-		b.add(row{sc, "  fetch end → image loaded", secs(loaded.Sub(fetch.end)), "-", "-", "-", "-"})
+		b.add(bundlertest.Row(sc, "  start → image fetch starts", secs(fetch.start.Sub(a1.start)), "-", "-", "-", "-"))
+		b.add(bundlertest.Row(sc, "  image fetch (git connection)", secs(fetch.end.Sub(fetch.start)), "-", "-", "-", "-"))
+		b.add(bundlertest.Row(sc, "  fetch end → image loaded", secs(loaded.Sub(fetch.end)), "-", "-", "-", "-"))
 	}
-	b.add(row{sc, "whole once (+ container, health)", secs(a1.wall), secs(base.wall) + " docker load", fmt.Sprintf("%.2f×", a1.wall.Seconds()/base.wall.Seconds()), "-", "-"})
-	b.add(row{sc, "agent CPU time", secs(a1.cpu), "-", "-", "-", "-"})
-	b.add(row{sc, "agent peak RSS", kib(a1.rss), "-", "-", "≤ 64 MiB", yes(a1.rss <= 64<<10)})
+	b.add(bundlertest.Row(sc, "whole once (+ container, health)", secs(a1.wall), secs(base.wall)+" docker load", fmt.Sprintf("%.2f×", a1.wall.Seconds()/base.wall.Seconds()), "-", "-"))
+	b.add(bundlertest.Row(sc, "agent CPU time", secs(a1.cpu), "-", "-", "-", "-"))
+	b.add(bundlertest.Row(sc, "agent peak RSS", kib(a1.rss), "-", "-", "≤ 64 MiB", yes(a1.rss <= 64<<10)))
 	up := t1["git-upload-pack"]
-	b.add(row{sc, "bytes fetched", mib(up.down), mib(size) + " tar", fmt.Sprintf("%.2f×", float64(up.down)/float64(size)), "-", "-"})
+	b.add(bundlertest.Row(sc, "bytes fetched", mib(up.down), mib(size)+" tar", fmt.Sprintf("%.2f×", float64(up.down)/float64(size)), "-", "-"))
 
 	// --- Scenario 2: a config-only release.
 	if err := os.WriteFile(filepath.Join(fleet, "app.tmpl"), []byte(appTemplate(2)), 0o644); err != nil {
@@ -347,12 +336,12 @@ key = %q
 	}
 	sc = "2 config-only"
 	up = t2["git-upload-pack"]
-	b.add(row{sc, "bytes fetched (server→agent)", kb(up.down), "-", "-", "< 10 KB", yes(up.down < 10000)})
-	b.add(row{sc, "  of which the poll (fetch requests)", fmt.Sprintf("%d, %s", len(pollConns(c2)), kb(sumDown(pollConns(c2)))), "-", "-", "-", "-"})
-	b.add(row{sc, "all fetch requests / bytes sent", fmt.Sprintf("%d / %s", up.conns, kb(up.up)), "-", "-", "-", "-"})
+	b.add(bundlertest.Row(sc, "bytes fetched (server→agent)", kb(up.down), "-", "-", "< 10 KB", yes(up.down < 10000)))
+	b.add(bundlertest.Row(sc, "  of which the poll (fetch requests)", fmt.Sprintf("%d, %s", len(pollConns(c2)), kb(sumDown(pollConns(c2)))), "-", "-", "-", "-"))
+	b.add(bundlertest.Row(sc, "all fetch requests / bytes sent", fmt.Sprintf("%d / %s", up.conns, kb(up.up)), "-", "-", "-", "-"))
 	addPush(b, sc, t2)
-	b.add(row{sc, "whole once", secs(a2.wall), "-", "-", "-", "-"})
-	b.add(row{sc, "agent peak RSS", kib(a2.rss), "-", "-", "-", "-"})
+	b.add(bundlertest.Row(sc, "whole once", secs(a2.wall), "-", "-", "-", "-"))
+	b.add(bundlertest.Row(sc, "agent peak RSS", kib(a2.rss), "-", "-", "-", "-"))
 
 	// --- Scenario 3: idle poll.
 	a3, t3, c3, err := once(10)
@@ -361,13 +350,13 @@ key = %q
 	}
 	sc = "3 idle poll"
 	poll := pollConns(c3)
-	b.add(row{sc, "poll requests", strconv.Itoa(len(poll)), "-", "-", "1", yes(len(poll) == 1)})
+	b.add(bundlertest.Row(sc, "poll requests", strconv.Itoa(len(poll)), "-", "-", "1", yes(len(poll) == 1)))
 	total := sumUp(poll) + sumDown(poll)
-	b.add(row{sc, "poll bytes (both ways)", fmt.Sprintf("%s (%s down)", kb(total), kb(sumDown(poll))), "-", "-", "~1 KB (≤ 2 KB)", yes(total <= 2000)})
+	b.add(bundlertest.Row(sc, "poll bytes (both ways)", fmt.Sprintf("%s (%s down)", kb(total), kb(sumDown(poll))), "-", "-", "~1 KB (≤ 2 KB)", yes(total <= 2000)))
 	up = t3["git-upload-pack"]
-	b.add(row{sc, "all fetch requests / bytes (both ways)", fmt.Sprintf("%d / %s", up.conns, kb(up.up+up.down)), "-", "-", "-", "-"})
+	b.add(bundlertest.Row(sc, "all fetch requests / bytes (both ways)", fmt.Sprintf("%d / %s", up.conns, kb(up.up+up.down)), "-", "-", "-", "-"))
 	addPush(b, sc, t3)
-	b.add(row{sc, "whole once", secs(a3.wall), "-", "-", "-", "-"})
+	b.add(bundlertest.Row(sc, "whole once", secs(a3.wall), "-", "-", "-", "-"))
 
 	if b.c.cpuProfile != "" {
 		if err := b.profile(agentToml); err != nil {
@@ -384,10 +373,10 @@ key = %q
 // after every pass; they are not part of the poll).
 func addPush(b *bench, sc string, t map[string]traffic) {
 	p := t["git-receive-pack"]
-	b.add(row{sc, "status push: requests / sent / received", fmt.Sprintf("%d / %s / %s", p.conns, kb(p.up), kb(p.down)), "-", "-", "-", "-"})
+	b.add(bundlertest.Row(sc, "status push: requests / sent / received", fmt.Sprintf("%d / %s / %s", p.conns, kb(p.up), kb(p.down)), "-", "-", "-", "-"))
 	for k, v := range t {
 		if k != "git-upload-pack" && k != "git-receive-pack" {
-			b.add(row{sc, "other connections (" + k + ")", fmt.Sprintf("%d / %s / %s", v.conns, kb(v.up), kb(v.down)), "-", "-", "-", "-"})
+			b.add(bundlertest.Row(sc, "other connections ("+k+")", fmt.Sprintf("%d / %s / %s", v.conns, kb(v.up), kb(v.down)), "-", "-", "-", "-"))
 		}
 	}
 }
@@ -576,56 +565,6 @@ status_key = "cn.pub"
 	return nil
 }
 
-func (b *bench) print() {
-	head := row{"scenario", "metric", "agent", "baseline", "ratio", "target", "met?"}
-	cells := func(r row) []string { return []string{r.scenario, r.metric, r.ours, r.base, r.ratio, r.target, r.met} }
-	width := make([]int, 7)
-	for _, r := range append([]row{head}, b.rows...) {
-		for i, c := range cells(r) {
-			width[i] = max(width[i], len([]rune(c)))
-		}
-	}
-	w := bufio.NewWriter(os.Stdout)
-	defer w.Flush()
-	line := func(cs []string) {
-		for i, c := range cs {
-			c += strings.Repeat(" ", width[i]-len([]rune(c)))
-			if i < 6 {
-				c += " | "
-			}
-			fmt.Fprint(w, c)
-		}
-		fmt.Fprintln(w)
-	}
-	fmt.Fprintln(w)
-	line(cells(head))
-	dash := make([]string, 7)
-	for i := range dash {
-		dash[i] = strings.Repeat("-", width[i])
-	}
-	line(dash)
-	for _, r := range b.rows {
-		line(cells(r))
-	}
-}
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "NO"
-}
-
-func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
-func kib(k int64) string          { return fmt.Sprintf("%.1f MiB", float64(k)/1024) }
-func mib(n int64) string          { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-func kb(n int64) string {
-	if n >= 1<<20 {
-		return mib(n)
-	}
-	return fmt.Sprintf("%.1f KB", float64(n)/1000)
-}
-
 func fileSize(p string) int64 {
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -644,10 +583,14 @@ func readAll(p string) error {
 	return err
 }
 
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Fields(string(data))[0]
-}
+func (b *bench) print() { bundlertest.PrintBench(os.Stdout, "agent", b.rows) }
+
+var (
+	yes      = bundlertest.Met
+	secs     = bundlertest.Secs
+	kib      = bundlertest.KiB
+	mib      = bundlertest.MiB
+	kb       = bundlertest.KB
+	loadavg  = bundlertest.LoadAvg
+	benchEnv = bundlertest.BenchEnv
+)

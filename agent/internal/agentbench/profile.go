@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pullship/pullship/bundler/bundlertest"
+
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/engine"
@@ -89,14 +91,14 @@ func (b *bench) profile(agentToml string) error {
 		return err
 	}
 	sc := "1 new image (in-process, profiled)"
-	b.add(row{sc, "whole Once", secs(wall), "-", "-", "-", "-"})
+	b.add(bundlertest.Row(sc, "whole Once", secs(wall), "-", "-", "-", "-"))
 	if eng.loadEnd.IsZero() {
 		return nil
 	}
-	b.add(row{sc, "  start → LoadImage called", secs(eng.loadStart.Sub(start)), "-", "-", "-", "-"})
-	b.add(row{sc, "  LoadImage (rebuild → dockerd)", secs(eng.loadEnd.Sub(eng.loadStart)), "-", "-", "-", "-"})
-	b.add(row{sc, "  stream into the engine", fmt.Sprintf("%s at %.0f MiB/s", mib(eng.read.Load()),
-		float64(eng.read.Load())/(1<<20)/eng.loadEnd.Sub(eng.loadStart).Seconds()), "-", "-", "-", "-"})
+	b.add(bundlertest.Row(sc, "  start → LoadImage called", secs(eng.loadStart.Sub(start)), "-", "-", "-", "-"))
+	b.add(bundlertest.Row(sc, "  LoadImage (rebuild → dockerd)", secs(eng.loadEnd.Sub(eng.loadStart)), "-", "-", "-", "-"))
+	b.add(bundlertest.Row(sc, "  stream into the engine", fmt.Sprintf("%s at %.0f MiB/s", mib(eng.read.Load()),
+		float64(eng.read.Load())/(1<<20)/eng.loadEnd.Sub(eng.loadStart).Seconds()), "-", "-", "-", "-"))
 	fmt.Printf("CPU profile: %s (go tool pprof -top %s), allocations: %s.heap\n", b.c.cpuProfile, b.c.cpuProfile, b.c.cpuProfile)
 	return nil
 }

@@ -21,7 +21,6 @@ package main
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"errors"
@@ -41,6 +40,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/pullship/pullship/bundler/bundlertest"
 
 	"github.com/pullship/pullship/bundler/image/imagetest"
 )
@@ -128,24 +129,9 @@ type bench struct {
 	load string // at the start
 }
 
-type row struct {
-	scenario, metric, ours, base, ratio, target, met string
-}
+type row = bundlertest.BenchRow
 
 func (b *bench) add(r row) { b.rows = append(b.rows, r) }
-
-// benchEnv gives git stock defaults: no user or system config.
-func benchEnv(home string) []string {
-	env := []string{"HOME=" + home, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
-		"GIT_AUTHOR_NAME=bench", "GIT_AUTHOR_EMAIL=bench@example.com",
-		"GIT_COMMITTER_NAME=bench", "GIT_COMMITTER_EMAIL=bench@example.com", "LC_ALL=C"}
-	for _, k := range []string{"PATH", "TMPDIR", "GOTOOLCHAIN"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
-}
 
 func (b *bench) run() error {
 	w := b.c.work
@@ -243,11 +229,11 @@ func (b *bench) run() error {
 		m := first[t]
 		sc := "2 first release (" + t.name + ")"
 		speed := gitFirst.wall.Seconds() / m.wall.Seconds()
-		b.add(row{sc, "time", secs(m.wall), secs(gitFirst.wall) + " git CLI", fmt.Sprintf("%.1f× faster", speed), "≥ 5× faster", yes(speed >= 5)})
-		b.add(row{sc, "CPU time", secs(m.cpu), secs(gitFirst.cpu) + " git CLI", fmt.Sprintf("%.1f× less", gitFirst.cpu.Seconds()/m.cpu.Seconds()), "-", "-"})
-		b.add(row{sc, "peak RSS", kib(m.rss), kib(gitFirst.rss) + " git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitFirst.rss)), "≤ 128 MiB", yes(m.rss <= 128<<10)})
+		b.add(bundlertest.Row(sc, "time", secs(m.wall), secs(gitFirst.wall)+" git CLI", fmt.Sprintf("%.1f× faster", speed), "≥ 5× faster", yes(speed >= 5)))
+		b.add(bundlertest.Row(sc, "CPU time", secs(m.cpu), secs(gitFirst.cpu)+" git CLI", fmt.Sprintf("%.1f× less", gitFirst.cpu.Seconds()/m.cpu.Seconds()), "-", "-"))
+		b.add(bundlertest.Row(sc, "peak RSS", kib(m.rss), kib(gitFirst.rss)+" git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitFirst.rss)), "≤ 128 MiB", yes(m.rss <= 128<<10)))
 		ours, theirs := t.bytes(m), t.bytes(gitFirst)
-		b.add(row{sc, t.bytesMetric(), mib(ours), mib(theirs) + " git CLI", fmt.Sprintf("%.2f×", float64(ours)/float64(theirs)), "-", "-"})
+		b.add(bundlertest.Row(sc, t.bytesMetric(), mib(ours), mib(theirs)+" git CLI", fmt.Sprintf("%.2f×", float64(ours)/float64(theirs)), "-", "-"))
 	}
 
 	// Scenario 3: config-only release (one template line changed, committed).
@@ -270,11 +256,11 @@ func (b *bench) run() error {
 			return err
 		}
 		sc := "3 config-only (" + t.name + ")"
-		b.add(row{sc, "time", secs(m.wall), secs(gitConf.wall) + " git CLI", fmt.Sprintf("%.2f×", m.wall.Seconds()/gitConf.wall.Seconds()), "< 1 s", yes(m.wall < time.Second)})
-		b.add(row{sc, "CPU time", secs(m.cpu), secs(gitConf.cpu) + " git CLI", fmt.Sprintf("%.2f×", m.cpu.Seconds()/gitConf.cpu.Seconds()), "-", "-"})
-		b.add(row{sc, "peak RSS", kib(m.rss), kib(gitConf.rss) + " git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitConf.rss)), "-", "-"})
+		b.add(bundlertest.Row(sc, "time", secs(m.wall), secs(gitConf.wall)+" git CLI", fmt.Sprintf("%.2f×", m.wall.Seconds()/gitConf.wall.Seconds()), "< 1 s", yes(m.wall < time.Second)))
+		b.add(bundlertest.Row(sc, "CPU time", secs(m.cpu), secs(gitConf.cpu)+" git CLI", fmt.Sprintf("%.2f×", m.cpu.Seconds()/gitConf.cpu.Seconds()), "-", "-"))
+		b.add(bundlertest.Row(sc, "peak RSS", kib(m.rss), kib(gitConf.rss)+" git CLI", fmt.Sprintf("%.2f×", float64(m.rss)/float64(gitConf.rss)), "-", "-"))
 		ours, theirs := t.bytes(m), t.bytes(gitConf)
-		b.add(row{sc, t.bytesMetric(), kb(ours), kb(theirs) + " git CLI", fmt.Sprintf("%.2f×", float64(ours)/float64(theirs)), "< 20 KB", yes(ours < 20000)})
+		b.add(bundlertest.Row(sc, t.bytesMetric(), kb(ours), kb(theirs)+" git CLI", fmt.Sprintf("%.2f×", float64(ours)/float64(theirs)), "< 20 KB", yes(ours < 20000)))
 	}
 
 	// Scenario 4: the image with one changed file in the app layer.
@@ -287,9 +273,9 @@ func (b *bench) run() error {
 		oneFile[t] = m
 		sc := "4 one file changed (" + t.name + ")"
 		frac := float64(t.bytes(m)) / float64(b.img.appLayer)
-		b.add(row{sc, t.bytesMetric(), kb(t.bytes(m)), mib(b.img.appLayer) + " layer", fmt.Sprintf("%.2f%%", 100*frac), "< 5% of layer", yes(frac < 0.05)})
-		b.add(row{sc, "time / CPU", secs(m.wall) + " / " + secs(m.cpu), "-", "-", "-", "-"})
-		b.add(row{sc, "peak RSS", kib(m.rss), "-", "-", "≤ 128 MiB", yes(m.rss <= 128<<10)})
+		b.add(bundlertest.Row(sc, t.bytesMetric(), kb(t.bytes(m)), mib(b.img.appLayer)+" layer", fmt.Sprintf("%.2f%%", 100*frac), "< 5% of layer", yes(frac < 0.05)))
+		b.add(bundlertest.Row(sc, "time / CPU", secs(m.wall)+" / "+secs(m.cpu), "-", "-", "-", "-"))
+		b.add(bundlertest.Row(sc, "peak RSS", kib(m.rss), "-", "-", "≤ 128 MiB", yes(m.rss <= 128<<10)))
 	}
 	if b.c.gitUpdate {
 		if err := os.Remove(filepath.Join(gitWT, "image.tar")); err != nil {
@@ -303,25 +289,16 @@ func (b *bench) run() error {
 			return err
 		}
 		for _, t := range []*target{dir, dmn} {
-			b.add(row{"4 one file changed (git CLI)", t.bytesMetric(), kb(t.bytes(g)), mib(b.img.appLayer) + " layer",
-				fmt.Sprintf("%.2f%%", 100*float64(t.bytes(g))/float64(b.img.appLayer)), "(pullship: " + kb(t.bytes(oneFile[t])) + ")", "-"})
+			b.add(bundlertest.Row("4 one file changed (git CLI)", t.bytesMetric(), kb(t.bytes(g)), mib(b.img.appLayer)+" layer",
+				fmt.Sprintf("%.2f%%", 100*float64(t.bytes(g))/float64(b.img.appLayer)), "(pullship: "+kb(t.bytes(oneFile[t]))+")", "-"))
 		}
-		b.add(row{"4 one file changed (git CLI)", "time / CPU", secs(g.wall) + " / " + secs(g.cpu), "-", "-", "-", "-"})
-		b.add(row{"4 one file changed (git CLI)", "peak RSS", kib(g.rss), "-", "-", "-", "-"})
+		b.add(bundlertest.Row("4 one file changed (git CLI)", "time / CPU", secs(g.wall)+" / "+secs(g.cpu), "-", "-", "-", "-"))
+		b.add(bundlertest.Row("4 one file changed (git CLI)", "peak RSS", kib(g.rss), "-", "-", "-", "-"))
 	}
 	b.print()
 	fmt.Printf("\n%d CPUs; load average at start: %s, at end: %s (wall times are only comparable within one run)\n",
 		runtime.NumCPU(), b.load, loadavg())
 	return nil
-}
-
-// loadavg is the 1-minute load average: the machine may be shared.
-func loadavg() string {
-	data, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	return strings.Fields(string(data))[0]
 }
 
 // target is a release repository the bench releases to.
@@ -655,58 +632,6 @@ status_key = "cn.pub"
 	return nil
 }
 
-func (b *bench) print() {
-	head := row{"scenario", "metric", "pullship", "baseline", "ratio", "target", "met?"}
-	rows := append([]row{head}, b.rows...)
-	width := make([]int, 7)
-	cells := func(r row) []string { return []string{r.scenario, r.metric, r.ours, r.base, r.ratio, r.target, r.met} }
-	for _, r := range rows {
-		for i, c := range cells(r) {
-			width[i] = max(width[i], len([]rune(c)))
-		}
-	}
-	w := bufio.NewWriter(os.Stdout)
-	defer w.Flush()
-	fmt.Fprintln(w)
-	line := func(r row) {
-		for i, c := range cells(r) {
-			sep := " | "
-			if i == 6 {
-				sep = "\n"
-			}
-			fmt.Fprintf(w, "%s%s%s", c, strings.Repeat(" ", width[i]-len([]rune(c))), sep)
-		}
-	}
-	line(head)
-	for i := range width {
-		sep := "-|-"
-		if i == 6 {
-			sep = "\n"
-		}
-		fmt.Fprintf(w, "%s%s", strings.Repeat("-", width[i]), sep)
-	}
-	for _, r := range b.rows {
-		line(r)
-	}
-}
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "NO"
-}
-
-func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
-func kib(k int64) string          { return fmt.Sprintf("%.1f MiB", float64(k)/1024) }
-func mib(n int64) string          { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
-func kb(n int64) string {
-	if n >= 1<<20 {
-		return mib(n)
-	}
-	return fmt.Sprintf("%.1f KB", float64(n)/1000)
-}
-
 func readAll(p string) error {
 	f, err := os.Open(p)
 	if err != nil {
@@ -1019,3 +944,15 @@ func countReceivePack(countFile string, args []string) error {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+func (b *bench) print() { bundlertest.PrintBench(os.Stdout, "pullship", b.rows) }
+
+var (
+	yes      = bundlertest.Met
+	secs     = bundlertest.Secs
+	kib      = bundlertest.KiB
+	mib      = bundlertest.MiB
+	kb       = bundlertest.KB
+	loadavg  = bundlertest.LoadAvg
+	benchEnv = bundlertest.BenchEnv
+)
