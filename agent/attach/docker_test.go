@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pullship/pullship/agent/engine/enginetest"
 )
 
 // cliNetworks adapts the docker CLI to DockerNetworks, so the driver is
@@ -65,7 +67,7 @@ func (c cliNetworks) Disconnect(ctx context.Context, network, container string) 
 }
 
 func TestDockerDriverRealEngine(t *testing.T) {
-	requireDocker(t)
+	enginetest.RequireDocker(t)
 	ctx := context.Background()
 	network := fmt.Sprintf("pullship-test-%d", time.Now().UnixNano())
 	t.Cleanup(func() { exec.Command("docker", "network", "rm", network).Run() })

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pullship/pullship/agent/engine/enginetest"
 )
 
 func TestParsePSSample(t *testing.T) {
@@ -101,17 +103,6 @@ func FuzzParsePS(f *testing.F) {
 	})
 }
 
-// requireDocker skips without a Docker engine, except under CI=true.
-func requireDocker(t *testing.T) {
-	t.Helper()
-	if err := exec.Command("docker", "info").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("docker info: %v (CI=true: Docker is required)", err)
-		}
-		t.Skipf("no Docker engine (docker info: %v); set CI=true to make this a failure", err)
-	}
-}
-
 // buildFakeWeave builds agent/internal/fakeweave and returns a Weave driver
 // using it with a fresh state directory.
 func buildFakeWeave(t *testing.T) (Weave, string) {
@@ -192,7 +183,7 @@ func docker(t *testing.T, args ...string) {
 }
 
 func TestWeaveEnsureReattachesAfterRestart(t *testing.T) {
-	requireDocker(t)
+	enginetest.RequireDocker(t)
 	w, _ := buildFakeWeave(t)
 	c := startContainer(t)
 	ctx := context.Background()

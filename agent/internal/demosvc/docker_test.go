@@ -12,19 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/agent/engine/enginetest"
+
 	"github.com/pullship/pullship/agent/cluster"
 )
-
-// requireDocker skips without a Docker engine, except under CI=true.
-func requireDocker(t *testing.T) {
-	t.Helper()
-	if err := exec.Command("docker", "info").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("docker info: %v (CI=true: Docker is required)", err)
-		}
-		t.Skipf("no Docker engine (docker info: %v); set CI=true to make this a failure", err)
-	}
-}
 
 func docker(t *testing.T, args ...string) string {
 	t.Helper()
@@ -86,7 +77,7 @@ func demoImage(t *testing.T) string {
 // user-defined network, joins them with `docker exec vmq-admin`, then cuts
 // one off the network: the other sees it Running=false.
 func TestContainersClusterAndNetsplit(t *testing.T) {
-	requireDocker(t)
+	enginetest.RequireDocker(t)
 	image := demoImage(t)
 	id := time.Now().UnixNano()
 	network := fmt.Sprintf("pullship-demosvc-%d", id)

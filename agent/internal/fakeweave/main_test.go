@@ -12,18 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
-)
 
-// requireDocker skips without a Docker engine, except under CI=true.
-func requireDocker(t *testing.T) {
-	t.Helper()
-	if err := exec.Command("docker", "info").Run(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("docker info: %v (CI=true: Docker is required)", err)
-		}
-		t.Skipf("no Docker engine (docker info: %v); set CI=true to make this a failure", err)
-	}
-}
+	"github.com/pullship/pullship/agent/engine/enginetest"
+)
 
 const sleeperSrc = `package main
 
@@ -145,7 +136,7 @@ func (w weaveCmd) mustRun(t *testing.T, args ...string) string {
 var psLine = regexp.MustCompile(`^[0-9a-f]{12} ([0-9a-f]{2}:){5}[0-9a-f]{2}( [0-9.]+/\d+)*\n$`)
 
 func TestLossOnRestart(t *testing.T) {
-	requireDocker(t)
+	enginetest.RequireDocker(t)
 	w := weaveCmd{bin: fakeweave(t), state: t.TempDir()}
 	c := startContainer(t)
 
@@ -196,7 +187,7 @@ func TestLossOnRestart(t *testing.T) {
 }
 
 func TestRouterDownAndDetach(t *testing.T) {
-	requireDocker(t)
+	enginetest.RequireDocker(t)
 	w := weaveCmd{bin: fakeweave(t), state: t.TempDir()}
 	c := startContainer(t)
 
