@@ -16,7 +16,9 @@ type BenchRow struct{ Scenario, Metric, Ours, Base, Ratio, Target, Met string }
 // PrintBench writes rows as an aligned table; ours heads pullship's column.
 func PrintBench(out io.Writer, ours string, rows []BenchRow) {
 	head := BenchRow{"scenario", "metric", ours, "baseline", "ratio", "target", "met?"}
-	cells := func(r BenchRow) []string { return []string{r.Scenario, r.Metric, r.Ours, r.Base, r.Ratio, r.Target, r.Met} }
+	cells := func(r BenchRow) []string {
+		return []string{r.Scenario, r.Metric, r.Ours, r.Base, r.Ratio, r.Target, r.Met}
+	}
 	width := make([]int, 7)
 	for _, r := range append([]BenchRow{head}, rows...) {
 		for i, c := range cells(r) {
