@@ -433,12 +433,16 @@ func (a *Agent) containerOf(st *state.State, node string) (string, schema.Reload
 }
 
 // ensureImage loads the node's image from verified chunks unless the engine
-// has it: the docker-save stream is rebuilt chunk by chunk (each checked
-// against the signed index as it streams) straight into the engine. When
-// the remote that served the release fails to deliver the image (a
-// corrupted or missing chunk, a pruned tag, a fetch error), the other
-// configured remotes are tried in order: chunks are checked against the
-// signed index whoever serves them, so any mirror will do.
+// has it. The fetch, the rebuild and the load run at once: each chunk is
+// readable as soon as its bytes are in and its git id is checked
+// (repo.LivePack), the docker-save stream is rebuilt chunk by chunk (each
+// checked against the signed index's sha256 before any of its bytes are
+// passed on) straight into the engine, and the engine extracts layers while
+// later chunks still arrive. When the remote that served the release fails
+// to deliver the image (a corrupted or missing chunk, a pruned tag, a fetch
+// error), the other configured remotes are tried in order: chunks are
+// checked against the signed index whoever serves them, so any mirror will
+// do.
 func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNode) error {
 	img, ok := t.v.Release.ImageByName(rn.Image)
 	if !ok {
@@ -456,25 +460,35 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	// load fetches and loads the image from r; retry says whether another
 	// remote might do better (the data was bad, not the engine).
 	load := func(r *repo.Remote) (retry bool, err error) {
-		if err := bundler.FetchImage(ctx, r, a.objects, idx); err != nil {
-			var om *repo.ObjectMismatchError
-			var sm *repo.SizeMismatchError
-			if errors.As(err, &om) || errors.As(err, &sm) {
-				// Altered bytes, not a network failure.
-				err = fmt.Errorf("%w: %w", ErrVerify, err)
-			}
-			return true, err
-		}
-		pr, pw := io.Pipe()
-		done := make(chan error, 1)
+		live := repo.NewLivePack(a.objects)
+		defer live.Close()
+		fetched := make(chan error, 1)
 		go func() {
-			err := image.Rebuild(ctx, idx, bundler.StoreChunks{Store: a.objects}, pw)
+			err := bundler.FetchImage(ctx, r, a.objects, idx, live)
+			live.Finish(err)
+			fetched <- err
+		}()
+		pr, pw := io.Pipe()
+		rebuilt := make(chan error, 1)
+		go func() {
+			err := image.Rebuild(ctx, idx, bundler.LiveChunks{Ctx: ctx, Pack: live}, pw)
 			pw.CloseWithError(err)
-			done <- err
+			rebuilt <- err
 		}()
 		lerr := a.eng.LoadImage(ctx, pr, img.Digest)
 		pr.CloseWithError(errors.New("load finished"))
-		rerr := <-done
+		rerr := <-rebuilt
+		// The fetch runs to its end even when the load failed: what it
+		// brings is stored for the next attempt.
+		if ferr := <-fetched; ferr != nil {
+			var om *repo.ObjectMismatchError
+			var sm *repo.SizeMismatchError
+			if errors.As(ferr, &om) || errors.As(ferr, &sm) {
+				// Altered bytes, not a network failure.
+				ferr = fmt.Errorf("%w: %w", ErrVerify, ferr)
+			}
+			return true, ferr
+		}
 		if rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) {
 			return true, fmt.Errorf("%w: image %s from %s: %w", ErrVerify, img.Name, r, rerr)
 		}

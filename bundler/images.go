@@ -16,8 +16,10 @@ import (
 
 // FetchImage brings the chunks of idx into st from r, unless st has them
 // all already. The server may send at most the image's own size plus git's
-// overhead: every read is bounded by what the signed index declares.
-func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex) error {
+// overhead: every read is bounded by what the signed index declares. With
+// live set, each chunk is readable through it as soon as it arrives (see
+// [LiveChunks]); the caller calls live.Finish with FetchImage's result.
+func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, live *repo.LivePack) error {
 	missing := false
 	for _, c := range NewChunkSet(idx).List() {
 		if !st.HasObject(plumbing.NewHash(c.Blob)) {
@@ -38,7 +40,8 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 	}
 	tag := ImageTag(idx.Digest)
 	limit := idx.TotalSize() + int64(len(idx.Entries))*1024 + 1<<20
-	if _, err := r.Fetch(ctx, st, repo.FetchRequest{Refs: []string{tag + ":" + tag}, Haves: haves, MaxPackBytes: limit}); err != nil {
+	if _, err := r.Fetch(ctx, st, repo.FetchRequest{Refs: []string{tag + ":" + tag}, Haves: haves, MaxPackBytes: limit,
+		MaxInflatedBytes: limit, Live: live}); err != nil {
 		return fmt.Errorf("fetch image %s: %w", idx.Name, err)
 	}
 	return nil
@@ -51,6 +54,20 @@ type StoreChunks struct{ Store *repo.Store }
 // Open returns the chunk's bytes.
 func (s StoreChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
 	return s.Store.OpenBlob(plumbing.NewHash(c.Blob), c.Size)
+}
+
+// LiveChunks reads chunks from a fetch in progress: [image.Rebuild] gets
+// each chunk as soon as it has arrived (and rebuilds the image while the
+// rest is still coming), chunks the fetch did not bring from the store once
+// it is over. Ctx bounds the waiting.
+type LiveChunks struct {
+	Ctx  context.Context
+	Pack *repo.LivePack
+}
+
+// Open returns the chunk's bytes, waiting for them to arrive.
+func (l LiveChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
+	return l.Pack.OpenBlob(l.Ctx, plumbing.NewHash(c.Blob), c.Size)
 }
 
 // ChunkError names a chunk that is missing or differs from the index.

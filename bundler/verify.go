@@ -141,7 +141,7 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 					}
 					continue
 				}
-				if err := FetchImage(ctx, r.Remote, r.Cache, idx); err != nil {
+				if err := FetchImage(ctx, r.Remote, r.Cache, idx, nil); err != nil {
 					return err
 				}
 				if err := CheckChunks(ctx, r.Cache, idx); err != nil {

@@ -509,6 +509,12 @@ type FetchRequest struct {
 	Haves []plumbing.Hash
 	// MaxPackBytes bounds the pack the server may send (0: 4 GiB).
 	MaxPackBytes int64
+	// MaxInflatedBytes bounds the sum of the inflated sizes its entries
+	// declare (0: 16 × MaxPackBytes), so a zlib bomb costs bounded CPU.
+	MaxInflatedBytes int64
+	// Live, if set, makes each object of the pack readable as it arrives
+	// (the caller calls Live.Finish once Fetch returns).
+	Live *LivePack
 }
 
 // ErrPackTooLarge reports a fetch response beyond FetchRequest.MaxPackBytes.
@@ -519,11 +525,12 @@ var ErrPackTooLarge = errors.New("pack exceeds the size limit")
 // are not requested.
 //
 // Bounded: the pack size (MaxPackBytes; for a directory remote, the total
-// object size, which the pack writer enforces), the HTTP ref advertisement. Not
-// bounded by this package: the inflated size of a single object inside the
-// pack, which go-git's pack parser buffers whole (a server can send a zlib
-// bomb of up to MaxPackBytes compressed); callers check sizes against the
-// signed manifest before reading through OpenBlob.
+// object size, which the pack writer enforces), the inflated sizes its
+// entries declare (MaxInflatedBytes; each entry must inflate to exactly its
+// declared size), the HTTP ref advertisement. Entries are streamed, never
+// held whole, except in a pack with deltas (a server that repacked with
+// deltas), which go-git's parser indexes object by object; callers check
+// sizes against the signed manifest before reading through OpenBlob.
 func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[string]plumbing.Hash, error) {
 	type spec struct{ src, dst string }
 	var specs []spec
@@ -542,6 +549,10 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 	limit := fr.MaxPackBytes
 	if limit <= 0 {
 		limit = 4 << 30
+	}
+	inflateLimit := fr.MaxInflatedBytes
+	if inflateLimit <= 0 {
+		inflateLimit = 16 * limit
 	}
 
 	var (
@@ -598,7 +609,7 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 				err = local.Write(ctx, st)
 			}
 		} else {
-			err = r.fetchPack(ctx, sess, ar, local, wants, fr.Haves, limit)
+			err = r.fetchPack(ctx, sess, ar, local, wants, fr.Haves, limit, inflateLimit, fr.Live)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("fetch from %s: %w", r, err)
@@ -616,7 +627,7 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 }
 
 func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession, ar *packp.AdvRefs,
-	local *Store, wants, haves []plumbing.Hash, limit int64) error {
+	local *Store, wants, haves []plumbing.Hash, limit, inflateLimit int64, live *LivePack) error {
 	req := packp.NewUploadPackRequestFromCapabilities(ar.Capabilities)
 	// Thin packs would need bases resolved from the store mid-parse; tags
 	// other than the ones asked for are not wanted.
@@ -641,7 +652,7 @@ func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession
 	} else if req.Capabilities.Supports(capability.Sideband) {
 		pack = sideband.NewDemuxer(sideband.Sideband, pack)
 	}
-	if err := local.ReceivePack(pack); err != nil {
+	if err := local.receivePack(pack, inflateLimit, live); err != nil {
 		return err
 	}
 	for _, h := range wants {

@@ -160,10 +160,18 @@ func (s *Store) write(ctx context.Context, st *ObjectStream) (int64, error) {
 }
 
 // ReceivePack stores a pack read from r (as a server sends it: full, not
-// thin) the same crash-safe way as Write: spooled to a temporary file,
-// parsed and indexed by go-git's parser (which recomputes every object id
-// from its content), then renamed into place.
-func (s *Store) ReceivePack(r io.Reader) error {
+// thin) the same crash-safe way as Write: spooled to a temporary file while
+// it is indexed in the same pass (every entry inflated once, its object id
+// recomputed from its content), then renamed into place. The inflated sizes
+// the entries declare may add up to at most inflateLimit bytes.
+func (s *Store) ReceivePack(r io.Reader, inflateLimit int64) error {
+	return s.receivePack(r, inflateLimit, nil)
+}
+
+// receivePack is ReceivePack announcing each checked object to live.
+// A pack with deltas (from a server that repacked) is spooled whole, then
+// indexed by go-git's parser, which resolves them.
+func (s *Store) receivePack(r io.Reader, inflateLimit int64, live *LivePack) error {
 	packDir := filepath.Join(s.dir, "objects", "pack")
 	tmp, err := os.CreateTemp(packDir, "tmp_pack_")
 	if err != nil {
@@ -171,29 +179,48 @@ func (s *Store) ReceivePack(r io.Reader) error {
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	n, err := io.Copy(tmp, r)
-	if err == nil && n == 0 {
-		err = errors.New("empty pack")
+	var publish func(livePackObject)
+	if live != nil {
+		if err := live.attach(tmp.Name()); err != nil {
+			return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+		}
+		publish = live.add
+	}
+	spool := bufio.NewWriterSize(tmp, 256<<10)
+	sum, iw, err := indexPack(r, spool, inflateLimit, publish)
+	if err == nil || errors.Is(err, errDeltas) {
+		if ferr := spool.Flush(); ferr != nil {
+			err = ferr
+		}
+	}
+	if errors.Is(err, errDeltas) {
+		sum, iw, err = parseSpooled(tmp)
 	}
 	if err == nil {
 		err = tmp.Sync()
 	}
-	if err == nil {
-		_, err = tmp.Seek(0, io.SeekStart)
-	}
 	if err != nil {
 		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
-	var iw idxfile.Writer
-	p, err := packfile.NewParser(packfile.NewScanner(tmp), &iw)
+	return s.install(tmp.Name(), sum, iw)
+}
+
+// parseSpooled indexes a whole pack file with go-git's parser, which
+// resolves deltas (and buffers each object it inflates).
+func parseSpooled(f *os.File) (plumbing.Hash, *idxfile.Writer, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	iw := new(idxfile.Writer)
+	p, err := packfile.NewParser(packfile.NewScanner(f), iw)
 	if err != nil {
-		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+		return plumbing.ZeroHash, nil, err
 	}
 	sum, err := p.Parse()
 	if err != nil {
-		return fmt.Errorf("receive pack into %s: parse: %w", s.dir, err)
+		return plumbing.ZeroHash, nil, fmt.Errorf("parse: %w", err)
 	}
-	return s.install(tmp.Name(), sum, &iw)
+	return sum, iw, nil
 }
 
 // install writes the index of the synced pack at tmpPack, then renames the

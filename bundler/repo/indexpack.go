@@ -1,0 +1,285 @@
+package repo
+
+import (
+	"bufio"
+	"compress/zlib"
+	"crypto/sha1"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+)
+
+// ErrBadPack reports a pack that does not follow git's pack format or whose
+// content differs from what its headers and trailer say.
+var ErrBadPack = errors.New("bad pack")
+
+// Pack format limits (git's own: version 2 or 3 headers, 32-bit counts).
+const (
+	packTypeOfsDelta = 6
+	packTypeRefDelta = 7
+	packTrailerLen   = 20
+)
+
+// errDeltas says the pack holds a delta entry: the single-pass indexer
+// stops there and the rest is resolved by go-git's parser.
+var errDeltas = errors.New("pack has deltas")
+
+// indexPack reads a whole pack from r in one pass, copying every byte to
+// spool, and indexes it: each entry is inflated once, streamed through
+// SHA-1 (never held whole), and checked against its declared size; the
+// trailer must be the SHA-1 of everything before it. inflateLimit bounds the
+// sum of the declared (inflated) sizes, so a zlib bomb costs bounded CPU.
+//
+// After each entry is checked, publish (if not nil) learns where it is; the
+// spool is flushed first, so a reader of the spool file sees its bytes.
+//
+// A pack with a delta entry (servers that repacked with deltas send them)
+// returns errDeltas once the rest of the stream is in spool: the caller
+// indexes it with a parser that resolves deltas.
+func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, publish func(livePackObject)) (plumbing.Hash, *idxfile.Writer, error) {
+	pr := &packReader{r: r, buf: make([]byte, 256<<10), spool: spool, sum: sha1.New(), crc: crc32.NewIEEE()}
+	var hdr [12]byte
+	if _, err := io.ReadFull(pr, hdr[:]); err != nil {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: header: %w", ErrBadPack, unexpected(err))
+	}
+	if string(hdr[:4]) != "PACK" {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: no PACK signature", ErrBadPack)
+	}
+	if v := binary.BigEndian.Uint32(hdr[4:8]); v != 2 && v != 3 {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: version %d", ErrBadPack, v)
+	}
+	count := binary.BigEndian.Uint32(hdr[8:12])
+	iw := new(idxfile.Writer)
+	iw.OnHeader(count)
+
+	var (
+		zr       io.ReadCloser
+		inflated int64
+		copyBuf  = make([]byte, 64<<10)
+		h        = sha1.New()
+	)
+	for i := uint32(0); i < count; i++ {
+		if err := pr.flush(); err != nil {
+			return plumbing.ZeroHash, nil, err
+		}
+		offset := pr.offset()
+		pr.crc.Reset()
+		typ, size, err := pr.entryHeader()
+		if err != nil {
+			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
+		}
+		if typ == packTypeOfsDelta || typ == packTypeRefDelta {
+			if err := pr.drain(); err != nil {
+				return plumbing.ZeroHash, nil, err
+			}
+			return plumbing.ZeroHash, nil, errDeltas
+		}
+		ot := plumbing.ObjectType(typ)
+		if ot < plumbing.CommitObject || ot > plumbing.TagObject {
+			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: type %d", ErrBadPack, i, offset, typ)
+		}
+		if inflated += size; inflated > inflateLimit {
+			return plumbing.ZeroHash, nil, fmt.Errorf("%w: %d inflated bytes declared by entry %d, limit %d", ErrPackTooLarge, inflated, i, inflateLimit)
+		}
+		dataOffset := pr.offset()
+		if zr == nil {
+			zr, err = zlib.NewReader(pr)
+		} else {
+			err = zr.(zlib.Resetter).Reset(pr, nil)
+		}
+		if err != nil {
+			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
+		}
+		h.Reset()
+		writeObjectHeader(h, ot, size)
+		n, err := io.CopyBuffer(h, io.LimitReader(zr, size), copyBuf)
+		if err == nil && n < size {
+			err = fmt.Errorf("inflates to %d bytes, header says %d", n, size)
+		}
+		if err == nil {
+			// The zlib stream must end exactly here (this also reads and
+			// checks its Adler-32).
+			var one [1]byte
+			if m, rerr := zr.Read(one[:]); m > 0 {
+				err = fmt.Errorf("inflates past the %d bytes its header says", size)
+			} else if rerr != io.EOF {
+				err = unexpected(rerr)
+			}
+		}
+		if err != nil {
+			if pr.err != nil {
+				err = pr.err // the stream failed, not the entry
+			}
+			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
+		}
+		if err := pr.flush(); err != nil {
+			return plumbing.ZeroHash, nil, err
+		}
+		var id plumbing.Hash
+		copy(id[:], h.Sum(nil))
+		iw.Add(id, uint64(offset), pr.crc.Sum32())
+		if publish != nil {
+			if err := spool.Flush(); err != nil {
+				return plumbing.ZeroHash, nil, err
+			}
+			publish(livePackObject{id: id, typ: ot, size: size, dataOffset: dataOffset})
+		}
+	}
+	if err := pr.flush(); err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	want := pr.sum.Sum(nil)
+	pr.sum = nil // the trailer is not part of the checksum
+	var trailer [packTrailerLen]byte
+	if _, err := io.ReadFull(pr, trailer[:]); err != nil {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: trailer: %w", ErrBadPack, unexpected(err))
+	}
+	if string(trailer[:]) != string(want) {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: trailer checksum %x, content hashes to %x", ErrBadPack, trailer, want)
+	}
+	var one [1]byte
+	if n, err := io.ReadFull(pr, one[:]); n > 0 {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: data after the trailer", ErrBadPack)
+	} else if err != io.EOF {
+		return plumbing.ZeroHash, nil, unexpected(err)
+	}
+	if err := pr.flush(); err != nil {
+		return plumbing.ZeroHash, nil, err
+	}
+	var sum plumbing.Hash
+	copy(sum[:], trailer[:])
+	if err := iw.OnFooter(sum); err != nil {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: %w", ErrBadPack, err)
+	}
+	return sum, iw, nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// packReader buffers the incoming pack and passes every consumed byte to
+// the spool, the pack checksum and the current entry's CRC-32. zlib reads
+// one byte at a time (it must not read past its stream), so consumed bytes
+// are handed on in batches: at each refill and at each entry boundary.
+type packReader struct {
+	r        io.Reader
+	buf      []byte
+	pos, end int   // unread bytes are buf[pos:end]
+	mark     int   // buf[mark:pos] is consumed but not yet handed on
+	base     int64 // pack offset of buf[0]
+	spool    *bufio.Writer
+	sum      hash.Hash // nil while reading the trailer
+	crc      hash.Hash32
+	err      error // sticky read error of r
+}
+
+func (p *packReader) offset() int64 { return p.base + int64(p.pos) }
+
+// flush hands buf[mark:pos] on.
+func (p *packReader) flush() error {
+	b := p.buf[p.mark:p.pos]
+	p.mark = p.pos
+	if len(b) == 0 {
+		return nil
+	}
+	if p.sum != nil {
+		p.sum.Write(b)
+	}
+	p.crc.Write(b)
+	if _, err := p.spool.Write(b); err != nil {
+		return fmt.Errorf("spool pack: %w", err)
+	}
+	return nil
+}
+
+func (p *packReader) fill() error {
+	if p.err != nil {
+		return p.err
+	}
+	if err := p.flush(); err != nil {
+		p.err = err
+		return err
+	}
+	p.base += int64(p.end)
+	p.pos, p.end, p.mark = 0, 0, 0
+	for p.end == 0 {
+		n, err := p.r.Read(p.buf)
+		p.end = n
+		if n == 0 && err == nil {
+			continue
+		}
+		if err != nil && n == 0 {
+			p.err = err
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *packReader) ReadByte() (byte, error) {
+	if p.pos == p.end {
+		if err := p.fill(); err != nil {
+			return 0, err
+		}
+	}
+	c := p.buf[p.pos]
+	p.pos++
+	return c, nil
+}
+
+func (p *packReader) Read(b []byte) (int, error) {
+	if p.pos == p.end {
+		if err := p.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(b, p.buf[p.pos:p.end])
+	p.pos += n
+	return n, nil
+}
+
+// entryHeader reads an entry's type and inflated size (git's varint: 3 type
+// bits and 4 size bits, then 7 size bits per byte).
+func (p *packReader) entryHeader() (byte, int64, error) {
+	c, err := p.ReadByte()
+	if err != nil {
+		return 0, 0, unexpected(err)
+	}
+	typ := (c >> 4) & 7
+	size := int64(c & 15)
+	for shift := uint(4); c&0x80 != 0; shift += 7 {
+		if shift > 56 {
+			return 0, 0, errors.New("entry size overflows")
+		}
+		if c, err = p.ReadByte(); err != nil {
+			return 0, 0, unexpected(err)
+		}
+		size |= int64(c&0x7f) << shift
+	}
+	return typ, size, nil
+}
+
+// drain copies the rest of the stream to the spool unchecked.
+func (p *packReader) drain() error {
+	p.pos = p.end
+	if err := p.flush(); err != nil {
+		return err
+	}
+	if p.err != nil && p.err != io.EOF {
+		return p.err
+	}
+	if _, err := io.Copy(p.spool, p.r); err != nil {
+		return fmt.Errorf("spool pack: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,377 @@
+package repo
+
+import (
+	"bufio"
+	"bytes"
+	"compress/zlib"
+	"context"
+	"crypto/sha1"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+)
+
+// fixturePack is the fixture's objects as pullship's pack writer writes them.
+func fixturePack(t testing.TB, f *fixture) []byte {
+	var b bytes.Buffer
+	if _, _, err := WritePack(context.Background(), &b, f.stream); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// indexEntries lists what an index writer recorded: id → offset and CRC.
+func indexEntries(t testing.TB, iw *idxfile.Writer) map[plumbing.Hash][2]uint64 {
+	t.Helper()
+	idx, err := iw.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := idx.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[plumbing.Hash][2]uint64{}
+	for {
+		e, err := it.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Hash] = [2]uint64{e.Offset, uint64(e.CRC32)}
+	}
+}
+
+func runIndexPack(data []byte, limit int64, publish func(livePackObject)) (plumbing.Hash, *idxfile.Writer, []byte, error) {
+	var spool bytes.Buffer
+	bw := bufio.NewWriter(&spool)
+	sum, iw, err := indexPack(bytes.NewReader(data), bw, limit, publish)
+	bw.Flush()
+	return sum, iw, spool.Bytes(), err
+}
+
+func TestIndexPackMatchesGoGit(t *testing.T) {
+	f := makeFixture(t, 11, plumbing.ZeroHash)
+	data := fixturePack(t, f)
+	var published []livePackObject
+	sum, iw, spooled, err := runIndexPack(data, 1<<30, func(o livePackObject) { published = append(published, o) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(spooled, data) {
+		t.Fatalf("spool holds %d bytes, the pack has %d", len(spooled), len(data))
+	}
+	tmp := filepath.Join(t.TempDir(), "p.pack")
+	must(t, os.WriteFile(tmp, data, 0o644))
+	pf, err := os.Open(tmp)
+	must(t, err)
+	defer pf.Close()
+	gsum, giw, err := parseSpooled(pf)
+	must(t, err)
+	if sum != gsum {
+		t.Fatalf("pack checksum %s, go-git %s", sum, gsum)
+	}
+	got, want := indexEntries(t, iw), indexEntries(t, giw)
+	if len(got) != len(f.stream.Objects()) || len(got) != len(want) {
+		t.Fatalf("%d entries, go-git %d, stream %d", len(got), len(want), len(f.stream.Objects()))
+	}
+	for id, w := range want {
+		if got[id] != w {
+			t.Errorf("%s: offset/crc %v, go-git %v", id, got[id], w)
+		}
+	}
+	if len(published) != len(got) {
+		t.Fatalf("published %d objects of %d", len(published), len(got))
+	}
+	for _, o := range published {
+		if o.typ != plumbing.BlobObject {
+			continue
+		}
+		rc, err := openSpooled(pf, o, o.size)
+		must(t, err)
+		b, err := io.ReadAll(rc)
+		must(t, err)
+		src, err := f.stream.Open(Object{ID: o.id, Type: o.typ, Size: o.size})
+		must(t, err)
+		want, err := io.ReadAll(src)
+		must(t, err)
+		if !bytes.Equal(b, want) {
+			t.Fatalf("blob %s read back from its offset differs", o.id)
+		}
+	}
+}
+
+// rawEntry is a pack entry written as given, lies included.
+type rawEntry struct {
+	typ      byte
+	declared int64
+	content  []byte
+}
+
+// rawPack frames entries as a pack with a correct trailer.
+func rawPack(entries ...rawEntry) []byte {
+	var b bytes.Buffer
+	b.WriteString("PACK")
+	binary.Write(&b, binary.BigEndian, uint32(2))
+	binary.Write(&b, binary.BigEndian, uint32(len(entries)))
+	for _, e := range entries {
+		size := e.declared
+		c := e.typ<<4 | byte(size&15)
+		size >>= 4
+		for size > 0 {
+			b.WriteByte(c | 0x80)
+			c = byte(size & 0x7f)
+			size >>= 7
+		}
+		b.WriteByte(c)
+		zw := zlib.NewWriter(&b)
+		zw.Write(e.content)
+		zw.Close()
+	}
+	sum := sha1.Sum(b.Bytes())
+	b.Write(sum[:])
+	return b.Bytes()
+}
+
+func TestIndexPackRejects(t *testing.T) {
+	blob := []byte("hello pullship\n")
+	good := rawPack(rawEntry{3, int64(len(blob)), blob})
+	if _, _, _, err := runIndexPack(good, 1<<20, nil); err != nil {
+		t.Fatalf("well-formed pack: %v", err)
+	}
+	badTrailer := bytes.Clone(good)
+	badTrailer[len(badTrailer)-1] ^= 1
+	flipped := bytes.Clone(good)
+	flipped[14] ^= 0x40 // inside the zlib stream
+	cases := map[string]struct {
+		data []byte
+		want string
+	}{
+		"empty":              {nil, "header"},
+		"not a pack":         {[]byte("NOPE\x00\x00\x00\x02\x00\x00\x00\x01"), "signature"},
+		"version 4":          {append([]byte("PACK\x00\x00\x00\x04"), good[8:]...), "version 4"},
+		"truncated entry":    {good[:20], "entry 0"},
+		"no trailer":         {good[:len(good)-20], "trailer"},
+		"short trailer":      {good[:len(good)-3], "trailer"},
+		"bad trailer":        {badTrailer, "trailer checksum"},
+		"corrupt zlib":       {flipped, "entry 0"},
+		"data after trailer": {append(bytes.Clone(good), 0), "after the trailer"},
+		"too few entries":    {append(append([]byte("PACK\x00\x00\x00\x02\x00\x00\x00\x02"), good[12:len(good)-20]...), good[len(good)-20:]...), "entry 1"},
+		"declares less":      {rawPack(rawEntry{3, int64(len(blob)) - 1, blob}), "inflates past"},
+		"declares more":      {rawPack(rawEntry{3, int64(len(blob)) + 1, blob}), "inflates to"},
+		"type 5":             {rawPack(rawEntry{5, int64(len(blob)), blob}), "type 5"},
+		"type 0":             {rawPack(rawEntry{0, int64(len(blob)), blob}), "type 0"},
+		"over the limit":     {rawPack(rawEntry{3, 2 << 20, make([]byte, 2<<20)}), "limit"},
+		"size overflow":      {append([]byte("PACK\x00\x00\x00\x02\x00\x00\x00\x01"), 0xbf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), "overflows"},
+	}
+	for name, c := range cases {
+		_, _, _, err := runIndexPack(c.data, 1<<20, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: err %v, want one naming %q", name, err, c.want)
+		}
+	}
+}
+
+// TestReceivePackRejectsLeavesNothing: a bad pack from a server installs
+// nothing and leaves no temporary file.
+func TestReceivePackRejectsLeavesNothing(t *testing.T) {
+	st, err := Init(t.TempDir())
+	must(t, err)
+	f := makeFixture(t, 12, plumbing.ZeroHash)
+	data := fixturePack(t, f)
+	data[len(data)/2] ^= 0x10
+	if err := st.ReceivePack(bytes.NewReader(data), 1<<30); err == nil {
+		t.Fatal("altered pack accepted")
+	}
+	left, err := os.ReadDir(filepath.Join(st.Dir(), "objects", "pack"))
+	must(t, err)
+	if len(left) != 0 {
+		t.Fatalf("left in objects/pack: %v", left)
+	}
+	if st.HasObject(f.release) {
+		t.Fatal("object of a rejected pack is visible")
+	}
+	// A stream error (the fetch size limit) comes through as itself.
+	err = st.ReceivePack(&limitedReader{r: bytes.NewReader(fixturePack(t, f)), left: 1000, what: "pack", err: ErrPackTooLarge}, 1<<30)
+	if !errors.Is(err, ErrPackTooLarge) {
+		t.Fatalf("over the pack limit: %v", err)
+	}
+}
+
+// TestReceivePackWithDeltas: a pack git made with deltas (as a server that
+// repacked sends) is indexed by the fallback parser, and git agrees.
+func TestReceivePackWithDeltas(t *testing.T) {
+	needGit(t)
+	dir := t.TempDir()
+	work := filepath.Join(dir, "work")
+	git(t, dir, "init", "-q", work)
+	var text bytes.Buffer
+	for i := range 4000 {
+		text.WriteString(strings.Repeat("line ", 3) + string(rune('a'+i%26)) + "\n")
+	}
+	must(t, os.WriteFile(filepath.Join(work, "f.txt"), text.Bytes(), 0o644))
+	git(t, work, "add", "f.txt")
+	git(t, work, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "-m", "one")
+	text.WriteString("one more line\n")
+	must(t, os.WriteFile(filepath.Join(work, "f.txt"), text.Bytes(), 0o644))
+	git(t, work, "-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "-am", "two")
+	cmd := exec.Command("git", "pack-objects", "--stdout", "--revs", "--window=10", "--depth=10")
+	cmd.Dir = work
+	cmd.Stdin = strings.NewReader("HEAD\n")
+	pack, err := cmd.Output()
+	must(t, err)
+	if _, _, _, err := runIndexPack(pack, 1<<30, nil); !errors.Is(err, errDeltas) {
+		t.Fatalf("git's pack has no deltas (%v): the test proves nothing", err)
+	}
+	st, err := Init(filepath.Join(dir, "store.git"))
+	must(t, err)
+	must(t, st.ReceivePack(bytes.NewReader(pack), 1<<30))
+	head := plumbing.NewHash(strings.TrimSpace(git(t, work, "rev-parse", "HEAD")))
+	if !st.HasObject(head) {
+		t.Fatal("HEAD missing after receive")
+	}
+	must(t, st.SetRef("refs/heads/releases", plumbing.ZeroHash, head))
+	git(t, st.Dir(), "fsck", "--strict", "--no-dangling")
+}
+
+func TestLivePack(t *testing.T) {
+	st, err := Init(t.TempDir())
+	must(t, err)
+	f := makeFixture(t, 13, plumbing.ZeroHash)
+	data := fixturePack(t, f)
+	ctx := context.Background()
+
+	// The first object of the pack is readable while the rest is held back.
+	first := f.stream.Objects()[0]
+	if first.Type != plumbing.BlobObject {
+		t.Fatalf("fixture starts with a %s", first.Type)
+	}
+	live := NewLivePack(st)
+	defer live.Close()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- st.receivePack(pr, 1<<30, live) }()
+	// A blob not in this pack waits for Finish.
+	notInPack := make(chan error, 1)
+	go func() {
+		_, err := live.OpenBlob(ctx, plumbing.NewHash("0123456789012345678901234567890123456789"), 1)
+		notInPack <- err
+	}()
+	half := len(data) / 2
+	if _, err := pw.Write(data[:half]); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := live.OpenBlob(ctx, first.ID, first.Size)
+	must(t, err)
+	b, err := io.ReadAll(rc)
+	must(t, err)
+	if !bytes.Equal(b, f.blobs[first.ID]) {
+		t.Fatal("live blob differs")
+	}
+	if _, err := live.OpenBlob(ctx, first.ID, first.Size+1); err == nil {
+		t.Fatal("wrong size accepted")
+	}
+	// The last blob of the pack is not there yet.
+	var last Object
+	for _, o := range f.stream.Objects() {
+		if o.Type == plumbing.BlobObject {
+			last = o
+		}
+	}
+	tctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err = live.OpenBlob(tctx, last.ID, last.Size)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("blob not yet received: %v", err)
+	}
+	select {
+	case err := <-notInPack:
+		t.Fatalf("blob outside the pack answered before Finish: %v", err)
+	default:
+	}
+	if _, err := pw.Write(data[half:]); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	must(t, <-done)
+	live.Finish(nil)
+	if err := <-notInPack; !errors.Is(err, plumbing.ErrObjectNotFound) && !errors.Is(err, ErrNotFound) {
+		t.Fatalf("blob in neither pack nor store: %v", err)
+	}
+	// After Finish, blobs come from the store too.
+	for id, want := range f.blobs {
+		rc, err := live.OpenBlob(ctx, id, int64(len(want)))
+		must(t, err)
+		got, err := io.ReadAll(rc)
+		must(t, err)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("blob %s differs", id)
+		}
+	}
+
+	// A failed fetch fails the waiters with its error.
+	failed := NewLivePack(st)
+	wait := make(chan error, 1)
+	go func() {
+		_, err := failed.OpenBlob(ctx, plumbing.NewHash("0123456789012345678901234567890123456789"), 1)
+		wait <- err
+	}()
+	boom := errors.New("connection reset")
+	failed.Finish(boom)
+	if err := <-wait; !errors.Is(err, boom) {
+		t.Fatalf("waiter after a failed fetch: %v", err)
+	}
+}
+
+func FuzzIndexPack(f *testing.F) {
+	blob := []byte("hello pullship\n")
+	f.Add(rawPack(rawEntry{3, int64(len(blob)), blob}))
+	f.Add(rawPack(rawEntry{3, int64(len(blob)), blob}, rawEntry{1, 3, []byte("abc")}))
+	f.Add(rawPack(rawEntry{6, 3, []byte("abc")}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sum, iw, spooled, err := runIndexPack(data, 1<<20, nil)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(spooled, data) {
+			t.Fatal("accepted pack spooled differently")
+		}
+		// What the single pass accepts, go-git's parser accepts the same way.
+		p := filepath.Join(t.TempDir(), "p.pack")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		pf, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pf.Close()
+		gsum, giw, err := parseSpooled(pf)
+		if err != nil {
+			t.Fatalf("accepted, go-git refuses: %v", err)
+		}
+		if gsum != sum {
+			t.Fatalf("checksum %s, go-git %s", sum, gsum)
+		}
+		got, want := indexEntries(t, iw), indexEntries(t, giw)
+		if len(got) != len(want) {
+			t.Fatalf("%d entries, go-git %d", len(got), len(want))
+		}
+		for id, w := range want {
+			if got[id] != w {
+				t.Fatalf("%s: %v, go-git %v", id, got[id], w)
+			}
+		}
+	})
+}
