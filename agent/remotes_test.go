@@ -238,20 +238,23 @@ func TestRemoteFallback(t *testing.T) {
 // corruptChunk replaces, in the bare repository dir, the image tag of
 // image newID by a commit whose tree holds other bytes under the name of
 // one chunk that image oldID does not share (so an agent holding oldID
-// must fetch it), and returns that chunk's name (its sha256).
+// must fetch it), and returns that chunk's sha256.
 func corruptChunk(t *testing.T, dir, oldID, newID string) string {
 	t.Helper()
 	oldTag, newTag := bundler.ImageTag(oldID), bundler.ImageTag(newID)
+	// Entries are named "<position>-<sha256>": the sha256 identifies a
+	// chunk across images.
+	sha := func(entry string) string { return entry[strings.LastIndexByte(entry, '-')+1:] }
 	old := map[string]bool{}
 	for _, l := range strings.Split(gitOut(t, dir, "ls-tree", oldTag), "\n") {
-		old[l[strings.IndexByte(l, '\t')+1:]] = true
+		old[sha(l[strings.IndexByte(l, '\t')+1:])] = true
 	}
 	var tree strings.Builder
 	name := ""
 	for _, l := range strings.Split(gitOut(t, dir, "ls-tree", newTag), "\n") {
 		n := l[strings.IndexByte(l, '\t')+1:]
-		if name == "" && !old[n] {
-			name = n
+		if name == "" && !old[sha(n)] {
+			name = sha(n)
 			garbage := filepath.Join(t.TempDir(), "garbage")
 			must(t, os.WriteFile(garbage, []byte("not the chunk "+n), 0o644))
 			l = "100644 blob " + gitOut(t, dir, "hash-object", "-w", garbage) + "\t" + n

@@ -494,8 +494,8 @@ func releaseMessage(rel *schema.Release, idx *schema.ImageIndex, changed []strin
 	return b.String()
 }
 
-// imageTagCommit adds the image tag's tree (every chunk, named by its
-// sha256) and a root commit to objs and returns the commit id.
+// imageTagCommit adds the image tag's tree (every distinct chunk, named by
+// chunkEntryName) and a root commit to objs and returns the commit id.
 func imageTagCommit(objs *repo.ObjectStream, idx *schema.ImageIndex, when time.Time) (plumbing.Hash, error) {
 	chunks := NewChunkSet(idx).List()
 	entries := make([]repo.TreeEntry, 0, len(chunks))
@@ -505,7 +505,9 @@ func imageTagCommit(objs *repo.ObjectStream, idx *schema.ImageIndex, when time.T
 			continue
 		}
 		seen[c.SHA256] = true
-		entries = append(entries, repo.TreeEntry{Name: c.SHA256, Mode: filemode.Regular, ID: plumbing.NewHash(c.Blob)})
+		// Git sends a tree's blobs in name order: the position prefix makes
+		// that the stream's order, so agents load while chunks arrive.
+		entries = append(entries, repo.TreeEntry{Name: chunkEntryName(len(entries), c.SHA256), Mode: filemode.Regular, ID: plumbing.NewHash(c.Blob)})
 	}
 	treeData, _, err := repo.EncodeTree(entries)
 	if err != nil {
@@ -520,6 +522,13 @@ func imageTagCommit(objs *repo.ObjectStream, idx *schema.ImageIndex, when time.T
 	}
 	objs.AddBytes(plumbing.CommitObject, data)
 	return id, nil
+}
+
+// chunkEntryName names a chunk in an image tag's tree: its rank of first
+// appearance in the stream, zero-padded so name order is stream order
+// (131 072 chunk references at most: 6 digits), then its sha256 hex.
+func chunkEntryName(rank int, sha string) string {
+	return fmt.Sprintf("%06d-%s", rank, sha)
 }
 
 // MaxHistoryScan is how many past releases the bundler reads to learn which

@@ -3,10 +3,12 @@ package bundler_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -208,5 +210,82 @@ func TestReleaseBadInputsCommitNothing(t *testing.T) {
 	}
 	if out, err := exec.Command("git", "-C", e.Repo, "rev-parse", "--verify", "-q", "releases").CombinedOutput(); err == nil {
 		t.Fatalf("a bad input made a release: %s", out)
+	}
+}
+
+// TestImageTagStreamOrder: a git server sends an image tag's chunks in the
+// order the rebuilt stream needs them (agents load while they arrive).
+// git pack-objects, as upload-pack runs it, is the independent judge.
+func TestImageTagStreamOrder(t *testing.T) {
+	e := bundlertest.NewEnv(t)
+	fleet := fleetFor(t, filepath.Join(e.Dir, "fleet"), "node = {{.Node}}\n")
+	img, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "img.tar"),
+		imagetest.File{Path: "b-second", Size: 5 << 20, Content: func() io.Reader { return imagetest.Random(2, 5<<20) }},
+		imagetest.File{Path: "a-first", Size: 6 << 20, Content: func() io.Reader { return imagetest.Random(3, 6<<20) }},
+		imagetest.File{Path: "c-again", Size: 5 << 20, Content: func() io.Reader { return imagetest.Random(2, 5<<20) }})
+	e.Cut(t, fleet, img)
+	v := verifyHead(t, e)
+	ri := v.Release.Images[0]
+	idx, err := bundler.ReadImageIndex(e.Release.Cache, v.Commit, ri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string // blob ids in first-appearance order
+	seen := map[string]bool{}
+	for _, en := range idx.Entries {
+		for _, c := range en.Chunks {
+			if !seen[c.Blob] {
+				seen[c.Blob] = true
+				want = append(want, c.Blob)
+			}
+		}
+	}
+	if len(want) < 8 {
+		t.Fatalf("only %d chunks: the order proves little", len(want))
+	}
+
+	cmd := exec.Command("git", "-C", e.Repo, "pack-objects", "--revs", "--stdout")
+	cmd.Stdin = strings.NewReader(bundler.ImageTag(idx.Digest) + "\n")
+	pack, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	packPath := filepath.Join(e.Dir, "tag.pack")
+	if err := os.WriteFile(packPath, pack, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	git(t, e.Dir, "index-pack", packPath)
+	show := exec.Command("git", "show-index")
+	idxFile, err := os.Open(strings.TrimSuffix(packPath, ".pack") + ".idx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idxFile.Close()
+	show.Stdin = idxFile
+	out, err := show.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type ent struct {
+		off int
+		id  string
+	}
+	var ents []ent
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var en ent
+		if _, err := fmt.Sscanf(line, "%d %s", &en.off, &en.id); err != nil {
+			t.Fatalf("git show-index line %q: %v", line, err)
+		}
+		if seen[en.id] {
+			ents = append(ents, en)
+		}
+	}
+	sort.Slice(ents, func(i, j int) bool { return ents[i].off < ents[j].off })
+	var got []string
+	for _, en := range ents {
+		got = append(got, en.id)
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("git sends the chunks in the order\n%v\nthe stream needs\n%v", got, want)
 	}
 }

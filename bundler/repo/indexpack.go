@@ -2,7 +2,7 @@ package repo
 
 import (
 	"bufio"
-	"compress/zlib"
+	"bytes"
 	"crypto/sha1"
 	"encoding/binary"
 	"errors"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
+	"github.com/klauspost/compress/zlib"
 )
 
 // ErrBadPack reports a pack that does not follow git's pack format or whose
@@ -36,13 +37,14 @@ var errDeltas = errors.New("pack has deltas")
 // trailer must be the SHA-1 of everything before it. inflateLimit bounds the
 // sum of the declared (inflated) sizes, so a zlib bomb costs bounded CPU.
 //
-// After each entry is checked, publish (if not nil) learns where it is; the
-// spool is flushed first, so a reader of the spool file sees its bytes.
+// After each entry is checked, obs (if not nil) learns where it is (the
+// spool is flushed first, so a reader of the spool file sees its bytes) and,
+// for a blob it gave a buffer for, gets the inflated content too.
 //
 // A pack with a delta entry (servers that repacked with deltas send them)
 // returns errDeltas once the rest of the stream is in spool: the caller
 // indexes it with a parser that resolves deltas.
-func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, publish func(livePackObject)) (plumbing.Hash, *idxfile.Writer, error) {
+func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObserver) (plumbing.Hash, *idxfile.Writer, error) {
 	pr := &packReader{r: r, buf: make([]byte, 256<<10), spool: spool, sum: sha1.New(), crc: crc32.NewIEEE()}
 	var hdr [12]byte
 	if _, err := io.ReadFull(pr, hdr[:]); err != nil {
@@ -61,9 +63,9 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, publish fun
 	var (
 		zr       io.ReadCloser
 		inflated int64
-		copyBuf  = make([]byte, 64<<10)
-		h        = sha1.New()
+		h        = newAsyncSHA1()
 	)
+	defer h.close()
 	for i := uint32(0); i < count; i++ {
 		if err := pr.flush(); err != nil {
 			return plumbing.ZeroHash, nil, err
@@ -96,23 +98,16 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, publish fun
 		if err != nil {
 			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
 		}
-		h.Reset()
-		writeObjectHeader(h, ot, size)
-		n, err := io.CopyBuffer(h, io.LimitReader(zr, size), copyBuf)
-		if err == nil && n < size {
-			err = fmt.Errorf("inflates to %d bytes, header says %d", n, size)
+		h.header(ot, size)
+		var keep []byte // the inflated content, for obs
+		if obs != nil && ot == plumbing.BlobObject {
+			keep = obs.buffer(size)
 		}
-		if err == nil {
-			// The zlib stream must end exactly here (this also reads and
-			// checks its Adler-32).
-			var one [1]byte
-			if m, rerr := zr.Read(one[:]); m > 0 {
-				err = fmt.Errorf("inflates past the %d bytes its header says", size)
-			} else if rerr != io.EOF {
-				err = unexpected(rerr)
-			}
-		}
+		err = inflateEntry(zr, size, h, keep)
 		if err != nil {
+			if keep != nil {
+				obs.release(keep)
+			}
 			if pr.err != nil {
 				err = pr.err // the stream failed, not the entry
 			}
@@ -121,14 +116,16 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, publish fun
 		if err := pr.flush(); err != nil {
 			return plumbing.ZeroHash, nil, err
 		}
-		var id plumbing.Hash
-		copy(id[:], h.Sum(nil))
+		id := h.sum()
 		iw.Add(id, uint64(offset), pr.crc.Sum32())
-		if publish != nil {
+		if obs != nil {
 			if err := spool.Flush(); err != nil {
+				if keep != nil {
+					obs.release(keep)
+				}
 				return plumbing.ZeroHash, nil, err
 			}
-			publish(livePackObject{id: id, typ: ot, size: size, dataOffset: dataOffset})
+			obs.add(livePackObject{id: id, typ: ot, size: size, dataOffset: dataOffset}, keep)
 		}
 	}
 	if err := pr.flush(); err != nil {
@@ -159,6 +156,118 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, publish fun
 	}
 	return sum, iw, nil
 }
+
+// packObserver follows a pack being indexed (a [LivePack]).
+type packObserver interface {
+	// buffer returns a buffer of len size to inflate a blob into, or nil.
+	buffer(size int64) []byte
+	// release takes back a buffer that add will not get.
+	release(b []byte)
+	// add announces a checked entry, with its content if buffer gave one.
+	add(o livePackObject, data []byte)
+}
+
+// inflateEntry inflates exactly size bytes from zr into h (and into keep,
+// if not nil), then checks the zlib stream ends there, Adler-32 included.
+func inflateEntry(zr io.Reader, size int64, h *asyncSHA1, keep []byte) error {
+	var n int64
+	for n < size {
+		var p []byte
+		pooled := keep == nil
+		if pooled {
+			p = h.block()
+			p = p[:min(int64(len(p)), size-n)]
+		} else {
+			p = keep[n:size:size]
+		}
+		m, err := zr.Read(p)
+		h.write(p[:m], pooled)
+		n += int64(m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if n < size {
+		return fmt.Errorf("inflates to %d bytes, header says %d", n, size)
+	}
+	var one [1]byte
+	if m, err := zr.Read(one[:]); m > 0 {
+		return fmt.Errorf("inflates past the %d bytes its header says", size)
+	} else if err != io.EOF {
+		return unexpected(err)
+	}
+	return nil
+}
+
+// asyncSHA1 computes entry ids on its own goroutine, so an entry's bytes
+// are hashed while the next ones inflate (SHA-1 is a sixth of the work).
+// Blocks are either from its pool (block, handed back once hashed) or
+// slices of a caller's buffer that stays untouched until sum returns.
+type asyncSHA1 struct {
+	work chan hashBlock
+	sums chan plumbing.Hash
+	free chan []byte
+}
+
+type hashBlock struct {
+	b      []byte
+	pooled bool
+	end    bool // no data: send the entry's id and start the next entry
+}
+
+const hashBlocks, hashBlockSize = 4, 64 << 10
+
+func newAsyncSHA1() *asyncSHA1 {
+	a := &asyncSHA1{work: make(chan hashBlock, hashBlocks+2), sums: make(chan plumbing.Hash), free: make(chan []byte, hashBlocks)}
+	for range hashBlocks {
+		a.free <- make([]byte, hashBlockSize)
+	}
+	go func() {
+		h := sha1.New()
+		for blk := range a.work {
+			if blk.end {
+				var id plumbing.Hash
+				copy(id[:], h.Sum(nil))
+				h.Reset()
+				a.sums <- id
+				continue
+			}
+			h.Write(blk.b)
+			if blk.pooled {
+				a.free <- blk.b[:cap(blk.b)]
+			}
+		}
+	}()
+	return a
+}
+
+// header starts an entry: git's "<type> <size>\x00" object header.
+func (a *asyncSHA1) header(t plumbing.ObjectType, size int64) {
+	var b bytes.Buffer
+	writeObjectHeader(&b, t, size)
+	a.work <- hashBlock{b: b.Bytes()}
+}
+
+// block returns a pool buffer to fill and pass to write.
+func (a *asyncSHA1) block() []byte { return <-a.free }
+
+func (a *asyncSHA1) write(b []byte, pooled bool) {
+	if len(b) == 0 && !pooled {
+		return
+	}
+	a.work <- hashBlock{b: b, pooled: pooled}
+}
+
+// sum waits for the entry's id.
+func (a *asyncSHA1) sum() plumbing.Hash {
+	a.work <- hashBlock{end: true}
+	return <-a.sums
+}
+
+func (a *asyncSHA1) close() { close(a.work) }
 
 func unexpected(err error) error {
 	if err == io.EOF {

@@ -53,10 +53,26 @@ func indexEntries(t testing.TB, iw *idxfile.Writer) map[plumbing.Hash][2]uint64 
 	}
 }
 
-func runIndexPack(data []byte, limit int64, publish func(livePackObject)) (plumbing.Hash, *idxfile.Writer, []byte, error) {
+// recorder is a packObserver keeping what it is told.
+type recorder struct {
+	objs []livePackObject
+	data map[plumbing.Hash][]byte
+}
+
+func (r *recorder) buffer(size int64) []byte { return make([]byte, size) }
+func (r *recorder) release([]byte)           {}
+func (r *recorder) add(o livePackObject, data []byte) {
+	r.objs = append(r.objs, o)
+	if r.data == nil {
+		r.data = map[plumbing.Hash][]byte{}
+	}
+	r.data[o.id] = data
+}
+
+func runIndexPack(data []byte, limit int64, obs packObserver) (plumbing.Hash, *idxfile.Writer, []byte, error) {
 	var spool bytes.Buffer
 	bw := bufio.NewWriter(&spool)
-	sum, iw, err := indexPack(bytes.NewReader(data), bw, limit, publish)
+	sum, iw, err := indexPack(bytes.NewReader(data), bw, limit, obs)
 	bw.Flush()
 	return sum, iw, spool.Bytes(), err
 }
@@ -64,8 +80,9 @@ func runIndexPack(data []byte, limit int64, publish func(livePackObject)) (plumb
 func TestIndexPackMatchesGoGit(t *testing.T) {
 	f := makeFixture(t, 11, plumbing.ZeroHash)
 	data := fixturePack(t, f)
-	var published []livePackObject
-	sum, iw, spooled, err := runIndexPack(data, 1<<30, func(o livePackObject) { published = append(published, o) })
+	rec := &recorder{}
+	sum, iw, spooled, err := runIndexPack(data, 1<<30, rec)
+	published := rec.objs
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,6 +125,9 @@ func TestIndexPackMatchesGoGit(t *testing.T) {
 		must(t, err)
 		if !bytes.Equal(b, want) {
 			t.Fatalf("blob %s read back from its offset differs", o.id)
+		}
+		if !bytes.Equal(rec.data[o.id], want) {
+			t.Fatalf("blob %s inflated by the indexer differs", o.id)
 		}
 	}
 }
@@ -318,6 +338,33 @@ func TestLivePack(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("blob %s differs", id)
 		}
+	}
+
+	// A reader that lags gets every blob right: those that found the cache
+	// full, and second reads, are inflated again from the spool.
+	st2, err := Init(t.TempDir())
+	must(t, err)
+	small := NewLivePack(st2)
+	defer small.Close()
+	small.cacheBytes = 1 << 20
+	must(t, st2.receivePack(bytes.NewReader(data), 1<<30, small))
+	if len(small.cached) == 0 || len(small.cached) == len(f.blobs) {
+		t.Fatalf("%d of %d chunk blobs cached: the bound is not exercised", len(small.cached), len(f.blobs))
+	}
+	for range 2 {
+		for id, want := range f.blobs {
+			rc, err := small.OpenBlob(ctx, id, int64(len(want)))
+			must(t, err)
+			got, err := io.ReadAll(rc)
+			must(t, err)
+			must(t, rc.Close())
+			if !bytes.Equal(got, want) {
+				t.Fatalf("blob %s differs", id)
+			}
+		}
+	}
+	if len(small.cached) != 0 {
+		t.Fatalf("%d blobs left cached after every blob was read", len(small.cached))
 	}
 
 	// A failed fetch fails the waiters with its error.

@@ -1,7 +1,8 @@
 package repo
 
 import (
-	"compress/zlib"
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,14 @@ import (
 	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/klauspost/compress/zlib"
 )
+
+// liveCacheBytes bounds the inflated blobs a LivePack holds for its reader:
+// while the reader keeps up (the pack arrives in the order it reads), each
+// blob is inflated once, by the indexer; a blob that finds the cache full is
+// inflated again from the spool when it is read.
+const liveCacheBytes = 16 << 20
 
 // LivePack lets a reader open the blobs of a pack while [Remote.Fetch] is
 // still receiving it (FetchRequest.Live): each object becomes readable as
@@ -31,6 +39,11 @@ type LivePack struct {
 	changed chan struct{} // closed (and replaced) on every add and on Finish
 	done    bool
 	err     error
+
+	cached     map[plumbing.Hash][]byte // inflated blobs not yet read
+	free       [][]byte                 // buffers to reuse
+	bufBytes   int64                    // capacity of all buffers: cached, free and lent
+	cacheBytes int64                    // bound of bufBytes
 }
 
 // livePackObject is where a checked entry's zlib data starts in the spool.
@@ -43,7 +56,8 @@ type livePackObject struct {
 
 // NewLivePack returns a LivePack that falls back to st.
 func NewLivePack(st *Store) *LivePack {
-	return &LivePack{store: st, objs: make(map[plumbing.Hash]livePackObject), changed: make(chan struct{})}
+	return &LivePack{store: st, objs: make(map[plumbing.Hash]livePackObject), changed: make(chan struct{}),
+		cached: make(map[plumbing.Hash][]byte), cacheBytes: liveCacheBytes}
 }
 
 // attach opens a read handle on the spool at path, whose objects add will
@@ -63,9 +77,45 @@ func (l *LivePack) attach(path string) error {
 	return nil
 }
 
-func (l *LivePack) add(o livePackObject) {
+// buffer lends a buffer for a blob's inflated content while the cache has
+// room (capacities rounded up to MiB, so buffers are reused).
+func (l *LivePack) buffer(size int64) []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, b := range l.free {
+		if int64(cap(b)) >= size {
+			l.free = append(l.free[:i], l.free[i+1:]...)
+			return b[:size]
+		}
+	}
+	c := (size + 1<<20 - 1) &^ (1<<20 - 1)
+	for l.bufBytes+c > l.cacheBytes && len(l.free) > 0 {
+		last := len(l.free) - 1
+		l.bufBytes -= int64(cap(l.free[last]))
+		l.free = l.free[:last]
+	}
+	if l.bufBytes+c > l.cacheBytes {
+		return nil
+	}
+	l.bufBytes += c
+	return make([]byte, size, c)
+}
+
+func (l *LivePack) release(b []byte) {
+	l.mu.Lock()
+	l.free = append(l.free, b[:0])
+	l.mu.Unlock()
+}
+
+func (l *LivePack) add(o livePackObject, data []byte) {
 	l.mu.Lock()
 	l.objs[o.id] = o
+	if data != nil {
+		if old, ok := l.cached[o.id]; ok {
+			l.free = append(l.free, old[:0])
+		}
+		l.cached[o.id] = data
+	}
 	close(l.changed)
 	l.changed = make(chan struct{})
 	l.mu.Unlock()
@@ -84,10 +134,12 @@ func (l *LivePack) Finish(err error) {
 	l.mu.Unlock()
 }
 
-// Close releases the spool's read handle. Call it once no reader is left.
+// Close releases the spool's read handle and the cache. Call it once no
+// reader is left.
 func (l *LivePack) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.cached, l.free, l.bufBytes = nil, nil, 0
 	if l.file == nil {
 		return nil
 	}
@@ -103,9 +155,15 @@ func (l *LivePack) OpenBlob(ctx context.Context, id plumbing.Hash, size int64) (
 	for {
 		l.mu.Lock()
 		o, ok := l.objs[id]
+		data, inCache := l.cached[id]
+		if inCache && o.size == size {
+			delete(l.cached, id) // read once; a second read inflates again
+		}
 		f, done, ferr, changed := l.file, l.done, l.err, l.changed
 		l.mu.Unlock()
 		switch {
+		case inCache && o.size == size:
+			return &cachedBlob{Reader: bytes.NewReader(data), l: l, buf: data}, nil
 		case ok:
 			return openSpooled(f, o, size)
 		case done && ferr != nil:
@@ -129,9 +187,24 @@ func openSpooled(f *os.File, o livePackObject, size int64) (io.ReadCloser, error
 	if o.size != size {
 		return nil, fmt.Errorf("open blob %s: %w", o.id, &SizeMismatchError{Declared: size, Got: min(o.size, size+1)})
 	}
-	zr, err := zlib.NewReader(io.NewSectionReader(f, o.dataOffset, math.MaxInt64-o.dataOffset))
+	zr, err := zlib.NewReader(bufio.NewReaderSize(io.NewSectionReader(f, o.dataOffset, math.MaxInt64-o.dataOffset), 64<<10))
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", o.id, err)
 	}
 	return &exactReader{r: zr, left: size, id: o.id, size: size}, nil
+}
+
+// cachedBlob reads a blob the indexer inflated; Close gives its buffer back.
+type cachedBlob struct {
+	*bytes.Reader
+	l   *LivePack
+	buf []byte
+}
+
+func (c *cachedBlob) Close() error {
+	if c.buf != nil {
+		c.l.release(c.buf)
+		c.buf = nil
+	}
+	return nil
 }

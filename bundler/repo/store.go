@@ -179,15 +179,15 @@ func (s *Store) receivePack(r io.Reader, inflateLimit int64, live *LivePack) err
 	}
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
-	var publish func(livePackObject)
+	var obs packObserver
 	if live != nil {
 		if err := live.attach(tmp.Name()); err != nil {
 			return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 		}
-		publish = live.add
+		obs = live
 	}
 	spool := bufio.NewWriterSize(tmp, 256<<10)
-	sum, iw, err := indexPack(r, spool, inflateLimit, publish)
+	sum, iw, err := indexPack(r, spool, inflateLimit, obs)
 	if err == nil || errors.Is(err, errDeltas) {
 		if ferr := spool.Flush(); ferr != nil {
 			err = ferr
