@@ -19,7 +19,7 @@ import (
 // while the reader keeps up (the pack arrives in the order it reads), each
 // blob is inflated once, by the indexer; a blob that finds the cache full is
 // inflated again from the spool when it is read.
-const liveCacheBytes = 16 << 20
+const liveCacheBytes = 8 << 20
 
 // LivePack lets a reader open the blobs of a pack while [Remote.Fetch] is
 // still receiving it (FetchRequest.Live): each object becomes readable as
