@@ -2,9 +2,15 @@ package bundlertest
 
 import (
 	"bufio"
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -97,4 +103,66 @@ func BenchEnv(home string) []string {
 // Row makes a BenchRow.
 func Row(scenario, metric, ours, base, ratio, target, met string) BenchRow {
 	return BenchRow{scenario, metric, ours, base, ratio, target, met}
+}
+
+// Measure is one command run under GNU time by [Timed].
+type Measure struct {
+	Start time.Time
+	Wall  time.Duration
+	CPU   time.Duration // user + system, of the process and its children
+	RSS   int64         // peak resident set size, KiB
+	Out   string        // stdout and stderr
+}
+
+var (
+	maxRSSRE = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
+	userRE   = regexp.MustCompile(`User time \(seconds\): ([0-9.]+)`)
+	sysRE    = regexp.MustCompile(`System time \(seconds\): ([0-9.]+)`)
+)
+
+// Timed runs name args in dir with env under /usr/bin/time -v (its report
+// goes to a temporary file in tmp): wall time measured around it, CPU time
+// and peak RSS as GNU time reports them. An exit code other than 0 or one
+// in codes is an error; the Measure then still holds the output.
+func Timed(tmp, dir string, env []string, codes []int, name string, args ...string) (Measure, error) {
+	f, err := os.CreateTemp(tmp, "time-*")
+	if err != nil {
+		return Measure{}, err
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	cmd := exec.Command("/usr/bin/time", append([]string{"-v", "-o", f.Name(), name}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = env
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	m := Measure{Start: time.Now()}
+	err = cmd.Run()
+	m.Wall = time.Since(m.Start)
+	m.Out = out.String()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code, err = ee.ExitCode(), nil
+	}
+	if err != nil || (code != 0 && !slices.Contains(codes, code)) {
+		return m, fmt.Errorf("%s %s: exit %d %v\n%s", name, strings.Join(args, " "), code, err, m.Out)
+	}
+	tv, err := os.ReadFile(f.Name())
+	if err != nil {
+		return m, err
+	}
+	sm := maxRSSRE.FindSubmatch(tv)
+	if sm == nil {
+		return m, fmt.Errorf("no peak RSS in /usr/bin/time output of %s:\n%s", name, tv)
+	}
+	m.RSS, _ = strconv.ParseInt(string(sm[1]), 10, 64)
+	for _, re := range []*regexp.Regexp{userRE, sysRE} {
+		if sm := re.FindSubmatch(tv); sm != nil {
+			f, _ := strconv.ParseFloat(string(sm[1]), 64)
+			m.CPU += time.Duration(f * float64(time.Second))
+		}
+	}
+	return m, nil
 }

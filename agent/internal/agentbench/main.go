@@ -463,64 +463,11 @@ type measure struct {
 	out   string
 }
 
-var (
-	maxRSSRE = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
-	userRE   = regexp.MustCompile(`User time \(seconds\): ([0-9.]+)`)
-	sysRE    = regexp.MustCompile(`System time \(seconds\): ([0-9.]+)`)
-)
-
 // timed runs name args under /usr/bin/time -v; an exit code other than 0
 // or one in codes is an error.
 func (b *bench) timed(dir string, codes []int, name string, args ...string) (measure, error) {
-	f, err := os.CreateTemp(b.c.work, "time-*")
-	if err != nil {
-		return measure{}, err
-	}
-	f.Close()
-	defer os.Remove(f.Name())
-	cmd := exec.Command("/usr/bin/time", append([]string{"-v", "-o", f.Name(), name}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = b.env
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	m := measure{start: time.Now()}
-	err = cmd.Run()
-	m.wall = time.Since(m.start)
-	m.out = out.String()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code, err = ee.ExitCode(), nil
-	}
-	if err != nil || (code != 0 && !containsInt(codes, code)) {
-		return m, fmt.Errorf("%s %s: exit %d %v\n%s", name, strings.Join(args, " "), code, err, out.String())
-	}
-	tv, err := os.ReadFile(f.Name())
-	if err != nil {
-		return m, err
-	}
-	sm := maxRSSRE.FindSubmatch(tv)
-	if sm == nil {
-		return m, fmt.Errorf("no peak RSS in /usr/bin/time output of %s:\n%s", name, tv)
-	}
-	m.rss, _ = strconv.ParseInt(string(sm[1]), 10, 64)
-	for _, re := range []*regexp.Regexp{userRE, sysRE} {
-		if sm := re.FindSubmatch(tv); sm != nil {
-			f, _ := strconv.ParseFloat(string(sm[1]), 64)
-			m.cpu += time.Duration(f * float64(time.Second))
-		}
-	}
-	return m, nil
-}
-
-func containsInt(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
+	m, err := bundlertest.Timed(b.c.work, dir, b.env, codes, name, args...)
+	return measure{start: m.Start, wall: m.Wall, cpu: m.CPU, rss: m.RSS, out: m.Out}, err
 }
 
 // quiet runs an untimed setup command.

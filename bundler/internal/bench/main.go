@@ -419,49 +419,13 @@ func (b *bench) gitCommitPush(wt, bare, msg string) (measure, error) {
 	return total, nil
 }
 
-var (
-	maxRSSRE = regexp.MustCompile(`Maximum resident set size \(kbytes\): (\d+)`)
-	userRE   = regexp.MustCompile(`User time \(seconds\): ([0-9.]+)`)
-	sysRE    = regexp.MustCompile(`System time \(seconds\): ([0-9.]+)`)
-)
-
 // timed runs name args under /usr/bin/time -v.
 func (b *bench) timed(dir, name string, args ...string) (measure, error) {
-	f, err := os.CreateTemp(b.c.work, "time-*")
+	m, err := bundlertest.Timed(b.c.work, dir, b.env, nil, name, args...)
 	if err != nil {
 		return measure{}, err
 	}
-	f.Close()
-	defer os.Remove(f.Name())
-	cmd := exec.Command("/usr/bin/time", append([]string{"-v", "-o", f.Name(), name}, args...)...)
-	cmd.Dir = dir
-	cmd.Env = b.env
-	var out bytes.Buffer
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	start := time.Now()
-	err = cmd.Run()
-	wall := time.Since(start)
-	if err != nil {
-		return measure{}, fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out.String())
-	}
-	tv, err := os.ReadFile(f.Name())
-	if err != nil {
-		return measure{}, err
-	}
-	sm := maxRSSRE.FindSubmatch(tv)
-	if sm == nil {
-		return measure{}, fmt.Errorf("no peak RSS in /usr/bin/time output of %s:\n%s", name, tv)
-	}
-	rss, _ := strconv.ParseInt(string(sm[1]), 10, 64)
-	var cpu time.Duration
-	for _, re := range []*regexp.Regexp{userRE, sysRE} {
-		if sm := re.FindSubmatch(tv); sm != nil {
-			f, _ := strconv.ParseFloat(string(sm[1]), 64)
-			cpu += time.Duration(f * float64(time.Second))
-		}
-	}
-	return measure{wall: wall, cpu: cpu, rss: rss, out: out.String()}, nil
+	return measure{wall: m.Wall, cpu: m.CPU, rss: m.RSS, out: m.Out}, nil
 }
 
 // quiet runs an untimed setup command.
