@@ -1,7 +1,6 @@
 package attach
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -116,57 +115,12 @@ func buildFakeWeave(t *testing.T) (Weave, string) {
 	return Weave{Path: bin, Env: append(os.Environ(), "WEAVE_FAKE_STATE="+state), Timeout: time.Minute}, state
 }
 
-const sleeperSrc = `package main
-
-import (
-	"os"
-	"os/signal"
-	"syscall"
-)
-
-func main() {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGTERM, os.Interrupt)
-	<-c
-}
-`
-
-// startContainer runs a container of a FROM-scratch image holding a static
-// binary that waits for SIGTERM (built here: no registry needed); it is
-// removed when the test ends.
+// startContainer runs a container of a test image (enginetest's pingsrv,
+// which waits for SIGTERM; loaded here: no registry needed); it is removed
+// when the test ends.
 func startContainer(t *testing.T) string {
 	t.Helper()
-	const tag = "pullship-test-sleeper:attach"
-	if exec.Command("docker", "image", "inspect", tag).Run() != nil {
-		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(sleeperSrc), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command("go", "build", "-o", "sleeper", "main.go")
-		cmd.Dir, cmd.Env = dir, append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build sleeper: %v\n%s", err, out)
-		}
-		bin, err := os.ReadFile(filepath.Join(dir, "sleeper"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var buildCtx bytes.Buffer
-		tw := tar.NewWriter(&buildCtx)
-		df := []byte("FROM scratch\nCOPY sleeper /sleeper\nENTRYPOINT [\"/sleeper\"]\n")
-		tw.WriteHeader(&tar.Header{Name: "Dockerfile", Mode: 0o644, Size: int64(len(df))})
-		tw.Write(df)
-		tw.WriteHeader(&tar.Header{Name: "sleeper", Mode: 0o755, Size: int64(len(bin))})
-		tw.Write(bin)
-		if err := tw.Close(); err != nil {
-			t.Fatal(err)
-		}
-		build := exec.Command("docker", "build", "-q", "-t", tag, "-")
-		build.Stdin = &buildCtx
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("docker build: %v\n%s", err, out)
-		}
-	}
+	tag := enginetest.Load(t, "pullship-test-sleeper:attach", enginetest.PingImage(enginetest.Pingsrv(t), "attach"))
 	name := fmt.Sprintf("pullship-attach-%d", time.Now().UnixNano())
 	if out, err := exec.Command("docker", "run", "-d", "--name", name, tag).CombinedOutput(); err != nil {
 		t.Fatalf("docker run: %v\n%s", err, out)

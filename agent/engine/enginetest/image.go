@@ -16,11 +16,14 @@ import (
 	"testing"
 )
 
-// File is one regular file of a test image layer.
+// File is one entry of a test image layer: a regular file, or a directory
+// (Dir) or a symbolic link (Link) when set.
 type File struct {
 	Name string // path inside the image, without leading "/"
 	Mode int64
 	Data []byte
+	Dir  bool
+	Link string // symlink target
 }
 
 // Image describes a test image written by WriteImage in `docker save` format.
@@ -30,6 +33,7 @@ type Image struct {
 	Seed       uint64   // seeds the random layer
 	RepoTags   []string // written to manifest.json and "repositories", like docker save
 	Entrypoint []string
+	Env        []string          // the config's environment (nil: PATH=/)
 	Labels     map[string]string // image config labels: vary them to get distinct images
 	// BadDiffID makes the config list a wrong diff_id for the first layer, so
 	// that the engine fails the load after it has started answering.
@@ -55,6 +59,12 @@ func WriteImage(w io.Writer, img Image) (string, error) {
 			t := tar.NewWriter(lw)
 			for _, f := range img.Files {
 				hdr := &tar.Header{Name: f.Name, Mode: f.Mode, Size: int64(len(f.Data)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
+				switch {
+				case f.Dir:
+					hdr.Typeflag, hdr.Name, hdr.Size = tar.TypeDir, f.Name+"/", 0
+				case f.Link != "":
+					hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeSymlink, f.Link, 0
+				}
 				if err := t.WriteHeader(hdr); err != nil {
 					return err
 				}
@@ -100,10 +110,14 @@ func WriteImage(w io.Writer, img Image) (string, error) {
 	if img.BadDiffID && len(diffIDs) > 0 {
 		diffIDs[0] = "sha256:" + hex.EncodeToString(make([]byte, 32))
 	}
+	env := img.Env
+	if env == nil {
+		env = []string{"PATH=/"}
+	}
 	cfg, err := json.Marshal(map[string]any{
 		"architecture": runtime.GOARCH,
 		"os":           "linux",
-		"config":       map[string]any{"Entrypoint": img.Entrypoint, "Env": []string{"PATH=/"}, "Labels": img.Labels},
+		"config":       map[string]any{"Entrypoint": img.Entrypoint, "Env": env, "Labels": img.Labels},
 		"rootfs":       map[string]any{"type": "layers", "diff_ids": diffIDs},
 	})
 	if err != nil {
@@ -199,6 +213,26 @@ func PingImage(bin []byte, variant string) Image {
 		Entrypoint: []string{"/pingsrv"},
 		Labels:     map[string]string{"pullship.test": variant},
 	}
+}
+
+// Load writes img tagged tag and loads it into the local engine with
+// `docker load` (no registry, no build), and returns tag.
+func Load(tb testing.TB, tag string, img Image) string {
+	tb.Helper()
+	img.RepoTags = []string{tag}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := WriteImage(pw, img)
+		pw.CloseWithError(err)
+	}()
+	cmd := exec.Command("docker", "load", "-q")
+	cmd.Stdin = pr
+	out, err := cmd.CombinedOutput()
+	pr.Close()
+	if err != nil {
+		tb.Fatalf("docker load %s: %v\n%s", tag, err, out)
+	}
+	return tag
 }
 
 // RequireDocker skips the test when no Docker engine answers `docker info`,

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,36 +39,17 @@ func demoImage(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ctx bytes.Buffer
-	tw := tar.NewWriter(&ctx)
-	df := "FROM scratch\nCOPY root/ /\nENTRYPOINT [\"/usr/sbin/demosvc\"]\n"
-	for _, h := range []*tar.Header{
-		{Name: "Dockerfile", Mode: 0o644, Size: int64(len(df))},
-		{Name: "root/tmp/", Typeflag: tar.TypeDir, Mode: 0o1777},
-		{Name: "root/etc/vernemq/", Typeflag: tar.TypeDir, Mode: 0o755},
-		{Name: "root/usr/sbin/demosvc", Mode: 0o755, Size: int64(len(bin))},
-		{Name: "root/usr/sbin/vernemq", Typeflag: tar.TypeSymlink, Linkname: "demosvc"},
-		{Name: "root/usr/sbin/vmq-admin", Typeflag: tar.TypeSymlink, Linkname: "demosvc"},
-	} {
-		if err := tw.WriteHeader(h); err != nil {
-			t.Fatal(err)
-		}
-		switch h.Name {
-		case "Dockerfile":
-			tw.Write([]byte(df))
-		case "root/usr/sbin/demosvc":
-			tw.Write(bin)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command("docker", "build", "-q", "-t", tag, "-")
-	build.Stdin = &ctx
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("docker build: %v\n%s", err, out)
-	}
-	return tag
+	return enginetest.Load(t, tag, enginetest.Image{
+		Files: []enginetest.File{
+			{Name: "tmp", Mode: 0o1777, Dir: true},
+			{Name: "etc/vernemq", Mode: 0o755, Dir: true},
+			{Name: "usr/sbin/demosvc", Mode: 0o755, Data: bin},
+			{Name: "usr/sbin/vernemq", Mode: 0o777, Link: "demosvc"},
+			{Name: "usr/sbin/vmq-admin", Mode: 0o777, Link: "demosvc"},
+		},
+		Entrypoint: []string{"/usr/sbin/demosvc"},
+		Env:        []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"},
+	})
 }
 
 // TestContainersClusterAndNetsplit runs two demo nodes in containers on a

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
@@ -16,69 +15,11 @@ import (
 	"github.com/pullship/pullship/agent/engine/enginetest"
 )
 
-const sleeperSrc = `package main
-
-import (
-	"os"
-	"os/signal"
-	"syscall"
-)
-
-func main() {
-	c := make(chan os.Signal, 1)
-	signal.Notify(c, syscall.SIGTERM, os.Interrupt)
-	<-c
-}
-`
-
-// sleeperImage builds (once per test binary) a FROM-scratch image whose
-// entrypoint is a static binary waiting for SIGTERM: no registry needed.
+// sleeperImage loads a test image whose entrypoint waits for SIGTERM
+// (enginetest's pingsrv): no registry needed.
 func sleeperImage(t *testing.T) string {
 	t.Helper()
-	const tag = "pullship-test-sleeper:fakeweave"
-	if exec.Command("docker", "image", "inspect", tag).Run() == nil {
-		return tag
-	}
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(sleeperSrc), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("go", "build", "-o", "sleeper", "main.go")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build sleeper: %v\n%s", err, out)
-	}
-	bin, err := os.ReadFile(filepath.Join(dir, "sleeper"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ctx bytes.Buffer
-	tw := tar.NewWriter(&ctx)
-	for _, f := range []struct {
-		name string
-		mode int64
-		data []byte
-	}{
-		{"Dockerfile", 0o644, []byte("FROM scratch\nCOPY sleeper /sleeper\nENTRYPOINT [\"/sleeper\"]\n")},
-		{"sleeper", 0o755, bin},
-	} {
-		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(f.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	build := exec.Command("docker", "build", "-q", "-t", tag, "-")
-	build.Stdin = &ctx
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("docker build: %v\n%s", err, out)
-	}
-	return tag
+	return enginetest.Load(t, "pullship-test-sleeper:fakeweave", enginetest.PingImage(enginetest.Pingsrv(t), "fakeweave"))
 }
 
 // startContainer runs a sleeper container, removed when the test ends.
