@@ -58,7 +58,7 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 	}
 	count := binary.BigEndian.Uint32(hdr[8:12])
 	iw := new(idxfile.Writer)
-	iw.OnHeader(count)
+	clampedIndex{iw}.OnHeader(count)
 
 	var (
 		zr       io.ReadCloser
@@ -155,6 +155,18 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: %w", ErrBadPack, err)
 	}
 	return sum, iw, nil
+}
+
+// maxIndexPrealloc bounds the entries an index preallocates: the count in
+// a pack header is the sender's word (4 billion entries would be 128 GiB).
+const maxIndexPrealloc = 1 << 12
+
+// clampedIndex is an idxfile.Writer that does not trust the pack header's
+// count for its preallocation (go-git's writer allocates it whole).
+type clampedIndex struct{ *idxfile.Writer }
+
+func (c clampedIndex) OnHeader(count uint32) error {
+	return c.Writer.OnHeader(min(count, maxIndexPrealloc))
 }
 
 // packObserver follows a pack being indexed (a [LivePack]).

@@ -193,6 +193,7 @@ func TestIndexPackRejects(t *testing.T) {
 		"type 5":             {rawPack(rawEntry{5, int64(len(blob)), blob}), "type 5"},
 		"type 0":             {rawPack(rawEntry{0, int64(len(blob)), blob}), "type 0"},
 		"over the limit":     {rawPack(rawEntry{3, 2 << 20, make([]byte, 2<<20)}), "limit"},
+		"4 billion entries":  {[]byte("PACK\x00\x00\x00\x02\xff\xff\xff\xff"), "entry 0"},
 		"size overflow":      {append([]byte("PACK\x00\x00\x00\x02\x00\x00\x00\x01"), 0xbf, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), "overflows"},
 	}
 	for name, c := range cases {
@@ -221,6 +222,12 @@ func TestReceivePackRejectsLeavesNothing(t *testing.T) {
 	}
 	if st.HasObject(f.release) {
 		t.Fatal("object of a rejected pack is visible")
+	}
+	// A header claiming 4 billion entries, then a delta (the go-git
+	// fallback): refused without preallocating for the claim.
+	bomb := append([]byte("PACK\x00\x00\x00\x02\xff\xff\xff\xff"), 0x60|3, 0x01, 0x78, 0x9c, 0x03, 0x00)
+	if err := st.ReceivePack(bytes.NewReader(bomb), 1<<30); err == nil {
+		t.Fatal("a 4-billion-entry pack accepted")
 	}
 	// A stream error (the fetch size limit) comes through as itself.
 	err = st.ReceivePack(&limitedReader{r: bytes.NewReader(fixturePack(t, f)), left: 1000, what: "pack", err: ErrPackTooLarge}, 1<<30)

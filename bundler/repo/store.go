@@ -212,7 +212,7 @@ func parseSpooled(f *os.File) (plumbing.Hash, *idxfile.Writer, error) {
 		return plumbing.ZeroHash, nil, err
 	}
 	iw := new(idxfile.Writer)
-	p, err := packfile.NewParser(packfile.NewScanner(f), iw)
+	p, err := packfile.NewParser(packfile.NewScanner(f), clampedIndex{iw})
 	if err != nil {
 		return plumbing.ZeroHash, nil, err
 	}
