@@ -221,12 +221,23 @@ type loadOutput struct {
 // stream (isJSON) or plain text. The engine reports failures after it has
 // started answering inside the stream, with HTTP status 200; they are returned
 // as errors here.
+//
+// Only well-formed image IDs ("sha256:" and 64 hex digits) are taken: the
+// IDs are inspected and, on a refused load, removed, so anything else the
+// stream calls an ID is an error.
 func readLoadOutput(r io.Reader, isJSON bool) (loadOutput, error) {
 	var out loadOutput
+	var bad error
 	line := func(s string) {
 		for _, l := range strings.Split(s, "\n") {
 			l = strings.TrimSpace(l)
 			if id, ok := strings.CutPrefix(l, "Loaded image ID: "); ok {
+				if !ValidImageID(id) {
+					if bad == nil {
+						bad = fmt.Errorf("read engine load output: malformed image ID %q", clip(id, 80))
+					}
+					continue
+				}
 				out.IDs = append(out.IDs, id)
 			} else if n, ok := strings.CutPrefix(l, "Loaded image: "); ok {
 				out.Names = append(out.Names, n)
@@ -241,14 +252,14 @@ func readLoadOutput(r io.Reader, isJSON bool) (loadOutput, error) {
 		if err := sc.Err(); err != nil {
 			return out, fmt.Errorf("read engine load output: %w", err)
 		}
-		return out, nil
+		return out, bad
 	}
 	dec := json.NewDecoder(r)
 	for {
 		var m jsonmessage.JSONMessage
 		err := dec.Decode(&m)
 		if err == io.EOF {
-			return out, nil
+			return out, bad
 		}
 		if err != nil {
 			return out, fmt.Errorf("read engine load output: %w", err)
@@ -258,4 +269,12 @@ func readLoadOutput(r io.Reader, isJSON bool) (loadOutput, error) {
 		}
 		line(m.Stream)
 	}
+}
+
+// clip shortens s to at most n bytes for an error message.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }

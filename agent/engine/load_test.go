@@ -171,6 +171,13 @@ func TestReadLoadOutput(t *testing.T) {
 			t.Errorf("%s: ids %q names %q err %v; want %q %q", tc.file, ids, names, err, tc.ids, tc.names)
 		}
 	}
+	// Only image IDs are taken as IDs: they are inspected and removed.
+	for _, bad := range []string{"ubuntu:22.04", "sha256:abc", "\xff", "sha256:" + strings.Repeat("A", 64)} {
+		data := []byte(`{"stream":"Loaded image ID: ` + bad + `\n"}`)
+		if ids, _, err := engine.ReadLoadOutput(data, true); err == nil || !strings.Contains(err.Error(), "malformed image ID") || len(ids) != 0 {
+			t.Errorf("ID %q: ids %q err %v", bad, ids, err)
+		}
+	}
 }
 
 func equal(a, b []string) bool {
@@ -193,11 +200,12 @@ func FuzzReadLoadOutput(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte, isJSON bool) {
 		ids, _, err := engine.ReadLoadOutput(data, isJSON)
-		if err == nil {
-			for _, id := range ids {
-				if !bytes.Contains(data, []byte(id)) {
-					t.Fatalf("id %q not in input", id)
-				}
+		for _, id := range ids {
+			if !engine.ValidImageID(id) {
+				t.Fatalf("malformed id %q taken (err %v)", id, err)
+			}
+			if err == nil && !isJSON && !bytes.Contains(data, []byte(id)) {
+				t.Fatalf("id %q not in input", id)
 			}
 		}
 	})
