@@ -324,9 +324,6 @@ func (p *packReader) flush() error {
 }
 
 func (p *packReader) fill() error {
-	if p.err != nil {
-		return p.err
-	}
 	if err := p.flush(); err != nil {
 		p.err = err
 		return err
@@ -334,14 +331,16 @@ func (p *packReader) fill() error {
 	p.base += int64(p.end)
 	p.pos, p.end, p.mark = 0, 0, 0
 	for p.end == 0 {
+		if p.err != nil {
+			return p.err
+		}
+		// An error (io.EOF) may come with the last bytes: it is kept and r
+		// is not read again. A git server behind a connection that stays
+		// open sends nothing after the end of its sideband stream.
 		n, err := p.r.Read(p.buf)
 		p.end = n
-		if n == 0 && err == nil {
-			continue
-		}
-		if err != nil && n == 0 {
+		if err != nil {
 			p.err = err
-			return err
 		}
 	}
 	return nil
@@ -396,7 +395,10 @@ func (p *packReader) drain() error {
 	if err := p.flush(); err != nil {
 		return err
 	}
-	if p.err != nil && p.err != io.EOF {
+	if p.err == io.EOF {
+		return nil
+	}
+	if p.err != nil {
 		return p.err
 	}
 	if _, err := io.Copy(p.spool, p.r); err != nil {

@@ -204,6 +204,43 @@ func TestIndexPackRejects(t *testing.T) {
 	}
 }
 
+// eofWithData returns all its data together with io.EOF, then fails any
+// further read: a server whose connection stays open after the end of its
+// sideband stream (git daemon --inetd) blocks such a read for ever.
+type eofWithData struct {
+	data []byte
+	done bool
+}
+
+func (r *eofWithData) Read(p []byte) (int, error) {
+	if r.done {
+		return 0, errors.New("read after io.EOF")
+	}
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	if len(r.data) == 0 {
+		r.done = true
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func TestIndexPackStopsAtEOF(t *testing.T) {
+	f := makeFixture(t, 14, plumbing.ZeroHash)
+	data := fixturePack(t, f)
+	var spool bytes.Buffer
+	bw := bufio.NewWriter(&spool)
+	if _, _, err := indexPack(&eofWithData{data: data}, bw, 1<<30, nil); err != nil {
+		t.Fatalf("pack ending with (n, io.EOF): %v", err)
+	}
+	// The same for a pack with deltas (the rest is copied unchecked).
+	bw.Reset(io.Discard)
+	delta := rawPack(rawEntry{6, 3, []byte("abc")})
+	if _, _, err := indexPack(&eofWithData{data: delta}, bw, 1<<30, nil); !errors.Is(err, errDeltas) {
+		t.Fatalf("delta pack ending with (n, io.EOF): %v", err)
+	}
+}
+
 // TestReceivePackRejectsLeavesNothing: a bad pack from a server installs
 // nothing and leaves no temporary file.
 func TestReceivePackRejectsLeavesNothing(t *testing.T) {
