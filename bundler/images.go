@@ -47,15 +47,6 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 	return nil
 }
 
-// StoreChunks reads chunks from a local store, each bounded by its declared
-// size. image.Rebuild checks every chunk's sha256 as it streams.
-type StoreChunks struct{ Store *repo.Store }
-
-// Open returns the chunk's bytes.
-func (s StoreChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
-	return s.Store.OpenBlob(plumbing.NewHash(c.Blob), c.Size)
-}
-
 // LiveChunks reads chunks from a fetch in progress: [image.Rebuild] gets
 // each chunk as soon as it has arrived (and rebuilds the image while the
 // rest is still coming), chunks the fetch did not bring from the store once
