@@ -116,6 +116,12 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) erro
 	if err != nil {
 		return fmt.Errorf("load image %s: %w", wantID, err)
 	}
+	var sink layerSink
+	if d.classicStore(ctx) {
+		st := newStager(ctx, d.cli)
+		defer st.cleanup()
+		sink = st
+	}
 	pr, pw := io.Pipe()
 	filtered := make(chan error, 1)
 	go func() {
@@ -124,7 +130,7 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) erro
 				return &ImageMismatchError{Want: wantID, Got: cfg}
 			}
 			return nil
-		})
+		}, sink)
 		pw.CloseWithError(err) // nil: clean EOF
 		filtered <- err
 	}()
@@ -169,6 +175,23 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) erro
 		return fmt.Errorf("load image %s: tag containerd image %s: %w", wantID, got, err)
 	}
 	return nil
+}
+
+// classicStore reports whether the engine keeps images in its classic
+// store (graph drivers), where [stager] loads layers ahead of the image. On
+// the containerd image store, or when the engine does not say, the image is
+// loaded in one piece.
+func (d *Docker) classicStore(ctx context.Context) bool {
+	info, err := d.cli.Info(ctx)
+	if err != nil || info.Driver == "" {
+		return false
+	}
+	for _, kv := range info.DriverStatus {
+		if kv[0] == "driver-type" && strings.HasPrefix(kv[1], "io.containerd.snapshotter") {
+			return false
+		}
+	}
+	return true
 }
 
 // removeNew removes the images the engine reported loading that were not there

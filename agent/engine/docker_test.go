@@ -500,3 +500,124 @@ func maxU(a, b uint64) uint64 {
 	}
 	return b
 }
+
+// loadEvents returns the IDs of the images the engine reported loading
+// between since and now, in order.
+func loadEvents(t *testing.T, since time.Time) []string {
+	t.Helper()
+	out := docker(t, "events", "--since", since.Format(time.RFC3339Nano), "--until", time.Now().Add(time.Second).Format(time.RFC3339Nano),
+		"--filter", "type=image", "--filter", "event=load", "--format", "{{.ID}}")
+	return strings.Fields(out)
+}
+
+// partialImages lists the staged loads' partial images left on the engine.
+func partialImages(t *testing.T) string {
+	t.Helper()
+	return docker(t, "images", "-a", "-q", "--filter", "label="+engine.LabelPartial)
+}
+
+// TestLoadImageStaged: an image whose manifest and config come before its
+// layers (the order pullship's bundler gives) is loaded layer by layer, one
+// partial image per layer, then the image itself; the partial images are
+// gone afterwards and the image is whole.
+func TestLoadImageStaged(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	img := enginetest.PingImage(pingsrv(t), uniq("staged"))
+	img.RandomSize, img.Seed = 3<<20, uint64(time.Now().UnixNano())
+	img.PlanFirst = true
+	id, _ := enginetest.WriteImage(io.Discard, img)
+	cleanupImage(t, id)
+	// A partial image an agent killed midway left behind (its config has
+	// no creation time: older than any load), to be removed by this load.
+	stale := enginetest.Image{Files: []enginetest.File{{Name: "x", Mode: 0o644, Data: []byte("x")}},
+		Labels: map[string]string{engine.LabelPartial: uniq("killed")}}
+	staleID, _ := enginetest.WriteImage(io.Discard, stale)
+	cleanupImage(t, staleID)
+	tag := enginetest.Load(t, uniq("stale")+":1", stale)
+	docker(t, "rmi", tag) // untagged, like a partial image
+	since := time.Now()
+	if _, err := load(ctx, d, img, id); err != nil {
+		t.Fatalf("LoadImage: %v", err)
+	}
+	if out, err := exec.Command("docker", "image", "inspect", staleID).CombinedOutput(); err == nil {
+		t.Fatalf("stale partial image %s not removed: %s", staleID, out)
+	}
+	events := loadEvents(t, since)
+	if len(events) != 3 || events[2] != id || events[0] == id || events[1] == id {
+		t.Fatalf("load events %q, want two partial images (one per layer) then %s", events, id)
+	}
+	if p := partialImages(t); p != "" {
+		t.Fatalf("partial images left: %s", p)
+	}
+	for _, e := range events[:2] {
+		if out, err := exec.Command("docker", "image", "inspect", e).CombinedOutput(); err == nil {
+			t.Fatalf("partial image %s still present: %s", e, out)
+		}
+	}
+	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id); layers != "2" {
+		t.Fatalf("loaded image has %s layers, want 2", layers)
+	}
+	// The image runs: its layers survived the partial images' removal.
+	name := uniq("staged")
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	if out := docker(t, "run", "--name", name, id, "ping"); out != "pong" {
+		t.Fatalf("staged image's container printed %q, want pong", out)
+	}
+}
+
+// TestLoadImageStagedRefused: a staged load that fails leaves no image, no
+// partial image and no layer behind: a layer whose content is not its
+// diff_id, a stream cut after the first layer, a config that is not the
+// signed one (refused before any layer is sent).
+func TestLoadImageStagedRefused(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	before := docker(t, "images", "-a", "-q", "--no-trunc")
+
+	img := enginetest.PingImage(pingsrv(t), uniq("staged-bad"))
+	img.RandomSize, img.Seed = 1<<20, uint64(time.Now().UnixNano())
+	img.PlanFirst, img.BadDiffID = true, true
+	id, _ := enginetest.WriteImage(io.Discard, img)
+	cleanupImage(t, id)
+	if _, err := load(ctx, d, img, id); err == nil || !strings.Contains(err.Error(), "load layer 1") {
+		t.Fatalf("staged load of a bad diff_id: %v, want the first layer's load to fail", err)
+	} else {
+		t.Logf("bad diff_id: %v", err)
+	}
+
+	img.BadDiffID = false
+	var buf bytes.Buffer
+	id, _ = enginetest.WriteImage(&buf, img)
+	cleanupImage(t, id)
+	cut := bytes.Index(buf.Bytes(), []byte("layer1/layer.tar\x00")) // the second layer's tar header
+	if cut < 0 {
+		t.Fatal("no second layer in the test image")
+	}
+	since := time.Now()
+	if err := d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:cut+100]), id); err == nil {
+		t.Fatal("truncated staged stream loaded")
+	} else {
+		t.Logf("truncated: %v", err)
+	}
+	if ev := loadEvents(t, since); len(ev) > 1 {
+		t.Fatalf("load events %q for a stream cut after its first layer", ev)
+	}
+
+	since = time.Now()
+	_, err := load(ctx, d, img, "sha256:"+strings.Repeat("cd", 32))
+	var mm *engine.ImageMismatchError
+	if !errors.As(err, &mm) || mm.Got != id {
+		t.Fatalf("staged load with the wrong ID: %v, want *ImageMismatchError", err)
+	}
+	if ev := loadEvents(t, since); len(ev) != 0 {
+		t.Fatalf("load events %q: a layer was sent before the config was checked", ev)
+	}
+
+	if after := docker(t, "images", "-a", "-q", "--no-trunc"); after != before {
+		t.Fatalf("images before:\n%s\nafter:\n%s", before, after)
+	}
+	if p := partialImages(t); p != "" {
+		t.Fatalf("partial images left: %s", p)
+	}
+}

@@ -39,8 +39,25 @@ type saveFacts struct {
 // the config's digest from the bytes that pass, and calls check with it before
 // writing the end-of-archive marker, so that when check (or anything else)
 // fails the reader of w never sees a complete tarball.
-func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) error) (saveFacts, error) {
-	var facts saveFacts
+//
+// With sink set, the layers that arrive in the manifest's order after the
+// manifest and the config (the order [image.Rebuild] writes) go to the sink,
+// which loads them ahead of the image (see [stager]); the config's digest is
+// checked before the first one does, and the end-of-archive marker waits
+// for the sink's loads.
+func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) error, sink layerSink) (facts saveFacts, err error) {
+	if sink != nil {
+		defer func() {
+			if err != nil {
+				sink.abort(err)
+			}
+		}()
+	}
+	var (
+		cfgPath string   // the config's path, once the manifest is known
+		staged  []string // the layers, once the sink took the plan
+		next    int      // the layer the sink takes next
+	)
 	tr := tar.NewReader(r)
 	tw := tar.NewWriter(w)
 	digests := make(map[string]string)
@@ -73,6 +90,9 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 					return facts, errors.New("read image tarball: duplicate manifest.json")
 				}
 				manifest, data, err = untagManifest(data)
+				if err == nil && sink != nil {
+					cfgPath = stageable(manifest)
+				}
 			} else {
 				data, err = untagIndex(data)
 			}
@@ -86,6 +106,41 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			}
 			if _, err := tw.Write(data); err != nil {
 				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+			}
+			continue
+		}
+		if staged != nil && next < len(staged) && name == staged[next] {
+			if err := sink.take(next, staged, hdr, tr); err != nil {
+				return facts, err
+			}
+			next++
+			continue
+		}
+		if name == cfgPath && staged == nil && hdr.Size <= maxMetaSize {
+			data, err := readSmall(tr, hdr)
+			if err != nil {
+				return facts, err
+			}
+			if err := tw.WriteHeader(hdr); err != nil {
+				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+			}
+			if _, err := tw.Write(data); err != nil {
+				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+			}
+			sum := sha256.Sum256(data)
+			digests[name] = "sha256:" + hex.EncodeToString(sum[:])
+			if check != nil {
+				if err := check(digests[name]); err != nil {
+					return facts, err
+				}
+			}
+			var layers []string
+			json.Unmarshal(manifest[0]["Layers"], &layers) // stageable checked it
+			for i := range layers {
+				layers[i] = path.Clean(layers[i])
+			}
+			if sink.plan(data, layers) {
+				staged = layers
 			}
 			continue
 		}
@@ -128,10 +183,55 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			return facts, err
 		}
 	}
+	if staged != nil {
+		if err := sink.wait(); err != nil {
+			return facts, err
+		}
+	}
 	if err := tw.Close(); err != nil {
 		return facts, fmt.Errorf("pass image tarball: %w", err)
 	}
 	return facts, nil
+}
+
+// layerSink takes layers out of a `docker save` stream ([stager]).
+type layerSink interface {
+	// plan learns the image config (its digest checked) and the manifest's
+	// layer paths; it says whether it takes the layers.
+	plan(config []byte, layers []string) bool
+	// take gets layer i's tar entry; the engine must not see it otherwise.
+	take(i int, layers []string, hdr *tar.Header, r io.Reader) error
+	// wait waits for what take started and reports its first failure.
+	wait() error
+	// abort stops what take started: the stream failed.
+	abort(err error)
+}
+
+// stageable returns the config path of a manifest whose layers can be
+// loaded one by one (one image, each layer file listed once, no foreign
+// layer sources), or "".
+func stageable(manifest []map[string]json.RawMessage) string {
+	if len(manifest) != 1 {
+		return ""
+	}
+	if _, ok := manifest[0]["LayerSources"]; ok {
+		return ""
+	}
+	var cfg string
+	var layers []string
+	if json.Unmarshal(manifest[0]["Config"], &cfg) != nil || cfg == "" ||
+		json.Unmarshal(manifest[0]["Layers"], &layers) != nil || len(layers) == 0 {
+		return ""
+	}
+	seen := map[string]bool{}
+	for _, l := range layers {
+		l = path.Clean(l)
+		if seen[l] || l == path.Clean(cfg) {
+			return ""
+		}
+		seen[l] = true
+	}
+	return path.Clean(cfg)
 }
 
 func readSmall(tr *tar.Reader, hdr *tar.Header) ([]byte, error) {

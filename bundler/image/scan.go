@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -79,7 +80,30 @@ func Open(ctx context.Context, src Source, opts ...Option) (*Reader, error) {
 		fs.Close()
 		return nil, fmt.Errorf("image %s: %w", src, err)
 	}
+	planFirst(fs2.entries, l.config)
 	return &Reader{src: src, fs: fs2, layout: l, opts: newOptions(opts)}, nil
+}
+
+// planFirst moves the files an engine reads to plan a load to the front, in
+// this order: manifest.json, index.json, the config; the rest keep theirs:
+// the index lists entries in the order agents rebuild the stream and chunks
+// are ranked for git servers to send, so an agent learns the layers' order
+// and diff_ids before their bytes arrive and can load each as it comes.
+func planFirst(entries []entry, config string) {
+	rank := func(e entry) int {
+		if e.Type == schema.EntryFile {
+			switch e.Path {
+			case "manifest.json":
+				return 0
+			case "index.json":
+				return 1
+			case config:
+				return 2
+			}
+		}
+		return 3
+	}
+	slices.SortStableFunc(entries, func(a, b entry) int { return rank(a) - rank(b) })
 }
 
 // Close releases the source (and deletes a spooled engine export).

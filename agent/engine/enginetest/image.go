@@ -38,6 +38,9 @@ type Image struct {
 	// BadDiffID makes the config list a wrong diff_id for the first layer, so
 	// that the engine fails the load after it has started answering.
 	BadDiffID bool
+	// PlanFirst writes manifest.json and the config before the layers (the
+	// order pullship's bundler gives an image), instead of docker save's.
+	PlanFirst bool
 }
 
 // WriteImage streams img to w as a `docker save` tarball (classic layout:
@@ -91,21 +94,34 @@ func WriteImage(w io.Writer, img Image) (string, error) {
 		}})
 	}
 	var diffIDs, layerPaths []string
-	for i, l := range layers {
-		p := fmt.Sprintf("layer%d/layer.tar", i)
-		if err := tw.WriteHeader(&tar.Header{Name: p, Mode: 0o644, Size: l.size, Typeflag: tar.TypeReg}); err != nil {
-			return "", err
+	writeLayers := func(w io.Writer) error {
+		diffIDs, layerPaths = nil, nil
+		for i, l := range layers {
+			p := fmt.Sprintf("layer%d/layer.tar", i)
+			if w != io.Discard {
+				if err := tw.WriteHeader(&tar.Header{Name: p, Mode: 0o644, Size: l.size, Typeflag: tar.TypeReg}); err != nil {
+					return err
+				}
+			}
+			h := sha256.New()
+			cw := &countWriter{w: io.MultiWriter(w, h)}
+			if err := l.write(cw); err != nil {
+				return fmt.Errorf("write test layer %d: %w", i, err)
+			}
+			if cw.n != l.size {
+				return fmt.Errorf("write test layer %d: %d bytes, computed %d", i, cw.n, l.size)
+			}
+			diffIDs = append(diffIDs, digest(h))
+			layerPaths = append(layerPaths, p)
 		}
-		h := sha256.New()
-		cw := &countWriter{w: io.MultiWriter(tw, h)}
-		if err := l.write(cw); err != nil {
-			return "", fmt.Errorf("write test layer %d: %w", i, err)
-		}
-		if cw.n != l.size {
-			return "", fmt.Errorf("write test layer %d: %d bytes, computed %d", i, cw.n, l.size)
-		}
-		diffIDs = append(diffIDs, digest(h))
-		layerPaths = append(layerPaths, p)
+		return nil
+	}
+	layersTo := io.Writer(tw)
+	if img.PlanFirst {
+		layersTo = io.Discard // learn the diff_ids; the layers come after the plan
+	}
+	if err := writeLayers(layersTo); err != nil {
+		return "", err
 	}
 	if img.BadDiffID && len(diffIDs) > 0 {
 		diffIDs[0] = "sha256:" + hex.EncodeToString(make([]byte, 32))
@@ -126,15 +142,27 @@ func WriteImage(w io.Writer, img Image) (string, error) {
 	sum := sha256.Sum256(cfg)
 	id := "sha256:" + hex.EncodeToString(sum[:])
 	cfgName := hex.EncodeToString(sum[:]) + ".json"
-	if err := writeFile(tw, cfgName, cfg); err != nil {
-		return "", err
-	}
 	manifest, err := json.Marshal([]map[string]any{{"Config": cfgName, "RepoTags": img.RepoTags, "Layers": layerPaths}})
 	if err != nil {
 		return "", err
 	}
-	if err := writeFile(tw, "manifest.json", manifest); err != nil {
+	if img.PlanFirst {
+		if err := writeFile(tw, "manifest.json", manifest); err != nil {
+			return "", err
+		}
+	}
+	if err := writeFile(tw, cfgName, cfg); err != nil {
 		return "", err
+	}
+	if !img.PlanFirst {
+		if err := writeFile(tw, "manifest.json", manifest); err != nil {
+			return "", err
+		}
+	}
+	if img.PlanFirst {
+		if err := writeLayers(tw); err != nil {
+			return "", err
+		}
 	}
 	if len(img.RepoTags) > 0 {
 		repos := map[string]map[string]string{}

@@ -1,0 +1,267 @@
+package engine
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/docker/client"
+)
+
+// LabelPartial marks the images a staged load creates on the way (see
+// [stager]); its value is the load's random token. They are removed when
+// the load ends; one older than partialMaxAge is the leftover of an agent
+// killed in the middle of a load, removed by the next load.
+const LabelPartial = "pullship.partial-load"
+
+const partialMaxAge = time.Hour
+
+// partialConfigName is the partial image config's name in a part's tarball.
+const partialConfigName = "pullship-partial.json"
+
+// stager loads the layers of an image one by one while the rest of its
+// `docker save` stream still arrives. The classic image store unpacks a
+// load's whole tarball to disk before it registers any layer, so a single
+// load registers nothing until the last byte is in; the stager instead sends
+// each layer, as it comes, in a load of its own: a "partial" image whose
+// config lists the layers up to this one. The engine skips the layers it
+// already has (those of the earlier parts), registers this one, and the
+// image's own load at the end finds every layer registered.
+//
+// Part i's tarball holds layer i's file; the manifest that makes the engine
+// process it is written only once part i-1 is loaded, so layers register in
+// order while the next ones stream. The partial images hold the layers until
+// the image's own load references them, then [stager.cleanup] removes them.
+type stager struct {
+	ctx   context.Context
+	cli   *client.Client
+	token string
+	base  map[string]json.RawMessage // os, architecture, variant of the image config
+	diffs []string                   // the image config's layer diff IDs
+
+	parts []*part
+	mu    sync.Mutex
+	ids   []string // partial images the engine reported loading
+
+	stop     chan struct{} // closed by abort
+	stopErr  error
+	stopOnce sync.Once
+}
+
+// part is one layer's load.
+type part struct {
+	done chan struct{} // closed when the engine answered; err is set then
+	err  error
+
+	sent  chan struct{} // closed when the writer is done; cause is set then
+	cause error         // why the writer cut the stream
+}
+
+func newStager(ctx context.Context, cli *client.Client) *stager {
+	var b [16]byte
+	rand.Read(b[:])
+	return &stager{ctx: ctx, cli: cli, token: hex.EncodeToString(b[:]), stop: make(chan struct{})}
+}
+
+// plan reads the image config: staging needs the diff IDs of the layers the
+// manifest lists, one per layer. It reports whether the stream can be staged.
+func (s *stager) plan(config []byte, layers []string) bool {
+	var c struct {
+		RootFS struct {
+			DiffIDs []string `json:"diff_ids"`
+		} `json:"rootfs"`
+	}
+	if json.Unmarshal(config, &c) != nil || len(c.RootFS.DiffIDs) != len(layers) {
+		return false
+	}
+	var all map[string]json.RawMessage
+	if json.Unmarshal(config, &all) != nil {
+		return false
+	}
+	s.base = map[string]json.RawMessage{}
+	for _, k := range []string{"os", "architecture", "variant", "os.version"} {
+		if v, ok := all[k]; ok {
+			s.base[k] = v
+		}
+	}
+	s.diffs = c.RootFS.DiffIDs
+	return true
+}
+
+// partialConfig returns the config of the partial image of layers 0..i and
+// its ID.
+func (s *stager) partialConfig(i int) ([]byte, string, error) {
+	c := map[string]any{}
+	for k, v := range s.base {
+		c[k] = v
+	}
+	c["created"] = time.Now().UTC().Format(time.RFC3339Nano)
+	c["config"] = map[string]any{"Labels": map[string]string{LabelPartial: s.token}}
+	c["rootfs"] = map[string]any{"type": "layers", "diff_ids": s.diffs[:i+1]}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return nil, "", err
+	}
+	sum := sha256.Sum256(data)
+	return data, "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// take streams layer i (the tar entry hdr, its bytes from r) into a load of
+// its own and returns once the bytes are sent; the load completes in the
+// background, after the previous part's.
+func (s *stager) take(i int, layers []string, hdr *tar.Header, r io.Reader) error {
+	config, id, err := s.partialConfig(i)
+	if err != nil {
+		return err
+	}
+	manifest, err := json.Marshal([]map[string]any{{"Config": partialConfigName, "Layers": layers[:i+1]}})
+	if err != nil {
+		return err
+	}
+	var prev *part
+	if len(s.parts) > 0 {
+		prev = s.parts[len(s.parts)-1]
+	}
+	p := &part{done: make(chan struct{}), sent: make(chan struct{})}
+	s.parts = append(s.parts, p)
+	pr, pw := io.Pipe()
+	go func() {
+		defer close(p.done)
+		resp, err := s.cli.ImageLoad(s.ctx, pr, client.ImageLoadWithQuiet(true))
+		var out loadOutput
+		if err == nil {
+			out, err = readLoadOutput(resp.Body, resp.JSON)
+			resp.Body.Close()
+		}
+		pr.CloseWithError(errors.New("engine stopped reading"))
+		if slices.Contains(out.IDs, id) {
+			s.mu.Lock()
+			s.ids = append(s.ids, id)
+			s.mu.Unlock()
+		}
+		<-p.sent
+		switch {
+		case p.cause != nil:
+			p.err = p.cause // the engine's error is its consequence
+		case err != nil:
+			p.err = fmt.Errorf("load layer %d (%s): %w", i+1, hdr.Name, err)
+		case len(out.IDs) != 1 || out.IDs[0] != id:
+			p.err = fmt.Errorf("load layer %d (%s): engine reported images %q, want %s", i+1, hdr.Name, out.IDs, id)
+		}
+	}()
+	fail := func(err error) error {
+		p.cause = err
+		pw.CloseWithError(err)
+		close(p.sent)
+		return err
+	}
+	tw := tar.NewWriter(pw)
+	name := path.Clean(hdr.Name)
+	if dir := path.Dir(name); dir != "." {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: hdr.ModTime}); err != nil {
+			return fail(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
+		}
+	}
+	h := *hdr
+	if err := tw.WriteHeader(&h); err != nil {
+		return fail(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
+	}
+	if _, err := io.Copy(tw, r); err != nil {
+		return fail(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
+	}
+	go func() {
+		// The engine may only process this part once the layers before it
+		// are registered: the manifest, which it needs to, comes last.
+		if prev != nil {
+			select {
+			case <-prev.done:
+				if prev.err != nil {
+					fail(prev.err)
+					return
+				}
+			case <-s.stop:
+				fail(s.stopErr)
+				return
+			}
+		}
+		for _, f := range []struct {
+			name string
+			data []byte
+		}{{partialConfigName, config}, {"manifest.json", manifest}} {
+			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o644, Size: int64(len(f.data)), ModTime: hdr.ModTime}); err != nil {
+				fail(err)
+				return
+			}
+			if _, err := tw.Write(f.data); err != nil {
+				fail(err)
+				return
+			}
+		}
+		if err := tw.Close(); err != nil {
+			fail(err)
+			return
+		}
+		pw.Close()
+		close(p.sent)
+	}()
+	return nil
+}
+
+// abort stops the parts whose load has not begun: the image's stream failed,
+// so no further layer is registered.
+func (s *stager) abort(err error) {
+	s.stopOnce.Do(func() {
+		s.stopErr = err
+		close(s.stop)
+	})
+}
+
+// wait waits for every part's load and returns the first failure.
+func (s *stager) wait() error {
+	var first error
+	for _, p := range s.parts {
+		<-p.done
+		if first == nil {
+			first = p.err
+		}
+	}
+	return first
+}
+
+// cleanup waits for the parts' loads, then removes the partial images this
+// load created and those that loads killed midway left behind (older than
+// partialMaxAge). It runs once the image's own load is over (its layers then
+// held by the image, if it loaded), with a context of its own, so that a
+// cancelled load still cleans up.
+func (s *stager) cleanup() {
+	s.wait() // every part's load is over: its image, if any, is listed
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), time.Minute)
+	defer cancel()
+	s.mu.Lock()
+	ids := s.ids
+	s.mu.Unlock()
+	if list, err := s.cli.ImageList(ctx, image.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelPartial))}); err == nil {
+		for _, im := range list {
+			if time.Since(time.Unix(im.Created, 0)) > partialMaxAge {
+				ids = append(ids, im.ID)
+			}
+		}
+	}
+	for _, id := range ids {
+		if ValidImageID(id) {
+			_, _ = s.cli.ImageRemove(ctx, id, image.RemoveOptions{})
+		}
+	}
+}
