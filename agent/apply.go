@@ -432,13 +432,17 @@ func (a *Agent) containerOf(st *state.State, node string) (string, schema.Reload
 	return "", schema.Reload{Action: schema.ReloadNone}
 }
 
+// errLoadOver stops the rebuild of an image the engine stopped reading: its
+// load is over (refused early, say), the engine's answer is what counts.
+var errLoadOver = errors.New("image load over")
+
 // ensureImage loads the node's image from verified chunks unless the engine
 // has it. The fetch, the rebuild and the load run at once: each chunk is
 // readable as soon as its bytes are in and its git id is checked
 // (repo.LivePack), the docker-save stream is rebuilt chunk by chunk (each
 // checked against the signed index's sha256 before any of its bytes are
-// passed on) straight into the engine, and the engine extracts layers while
-// later chunks still arrive. When the remote that served the release fails
+// passed on) straight into the engine, which registers each layer while
+// later chunks still arrive (see engine.Docker.LoadImage). When the remote that served the release fails
 // to deliver the image (a corrupted or missing chunk, a pruned tag, a fetch
 // error), the other configured remotes are tried in order: chunks are
 // checked against the signed index whoever serves them, so any mirror will
@@ -476,7 +480,7 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 			rebuilt <- err
 		}()
 		lerr := a.eng.LoadImage(ctx, pr, img.Digest)
-		pr.CloseWithError(errors.New("load finished"))
+		pr.CloseWithError(errLoadOver)
 		rerr := <-rebuilt
 		// The fetch runs to its end even when the load failed: what it
 		// brings is stored for the next attempt.
@@ -489,7 +493,7 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 			}
 			return true, ferr
 		}
-		if rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) {
+		if rerr != nil && !errors.Is(rerr, io.ErrClosedPipe) && !errors.Is(rerr, errLoadOver) {
 			return true, fmt.Errorf("%w: image %s from %s: %w", ErrVerify, img.Name, r, rerr)
 		}
 		if lerr != nil {
