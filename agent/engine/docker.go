@@ -108,6 +108,10 @@ func (d *Docker) imageIDs(ctx context.Context) (map[string]bool, error) {
 // the loaded ID must be wantID; on the containerd store the engine names the
 // image by manifest digest, which is accepted because the config it was built
 // from has been hashed in passing, and tagged with the alias reference.
+//
+// On the classic store, a tarball whose manifest.json and config come before
+// its layers is loaded layer by layer as it streams (see [stager]), the
+// config's digest checked before the first layer goes in.
 func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) error {
 	if !ValidImageID(wantID) {
 		return fmt.Errorf("load image %q: not an image ID (sha256:<64 hex>)", wantID)
