@@ -45,9 +45,10 @@ var errDeltas = errors.New("pack has deltas")
 // returns errDeltas once the rest of the stream is in spool: the caller
 // indexes it with a parser that resolves deltas.
 func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObserver) (plumbing.Hash, *idxfile.Writer, error) {
-	pr := &packReader{r: r, buf: make([]byte, 256<<10), spool: spool, sum: sha1.New(), crc: crc32.NewIEEE()}
+	pr := newPackReader(r, spool)
+	br := pr.br // every read of the pack goes through br
 	var hdr [12]byte
-	if _, err := io.ReadFull(pr, hdr[:]); err != nil {
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: header: %w", ErrBadPack, unexpected(err))
 	}
 	if string(hdr[:4]) != "PACK" {
@@ -91,9 +92,9 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 		}
 		dataOffset := pr.offset()
 		if zr == nil {
-			zr, err = zlib.NewReader(pr)
+			zr, err = zlib.NewReader(br)
 		} else {
-			err = zr.(zlib.Resetter).Reset(pr, nil)
+			err = zr.(zlib.Resetter).Reset(br, nil)
 		}
 		if err != nil {
 			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
@@ -108,8 +109,11 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 			if keep != nil {
 				obs.release(keep)
 			}
-			if pr.err != nil {
-				err = pr.err // the stream failed, not the entry
+			// The stream failed, not the entry. An io.EOF is no failure:
+			// the entry's own error says what is wrong, however r cut its
+			// reads.
+			if pr.err != nil && pr.err != io.EOF {
+				err = pr.err
 			}
 			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
 		}
@@ -134,14 +138,14 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 	want := pr.sum.Sum(nil)
 	pr.sum = nil // the trailer is not part of the checksum
 	var trailer [packTrailerLen]byte
-	if _, err := io.ReadFull(pr, trailer[:]); err != nil {
+	if _, err := io.ReadFull(br, trailer[:]); err != nil {
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: trailer: %w", ErrBadPack, unexpected(err))
 	}
 	if string(trailer[:]) != string(want) {
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: trailer checksum %x, content hashes to %x", ErrBadPack, trailer, want)
 	}
 	var one [1]byte
-	if n, err := io.ReadFull(pr, one[:]); n > 0 {
+	if n, err := io.ReadFull(br, one[:]); n > 0 {
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: data after the trailer", ErrBadPack)
 	} else if err != io.EOF {
 		return plumbing.ZeroHash, nil, unexpected(err)
@@ -288,28 +292,48 @@ func unexpected(err error) error {
 	return err
 }
 
-// packReader buffers the incoming pack and passes every consumed byte to
-// the spool, the pack checksum and the current entry's CRC-32. zlib reads
-// one byte at a time (it must not read past its stream), so consumed bytes
-// are handed on in batches: at each refill and at each entry boundary.
+// packReader is the source of the bufio.Reader that indexPack reads the
+// pack through: klauspost's flate has its fast decoding loop for a
+// *bufio.Reader only, and zlib must not read past its stream, so the pack
+// is not read in any other way. packReader keeps the bytes it handed to br
+// until they are consumed and passes every consumed byte to the spool, the
+// pack checksum and the current entry's CRC-32. The consumed position is
+// what br got less what it still buffers; consumed bytes are handed on in
+// batches: at each read by br and at each entry boundary.
 type packReader struct {
-	r        io.Reader
-	buf      []byte
-	pos, end int   // unread bytes are buf[pos:end]
-	mark     int   // buf[mark:pos] is consumed but not yet handed on
-	base     int64 // pack offset of buf[0]
-	spool    *bufio.Writer
-	sum      hash.Hash // nil while reading the trailer
-	crc      hash.Hash32
-	err      error // sticky read error of r
+	r     io.Reader
+	br    *bufio.Reader // reads from the packReader
+	buf   []byte
+	mark  int // buf[mark:given] went to br and is not handed on yet
+	given int // buf[given:end] is read from r and not yet given to br
+	end   int
+	base  int64 // pack offset of buf[0]
+	spool *bufio.Writer
+	sum   hash.Hash // nil while reading the trailer
+	crc   hash.Hash32
+	err   error // sticky read error of r, or the spool's error
 }
 
-func (p *packReader) offset() int64 { return p.base + int64(p.pos) }
+// newPackReader buffers at most 320 KiB of the pack: br's 64 KiB, and the
+// bytes read from r that br has not consumed yet.
+func newPackReader(r io.Reader, spool *bufio.Writer) *packReader {
+	p := &packReader{r: r, buf: make([]byte, 256<<10), spool: spool, sum: sha1.New(), crc: crc32.NewIEEE()}
+	p.br = bufio.NewReaderSize(p, 64<<10)
+	return p
+}
 
-// flush hands buf[mark:pos] on.
-func (p *packReader) flush() error {
-	b := p.buf[p.mark:p.pos]
-	p.mark = p.pos
+// consumed is the end of the consumed bytes in buf.
+func (p *packReader) consumed() int { return p.given - p.br.Buffered() }
+
+func (p *packReader) offset() int64 { return p.base + int64(p.consumed()) }
+
+// flush hands the consumed bytes on.
+func (p *packReader) flush() error { return p.handOn(p.consumed()) }
+
+// handOn passes buf[mark:to] to the checksums and the spool.
+func (p *packReader) handOn(to int) error {
+	b := p.buf[p.mark:to]
+	p.mark = to
 	if len(b) == 0 {
 		return nil
 	}
@@ -323,55 +347,46 @@ func (p *packReader) flush() error {
 	return nil
 }
 
-func (p *packReader) fill() error {
+// Read gives br the next bytes of the pack. It is called by br only, when
+// br needs more (so the bytes it still buffers are known at each call).
+func (p *packReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
 	if err := p.flush(); err != nil {
 		p.err = err
-		return err
+		p.end = p.given // what br does not have yet is lost
+		return 0, err
 	}
-	p.base += int64(p.end)
-	p.pos, p.end, p.mark = 0, 0, 0
-	for p.end == 0 {
-		if p.err != nil {
-			return p.err
-		}
-		// An error (io.EOF) may come with the last bytes: it is kept and r
-		// is not read again. A git server behind a connection that stays
-		// open sends nothing after the end of its sideband stream.
-		n, err := p.r.Read(p.buf)
-		p.end = n
-		if err != nil {
-			p.err = err
-		}
-	}
-	return nil
-}
-
-func (p *packReader) ReadByte() (byte, error) {
-	if p.pos == p.end {
-		if err := p.fill(); err != nil {
-			return 0, err
+	if p.given == p.end {
+		// buf[mark:given] is still in br: keep it, read r after it.
+		n := copy(p.buf, p.buf[p.mark:p.end])
+		p.base += int64(p.mark)
+		p.mark, p.given, p.end = 0, n, n
+		for p.given == p.end {
+			if p.err != nil {
+				return 0, p.err
+			}
+			// An error (io.EOF) may come with the last bytes: it is kept
+			// and r is not read again. A git server behind a connection
+			// that stays open sends nothing after the end of its sideband
+			// stream.
+			n, err := p.r.Read(p.buf[p.end:])
+			p.end += n
+			if err != nil {
+				p.err = err
+			}
 		}
 	}
-	c := p.buf[p.pos]
-	p.pos++
-	return c, nil
-}
-
-func (p *packReader) Read(b []byte) (int, error) {
-	if p.pos == p.end {
-		if err := p.fill(); err != nil {
-			return 0, err
-		}
-	}
-	n := copy(b, p.buf[p.pos:p.end])
-	p.pos += n
+	n := copy(b, p.buf[p.given:p.end])
+	p.given += n
 	return n, nil
 }
 
 // entryHeader reads an entry's type and inflated size (git's varint: 3 type
 // bits and 4 size bits, then 7 size bits per byte).
 func (p *packReader) entryHeader() (byte, int64, error) {
-	c, err := p.ReadByte()
+	c, err := p.br.ReadByte()
 	if err != nil {
 		return 0, 0, unexpected(err)
 	}
@@ -381,7 +396,7 @@ func (p *packReader) entryHeader() (byte, int64, error) {
 		if shift > 56 {
 			return 0, 0, errors.New("entry size overflows")
 		}
-		if c, err = p.ReadByte(); err != nil {
+		if c, err = p.br.ReadByte(); err != nil {
 			return 0, 0, unexpected(err)
 		}
 		size |= int64(c&0x7f) << shift
@@ -389,10 +404,10 @@ func (p *packReader) entryHeader() (byte, int64, error) {
 	return typ, size, nil
 }
 
-// drain copies the rest of the stream to the spool unchecked.
+// drain copies the rest of the stream to the spool unchecked: what br
+// buffers, what buf holds after it, then r up to its end.
 func (p *packReader) drain() error {
-	p.pos = p.end
-	if err := p.flush(); err != nil {
+	if err := p.handOn(p.end); err != nil {
 		return err
 	}
 	if p.err == io.EOF {

@@ -8,12 +8,15 @@ import (
 	"crypto/sha1"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -70,11 +73,42 @@ func (r *recorder) add(o livePackObject, data []byte) {
 }
 
 func runIndexPack(data []byte, limit int64, obs packObserver) (plumbing.Hash, *idxfile.Writer, []byte, error) {
+	return runIndexPackFrom(bytes.NewReader(data), limit, obs)
+}
+
+func runIndexPackFrom(r io.Reader, limit int64, obs packObserver) (plumbing.Hash, *idxfile.Writer, []byte, error) {
 	var spool bytes.Buffer
 	bw := bufio.NewWriter(&spool)
-	sum, iw, err := indexPack(bytes.NewReader(data), bw, limit, obs)
+	sum, iw, err := indexPack(&readAfterErr{r: r}, bw, limit, obs)
 	bw.Flush()
 	return sum, iw, spool.Bytes(), err
+}
+
+// readAfterErr fails a read that follows an error (io.EOF included), as a
+// server whose connection stays open would block it.
+type readAfterErr struct {
+	r   io.Reader
+	err error
+}
+
+func (r *readAfterErr) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, fmt.Errorf("read after %w", r.err)
+	}
+	n, err := r.r.Read(p)
+	r.err = err
+	return n, err
+}
+
+// cutReaders cut a stream into reads of other sizes: entry boundaries fall
+// anywhere in the indexer's buffers.
+var cutReaders = map[string]func(io.Reader) io.Reader{
+	"one byte":      iotest.OneByteReader,
+	"halves":        iotest.HalfReader,
+	"eof with data": iotest.DataErrReader,
+	"one byte, eof with data": func(r io.Reader) io.Reader {
+		return iotest.DataErrReader(iotest.OneByteReader(r))
+	},
 }
 
 func TestIndexPackMatchesGoGit(t *testing.T) {
@@ -201,6 +235,122 @@ func TestIndexPackRejects(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v, want one naming %q", name, err, c.want)
 		}
+		for cut, wrap := range cutReaders {
+			_, _, _, err := runIndexPackFrom(wrap(bytes.NewReader(c.data)), 1<<20, nil)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s, %s: err %v, want one naming %q", name, cut, err, c.want)
+			}
+		}
+	}
+}
+
+// spoolRecorder is a recorder that also notes how much of the pack the
+// spool holds when each entry is announced.
+type spoolRecorder struct {
+	recorder
+	spool   *bytes.Buffer
+	spooled []int
+}
+
+func (r *spoolRecorder) add(o livePackObject, data []byte) {
+	r.recorder.add(o, data)
+	r.spooled = append(r.spooled, r.spool.Len())
+}
+
+// TestIndexPackCutReads: however the stream is cut into reads, the pack is
+// indexed the same (offsets and CRC-32s included), spooled whole, r is not
+// read after its io.EOF, and each entry is in the spool file, up to its
+// last byte, when obs learns of it.
+func TestIndexPackCutReads(t *testing.T) {
+	f := makeFixture(t, 15, plumbing.ZeroHash)
+	data := fixturePack(t, f)
+	index := func(r io.Reader) (plumbing.Hash, *idxfile.Writer, []byte, *spoolRecorder, error) {
+		var spool bytes.Buffer
+		bw := bufio.NewWriter(&spool)
+		rec := &spoolRecorder{spool: &spool}
+		sum, iw, err := indexPack(&readAfterErr{r: r}, bw, 1<<30, rec)
+		bw.Flush()
+		return sum, iw, spool.Bytes(), rec, err
+	}
+	wantSum, wantIW, _, wantRec, err := index(bytes.NewReader(data))
+	must(t, err)
+	want := indexEntries(t, wantIW)
+	// Entry i ends where entry i+1 starts; the last one at the trailer.
+	ends := map[plumbing.Hash]int{}
+	for id, e := range want {
+		end := len(data) - packTrailerLen
+		for _, o := range want {
+			if o[0] > e[0] && int(o[0]) < end {
+				end = int(o[0])
+			}
+		}
+		ends[id] = end
+	}
+	for i, o := range wantRec.objs {
+		if wantRec.spooled[i] != ends[o.id] {
+			t.Fatalf("entry %s ends at %d, spool held %d when announced", o.id, ends[o.id], wantRec.spooled[i])
+		}
+	}
+	delta := rawPack(rawEntry{3, 3, []byte("abc")}, rawEntry{6, 3, []byte("abc")})
+	for cut, wrap := range cutReaders {
+		sum, iw, spooled, rec, err := index(wrap(bytes.NewReader(data)))
+		if err != nil {
+			t.Fatalf("%s: %v", cut, err)
+		}
+		if sum != wantSum || !bytes.Equal(spooled, data) {
+			t.Fatalf("%s: sum %s, %d bytes spooled; want %s, %d", cut, sum, len(spooled), wantSum, len(data))
+		}
+		got := indexEntries(t, iw)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d entries, want %d", cut, len(got), len(want))
+		}
+		for id, w := range want {
+			if got[id] != w {
+				t.Errorf("%s: %s: offset/crc %v, want %v", cut, id, got[id], w)
+			}
+		}
+		if fmt.Sprint(rec.objs, rec.spooled) != fmt.Sprint(wantRec.objs, wantRec.spooled) {
+			t.Errorf("%s: announced %v (spool at %v), want %v (%v)", cut, rec.objs, rec.spooled, wantRec.objs, wantRec.spooled)
+		}
+		// A pack with deltas is spooled whole.
+		_, _, spooled, _, err = index(wrap(bytes.NewReader(delta)))
+		if !errors.Is(err, errDeltas) || !bytes.Equal(spooled, delta) {
+			t.Errorf("%s: delta pack: %v, spooled %d bytes of %d", cut, err, len(spooled), len(delta))
+		}
+	}
+}
+
+// TestPackReaderKeepsBuffered: what br holds when it reads more (a Peek
+// past its buffered bytes; flate and zlib read only when br is empty) is
+// kept until consumed, then handed on at its offset.
+func TestPackReaderKeepsBuffered(t *testing.T) {
+	data := make([]byte, 600<<10)
+	for i := range data {
+		data[i] = byte(i ^ i>>9)
+	}
+	var spool bytes.Buffer
+	bw := bufio.NewWriter(&spool)
+	pr := newPackReader(&readAfterErr{r: iotest.HalfReader(bytes.NewReader(data))}, bw)
+	for off := 0; off < len(data); {
+		n := min(len(data)-off, 50<<10+7)
+		b, err := pr.br.Peek(n)
+		must(t, err)
+		if !bytes.Equal(b, data[off:off+n]) {
+			t.Fatalf("at %d: peeked other bytes", off)
+		}
+		d, _ := pr.br.Discard(n/3 + 1)
+		off += d
+		must(t, pr.flush())
+		if pr.offset() != int64(off) {
+			t.Fatalf("offset %d, consumed %d", pr.offset(), off)
+		}
+	}
+	if _, err := pr.br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the end: %v", err)
+	}
+	must(t, bw.Flush())
+	if !bytes.Equal(spool.Bytes(), data) || pr.crc.Sum32() != crc32.ChecksumIEEE(data) {
+		t.Fatalf("spooled %d bytes of %d, or crc differs", spool.Len(), len(data))
 	}
 }
 
@@ -432,6 +582,17 @@ func FuzzIndexPack(f *testing.F) {
 	f.Add(rawPack(rawEntry{6, 3, []byte("abc")}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sum, iw, spooled, err := runIndexPack(data, 1<<20, nil)
+		// Cut into one-byte reads, the last with io.EOF, the same verdict.
+		cutSum, _, cutSpooled, cutErr := runIndexPackFrom(cutReaders["one byte, eof with data"](bytes.NewReader(data)), 1<<20, nil)
+		if (err == nil) != (cutErr == nil) || errors.Is(err, errDeltas) != errors.Is(cutErr, errDeltas) {
+			t.Fatalf("read whole: %v; cut in bytes: %v", err, cutErr)
+		}
+		if (err == nil || errors.Is(err, errDeltas)) && (cutSum != sum || !bytes.Equal(cutSpooled, spooled)) {
+			t.Fatal("cut in bytes, spooled or summed differently")
+		}
+		if errors.Is(err, errDeltas) && !bytes.Equal(spooled, data) {
+			t.Fatal("pack with deltas spooled differently")
+		}
 		if err != nil {
 			return
 		}
