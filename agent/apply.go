@@ -476,6 +476,7 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 		rebuilt := make(chan error, 1)
 		go func() {
 			err := image.Rebuild(ctx, idx, bundler.LiveChunks{Ctx: ctx, Pack: live}, pw)
+			live.StopReading() // the fetch no longer keeps blobs for it
 			pw.CloseWithError(err)
 			rebuilt <- err
 		}()

@@ -541,6 +541,7 @@ func TestLivePack(t *testing.T) {
 	small := NewLivePack(st2)
 	defer small.Close()
 	small.cacheBytes = 1 << 20
+	small.roomWait = 10 * time.Millisecond // no reader: the fetch stops waiting
 	must(t, st2.receivePack(bytes.NewReader(data), 1<<30, small))
 	if len(small.cached) == 0 || len(small.cached) == len(f.blobs) {
 		t.Fatalf("%d of %d chunk blobs cached: the bound is not exercised", len(small.cached), len(f.blobs))
@@ -559,6 +560,44 @@ func TestLivePack(t *testing.T) {
 	}
 	if len(small.cached) != 0 {
 		t.Fatalf("%d blobs left cached after every blob was read", len(small.cached))
+	}
+
+	// A reader slower than the pack, reading in the pack's order: the
+	// fetch waits for it to take blobs instead of dropping them from the
+	// cache, so no blob is inflated twice.
+	st3, err := Init(t.TempDir())
+	must(t, err)
+	slow := NewLivePack(st3)
+	defer slow.Close()
+	slow.cacheBytes = 2 << 20 // the 1 MiB blob fills it alone
+	fetched := make(chan error, 1)
+	go func() {
+		err := st3.receivePack(bytes.NewReader(data), 1<<30, slow)
+		slow.Finish(err)
+		fetched <- err
+	}()
+	var order recorder // the pack's order
+	if _, _, _, err := runIndexPack(data, 1<<30, &order); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range order.objs {
+		if o.typ != plumbing.BlobObject {
+			continue
+		}
+		time.Sleep(20 * time.Millisecond)
+		rc, err := slow.OpenBlob(ctx, o.id, o.size)
+		must(t, err)
+		got, err := io.ReadAll(rc)
+		must(t, err)
+		must(t, rc.Close())
+		if want, ok := f.blobs[o.id]; (ok && !bytes.Equal(got, want)) || int64(len(got)) != o.size {
+			t.Fatalf("blob %s differs", o.id)
+		}
+	}
+	slow.StopReading()
+	must(t, <-fetched)
+	if slow.spoolReads != 0 {
+		t.Fatalf("%d blobs inflated again from the spool: the fetch did not wait for its reader", slow.spoolReads)
 	}
 
 	// A failed fetch fails the waiters with its error.

@@ -10,16 +10,27 @@ import (
 	"math"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/klauspost/compress/zlib"
 )
 
-// liveCacheBytes bounds the inflated blobs a LivePack holds for its reader:
-// while the reader keeps up (the pack arrives in the order it reads), each
-// blob is inflated once, by the indexer; a blob that finds the cache full is
-// inflated again from the spool when it is read.
-const liveCacheBytes = 8 << 20
+// liveCacheBytes bounds the inflated blobs a LivePack holds for its reader.
+// While the pack arrives in the order the reader reads, each blob is
+// inflated once, by the indexer: when the cache is full the fetch waits for
+// the reader to take a blob (the reader, not the network, is then the slower
+// of the two, so waiting costs no time and saves inflating again). A blob
+// that finds the cache full while the reader waits for another (the pack
+// comes in another order) or after the reader stopped is inflated again from
+// the spool when it is read.
+//
+// A reader that takes no blob for liveRoomWait is taken for gone: the fetch
+// stops caching (a caller that forgot StopReading costs that much, once).
+const (
+	liveCacheBytes = 8 << 20
+	liveRoomWait   = 2 * time.Second
+)
 
 // LivePack lets a reader open the blobs of a pack while [Remote.Fetch] is
 // still receiving it (FetchRequest.Live): each object becomes readable as
@@ -44,6 +55,12 @@ type LivePack struct {
 	free       [][]byte                 // buffers to reuse
 	bufBytes   int64                    // capacity of all buffers: cached, free and lent
 	cacheBytes int64                    // bound of bufBytes
+
+	room       *sync.Cond    // signalled when buffer's wait may be over
+	waiting    int           // readers waiting for an object that has not arrived
+	readerDone bool          // StopReading was called, Close, or the reader seems gone
+	roomWait   time.Duration // how long buffer waits for the reader before it stops caching
+	spoolReads int           // blobs inflated again from the spool (tests)
 }
 
 // livePackObject is where a checked entry's zlib data starts in the spool.
@@ -56,8 +73,19 @@ type livePackObject struct {
 
 // NewLivePack returns a LivePack that falls back to st.
 func NewLivePack(st *Store) *LivePack {
-	return &LivePack{store: st, objs: make(map[plumbing.Hash]livePackObject), changed: make(chan struct{}),
-		cached: make(map[plumbing.Hash][]byte), cacheBytes: liveCacheBytes}
+	l := &LivePack{store: st, objs: make(map[plumbing.Hash]livePackObject), changed: make(chan struct{}),
+		cached: make(map[plumbing.Hash][]byte), cacheBytes: liveCacheBytes, roomWait: liveRoomWait}
+	l.room = sync.NewCond(&l.mu)
+	return l
+}
+
+// StopReading says the reader opens no more blobs: the fetch stops caching
+// blobs for it and no longer waits for room.
+func (l *LivePack) StopReading() {
+	l.mu.Lock()
+	l.readerDone = true
+	l.room.Broadcast()
+	l.mu.Unlock()
 }
 
 // attach opens a read handle on the spool at path, whose objects add will
@@ -77,33 +105,58 @@ func (l *LivePack) attach(path string) error {
 	return nil
 }
 
-// buffer lends a buffer for a blob's inflated content while the cache has
-// room (capacities rounded up to MiB, so buffers are reused).
+// buffer lends a buffer for a blob's inflated content (capacities rounded
+// up to MiB, so buffers are reused). When the cache is full it waits for
+// the reader to take a cached blob, unless the reader is waiting itself or
+// has stopped (or took nothing for roomWait): then it returns nil and the
+// blob is not cached.
 func (l *LivePack) buffer(size int64) []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for i, b := range l.free {
-		if int64(cap(b)) >= size {
-			l.free = append(l.free[:i], l.free[i+1:]...)
-			return b[:size]
-		}
-	}
 	c := (size + 1<<20 - 1) &^ (1<<20 - 1)
-	for l.bufBytes+c > l.cacheBytes && len(l.free) > 0 {
-		last := len(l.free) - 1
-		l.bufBytes -= int64(cap(l.free[last]))
-		l.free = l.free[:last]
+	var deadline time.Time
+	for {
+		if l.readerDone || c > l.cacheBytes {
+			return nil
+		}
+		for i, b := range l.free {
+			if int64(cap(b)) >= size {
+				l.free = append(l.free[:i], l.free[i+1:]...)
+				return b[:size]
+			}
+		}
+		for l.bufBytes+c > l.cacheBytes && len(l.free) > 0 {
+			last := len(l.free) - 1
+			l.bufBytes -= int64(cap(l.free[last]))
+			l.free = l.free[:last]
+		}
+		if l.bufBytes+c <= l.cacheBytes {
+			l.bufBytes += c
+			return make([]byte, size, c)
+		}
+		if l.waiting > 0 {
+			return nil
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(l.roomWait)
+			t := time.AfterFunc(l.roomWait, func() {
+				l.mu.Lock()
+				l.room.Broadcast()
+				l.mu.Unlock()
+			})
+			defer t.Stop()
+		} else if !time.Now().Before(deadline) {
+			l.readerDone = true
+			return nil
+		}
+		l.room.Wait()
 	}
-	if l.bufBytes+c > l.cacheBytes {
-		return nil
-	}
-	l.bufBytes += c
-	return make([]byte, size, c)
 }
 
 func (l *LivePack) release(b []byte) {
 	l.mu.Lock()
 	l.free = append(l.free, b[:0])
+	l.room.Broadcast()
 	l.mu.Unlock()
 }
 
@@ -140,6 +193,8 @@ func (l *LivePack) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cached, l.free, l.bufBytes = nil, nil, 0
+	l.readerDone = true
+	l.room.Broadcast()
 	if l.file == nil {
 		return nil
 	}
@@ -165,16 +220,28 @@ func (l *LivePack) OpenBlob(ctx context.Context, id plumbing.Hash, size int64) (
 		case inCache && o.size == size:
 			return &cachedBlob{Reader: bytes.NewReader(data), l: l, buf: data}, nil
 		case ok:
+			l.mu.Lock()
+			l.spoolReads++
+			l.mu.Unlock()
 			return openSpooled(f, o, size)
 		case done && ferr != nil:
 			return nil, fmt.Errorf("open blob %s: %w", id, ferr)
 		case done:
 			return l.store.OpenBlob(id, size)
 		}
+		l.mu.Lock()
+		l.waiting++
+		l.room.Broadcast() // a fetch waiting for room must go on
+		l.mu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return nil, ctx.Err()
+		}
+		l.mu.Lock()
+		l.waiting--
+		l.mu.Unlock()
+		if err := ctx.Err(); err != nil {
+			return nil, err
 		}
 	}
 }
