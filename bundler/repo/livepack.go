@@ -29,7 +29,7 @@ import (
 // stops caching (a caller that forgot StopReading costs that much, once).
 const (
 	liveCacheBytes = 8 << 20
-	liveRoomWait   = 2 * time.Second
+	liveRoomWait   = 10 * time.Second
 )
 
 // LivePack lets a reader open the blobs of a pack while [Remote.Fetch] is
