@@ -122,7 +122,7 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) erro
 	}
 	var sink layerSink
 	if d.classicStore(ctx) {
-		st := newStager(ctx, d.cli)
+		st := newStager(ctx, d.cli, wantID)
 		defer st.cleanup()
 		sink = st
 	}

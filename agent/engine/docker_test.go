@@ -502,18 +502,32 @@ func maxU(a, b uint64) uint64 {
 }
 
 // loadEvents returns the IDs of the images the engine reported loading
-// between since and now, in order.
-func loadEvents(t *testing.T, since time.Time) []string {
+// between since and now, in order: image id itself, and the partial images
+// of loads of id (other tests load images at the same time).
+func loadEvents(t *testing.T, since time.Time, id string) (partial []string, loaded int) {
 	t.Helper()
 	out := docker(t, "events", "--since", since.Format(time.RFC3339Nano), "--until", time.Now().Add(time.Second).Format(time.RFC3339Nano),
-		"--filter", "type=image", "--filter", "event=load", "--format", "{{.ID}}")
-	return strings.Fields(out)
+		"--filter", "type=image", "--filter", "event=load", "--format", "{{.ID}} {{index .Actor.Attributes \""+engine.LabelPartial+"\"}}")
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) == 2 && f[1] == id:
+			if loaded > 0 {
+				t.Fatalf("partial image %s loaded after %s", f[0], id)
+			}
+			partial = append(partial, f[0])
+		case len(f) >= 1 && f[0] == id:
+			loaded++
+		}
+	}
+	return partial, loaded
 }
 
-// partialImages lists the staged loads' partial images left on the engine.
-func partialImages(t *testing.T) string {
+// partialImages lists the partial images of loads of image id left on the
+// engine.
+func partialImages(t *testing.T, id string) string {
 	t.Helper()
-	return docker(t, "images", "-a", "-q", "--filter", "label="+engine.LabelPartial)
+	return docker(t, "images", "-a", "-q", "--filter", "label="+engine.LabelPartial+"="+id)
 }
 
 // TestLoadImageStaged: an image whose manifest and config come before its
@@ -543,14 +557,14 @@ func TestLoadImageStaged(t *testing.T) {
 	if out, err := exec.Command("docker", "image", "inspect", staleID).CombinedOutput(); err == nil {
 		t.Fatalf("stale partial image %s not removed: %s", staleID, out)
 	}
-	events := loadEvents(t, since)
-	if len(events) != 3 || events[2] != id || events[0] == id || events[1] == id {
-		t.Fatalf("load events %q, want two partial images (one per layer) then %s", events, id)
+	partial, loaded := loadEvents(t, since, id)
+	if len(partial) != 2 || loaded != 1 {
+		t.Fatalf("load events: partial images %q and %d of %s, want two partial images (one per layer) then the image", partial, loaded, id)
 	}
-	if p := partialImages(t); p != "" {
+	if p := partialImages(t, id); p != "" {
 		t.Fatalf("partial images left: %s", p)
 	}
-	for _, e := range events[:2] {
+	for _, e := range partial {
 		if out, err := exec.Command("docker", "image", "inspect", e).CombinedOutput(); err == nil {
 			t.Fatalf("partial image %s still present: %s", e, out)
 		}
@@ -573,14 +587,13 @@ func TestLoadImageStaged(t *testing.T) {
 func TestLoadImageStagedRefused(t *testing.T) {
 	d := newDocker(t)
 	ctx := t.Context()
-	before := docker(t, "images", "-a", "-q", "--no-trunc")
 
 	img := enginetest.PingImage(pingsrv(t), uniq("staged-bad"))
 	img.RandomSize, img.Seed = 1<<20, uint64(time.Now().UnixNano())
 	img.PlanFirst, img.BadDiffID = true, true
-	id, _ := enginetest.WriteImage(io.Discard, img)
-	cleanupImage(t, id)
-	if _, err := load(ctx, d, img, id); err == nil || !strings.Contains(err.Error(), "load layer 1") {
+	badID, _ := enginetest.WriteImage(io.Discard, img)
+	cleanupImage(t, badID)
+	if _, err := load(ctx, d, img, badID); err == nil || !strings.Contains(err.Error(), "load layer 1") {
 		t.Fatalf("staged load of a bad diff_id: %v, want the first layer's load to fail", err)
 	} else {
 		t.Logf("bad diff_id: %v", err)
@@ -588,7 +601,7 @@ func TestLoadImageStagedRefused(t *testing.T) {
 
 	img.BadDiffID = false
 	var buf bytes.Buffer
-	id, _ = enginetest.WriteImage(&buf, img)
+	id, _ := enginetest.WriteImage(&buf, img)
 	cleanupImage(t, id)
 	cut := bytes.Index(buf.Bytes(), []byte("layer1/layer.tar\x00")) // the second layer's tar header
 	if cut < 0 {
@@ -600,24 +613,32 @@ func TestLoadImageStagedRefused(t *testing.T) {
 	} else {
 		t.Logf("truncated: %v", err)
 	}
-	if ev := loadEvents(t, since); len(ev) > 1 {
-		t.Fatalf("load events %q for a stream cut after its first layer", ev)
+	if partial, loaded := loadEvents(t, since, id); len(partial) > 1 || loaded > 0 {
+		t.Fatalf("load events: partial images %q and %d of the image, for a stream cut after its first layer", partial, loaded)
 	}
 
 	since = time.Now()
-	_, err := load(ctx, d, img, "sha256:"+strings.Repeat("cd", 32))
+	wrong := "sha256:" + strings.Repeat("cd", 32)
+	_, err := load(ctx, d, img, wrong)
 	var mm *engine.ImageMismatchError
 	if !errors.As(err, &mm) || mm.Got != id {
 		t.Fatalf("staged load with the wrong ID: %v, want *ImageMismatchError", err)
 	}
-	if ev := loadEvents(t, since); len(ev) != 0 {
-		t.Fatalf("load events %q: a layer was sent before the config was checked", ev)
+	if partial, _ := loadEvents(t, since, wrong); len(partial) != 0 {
+		t.Fatalf("partial images %q loaded: a layer was sent before the config was checked", partial)
+	}
+	if _, loaded := loadEvents(t, since, id); loaded != 0 {
+		t.Fatal("the image was loaded under the wrong ID")
 	}
 
-	if after := docker(t, "images", "-a", "-q", "--no-trunc"); after != before {
-		t.Fatalf("images before:\n%s\nafter:\n%s", before, after)
-	}
-	if p := partialImages(t); p != "" {
-		t.Fatalf("partial images left: %s", p)
+	// Nothing left: the images these loads named are absent, no partial
+	// image of theirs remains.
+	for _, want := range []string{badID, id, wrong} {
+		if out, err := exec.Command("docker", "image", "inspect", want).CombinedOutput(); err == nil {
+			t.Fatalf("image %s present after a refused load: %s", want, out)
+		}
+		if p := partialImages(t, want); p != "" {
+			t.Fatalf("partial images left: %s", p)
+		}
 	}
 }

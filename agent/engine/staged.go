@@ -21,7 +21,7 @@ import (
 )
 
 // LabelPartial marks the images a staged load creates on the way (see
-// [stager]); its value is the load's random token. They are removed when
+// [stager]); its value is the ID of the image being loaded. They are removed when
 // the load ends; one older than partialMaxAge is the leftover of an agent
 // killed in the middle of a load, removed by the next load.
 const LabelPartial = "pullship.partial-load"
@@ -47,7 +47,8 @@ const partialConfigName = "pullship-partial.json"
 type stager struct {
 	ctx   context.Context
 	cli   *client.Client
-	token string
+	token string // random, per load
+	want  string // the image being loaded
 	base  map[string]json.RawMessage // os, architecture, variant of the image config
 	diffs []string                   // the image config's layer diff IDs
 
@@ -69,10 +70,10 @@ type part struct {
 	cause error         // why the writer cut the stream
 }
 
-func newStager(ctx context.Context, cli *client.Client) *stager {
+func newStager(ctx context.Context, cli *client.Client, want string) *stager {
 	var b [16]byte
 	rand.Read(b[:])
-	return &stager{ctx: ctx, cli: cli, token: hex.EncodeToString(b[:]), stop: make(chan struct{})}
+	return &stager{ctx: ctx, cli: cli, token: hex.EncodeToString(b[:]), want: want, stop: make(chan struct{})}
 }
 
 // plan reads the image config: staging needs the diff IDs of the layers the
@@ -108,7 +109,8 @@ func (s *stager) partialConfig(i int) ([]byte, string, error) {
 		c[k] = v
 	}
 	c["created"] = time.Now().UTC().Format(time.RFC3339Nano)
-	c["config"] = map[string]any{"Labels": map[string]string{LabelPartial: s.token}}
+	// The token: two loads of one image never make the same partial image.
+	c["config"] = map[string]any{"Labels": map[string]string{LabelPartial: s.want, LabelPartial + ".token": s.token}}
 	c["rootfs"] = map[string]any{"type": "layers", "diff_ids": s.diffs[:i+1]}
 	data, err := json.Marshal(c)
 	if err != nil {

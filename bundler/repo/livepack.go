@@ -57,7 +57,7 @@ type LivePack struct {
 	cacheBytes int64                    // bound of bufBytes
 
 	room       *sync.Cond    // signalled when buffer's wait may be over
-	waiting    int           // readers waiting for an object that has not arrived
+	wanted     map[plumbing.Hash]int // objects readers wait for (how many readers)
 	readerDone bool          // StopReading was called, Close, or the reader seems gone
 	roomWait   time.Duration // how long buffer waits for the reader before it stops caching
 	spoolReads int           // blobs inflated again from the spool (tests)
@@ -74,7 +74,8 @@ type livePackObject struct {
 // NewLivePack returns a LivePack that falls back to st.
 func NewLivePack(st *Store) *LivePack {
 	l := &LivePack{store: st, objs: make(map[plumbing.Hash]livePackObject), changed: make(chan struct{}),
-		cached: make(map[plumbing.Hash][]byte), cacheBytes: liveCacheBytes, roomWait: liveRoomWait}
+		cached: make(map[plumbing.Hash][]byte), cacheBytes: liveCacheBytes, roomWait: liveRoomWait,
+		wanted: make(map[plumbing.Hash]int)}
 	l.room = sync.NewCond(&l.mu)
 	return l
 }
@@ -134,8 +135,10 @@ func (l *LivePack) buffer(size int64) []byte {
 			l.bufBytes += c
 			return make([]byte, size, c)
 		}
-		if l.waiting > 0 {
-			return nil
+		for id := range l.wanted {
+			if _, ok := l.objs[id]; !ok {
+				return nil // a reader waits for an object still to come
+			}
 		}
 		if deadline.IsZero() {
 			deadline = time.Now().Add(l.roomWait)
@@ -230,7 +233,7 @@ func (l *LivePack) OpenBlob(ctx context.Context, id plumbing.Hash, size int64) (
 			return l.store.OpenBlob(id, size)
 		}
 		l.mu.Lock()
-		l.waiting++
+		l.wanted[id]++
 		l.room.Broadcast() // a fetch waiting for room must go on
 		l.mu.Unlock()
 		select {
@@ -238,7 +241,9 @@ func (l *LivePack) OpenBlob(ctx context.Context, id plumbing.Hash, size int64) (
 		case <-ctx.Done():
 		}
 		l.mu.Lock()
-		l.waiting--
+		if l.wanted[id]--; l.wanted[id] == 0 {
+			delete(l.wanted, id)
+		}
 		l.mu.Unlock()
 		if err := ctx.Err(); err != nil {
 			return nil, err
