@@ -47,8 +47,8 @@ const partialConfigName = "pullship-partial.json"
 type stager struct {
 	ctx   context.Context
 	cli   *client.Client
-	token string // random, per load
-	want  string // the image being loaded
+	token string                     // random, per load
+	want  string                     // the image being loaded
 	base  map[string]json.RawMessage // os, architecture, variant of the image config
 	diffs []string                   // the image config's layer diff IDs
 

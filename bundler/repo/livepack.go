@@ -56,11 +56,11 @@ type LivePack struct {
 	bufBytes   int64                    // capacity of all buffers: cached, free and lent
 	cacheBytes int64                    // bound of bufBytes
 
-	room       *sync.Cond    // signalled when buffer's wait may be over
+	room       *sync.Cond            // signalled when buffer's wait may be over
 	wanted     map[plumbing.Hash]int // objects readers wait for (how many readers)
-	readerDone bool          // StopReading was called, Close, or the reader seems gone
-	roomWait   time.Duration // how long buffer waits for the reader before it stops caching
-	spoolReads int           // blobs inflated again from the spool (tests)
+	readerDone bool                  // StopReading was called, Close, or the reader seems gone
+	roomWait   time.Duration         // how long buffer waits for the reader before it stops caching
+	spoolReads int                   // blobs inflated again from the spool (tests)
 }
 
 // livePackObject is where a checked entry's zlib data starts in the spool.
