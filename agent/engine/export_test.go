@@ -1,8 +1,11 @@
 package engine
 
 import (
+	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
+	"path"
 )
 
 // Test hooks for the unexported parsers.
@@ -15,3 +18,40 @@ var (
 		return out.IDs, out.Names, err
 	}
 )
+
+// FilterSaveTarStaged runs the filter with a sink that takes every layer it
+// is offered and checks that they come in the manifest's order; it returns
+// the names of the entries the sink took.
+func FilterSaveTarStaged(w io.Writer, r io.Reader) (saveFacts, []string, error) {
+	s := &recordingSink{}
+	facts, err := filterSaveTar(w, r, nil, s)
+	if s.bad != nil {
+		panic(s.bad)
+	}
+	return facts, s.taken, err
+}
+
+type recordingSink struct {
+	layers []string
+	taken  []string
+	bad    error
+}
+
+func (s *recordingSink) plan(config []byte, layers []string) bool {
+	s.layers = layers
+	return true
+}
+
+func (s *recordingSink) take(i int, layers []string, hdr *tar.Header, r io.Reader) error {
+	if s.layers == nil || i != len(s.taken) || i >= len(layers) || layers[i] != path.Clean(hdr.Name) {
+		s.bad = fmt.Errorf("take(%d, %q) of %q after %q", i, layers, hdr.Name, s.taken)
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	s.taken = append(s.taken, path.Clean(hdr.Name))
+	return nil
+}
+
+func (s *recordingSink) wait() error    { return nil }
+func (s *recordingSink) abort(_ error) {}

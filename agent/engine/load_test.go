@@ -7,7 +7,9 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -215,12 +217,37 @@ func FuzzFilterSaveTar(f *testing.F) {
 	var b bytes.Buffer
 	enginetest.WriteImage(&b, enginetest.Image{Files: []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}, RepoTags: []string{"x:y"}})
 	f.Add(b.Bytes())
+	b.Reset()
+	enginetest.WriteImage(&b, enginetest.Image{Files: []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}, RandomSize: 100, PlanFirst: true})
+	f.Add(b.Bytes())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var out bytes.Buffer
+		var out, staged bytes.Buffer
 		facts, err := engine.FilterSaveTar(&out, bytes.NewReader(data), nil)
+		// Loading layers ahead changes nothing of the verdict, and the
+		// engine gets every entry once: in the image's stream or taken.
+		sfacts, taken, serr := engine.FilterSaveTarStaged(&staged, bytes.NewReader(data))
+		if (err == nil) != (serr == nil) {
+			t.Fatalf("filter: %v; staged: %v", err, serr)
+		}
 		if err != nil {
 			return
+		}
+		if sfacts.ConfigDigest != facts.ConfigDigest {
+			t.Fatalf("config digest %s, staged %s", facts.ConfigDigest, sfacts.ConfigDigest)
+		}
+		rest := entryNames(t, staged.Bytes())
+		for _, n := range entryNames(t, out.Bytes()) {
+			if len(rest) > 0 && rest[0] == n {
+				rest = rest[1:]
+			} else if len(taken) > 0 && path.Clean(n) == taken[0] {
+				taken = taken[1:]
+			} else {
+				t.Fatalf("entry %q of the filtered stream neither in the staged stream nor taken (left: %q, %q)", n, rest, taken)
+			}
+		}
+		if len(rest) > 0 || len(taken) > 0 {
+			t.Fatalf("staged stream has %q, taken %q beyond the filtered stream", rest, taken)
 		}
 		if !engine.ValidImageID(facts.ConfigDigest) {
 			t.Fatalf("accepted with config digest %q", facts.ConfigDigest)
@@ -248,4 +275,52 @@ func FuzzFilterSaveTar(f *testing.F) {
 			}
 		}
 	})
+}
+
+// entryNames lists a tarball's entry names in order.
+func entryNames(t *testing.T, data []byte) []string {
+	t.Helper()
+	var names []string
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return names
+		}
+		if err != nil {
+			t.Fatalf("filtered stream: %v", err)
+		}
+		names = append(names, hdr.Name)
+	}
+}
+
+// TestFilterSaveTarStaged: layers that come after manifest.json and the
+// config go to the sink, in order; in docker save's own order (config and
+// manifest last) none does.
+func TestFilterSaveTarStaged(t *testing.T) {
+	img := enginetest.Image{Files: []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}, RandomSize: 4096, PlanFirst: true}
+	for _, planFirst := range []bool{true, false} {
+		img.PlanFirst = planFirst
+		var in, out bytes.Buffer
+		id, err := enginetest.WriteImage(&in, img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		facts, taken, err := engine.FilterSaveTarStaged(&out, bytes.NewReader(in.Bytes()))
+		if err != nil || facts.ConfigDigest != id {
+			t.Fatalf("plan first %v: %v, digest %s want %s", planFirst, err, facts.ConfigDigest, id)
+		}
+		want := []string{"layer0/layer.tar", "layer1/layer.tar"}
+		if !planFirst {
+			want = nil
+		}
+		if !slices.Equal(taken, want) {
+			t.Errorf("plan first %v: taken %q, want %q", planFirst, taken, want)
+		}
+		for _, n := range entryNames(t, out.Bytes()) {
+			if slices.Contains(taken, n) {
+				t.Errorf("plan first %v: %s both taken and passed on", planFirst, n)
+			}
+		}
+	}
 }
