@@ -53,5 +53,5 @@ func (s *recordingSink) take(i int, layers []string, hdr *tar.Header, r io.Reade
 	return nil
 }
 
-func (s *recordingSink) wait() error    { return nil }
+func (s *recordingSink) wait() error   { return nil }
 func (s *recordingSink) abort(_ error) {}
