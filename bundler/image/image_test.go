@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -79,6 +80,16 @@ func TestRoundTrip(t *testing.T) {
 			idx, chunks := storeChunks(t, TarFile(p))
 			if idx.Digest != built.ID {
 				t.Fatalf("digest %s, built %s", idx.Digest, built.ID)
+			}
+			// The plan first: manifest.json, then (OCI) index.json, then the
+			// config, so that an agent knows the layers before they arrive.
+			var plan []string
+			for _, e := range idx.Entries[:3] {
+				plan = append(plan, e.Path)
+			}
+			hexID := strings.TrimPrefix(idx.Digest, "sha256:")
+			if plan[0] != "manifest.json" || !slices.Contains(plan[1:], hexID+".json") && !slices.Contains(plan[1:], "blobs/sha256/"+hexID) {
+				t.Fatalf("index starts with %q, want manifest.json and the config", plan)
 			}
 			if idx.Name != "small" || !reflect.DeepEqual(idx.RepoTags, []string{"pullship-test/small:1"}) {
 				t.Fatalf("name %q tags %v", idx.Name, idx.RepoTags)
