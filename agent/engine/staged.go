@@ -21,9 +21,9 @@ import (
 )
 
 // LabelPartial marks the images a staged load creates on the way (see
-// [stager]); its value is the ID of the image being loaded. They are removed when
-// the load ends; one older than partialMaxAge is the leftover of an agent
-// killed in the middle of a load, removed by the next load.
+// [stager]); its value is the ID of the image being loaded. They are
+// removed when the load ends; one older than partialMaxAge is the leftover
+// of an agent killed in the middle of a load, removed by the next load.
 const LabelPartial = "pullship.partial-load"
 
 const partialMaxAge = time.Hour
