@@ -41,7 +41,8 @@ type saveFacts struct {
 // fails the reader of w never sees a complete tarball.
 //
 // With sink set, the layers that arrive in the manifest's order after the
-// manifest and the config (the order [image.Rebuild] writes) go to the sink,
+// manifest and the config (the order pullship's bundler gives an image's
+// entries, which [image.Rebuild] keeps) go to the sink,
 // which loads them ahead of the image (see [stager]); the config's digest is
 // checked before the first one does, and the end-of-archive marker waits
 // for the sink's loads.
@@ -54,7 +55,8 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 		}()
 	}
 	var (
-		cfgPath string   // the config's path, once the manifest is known
+		cfgPath string   // the config's path, once a stageable manifest is known
+		layers  []string // its layers
 		staged  []string // the layers, once the sink took the plan
 		next    int      // the layer the sink takes next
 	)
@@ -91,7 +93,7 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 				}
 				manifest, data, err = untagManifest(data)
 				if err == nil && sink != nil {
-					cfgPath = stageable(manifest)
+					cfgPath, layers = stageable(manifest)
 				}
 			} else {
 				data, err = untagIndex(data)
@@ -133,11 +135,6 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 				if err := check(digests[name]); err != nil {
 					return facts, err
 				}
-			}
-			var layers []string
-			json.Unmarshal(manifest[0]["Layers"], &layers) // stageable checked it
-			for i := range layers {
-				layers[i] = path.Clean(layers[i])
 			}
 			if sink.plan(data, layers) {
 				staged = layers
@@ -207,31 +204,32 @@ type layerSink interface {
 	abort(err error)
 }
 
-// stageable returns the config path of a manifest whose layers can be
-// loaded one by one (one image, each layer file listed once, no foreign
-// layer sources), or "".
-func stageable(manifest []map[string]json.RawMessage) string {
+// stageable returns the config path and the layer paths (cleaned) of a
+// manifest whose layers can be loaded one by one (one image, each layer
+// file listed once, no foreign layer sources), or "" and nil.
+func stageable(manifest []map[string]json.RawMessage) (string, []string) {
 	if len(manifest) != 1 {
-		return ""
+		return "", nil
 	}
 	if _, ok := manifest[0]["LayerSources"]; ok {
-		return ""
+		return "", nil
 	}
 	var cfg string
 	var layers []string
 	if json.Unmarshal(manifest[0]["Config"], &cfg) != nil || cfg == "" ||
 		json.Unmarshal(manifest[0]["Layers"], &layers) != nil || len(layers) == 0 {
-		return ""
+		return "", nil
 	}
+	cfg = path.Clean(cfg)
 	seen := map[string]bool{}
-	for _, l := range layers {
+	for i, l := range layers {
 		l = path.Clean(l)
-		if seen[l] || l == path.Clean(cfg) {
-			return ""
+		if seen[l] || l == cfg {
+			return "", nil
 		}
-		seen[l] = true
+		seen[l], layers[i] = true, l
 	}
-	return path.Clean(cfg)
+	return cfg, layers
 }
 
 func readSmall(tr *tar.Reader, hdr *tar.Header) ([]byte, error) {
