@@ -42,9 +42,9 @@ func (s *recordingSink) plan(config []byte, layers []string) bool {
 	return true
 }
 
-func (s *recordingSink) take(i int, layers []string, hdr *tar.Header, r io.Reader) error {
-	if s.layers == nil || i != len(s.taken) || i >= len(layers) || layers[i] != path.Clean(hdr.Name) {
-		s.bad = fmt.Errorf("take(%d, %q) of %q after %q", i, layers, hdr.Name, s.taken)
+func (s *recordingSink) take(i int, hdr *tar.Header, r io.Reader) error {
+	if s.layers == nil || i != len(s.taken) || i >= len(s.layers) || s.layers[i] != path.Clean(hdr.Name) {
+		s.bad = fmt.Errorf("take(%d) of %q after %q (layers %q)", i, hdr.Name, s.taken, s.layers)
 	}
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return err

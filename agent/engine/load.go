@@ -112,7 +112,7 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			continue
 		}
 		if staged != nil && next < len(staged) && name == staged[next] {
-			if err := sink.take(next, staged, hdr, tr); err != nil {
+			if err := sink.take(next, hdr, tr); err != nil {
 				return facts, err
 			}
 			next++
@@ -197,7 +197,7 @@ type layerSink interface {
 	// layer paths; it says whether it takes the layers.
 	plan(config []byte, layers []string) bool
 	// take gets layer i's tar entry; the engine must not see it otherwise.
-	take(i int, layers []string, hdr *tar.Header, r io.Reader) error
+	take(i int, hdr *tar.Header, r io.Reader) error
 	// wait waits for what take started and reports its first failure.
 	wait() error
 	// abort stops what take started: the stream failed.

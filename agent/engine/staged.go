@@ -45,12 +45,13 @@ const partialConfigName = "pullship-partial.json"
 // order while the next ones stream. The partial images hold the layers until
 // the image's own load references them, then [stager.cleanup] removes them.
 type stager struct {
-	ctx   context.Context
-	cli   *client.Client
-	token string                     // random, per load
-	want  string                     // the image being loaded
-	base  map[string]json.RawMessage // os, architecture, variant of the image config
-	diffs []string                   // the image config's layer diff IDs
+	ctx    context.Context
+	cli    *client.Client
+	token  string                     // random, per load
+	want   string                     // the image being loaded
+	base   map[string]json.RawMessage // os, architecture, variant of the image config
+	diffs  []string                   // the image config's layer diff IDs
+	layers []string                   // the manifest's layer paths
 
 	parts []*part
 	mu    sync.Mutex
@@ -79,16 +80,11 @@ func newStager(ctx context.Context, cli *client.Client, want string) *stager {
 // plan reads the image config: staging needs the diff IDs of the layers the
 // manifest lists, one per layer. It reports whether the stream can be staged.
 func (s *stager) plan(config []byte, layers []string) bool {
-	var c struct {
-		RootFS struct {
-			DiffIDs []string `json:"diff_ids"`
-		} `json:"rootfs"`
-	}
-	if json.Unmarshal(config, &c) != nil || len(c.RootFS.DiffIDs) != len(layers) {
-		return false
-	}
 	var all map[string]json.RawMessage
-	if json.Unmarshal(config, &all) != nil {
+	var rootfs struct {
+		DiffIDs []string `json:"diff_ids"`
+	}
+	if json.Unmarshal(config, &all) != nil || json.Unmarshal(all["rootfs"], &rootfs) != nil || len(rootfs.DiffIDs) != len(layers) {
 		return false
 	}
 	s.base = map[string]json.RawMessage{}
@@ -97,7 +93,7 @@ func (s *stager) plan(config []byte, layers []string) bool {
 			s.base[k] = v
 		}
 	}
-	s.diffs = c.RootFS.DiffIDs
+	s.diffs, s.layers = rootfs.DiffIDs, layers
 	return true
 }
 
@@ -123,12 +119,12 @@ func (s *stager) partialConfig(i int) ([]byte, string, error) {
 // take streams layer i (the tar entry hdr, its bytes from r) into a load of
 // its own and returns once the bytes are sent; the load completes in the
 // background, after the previous part's.
-func (s *stager) take(i int, layers []string, hdr *tar.Header, r io.Reader) error {
+func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 	config, id, err := s.partialConfig(i)
 	if err != nil {
 		return err
 	}
-	manifest, err := json.Marshal([]map[string]any{{"Config": partialConfigName, "Layers": layers[:i+1]}})
+	manifest, err := json.Marshal([]map[string]any{{"Config": partialConfigName, "Layers": s.layers[:i+1]}})
 	if err != nil {
 		return err
 	}
