@@ -501,13 +501,13 @@ func maxU(a, b uint64) uint64 {
 	return b
 }
 
-// loadEvents returns the IDs of the images the engine reported loading
-// between since and now, in order: image id itself, and the partial images
-// of loads of id (other tests load images at the same time).
+// loadEvents returns the IDs of the images the engine reported loading (or
+// importing) between since and now, in order: image id itself, and the
+// partial images of loads of id (other tests load images at the same time).
 func loadEvents(t *testing.T, since time.Time, id string) (partial []string, loaded int) {
 	t.Helper()
 	out := docker(t, "events", "--since", since.Format(time.RFC3339Nano), "--until", time.Now().Add(time.Second).Format(time.RFC3339Nano),
-		"--filter", "type=image", "--filter", "event=load", "--format", "{{.ID}} {{index .Actor.Attributes \""+engine.LabelPartial+"\"}}")
+		"--filter", "type=image", "--filter", "event=load", "--filter", "event=import", "--format", "{{.ID}} {{index .Actor.Attributes \""+engine.LabelPartial+"\"}}")
 	for _, l := range strings.Split(out, "\n") {
 		f := strings.Fields(l)
 		switch {

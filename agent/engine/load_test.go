@@ -182,6 +182,42 @@ func TestReadLoadOutput(t *testing.T) {
 	}
 }
 
+func TestReadImportOutput(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "import.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := engine.ReadImportOutput(data); err != nil || id != "sha256:ef8f11d4d8fed95887bb4dc697f31a8a68f0939d43d800240d8a14ca74180484" {
+		t.Errorf("import.jsonl: id %q err %v", id, err)
+	}
+	data, err = os.ReadFile(filepath.Join("testdata", "import-error.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := engine.ReadImportOutput(data); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Errorf("import-error.jsonl: id %q err %v, want the engine's error", id, err)
+	}
+	for _, bad := range []string{``, `{"status":"sha256:abc"}`, `{"status":"Downloading"}`, `{"status":`, `[]`} {
+		if id, err := engine.ReadImportOutput([]byte(bad)); err == nil {
+			t.Errorf("%q: id %q accepted", bad, id)
+		}
+	}
+}
+
+func FuzzReadImportOutput(f *testing.F) {
+	for _, n := range []string{"import.jsonl", "import-error.jsonl"} {
+		if data, err := os.ReadFile(filepath.Join("testdata", n)); err == nil {
+			f.Add(data)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		id, err := engine.ReadImportOutput(data)
+		if err == nil && (!engine.ValidImageID(id) || !bytes.Contains(data, []byte(id[len("sha256:"):]))) {
+			t.Fatalf("id %q taken from %q", id, data)
+		}
+	})
+}
+
 func equal(a, b []string) bool {
 	if len(a) != len(b) {
 		return false

@@ -12,12 +12,14 @@ import (
 	"io"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/jsonmessage"
 )
 
 // LabelPartial marks the images a staged load creates on the way (see
@@ -40,7 +42,9 @@ const partialConfigName = "pullship-partial.json"
 // already has (those of the earlier parts), registers this one, and the
 // image's own load at the end finds every layer registered.
 //
-// Part i's tarball holds layer i's file; the manifest that makes the engine
+// The first layer, which has no parent, goes into an import instead: the
+// engine registers it as its bytes arrive ([stager.takeBase]). Part i's
+// tarball (i ≥ 1) holds layer i's file; the manifest that makes the engine
 // process it is written only once part i-1 is loaded, so layers register in
 // order while the next ones stream. The partial images hold the layers until
 // the image's own load references them, then [stager.cleanup] removes them.
@@ -120,6 +124,9 @@ func (s *stager) partialConfig(i int) ([]byte, string, error) {
 // its own and returns once the bytes are sent; the load completes in the
 // background, after the previous part's.
 func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
+	if i == 0 {
+		return s.takeBase(hdr, r)
+	}
 	config, id, err := s.partialConfig(i)
 	if err != nil {
 		return err
@@ -215,6 +222,96 @@ func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 		close(p.sent)
 	}()
 	return nil
+}
+
+// takeBase streams the first layer into an import: a layer without a parent
+// is registered by the engine as its bytes arrive, where a load would first
+// unpack its whole tarball to disk. An import registers the layer exactly as
+// a load does (same decompression, same diff ID over the bytes), and the
+// partial image it makes is checked to hold the config's first diff ID.
+func (s *stager) takeBase(hdr *tar.Header, r io.Reader) error {
+	p := &part{done: make(chan struct{}), sent: make(chan struct{})}
+	s.parts = append(s.parts, p)
+	pr, pw := io.Pipe()
+	go func() {
+		defer close(p.done)
+		err := s.importBase(pr)
+		pr.CloseWithError(errors.New("engine stopped reading"))
+		<-p.sent
+		switch {
+		case p.cause != nil:
+			p.err = p.cause // the engine's error is its consequence
+		case err != nil:
+			p.err = fmt.Errorf("load layer 1 (%s): %w", hdr.Name, err)
+		}
+	}()
+	if _, err := io.Copy(pw, r); err != nil {
+		err = fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+		p.cause = err
+		pw.CloseWithError(err)
+		close(p.sent)
+		return err
+	}
+	pw.Close()
+	close(p.sent)
+	return nil
+}
+
+// importBase imports the layer r as a partial image and checks the layer
+// the engine registered.
+func (s *stager) importBase(r io.Reader) error {
+	resp, err := s.cli.ImageImport(s.ctx, image.ImportSource{Source: r, SourceName: "-"}, "", image.ImportOptions{
+		Message: "pullship: first layer of " + s.want,
+		Changes: []string{"LABEL " + LabelPartial + "=" + s.want, "LABEL " + LabelPartial + ".token=" + s.token},
+	})
+	if err != nil {
+		return err
+	}
+	id, err := readImportOutput(resp)
+	resp.Close()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ids = append(s.ids, id) // removed by cleanup, whatever the check says
+	s.mu.Unlock()
+	im, err := s.cli.ImageInspect(s.ctx, id)
+	if err != nil {
+		return err
+	}
+	if im.Config == nil || im.Config.Labels[LabelPartial+".token"] != s.token {
+		return fmt.Errorf("engine imported %s without this load's label", id)
+	}
+	if im.RootFS.Type != "layers" || len(im.RootFS.Layers) != 1 || im.RootFS.Layers[0] != s.diffs[0] {
+		return fmt.Errorf("engine registered layer %q, want %s (the config's first diff ID)", im.RootFS.Layers, s.diffs[0])
+	}
+	return nil
+}
+
+// readImportOutput reads the engine's reply to an image import, a JSON
+// message stream whose last status is the new image's ID; errors arrive
+// inside the stream.
+func readImportOutput(r io.Reader) (string, error) {
+	dec := json.NewDecoder(r)
+	var id string
+	for {
+		var m jsonmessage.JSONMessage
+		err := dec.Decode(&m)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("read engine import output: %w", err)
+		}
+		if m.Error != nil {
+			return "", fmt.Errorf("engine: %w", m.Error)
+		}
+		id = strings.TrimSpace(m.Status)
+	}
+	if !ValidImageID(id) {
+		return "", fmt.Errorf("read engine import output: no image ID (last status %q)", clip(id, 80))
+	}
+	return id, nil
 }
 
 // abort stops the parts whose load has not begun: the image's stream failed,

@@ -194,3 +194,39 @@ func splitTag(ref string) (string, string) {
 	}
 	return ref, "latest"
 }
+
+// layersAbsent fails when an image in the engine already holds the base
+// image's layers: docker load and the agent would then skip them, and the
+// bench would measure nothing (an image of an earlier run, tagged by hand).
+func layersAbsent(src string) error {
+	_, config, err := readMeta(src)
+	if err != nil {
+		return fmt.Errorf("image %s: %w", src, err)
+	}
+	var cfg struct {
+		RootFS struct {
+			DiffIDs []string `json:"diff_ids"`
+		} `json:"rootfs"`
+	}
+	if err := json.Unmarshal(config.data, &cfg); err != nil || len(cfg.RootFS.DiffIDs) == 0 {
+		return fmt.Errorf("image %s: config has no rootfs.diff_ids (%v)", src, err)
+	}
+	out, err := exec.Command("docker", "image", "ls", "-aq", "--no-trunc").Output()
+	if err != nil {
+		return fmt.Errorf("docker image ls: %w", err)
+	}
+	ids := strings.Fields(string(out))
+	if len(ids) == 0 {
+		return nil
+	}
+	out, err = exec.Command("docker", append([]string{"image", "inspect", "--format", "{{.ID}}{{range .RootFS.Layers}} {{.}}{{end}}"}, ids...)...).Output()
+	if err != nil {
+		return fmt.Errorf("docker image inspect: %w", err)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[1] == cfg.RootFS.DiffIDs[0] {
+			return fmt.Errorf("the engine already holds the bench image's first layer (image %s): remove that image (docker rmi -f %s), or the loads would skip the layer", f[0], f[0])
+		}
+	}
+	return nil
+}

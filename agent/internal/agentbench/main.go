@@ -187,6 +187,9 @@ func (b *bench) run() error {
 		return err
 	}
 	fmt.Printf("bench image %s: %s, %s (base image + pingsrv layer)\n", tag, b.imageID[:19], mib(size))
+	if err := layersAbsent(b.c.image); err != nil {
+		return err
+	}
 
 	// --- Baseline: docker load of the same tar (once per round, below).
 	dockerLoad := func() (measure, time.Duration, error) {

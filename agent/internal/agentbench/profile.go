@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +24,9 @@ import (
 
 // profile applies the current release once more, in this process (agent.New
 // and Once on a fresh state directory, the image and container removed
-// first), under a CPU profile; a heap profile (allocations) follows. The
+// first), under a CPU profile and an execution trace (FILE.trace: where
+// goroutines wait, `go tool trace -pprof=sync FILE.trace`); a heap profile
+// (allocations) follows. The
 // engine is wrapped to time LoadImage, the rebuilt docker-save stream going
 // into the engine.
 func (b *bench) profile(agentToml string) error {
@@ -68,9 +71,18 @@ func (b *bench) profile(agentToml string) error {
 	if err := pprof.StartCPUProfile(pf); err != nil {
 		return err
 	}
+	tf, err := os.Create(b.c.cpuProfile + ".trace")
+	if err != nil {
+		return err
+	}
+	defer tf.Close()
+	if err := trace.Start(tf); err != nil {
+		return err
+	}
 	start := time.Now()
 	out, err := a.Once(context.Background())
 	wall := time.Since(start)
+	trace.Stop()
 	pprof.StopCPUProfile()
 	if err != nil {
 		return fmt.Errorf("in-process once: %w", err)
