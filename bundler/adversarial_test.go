@@ -201,7 +201,7 @@ func TestAdversarialVerifyHistory(t *testing.T) {
 			t.Fatal(err)
 		}
 		tag := bundler.ImageTag(img.Digest)
-		_, err = r.Fetch(context.Background(), local, repo.FetchRequest{Refs: []string{tag}, MaxPackBytes: 64 << 10})
+		_, err = r.Fetch(context.Background(), local, repo.FetchRequest{Refs: []string{tag}, MaxPackBytes: 1 << 10})
 		t.Logf("error seen: %v", err)
 		if !errors.Is(err, repo.ErrPackTooLarge) {
 			t.Fatalf("fetch beyond the limit: %v, want ErrPackTooLarge", err)

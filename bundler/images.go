@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 
+	"github.com/pullship/pullship/bundler/image"
 	"github.com/pullship/pullship/bundler/repo"
 	"github.com/pullship/pullship/schema"
 )
@@ -39,7 +40,7 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 		}
 	}
 	tag := ImageTag(idx.Digest)
-	limit := idx.TotalSize() + int64(len(idx.Entries))*1024 + 1<<20
+	limit := idx.StoredSize() + int64(len(idx.Entries))*1024 + 1<<20
 	if _, err := r.Fetch(ctx, st, repo.FetchRequest{Refs: []string{tag + ":" + tag}, Haves: haves, MaxPackBytes: limit,
 		MaxInflatedBytes: limit, Live: live}); err != nil {
 		return fmt.Errorf("fetch image %s: %w", idx.Name, err)
@@ -58,7 +59,11 @@ type LiveChunks struct {
 
 // Open returns the chunk's bytes, waiting for them to arrive.
 func (l LiveChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
-	return l.Pack.OpenBlob(l.Ctx, plumbing.NewHash(c.Blob), c.Size)
+	rc, err := l.Pack.OpenBlob(l.Ctx, plumbing.NewHash(c.Blob), c.StoredSize())
+	if err != nil {
+		return nil, err
+	}
+	return image.DecodeChunk(rc, c)
 }
 
 // ChunkError names a chunk that is missing or differs from the index.
@@ -90,14 +95,21 @@ func CheckChunks(ctx context.Context, st *repo.Store, idx *schema.ImageIndex) er
 }
 
 func checkChunk(st *repo.Store, c schema.Chunk, buf []byte) error {
-	rc, err := st.OpenBlob(plumbing.NewHash(c.Blob), c.Size)
+	rc, err := st.OpenBlob(plumbing.NewHash(c.Blob), c.StoredSize())
 	if err != nil {
+		return err
+	}
+	if rc, err = image.DecodeChunk(rc, c); err != nil {
 		return err
 	}
 	defer rc.Close()
 	h := sha256.New()
-	if _, err := io.CopyBuffer(h, rc, buf); err != nil {
+	n, err := io.CopyBuffer(h, io.LimitReader(rc, c.Size+1), buf)
+	if err != nil {
 		return err
+	}
+	if n != c.Size {
+		return fmt.Errorf("%d bytes, the index says %d", n, c.Size)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != c.SHA256 {
 		return fmt.Errorf("sha256 %s, the index says %s", shortHex(got), shortHex(c.SHA256))

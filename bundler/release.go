@@ -233,11 +233,11 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 			if have[c.Blob] {
 				continue
 			}
-			objs.Add(repo.Object{ID: plumbing.NewHash(c.Blob), Type: plumbing.BlobObject, Size: c.Size})
+			objs.Add(repo.Object{ID: plumbing.NewHash(c.Blob), Type: plumbing.BlobObject, Size: c.StoredSize(), Precompressed: c.Encoded()})
 			out.NewChunks++
 			out.NewBytes += c.Size
+			newBytes += c.StoredSize()
 		}
-		newBytes = out.NewBytes
 		tagCommit, err := imageTagCommit(objs, idx, created)
 		if err != nil {
 			return nil, err

@@ -1,7 +1,10 @@
 package bundler_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -242,6 +245,47 @@ func TestImageTagStreamOrder(t *testing.T) {
 	}
 	if len(want) < 8 {
 		t.Fatalf("only %d chunks: the order proves little", len(want))
+	}
+
+	// The git CLI reads each chunk blob: a zstd frame of the blob size the
+	// index gives, decoding to the chunk. Git stores it as it is (zlib's
+	// stored blocks): no second compression.
+	inPack := map[string]int64{}
+	packs, _ := filepath.Glob(filepath.Join(e.Repo, "objects", "pack", "*.idx"))
+	for _, p := range packs {
+		for _, line := range strings.Split(git(t, e.Repo, "verify-pack", "-v", p), "\n") {
+			var id, typ string
+			var size, packed int64
+			if n, _ := fmt.Sscanf(line, "%s %s %d %d", &id, &typ, &size, &packed); n == 4 && typ == "blob" {
+				inPack[id] = packed
+			}
+		}
+	}
+	for _, en := range idx.Entries {
+		for _, c := range en.Chunks {
+			if !c.Encoded() {
+				t.Fatalf("chunk %s not zstd-encoded", c.SHA256)
+			}
+			if size := strings.TrimSpace(git(t, e.Repo, "cat-file", "-s", c.Blob)); size != fmt.Sprint(c.BlobSize) {
+				t.Fatalf("git cat-file -s %s: %s, the index says %d", c.Blob, size, c.BlobSize)
+			}
+			blob, err := exec.Command("git", "-C", e.Repo, "cat-file", "blob", c.Blob).Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			rc, err := image.DecodeChunk(io.NopCloser(bytes.NewReader(blob)), c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data, err := io.ReadAll(rc)
+			rc.Close()
+			if sum := sha256.Sum256(data); err != nil || int64(len(data)) != c.Size || hex.EncodeToString(sum[:]) != c.SHA256 {
+				t.Fatalf("chunk %s: decoded %d bytes (%v), sha256 %x", c.SHA256, len(data), err, sum)
+			}
+			if packed, ok := inPack[c.Blob]; !ok || packed > c.BlobSize+c.BlobSize>>12+64 {
+				t.Fatalf("chunk blob %s of %d bytes takes %d in the pack: compressed again", c.Blob, c.BlobSize, packed)
+			}
+		}
 	}
 
 	cmd := exec.Command("git", "-C", e.Repo, "pack-objects", "--revs", "--stdout")

@@ -28,6 +28,11 @@ const (
 // `docker save` writes and `docker load` reads.
 const ImageFormat = "docker-save"
 
+// ChunkZstd is the chunk encoding of an index whose chunk blobs hold each
+// chunk as one zstd frame ([ImageIndex.ChunkEncoding]); without it a blob
+// holds the chunk's bytes as they are.
+const ChunkZstd = "zstd"
+
 // Entry types of an [ImageEntry].
 const (
 	EntryFile    = "file"
@@ -46,8 +51,11 @@ type ImageIndex struct {
 	Format string `toml:"format"` // ImageFormat
 	// RepoTags are the tags manifest.json carries. Informational only: an
 	// agent must never let a loaded tarball retag an existing image.
-	RepoTags []string     `toml:"repo_tags,omitempty"`
-	Entries  []ImageEntry `toml:"entry"`
+	RepoTags []string `toml:"repo_tags,omitempty"`
+	// ChunkEncoding is how chunk blobs hold their chunk: "" (the bytes as
+	// they are) or ChunkZstd (then every chunk has a BlobSize).
+	ChunkEncoding string       `toml:"chunk_encoding,omitempty"`
+	Entries       []ImageEntry `toml:"entry"`
 }
 
 // ImageEntry is one tar entry of the stream.
@@ -65,11 +73,46 @@ type ImageEntry struct {
 }
 
 // Chunk is one content-defined piece of a file. The chunk's bytes are stored
-// in the release repository as a git blob whose object id is Blob.
+// in the release repository as a git blob whose object id is Blob: the bytes
+// as they are, or (BlobSize set, in an index whose ChunkEncoding is
+// ChunkZstd) one zstd frame of BlobSize bytes that decodes to them.
 type Chunk struct {
-	SHA256 string `toml:"sha256"` // hex sha256 of the chunk's bytes
-	Size   int64  `toml:"size"`
-	Blob   string `toml:"blob"` // git blob id: hex sha1 of "blob <size>\x00" + bytes
+	SHA256   string `toml:"sha256"` // hex sha256 of the chunk's bytes
+	Size     int64  `toml:"size"`
+	Blob     string `toml:"blob"`                // git blob id: hex sha1 of "blob <blob size>\x00" + blob content
+	BlobSize int64  `toml:"blob_size,omitempty"` // zstd: the blob's size
+}
+
+// Encoded reports whether the chunk's blob holds it zstd-encoded.
+func (c Chunk) Encoded() bool { return c.BlobSize != 0 }
+
+// StoredSize returns the size of the chunk's blob.
+func (c Chunk) StoredSize() int64 {
+	if c.Encoded() {
+		return c.BlobSize
+	}
+	return c.Size
+}
+
+// MaxBlobSize is the largest blob a zstd-encoded chunk of size bytes may
+// have: zstd stores data it cannot compress in raw blocks, 3 bytes of header
+// per 128 KiB, plus the frame header.
+func MaxBlobSize(size int64) int64 { return size + size>>10 + 1024 }
+
+// StoredSize returns the sum of the sizes of the image's distinct chunk
+// blobs: the most a fetch of the image brings, git's framing aside.
+func (idx *ImageIndex) StoredSize() int64 {
+	seen := map[string]bool{}
+	var n int64
+	for i := range idx.Entries {
+		for _, c := range idx.Entries[i].Chunks {
+			if !seen[c.Blob] {
+				seen[c.Blob] = true
+				n += c.StoredSize()
+			}
+		}
+	}
+	return n
 }
 
 // TotalSize returns the sum of the sizes of all files of the stream.
@@ -126,6 +169,9 @@ func (idx *ImageIndex) Validate() error {
 	if idx.Format != ImageFormat {
 		return fmt.Errorf("image %s: format %q unsupported (want %q)", idx.Name, idx.Format, ImageFormat)
 	}
+	if idx.ChunkEncoding != "" && idx.ChunkEncoding != ChunkZstd {
+		return fmt.Errorf("image %s: chunk_encoding %q unsupported (want %q or none)", idx.Name, idx.ChunkEncoding, ChunkZstd)
+	}
 	if len(idx.RepoTags) > MaxImageRepoTags {
 		return fmt.Errorf("image %s: %d repo tags, more than %d", idx.Name, len(idx.RepoTags), MaxImageRepoTags)
 	}
@@ -174,6 +220,12 @@ func (idx *ImageIndex) Validate() error {
 				}
 				if c.Size < 1 || c.Size > MaxImageChunk {
 					return fmt.Errorf("image %s: entry %q: chunk %d: size %d not in 1..%d", idx.Name, e.Path, j, c.Size, MaxImageChunk)
+				}
+				switch {
+				case idx.ChunkEncoding == ChunkZstd && (c.BlobSize < 1 || c.BlobSize > MaxBlobSize(c.Size)):
+					return fmt.Errorf("image %s: entry %q: chunk %d: blob_size %d not in 1..%d (zstd chunks)", idx.Name, e.Path, j, c.BlobSize, MaxBlobSize(c.Size))
+				case idx.ChunkEncoding == "" && c.BlobSize != 0:
+					return fmt.Errorf("image %s: entry %q: chunk %d: blob_size without a chunk_encoding", idx.Name, e.Path, j)
 				}
 				if prev, ok := chunks[c.SHA256]; ok && prev != c {
 					return fmt.Errorf("image %s: entry %q: chunk %s listed with different size or blob", idx.Name, e.Path, c.SHA256)
@@ -282,6 +334,9 @@ func (idx *ImageIndex) Encode() ([]byte, error) {
 	fmt.Fprintf(&b, "name = %s\n", tomlString(idx.Name))
 	fmt.Fprintf(&b, "digest = %s\n", tomlString(idx.Digest))
 	fmt.Fprintf(&b, "format = %s\n", tomlString(idx.Format))
+	if idx.ChunkEncoding != "" {
+		fmt.Fprintf(&b, "chunk_encoding = %s\n", tomlString(idx.ChunkEncoding))
+	}
 	if len(idx.RepoTags) > 0 {
 		b.WriteString("repo_tags = [")
 		for i, t := range idx.RepoTags {
@@ -307,7 +362,11 @@ func (idx *ImageIndex) Encode() ([]byte, error) {
 		if len(e.Chunks) > 0 {
 			b.WriteString("chunks = [\n")
 			for _, c := range e.Chunks {
-				fmt.Fprintf(&b, "  { sha256 = %q, size = %d, blob = %q },\n", c.SHA256, c.Size, c.Blob)
+				if c.Encoded() {
+					fmt.Fprintf(&b, "  { sha256 = %q, size = %d, blob = %q, blob_size = %d },\n", c.SHA256, c.Size, c.Blob, c.BlobSize)
+				} else {
+					fmt.Fprintf(&b, "  { sha256 = %q, size = %d, blob = %q },\n", c.SHA256, c.Size, c.Blob)
+				}
 			}
 			b.WriteString("]\n")
 		}

@@ -34,23 +34,54 @@ func TestParseImageIndexValid(t *testing.T) {
 	}
 }
 
+// TestParseImageIndexZstd: an index of zstd-encoded chunks keeps each
+// blob's size; its canonical form is the golden file.
+func TestParseImageIndexZstd(t *testing.T) {
+	data, err := os.ReadFile("testdata/image/valid-zstd.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := ParseImageIndex("images/hello.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := idx.Entries[1].Chunks
+	if idx.ChunkEncoding != ChunkZstd || !c[0].Encoded() || c[0].StoredSize() != 301234 || c[1].StoredSize() != 524805 {
+		t.Fatalf("decoded %+v", idx)
+	}
+	if got := idx.StoredSize(); got != 301234+524805 {
+		t.Fatalf("StoredSize = %d", got)
+	}
+	enc, err := idx.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(enc, data) {
+		t.Fatalf("Encode differs from the golden file:\n%s", enc)
+	}
+}
+
 func TestParseImageIndexInvalid(t *testing.T) {
 	want := map[string]string{
-		"bad-abs.toml":           `path "/manifest.json" is absolute`,
-		"bad-backslash.toml":     `contains a backslash`,
-		"bad-bigchunk.toml":      `size 9437185 not in 1..8388608`,
-		"bad-chunk-hex.toml":     `chunk 0: want sha256 of 64 and blob of 40 lowercase hex`,
-		"bad-digest.toml":        `digest "sha512:`,
-		"bad-dotdot.toml":        `path "../manifest.json" contains a ".." element`,
-		"bad-dup.toml":           `entry "manifest.json": duplicate path`,
-		"bad-format.toml":        `format "oci" unsupported`,
-		"bad-hardlink.toml":      `type "hardlink" not allowed`,
-		"bad-link-escape.toml":   `points outside the image`,
-		"bad-setuid.toml":        `mode 04755: only permission bits`,
-		"bad-sum.toml":           `chunk sizes sum to 1572863, file size is 1572864`,
-		"bad-type.toml":          `type "fifo" not allowed`,
-		"bad-under-symlink.toml": `is a symlink`,
-		"bad-unknown-key.toml":   `images/x.toml:5: unknown key "compression"`,
+		"bad-abs.toml":              `path "/manifest.json" is absolute`,
+		"bad-backslash.toml":        `contains a backslash`,
+		"bad-bigchunk.toml":         `size 9437185 not in 1..8388608`,
+		"bad-blobsize.toml":         `chunk 1: blob_size 525825 not in 1..525824 (zstd chunks)`,
+		"bad-blobsize-missing.toml": `chunk 0: blob_size 0 not in 1..1050624 (zstd chunks)`,
+		"bad-blobsize-raw.toml":     `chunk 0: blob_size without a chunk_encoding`,
+		"bad-encoding.toml":         `chunk_encoding "gzip" unsupported`,
+		"bad-chunk-hex.toml":        `chunk 0: want sha256 of 64 and blob of 40 lowercase hex`,
+		"bad-digest.toml":           `digest "sha512:`,
+		"bad-dotdot.toml":           `path "../manifest.json" contains a ".." element`,
+		"bad-dup.toml":              `entry "manifest.json": duplicate path`,
+		"bad-format.toml":           `format "oci" unsupported`,
+		"bad-hardlink.toml":         `type "hardlink" not allowed`,
+		"bad-link-escape.toml":      `points outside the image`,
+		"bad-setuid.toml":           `mode 04755: only permission bits`,
+		"bad-sum.toml":              `chunk sizes sum to 1572863, file size is 1572864`,
+		"bad-type.toml":             `type "fifo" not allowed`,
+		"bad-under-symlink.toml":    `is a symlink`,
+		"bad-unknown-key.toml":      `images/x.toml:5: unknown key "compression"`,
 	}
 	files, _ := filepath.Glob("testdata/image/bad-*.toml")
 	if len(files) != len(want) {

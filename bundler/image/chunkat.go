@@ -13,12 +13,16 @@ type chunkLoc struct {
 	entry int
 	off   int64
 	size  int64
+	// encoded: the blob holds the chunk zstd-encoded; OpenChunk encodes
+	// it (in memory: a chunk is at most 8 MiB).
+	encoded bool
 }
 
-// OpenChunk returns a reader of the chunk whose git blob id is blob,
-// reading the source in place (nothing is buffered). It may be called
-// concurrently and in any order, after a successful Scan. The caller checks
-// the content (the pack writer verifies every object's id as it writes).
+// OpenChunk returns a reader of the content of the chunk blob whose git id
+// is blob: the chunk read from the source in place (nothing is buffered), or
+// its zstd frame, encoded in memory. It may be called concurrently and in any
+// order, after a successful Scan. The caller checks the content (the pack
+// writer verifies every object's id as it writes).
 func (r *Reader) OpenChunk(blob string) (io.ReadCloser, error) {
 	r.locOnce.Do(r.indexChunks)
 	loc, ok := r.locs[blob]
@@ -29,10 +33,18 @@ func (r *Reader) OpenChunk(blob string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image %s: %s: %w", r.src, r.idx.Entries[loc.entry].Path, err)
 	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.NewSectionReader(ra, loc.off, loc.size), ra}, nil
+	if !loc.encoded {
+		return struct {
+			io.Reader
+			io.Closer
+		}{io.NewSectionReader(ra, loc.off, loc.size), ra}, nil
+	}
+	defer ra.Close()
+	data := make([]byte, loc.size)
+	if _, err := ra.ReadAt(data, loc.off); err != nil {
+		return nil, fmt.Errorf("image %s: %s: %w", r.src, r.idx.Entries[loc.entry].Path, err)
+	}
+	return encodedChunk(data), nil
 }
 
 func (r *Reader) indexChunks() {
@@ -44,7 +56,7 @@ func (r *Reader) indexChunks() {
 		var off int64
 		for _, c := range e.Chunks {
 			if _, ok := r.locs[c.Blob]; !ok {
-				r.locs[c.Blob] = chunkLoc{entry: i, off: off, size: c.Size}
+				r.locs[c.Blob] = chunkLoc{entry: i, off: off, size: c.Size, encoded: c.Encoded()}
 			}
 			off += c.Size
 		}

@@ -126,7 +126,7 @@ func Scan(ctx context.Context, src Source, opts ...Option) (*schema.ImageIndex, 
 // repo tag ("registry/org/app:1" → "app"), or "image-<12 hex>" if untagged;
 // callers set the name the release uses.
 func (r *Reader) Scan(ctx context.Context) (*schema.ImageIndex, error) {
-	idx := &schema.ImageIndex{Format: schema.ImageFormat, RepoTags: r.layout.repoTags}
+	idx := &schema.ImageIndex{Format: schema.ImageFormat, RepoTags: r.layout.repoTags, ChunkEncoding: schema.ChunkZstd}
 	layers := map[string]bool{}
 	for _, l := range r.layout.layers {
 		layers[l.path] = true
@@ -190,6 +190,7 @@ type scanner struct {
 	bufs     [2][]byte
 	sha, fsh hash.Hash
 	sha1     hash.Hash
+	zbuf     []byte // a chunk's blob (zstd)
 }
 
 func newScanner() *scanner {
@@ -204,7 +205,7 @@ func newScanner() *scanner {
 }
 
 // scanFile chunks one file, hashing each byte once per digest: chunk
-// sha256, chunk git blob id (sha1), whole-file sha256, and for a gzip layer
+// sha256, whole-file sha256, chunk blob (zstd) and its git blob id (sha1), and for a gzip layer
 // the sha256 of its inflated stream (its diff_id).
 func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated map[string]string, progress func(int64)) ([]schema.Chunk, string, error) {
 	ra, err := e.open()
@@ -279,10 +280,12 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 	return chunks, hex.EncodeToString(s.fsh.Sum(nil)), nil
 }
 
+// chunk hashes a chunk and encodes it into its blob.
 func (s *scanner) chunk(data []byte) schema.Chunk {
 	s.sha.Reset()
 	s.sha.Write(data)
-	return schema.Chunk{SHA256: hex.EncodeToString(s.sha.Sum(nil)), Size: int64(len(data)), Blob: s.blobID(data)}
+	s.zbuf = EncodeChunk(s.zbuf[:0], data)
+	return schema.Chunk{SHA256: hex.EncodeToString(s.sha.Sum(nil)), Size: int64(len(data)), Blob: s.blobID(s.zbuf), BlobSize: int64(len(s.zbuf))}
 }
 
 // blobID is the git object id of data stored as a blob.

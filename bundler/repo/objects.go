@@ -23,6 +23,10 @@ type Object struct {
 	ID   plumbing.Hash
 	Type plumbing.ObjectType
 	Size int64
+	// Precompressed: the content is compressed already (a zstd chunk
+	// blob); the pack stores it in zlib's stored blocks, which cost a copy
+	// to write and to read, instead of deflating it again for nothing.
+	Precompressed bool
 }
 
 // OpenFunc returns the content of o: exactly o.Size bytes whose git object id

@@ -43,6 +43,7 @@ type PackWriter struct {
 	want    uint32
 	entries []PackEntry
 	zw      *zlib.Writer
+	zstored *zlib.Writer // for Precompressed objects
 	level   int
 	buf     []byte
 	err     error
@@ -166,8 +167,15 @@ func (pw *PackWriter) WriteObject(o Object, r io.Reader) error {
 	}
 	idh := sha1.New()
 	writeObjectHeader(idh, o.Type, o.Size)
-	pw.zw.Reset(pw)
-	got, err := io.CopyBuffer(io.MultiWriter(pw.zw, idh), io.LimitReader(r, o.Size+1), pw.buf)
+	zw := pw.zw
+	if o.Precompressed {
+		if pw.zstored == nil {
+			pw.zstored, _ = zlib.NewWriterLevel(io.Discard, zlib.NoCompression)
+		}
+		zw = pw.zstored
+	}
+	zw.Reset(pw)
+	got, err := io.CopyBuffer(io.MultiWriter(zw, idh), io.LimitReader(r, o.Size+1), pw.buf)
 	if err != nil {
 		if pw.err == nil {
 			pw.err = fmt.Errorf("pack writer: object %s: %w", o.ID, err)
@@ -178,7 +186,7 @@ func (pw *PackWriter) WriteObject(o Object, r io.Reader) error {
 		pw.err = fmt.Errorf("pack writer: object %s: %w", o.ID, &SizeMismatchError{Declared: o.Size, Got: got})
 		return pw.err
 	}
-	if err := pw.zw.Close(); err != nil {
+	if err := zw.Close(); err != nil {
 		return pw.fail(err)
 	}
 	var id plumbing.Hash
@@ -352,6 +360,9 @@ func compressObject(s *ObjectStream, o Object, level int) compressed {
 	// Deflate's worst case adds ~5 bytes per 16 KiB block: growing once to
 	// that bound avoids the doubling that would waste up to half a buffer.
 	buf.Grow(int(o.Size + o.Size>>12 + 64))
+	if o.Precompressed {
+		level = zlib.NoCompression
+	}
 	zw, _ := zlib.NewWriterLevel(buf, level)
 	idh := sha1.New()
 	writeObjectHeader(idh, o.Type, o.Size)
