@@ -138,7 +138,7 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) erro
 		pw.CloseWithError(err) // nil: clean EOF
 		filtered <- err
 	}()
-	resp, err := d.cli.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(false))
+	resp, err := d.cli.ImageLoad(ctx, bodyReader(pr), client.ImageLoadWithQuiet(false))
 	var out loadOutput
 	if err == nil {
 		out, err = readLoadOutput(resp.Body, resp.JSON)

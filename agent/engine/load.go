@@ -11,6 +11,7 @@ import (
 	"io"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/docker/docker/pkg/jsonmessage"
 )
@@ -145,7 +146,7 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
 		}
 		if hdr.Size > maxMetaSize || len(digests) >= maxMetaEntries {
-			if _, err := io.Copy(tw, tr); err != nil {
+			if _, err := copyBig(tw, tr); err != nil {
 				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
 			}
 			continue
@@ -376,3 +377,30 @@ func clip(s string, n int) string {
 	}
 	return strings.ToValidUTF8(s[:n], "") + "…"
 }
+
+// streamPiece is the size of the pieces an image stream moves in towards the
+// engine: a layer goes through pipes and the engine's socket in writes of up
+// to this size, where io.Copy's 32 KiB would cost 32 times as many
+// syscalls and wake-ups on both sides.
+const streamPiece = 512 << 10
+
+var pieces = sync.Pool{New: func() any { return new([streamPiece]byte) }}
+
+// copyBig copies r to w in pieces of up to streamPiece bytes.
+func copyBig(w io.Writer, r io.Reader) (int64, error) {
+	buf := pieces.Get().(*[streamPiece]byte)
+	defer pieces.Put(buf)
+	return io.CopyBuffer(onlyWriter{w}, onlyReader{r}, buf[:])
+}
+
+// onlyWriter and onlyReader hide ReaderFrom and WriterTo, so that
+// io.CopyBuffer uses the buffer it is given.
+type (
+	onlyWriter struct{ io.Writer }
+	onlyReader struct{ io.Reader }
+)
+
+// bodyReader is a request body whose bytes the HTTP client sends in pieces
+// as large as the writes into r (up to streamPiece): the client copies a
+// body through its WriterTo.
+func bodyReader(r io.Reader) io.Reader { return bufio.NewReaderSize(r, streamPiece) }

@@ -144,7 +144,7 @@ func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 	pr, pw := io.Pipe()
 	go func() {
 		defer close(p.done)
-		resp, err := s.cli.ImageLoad(s.ctx, pr, client.ImageLoadWithQuiet(true))
+		resp, err := s.cli.ImageLoad(s.ctx, bodyReader(pr), client.ImageLoadWithQuiet(true))
 		var out loadOutput
 		if err == nil {
 			out, err = readLoadOutput(resp.Body, resp.JSON)
@@ -183,7 +183,7 @@ func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 	if err := tw.WriteHeader(&h); err != nil {
 		return fail(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
 	}
-	if _, err := io.Copy(tw, r); err != nil {
+	if _, err := copyBig(tw, r); err != nil {
 		return fail(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
 	}
 	go func() {
@@ -245,7 +245,7 @@ func (s *stager) takeBase(hdr *tar.Header, r io.Reader) error {
 			p.err = fmt.Errorf("load layer 1 (%s): %w", hdr.Name, err)
 		}
 	}()
-	if _, err := io.Copy(pw, r); err != nil {
+	if _, err := copyBig(pw, r); err != nil {
 		err = fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
 		p.cause = err
 		pw.CloseWithError(err)
@@ -260,7 +260,7 @@ func (s *stager) takeBase(hdr *tar.Header, r io.Reader) error {
 // importBase imports the layer r as a partial image and checks the layer
 // the engine registered.
 func (s *stager) importBase(r io.Reader) error {
-	resp, err := s.cli.ImageImport(s.ctx, image.ImportSource{Source: r, SourceName: "-"}, "", image.ImportOptions{
+	resp, err := s.cli.ImageImport(s.ctx, image.ImportSource{Source: bodyReader(r), SourceName: "-"}, "", image.ImportOptions{
 		Message: "pullship: first layer of " + s.want,
 		Changes: []string{"LABEL " + LabelPartial + "=" + s.want, "LABEL " + LabelPartial + ".token=" + s.token},
 	})

@@ -3,7 +3,6 @@ package image
 import (
 	"compress/gzip"
 	"context"
-	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"io"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/pullship/pullship/schema"
@@ -65,6 +63,7 @@ type Reader struct {
 	idx    *schema.ImageIndex
 	opts   options
 	buf    []byte // one chunk, reused
+	blobs  *blobSpool // the chunk blobs Scan encoded
 	chunkIndex
 }
 
@@ -106,8 +105,14 @@ func planFirst(entries []entry, config string) {
 	slices.SortStableFunc(entries, func(a, b entry) int { return rank(a) - rank(b) })
 }
 
-// Close releases the source (and deletes a spooled engine export).
-func (r *Reader) Close() error { return r.fs.Close() }
+// Close releases the source (and deletes a spooled engine export and the
+// encoded chunk blobs).
+func (r *Reader) Close() error {
+	if r.blobs != nil {
+		r.blobs.close()
+	}
+	return r.fs.Close()
+}
 
 // Scan reads src once and returns its index; see [Reader.Scan].
 func Scan(ctx context.Context, src Source, opts ...Option) (*schema.ImageIndex, error) {
@@ -140,6 +145,15 @@ func (r *Reader) Scan(ctx context.Context) (*schema.ImageIndex, error) {
 		return nil, fmt.Errorf("image %s: %d bytes, more than the %d allowed", r.src, total, int64(schema.MaxImageSize))
 	}
 	sc := newScanner()
+	var err error
+	if sc.blobs, err = newBlobSpool(); err != nil {
+		return nil, fmt.Errorf("image %s: %w", r.src, err)
+	}
+	defer func() {
+		if sc.blobs != nil {
+			sc.blobs.close()
+		}
+	}()
 	for _, e := range r.fs.entries {
 		ie := e.ImageEntry
 		if e.Type == schema.EntryFile {
@@ -162,6 +176,10 @@ func (r *Reader) Scan(ctx context.Context) (*schema.ImageIndex, error) {
 		return nil, fmt.Errorf("image %s: %w", r.src, err)
 	}
 	r.idx = idx
+	if r.blobs != nil {
+		r.blobs.close()
+	}
+	r.blobs, sc.blobs = sc.blobs, nil
 	return idx, nil
 }
 
@@ -189,8 +207,7 @@ type scanner struct {
 	ch       *chunker.Chunker
 	bufs     [2][]byte
 	sha, fsh hash.Hash
-	sha1     hash.Hash
-	zbuf     []byte // a chunk's blob (zstd)
+	blobs    *blobSpool
 }
 
 func newScanner() *scanner {
@@ -199,14 +216,13 @@ func newScanner() *scanner {
 		bufs: [2][]byte{make([]byte, MaxChunk), make([]byte, MaxChunk)},
 		sha:  sha256.New(),
 		fsh:  sha256.New(),
-		sha1: sha1.New(),
 	}
 	return s
 }
 
 // scanFile chunks one file, hashing each byte once per digest: chunk
-// sha256, whole-file sha256, chunk blob (zstd) and its git blob id (sha1), and for a gzip layer
-// the sha256 of its inflated stream (its diff_id).
+// sha256, whole-file sha256, and for a gzip layer the sha256 of its inflated
+// stream (its diff_id); the chunks' blobs are encoded in the background.
 func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated map[string]string, progress func(int64)) ([]schema.Chunk, string, error) {
 	ra, err := e.open()
 	if err != nil {
@@ -233,10 +249,14 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 	}
 	work := make(chan []byte, len(s.bufs))
 	hashed := make(chan struct{})
+	var blobs []*spooledBlob // chunks[i]'s blob
 	go func() {
 		defer close(hashed)
 		for data := range work {
-			chunks = append(chunks, s.chunk(data))
+			var c schema.Chunk
+			s.chunk(data, &c)
+			chunks = append(chunks, c)
+			blobs = append(blobs, s.blobs.add(data))
 			s.fsh.Write(data)
 			if gz != nil {
 				gz.Write(data)
@@ -264,6 +284,13 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 	}
 	close(work)
 	<-hashed
+	for i, b := range blobs {
+		<-b.done
+		if b.err != nil && err == nil {
+			err = b.err
+		}
+		chunks[i].Blob, chunks[i].BlobSize = b.id, b.size
+	}
 	if err != nil {
 		return nil, "", err
 	}
@@ -280,20 +307,11 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 	return chunks, hex.EncodeToString(s.fsh.Sum(nil)), nil
 }
 
-// chunk hashes a chunk and encodes it into its blob.
-func (s *scanner) chunk(data []byte) schema.Chunk {
+// chunk hashes a chunk; its blob is encoded in the background.
+func (s *scanner) chunk(data []byte, c *schema.Chunk) {
 	s.sha.Reset()
 	s.sha.Write(data)
-	s.zbuf = EncodeChunk(s.zbuf[:0], data)
-	return schema.Chunk{SHA256: hex.EncodeToString(s.sha.Sum(nil)), Size: int64(len(data)), Blob: s.blobID(s.zbuf), BlobSize: int64(len(s.zbuf))}
-}
-
-// blobID is the git object id of data stored as a blob.
-func (s *scanner) blobID(data []byte) string {
-	s.sha1.Reset()
-	s.sha1.Write([]byte("blob " + strconv.Itoa(len(data)) + "\x00"))
-	s.sha1.Write(data)
-	return hex.EncodeToString(s.sha1.Sum(nil))
+	*c = schema.Chunk{SHA256: hex.EncodeToString(s.sha.Sum(nil)), Size: int64(len(data))}
 }
 
 // gzipHasher inflates what is written to it in a goroutine and hashes the
