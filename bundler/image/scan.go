@@ -62,7 +62,7 @@ type Reader struct {
 	layout *layout
 	idx    *schema.ImageIndex
 	opts   options
-	buf    []byte // one chunk, reused
+	buf    []byte     // one chunk, reused
 	blobs  *blobSpool // the chunk blobs Scan encoded
 	chunkIndex
 }
