@@ -143,11 +143,18 @@ func newBlobSpool() (*blobSpool, error) {
 func (b *blobSpool) add(data []byte) *spooledBlob {
 	sb := &spooledBlob{done: make(chan struct{})}
 	b.sem <- struct{}{}
-	data = bytes.Clone(data)
+	in, out := spoolBufs.Get().(*[]byte), spoolBufs.Get().(*[]byte)
+	data = append((*in)[:0], data...)
 	go func() {
 		defer close(sb.done)
-		defer func() { <-b.sem }()
-		enc := EncodeChunk(make([]byte, 0, len(data)/2+1024), data)
+		defer func() {
+			*in, *out = data[:0], (*out)[:0]
+			spoolBufs.Put(in)
+			spoolBufs.Put(out)
+			<-b.sem
+		}()
+		enc := EncodeChunk((*out)[:0], data)
+		*out = enc
 		h := sha1.New()
 		fmt.Fprintf(h, "blob %d\x00", len(enc))
 		h.Write(enc)
@@ -167,6 +174,9 @@ func (b *blobSpool) add(data []byte) *spooledBlob {
 	}()
 	return sb
 }
+
+// spoolBufs holds the chunk copies and blobs of blobSpool.add.
+var spoolBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // open returns the content of blob id, if the spool has it.
 func (b *blobSpool) open(id string) (io.ReadCloser, bool) {
