@@ -330,6 +330,15 @@ func (r *Repository) imageIndex(ctx context.Context, img *image.Reader, name str
 			}
 		}
 	}
+	if prevRel != nil {
+		// The previous release's chunks of this image are on the remote:
+		// a changed image keeps their blobs.
+		if pi, ok := prevRel.ImageByName(name); ok && !head.Refs[ImageTag(pi.Digest)].IsZero() {
+			if pidx, err := ReadImageIndex(r.Cache, prev.Commit, *pi); err == nil {
+				img.Know(NewChunkSet(pidx).List())
+			}
+		}
+	}
 	idx, err := img.Scan(ctx)
 	if err != nil {
 		return nil, nil, err

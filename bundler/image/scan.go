@@ -64,7 +64,21 @@ type Reader struct {
 	opts   options
 	buf    []byte     // one chunk, reused
 	blobs  *blobSpool // the chunk blobs Scan encoded
+	known  map[string]schema.Chunk
 	chunkIndex
+}
+
+// Know gives [Reader.Scan] chunks that an earlier index lists and whose
+// blobs the destination holds: a chunk with the same sha256 and size keeps
+// that blob and is not encoded again (a small change to a large image then
+// costs little more than hashing it). Only zstd-encoded chunks are taken.
+func (r *Reader) Know(chunks []schema.Chunk) {
+	r.known = map[string]schema.Chunk{}
+	for _, c := range chunks {
+		if c.Encoded() {
+			r.known[c.SHA256] = c
+		}
+	}
 }
 
 // Open opens src and reads its structure (manifest.json, config), without
@@ -145,6 +159,7 @@ func (r *Reader) Scan(ctx context.Context) (*schema.ImageIndex, error) {
 		return nil, fmt.Errorf("image %s: %d bytes, more than the %d allowed", r.src, total, int64(schema.MaxImageSize))
 	}
 	sc := newScanner()
+	sc.known = r.known
 	var err error
 	if sc.blobs, err = newBlobSpool(); err != nil {
 		return nil, fmt.Errorf("image %s: %w", r.src, err)
@@ -208,6 +223,7 @@ type scanner struct {
 	bufs     [2][]byte
 	sha, fsh hash.Hash
 	blobs    *blobSpool
+	known    map[string]schema.Chunk
 }
 
 func newScanner() *scanner {
@@ -256,7 +272,11 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 			var c schema.Chunk
 			s.chunk(data, &c)
 			chunks = append(chunks, c)
-			blobs = append(blobs, s.blobs.add(data))
+			if k, ok := s.known[c.SHA256]; ok && k.Size == c.Size {
+				blobs = append(blobs, knownBlob(k))
+			} else {
+				blobs = append(blobs, s.blobs.add(data))
+			}
 			s.fsh.Write(data)
 			if gz != nil {
 				gz.Write(data)

@@ -175,6 +175,13 @@ func (b *blobSpool) add(data []byte) *spooledBlob {
 	return sb
 }
 
+// knownBlob is the blob of a chunk an earlier index lists.
+func knownBlob(c schema.Chunk) *spooledBlob {
+	sb := &spooledBlob{done: make(chan struct{}), id: c.Blob, size: c.BlobSize}
+	close(sb.done)
+	return sb
+}
+
 // spoolBufs holds the chunk copies and blobs of blobSpool.add.
 var spoolBufs = sync.Pool{New: func() any { return new([]byte) }}
 
