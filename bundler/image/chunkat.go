@@ -20,9 +20,10 @@ type chunkLoc struct {
 
 // OpenChunk returns a reader of the content of the chunk blob whose git id
 // is blob: the chunk read from the source in place (nothing is buffered), or
-// its zstd frame (from the blobs Scan encoded, or encoded in memory). It may be called concurrently and in any
-// order, after a successful Scan. The caller checks the content (the pack
-// writer verifies every object's id as it writes).
+// its zstd frame (from the blobs Scan encoded, or encoded in memory). It may
+// be called concurrently and in any order, after a successful Scan. The
+// caller checks the content (the pack writer verifies every object's id as
+// it writes).
 func (r *Reader) OpenChunk(blob string) (io.ReadCloser, error) {
 	if r.blobs != nil {
 		if rc, ok := r.blobs.open(blob); ok {

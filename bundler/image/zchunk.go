@@ -17,7 +17,7 @@ import (
 )
 
 // Chunk blobs hold each chunk as one zstd frame (docs/format.md, "Chunk
-// storage"): zstd decodes about three times faster than the zlib git wraps
+// encoding"): zstd decodes about three times faster than the zlib git wraps
 // every object in, and compresses layer data better. Git stores the frames
 // without compressing them again ([repo.Object.Precompressed]).
 //

@@ -467,6 +467,66 @@ func TestPackVerifiedByGit(t *testing.T) {
 	}
 }
 
+// TestPackWriterPrecompressed: a Precompressed object is stored (zlib stored
+// blocks: about its own size in the pack, though it would deflate well),
+// through the streaming writer and the parallel one, and git reads it.
+func TestPackWriterPrecompressed(t *testing.T) {
+	needGit(t)
+	data := bytes.Repeat([]byte("pullship "), 20000) // 180 KB; deflates to a few KB
+	plain := append([]byte("plain "), data...)
+	objs := []Object{
+		{ID: HashObject(plumbing.BlobObject, data), Type: plumbing.BlobObject, Size: int64(len(data)), Precompressed: true},
+		{ID: HashObject(plumbing.BlobObject, plain), Type: plumbing.BlobObject, Size: int64(len(plain))},
+	}
+	content := map[plumbing.Hash][]byte{objs[0].ID: data, objs[1].ID: plain}
+	packs := map[string]func(w io.Writer) error{
+		"streaming": func(w io.Writer) error {
+			pw, err := NewPackWriter(w, uint32(len(objs)), DefaultPackLevel)
+			if err != nil {
+				return err
+			}
+			for _, o := range objs {
+				if err := pw.WriteObject(o, bytes.NewReader(content[o.ID])); err != nil {
+					return err
+				}
+			}
+			_, err = pw.Close()
+			return err
+		},
+		"parallel": func(w io.Writer) error {
+			s := NewObjectStream(func(o Object) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(content[o.ID])), nil })
+			for _, o := range objs {
+				s.Add(o)
+			}
+			_, _, err := WritePack(context.Background(), w, s)
+			return err
+		},
+	}
+	for name, write := range packs {
+		dir := t.TempDir()
+		p := filepath.Join(dir, "x.pack")
+		out, err := os.Create(p)
+		must(t, err)
+		must(t, write(out))
+		must(t, out.Close())
+		git(t, dir, "index-pack", "--strict", p)
+		sizes := map[string]int64{}
+		for _, line := range strings.Split(git(t, dir, "verify-pack", "-v", strings.TrimSuffix(p, ".pack")+".idx"), "\n") {
+			var id, typ string
+			var size, packed int64
+			if n, _ := fmt.Sscanf(line, "%s %s %d %d", &id, &typ, &size, &packed); n == 4 && typ == "blob" {
+				sizes[id] = packed
+			}
+		}
+		if got := sizes[objs[0].ID.String()]; got < objs[0].Size {
+			t.Errorf("%s: precompressed object takes %d bytes in the pack, less than its %d: deflated", name, got, objs[0].Size)
+		}
+		if got := sizes[objs[1].ID.String()]; got == 0 || got > objs[1].Size/10 {
+			t.Errorf("%s: plain object takes %d bytes in the pack, want it deflated", name, got)
+		}
+	}
+}
+
 func TestStoreRefs(t *testing.T) {
 	needGit(t)
 	s, err := Init(t.TempDir())
