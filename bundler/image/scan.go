@@ -65,7 +65,6 @@ type Reader struct {
 	buf    []byte     // one chunk, reused
 	blobs  *blobSpool // the chunk blobs Scan encoded
 	known  map[string]schema.Chunk
-	chunkIndex
 }
 
 // Know gives [Reader.Scan] chunks that an earlier index lists and whose

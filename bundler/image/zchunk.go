@@ -1,7 +1,6 @@
 package image
 
 import (
-	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
 	"errors"
@@ -98,11 +97,6 @@ func (z *chunkDecoder) Close() error {
 		z.d = nil
 	}
 	return z.rc.Close()
-}
-
-// encodedChunk is the content of a chunk's blob read from its source bytes.
-func encodedChunk(data []byte) io.ReadCloser {
-	return io.NopCloser(bytes.NewReader(EncodeChunk(make([]byte, 0, len(data)/2), data)))
 }
 
 // blobSpool encodes the chunks a scan finds into their blobs, on every core

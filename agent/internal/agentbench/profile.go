@@ -26,9 +26,8 @@ import (
 // and Once on a fresh state directory, the image and container removed
 // first), under a CPU profile and an execution trace (FILE.trace: where
 // goroutines wait, `go tool trace -pprof=sync FILE.trace`); a heap profile
-// (allocations) follows. The
-// engine is wrapped to time LoadImage, the rebuilt docker-save stream going
-// into the engine.
+// (allocations) follows. The engine is wrapped to time LoadImage, the
+// rebuilt docker-save stream going into the engine.
 func (b *bench) profile(agentToml string) error {
 	exec.Command("docker", "rm", "-f", b.container(), b.container()+".pullship-prev").Run()
 	if err := b.quiet(b.c.work, "docker", "rmi", "-f", b.imageID); err != nil {
