@@ -15,6 +15,13 @@ import (
 	"github.com/pullship/pullship/schema"
 )
 
+// ImagePackLimit bounds the pack that brings an image tag: the chunk blobs
+// the signed index declares (their stored sizes), plus git's overhead (the
+// tree, the commit, entry headers).
+func ImagePackLimit(idx *schema.ImageIndex) int64 {
+	return idx.StoredSize() + int64(len(idx.Entries))*1024 + 1<<20
+}
+
 // FetchImage brings the chunks of idx into st from r, unless st has them
 // all already. The server may send at most the image's own size plus git's
 // overhead: every read is bounded by what the signed index declares. With
@@ -40,7 +47,7 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 		}
 	}
 	tag := ImageTag(idx.Digest)
-	limit := idx.StoredSize() + int64(len(idx.Entries))*1024 + 1<<20
+	limit := ImagePackLimit(idx)
 	if _, err := r.Fetch(ctx, st, repo.FetchRequest{Refs: []string{tag + ":" + tag}, Haves: haves, MaxPackBytes: limit,
 		MaxInflatedBytes: limit, Live: live}); err != nil {
 		return fmt.Errorf("fetch image %s: %w", idx.Name, err)

@@ -170,7 +170,7 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 		}
 		limit := int64(0)
 		if idx := idxs[tag]; idx != nil {
-			limit = idx.TotalSize() + int64(len(idx.Entries))*1024 + 1<<20
+			limit = ImagePackLimit(idx)
 		}
 		if err := r.fetch(ctx, r.Remote, []string{tag + ":" + cacheRef(mirrorSrcPrefix, tag)}, limit); err != nil {
 			return fail(err)
@@ -201,13 +201,23 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 	}
 
 	// 5. Push: DST first (releases, tags, status), then status to SRC.
-	if res.DstObjects, res.DstBytes, err = r.pushUpdates(ctx, dst, dstRefs, updates); err != nil {
+	// The zstd chunk blobs of the indexes at hand go as they are: deflating
+	// them again would cost CPU for nothing.
+	encoded := map[plumbing.Hash]bool{}
+	for _, idx := range idxs {
+		for _, c := range NewChunkSet(idx).List() {
+			if c.Encoded() {
+				encoded[plumbing.NewHash(c.Blob)] = true
+			}
+		}
+	}
+	if res.DstObjects, res.DstBytes, err = r.pushUpdates(ctx, dst, dstRefs, updates, encoded); err != nil {
 		return fail(err)
 	}
 	for _, u := range updates {
 		res.ToDst = append(res.ToDst, RefChange{Ref: u.Name, Old: u.Old, New: u.New, Forced: !u.Old.IsZero() && !r.isAncestor(u.Old, u.New)})
 	}
-	if res.SrcObjects, res.SrcBytes, err = r.pushUpdates(ctx, r.Remote, srcRefs, toSrc); err != nil {
+	if res.SrcObjects, res.SrcBytes, err = r.pushUpdates(ctx, r.Remote, srcRefs, toSrc, nil); err != nil {
 		return fail(fmt.Errorf("status back to the source: %w", err))
 	}
 	for _, u := range toSrc {
@@ -482,7 +492,7 @@ func (r *Repository) readStatus(commit plumbing.Hash) *schema.Status {
 
 // pushUpdates sends what remote lacks of the updates' new values (everything
 // not reachable from the refs it advertised) and moves the refs, CAS.
-func (r *Repository) pushUpdates(ctx context.Context, remote *repo.Remote, advertised map[string]plumbing.Hash, updates []repo.RefUpdate) (int, int64, error) {
+func (r *Repository) pushUpdates(ctx context.Context, remote *repo.Remote, advertised map[string]plumbing.Hash, updates []repo.RefUpdate, precompressed map[plumbing.Hash]bool) (int, int64, error) {
 	if len(updates) == 0 {
 		return 0, 0, nil
 	}
@@ -503,6 +513,7 @@ func (r *Repository) pushUpdates(ctx context.Context, remote *repo.Remote, adver
 	if err != nil {
 		return 0, 0, err
 	}
+	objs.MarkPrecompressed(precompressed)
 	n := objs.Len()
 	pr, err := remote.Push(ctx, updates, objs)
 	if err != nil {

@@ -1,6 +1,7 @@
 package bundler_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -223,6 +224,55 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	_, err = mirror(t, other.Repo, relay, filepath.Join(e.Dir, "cache-other"), bundler.MirrorOptions{})
 	if !errors.Is(err, bundler.ErrWouldRollBack) || !strings.Contains(err.Error(), "diverged") {
 		t.Fatalf("mirror of an unrelated history: %v", err)
+	}
+}
+
+// TestMirrorStoresChunkBlobs: a mirror copies the zstd chunk blobs as they
+// are, in zlib stored blocks, as the release did, where deflating them again
+// would cost CPU for nothing; the other objects are deflated. The git CLI
+// locates each object in the copy.
+func TestMirrorStoresChunkBlobs(t *testing.T) {
+	e := bundlertest.NewEnv(t)
+	// Random nibbles: zstd frames whose bytes deflate still shrinks by a
+	// few percent (with Huffman blocks, which the check would see).
+	data, err := io.ReadAll(imagetest.Random(5, 3<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		data[i] &= 0x0f
+	}
+	img, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "img.tar"),
+		imagetest.File{Path: "nibbles", Size: int64(len(data)), Content: func() io.Reader { return bytes.NewReader(data) }})
+	e.Cut(t, fleetFor(t, filepath.Join(e.Dir, "fleet"), "v1 {{.Node}}\n"), img)
+	v := verifyHead(t, e)
+	idx, err := bundler.ReadImageIndex(e.Release.Cache, v.Commit, v.Release.Images[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(e.Dir, "copy.git")
+	if _, err := mirror(t, e.Repo, dst, filepath.Join(e.Dir, "cache"), bundler.MirrorOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	git(t, dst, "fsck", "--strict", "--no-dangling")
+	stored := gittest.StoredBlobs(t, dst)
+	chunks := bundler.NewChunkSet(idx).List()
+	if len(chunks) < 2 {
+		t.Fatalf("%d chunks: too few to tell", len(chunks))
+	}
+	for _, c := range chunks {
+		if ok, found := stored[c.Blob]; !found || !ok || !c.Encoded() {
+			t.Errorf("chunk blob %s (encoded: %v): in a pack %v, stored blocks only %v", c.Blob, c.Encoded(), found, ok)
+		}
+	}
+	deflated := 0
+	for _, ok := range stored {
+		if !ok {
+			deflated++
+		}
+	}
+	if deflated == 0 {
+		t.Errorf("no blob of the copy is deflated (%d blobs): the release's files should be", len(stored))
 	}
 }
 

@@ -69,6 +69,16 @@ func (s *ObjectStream) Add(o Object) bool {
 	return true
 }
 
+// MarkPrecompressed flags the stream's objects whose ids are in ids as
+// Precompressed (their content, chunk blobs, is compressed already).
+func (s *ObjectStream) MarkPrecompressed(ids map[plumbing.Hash]bool) {
+	for i := range s.objects {
+		if ids[s.objects[i].ID] {
+			s.objects[i].Precompressed = true
+		}
+	}
+}
+
 // AddBytes appends a small object held in memory and returns its id.
 func (s *ObjectStream) AddBytes(t plumbing.ObjectType, data []byte) plumbing.Hash {
 	id := HashObject(t, data)

@@ -4,6 +4,7 @@
 package gittest
 
 import (
+	"errors"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -135,4 +136,77 @@ func InitBare(t testing.TB, base, name string) string {
 		}
 	}
 	return dir
+}
+
+// StoredBlobs reports, for every blob in the packs of the git directory dir
+// (as `git verify-pack -v` lists them, not deltified), whether the pack
+// keeps its content in zlib stored blocks only (copied, not deflated).
+func StoredBlobs(t testing.TB, dir string) map[string]bool {
+	t.Helper()
+	packs, err := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack"))
+	if err != nil || len(packs) == 0 {
+		t.Fatalf("no pack in %s (%v)", dir, err)
+	}
+	stored := map[string]bool{}
+	for _, p := range packs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command("git", "verify-pack", "-v", strings.TrimSuffix(p, ".pack")+".idx").Output()
+		if err != nil {
+			t.Fatalf("git verify-pack %s: %v", p, err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 5 || f[1] != "blob" {
+				continue
+			}
+			off, err := strconv.ParseInt(f[4], 10, 64)
+			if err != nil || off >= int64(len(data)) {
+				t.Fatalf("verify-pack line %q", line)
+			}
+			ok, err := storedOnly(data[off:])
+			if err != nil {
+				t.Fatalf("blob %s at %d: %v", f[0], off, err)
+			}
+			stored[f[0]] = ok
+		}
+	}
+	return stored
+}
+
+// storedOnly reads a pack entry (object header, then a zlib stream) and
+// reports whether every deflate block of the stream is a stored one.
+func storedOnly(e []byte) (bool, error) {
+	i := 0
+	for i < len(e) && e[i]&0x80 != 0 { // object type and size, varint
+		i++
+	}
+	i += 1 + 2 // last header byte, zlib CMF and FLG
+	for {
+		if i >= len(e) {
+			return false, errors.New("zlib stream cut")
+		}
+		// Stored blocks keep the stream byte-aligned: each starts a byte
+		// with BFINAL (bit 0) and BTYPE (bits 1-2), then LEN and NLEN.
+		final, typ := e[i]&1 == 1, e[i]>>1&3
+		if final && typ == 1 && i+1 < len(e) && e[i]>>3 == 0 && e[i+1]&3 == 0 {
+			return true, nil // an empty last block (fixed codes, only end-of-block), as zlib writers close
+		}
+		if typ != 0 {
+			return false, nil
+		}
+		if i+5 > len(e) {
+			return false, errors.New("stored block header cut")
+		}
+		n := int(e[i+1]) | int(e[i+2])<<8
+		if nn := int(e[i+3]) | int(e[i+4])<<8; n^nn != 0xffff {
+			return false, errors.New("stored block LEN/NLEN mismatch")
+		}
+		i += 5 + n
+		if final {
+			return true, nil
+		}
+	}
 }
