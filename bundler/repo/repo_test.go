@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -526,6 +527,50 @@ func TestPackWriterPrecompressed(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreOpenBlobStreams: reading a chunk-sized blob from the store
+// streams it from its pack, without holding it whole in memory (go-git's
+// large-object threshold): an agent reads an image from its store (a
+// directory remote, a rollback) chunk after chunk.
+func TestStoreOpenBlobStreams(t *testing.T) {
+	s, err := Init(t.TempDir())
+	must(t, err)
+	f := makeFixture(t, 1, plumbing.ZeroHash)
+	must(t, s.Write(context.Background(), f.stream))
+	read := func(id plumbing.Hash, b []byte) uint64 {
+		fresh, err := OpenStore(s.Dir()) // an empty object cache
+		must(t, err)
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		rc, err := fresh.OpenBlob(id, int64(len(b)))
+		must(t, err)
+		h := sha256.New()
+		_, err = io.CopyBuffer(h, rc, make([]byte, 32<<10))
+		must(t, err)
+		must(t, rc.Close())
+		runtime.ReadMemStats(&after)
+		if !bytes.Equal(h.Sum(nil), sha256Of(b)) {
+			t.Fatalf("blob %s: content differs", id)
+		}
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	read(f.big, f.blobs[f.big]) // pools warm
+	n := 0
+	for id, b := range f.blobs {
+		if len(b) < 128<<10 {
+			continue
+		}
+		n++
+		if got := read(id, b); got > uint64(len(b))/2 {
+			t.Errorf("reading blob %s of %d KiB allocated %d KiB: held whole", id, len(b)>>10, got>>10)
+		}
+	}
+	if n < 2 {
+		t.Fatalf("%d blobs of chunk size in the fixture", n)
+	}
+}
+
+func sha256Of(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 func TestStoreRefs(t *testing.T) {
 	needGit(t)
