@@ -22,6 +22,18 @@ func ImagePackLimit(idx *schema.ImageIndex) int64 {
 	return idx.StoredSize() + int64(len(idx.Entries))*1024 + 1<<20
 }
 
+// EncodedChunks returns the ids of idx's zstd chunk blobs: content that is
+// compressed already, which packs store as it is.
+func EncodedChunks(idx *schema.ImageIndex) map[plumbing.Hash]bool {
+	ids := map[plumbing.Hash]bool{}
+	for _, c := range NewChunkSet(idx).List() {
+		if c.Encoded() {
+			ids[plumbing.NewHash(c.Blob)] = true
+		}
+	}
+	return ids
+}
+
 // FetchImage brings the chunks of idx into st from r, unless st has them
 // all already. The server may send at most the image's own size plus git's
 // overhead: every read is bounded by what the signed index declares. With
@@ -49,7 +61,7 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 	tag := ImageTag(idx.Digest)
 	limit := ImagePackLimit(idx)
 	if _, err := r.Fetch(ctx, st, repo.FetchRequest{Refs: []string{tag + ":" + tag}, Haves: haves, MaxPackBytes: limit,
-		MaxInflatedBytes: limit, Live: live}); err != nil {
+		MaxInflatedBytes: limit, Live: live, Precompressed: EncodedChunks(idx)}); err != nil {
 		return fmt.Errorf("fetch image %s: %w", idx.Name, err)
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sort"
 	"strings"
@@ -205,11 +206,7 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 	// them again would cost CPU for nothing.
 	encoded := map[plumbing.Hash]bool{}
 	for _, idx := range idxs {
-		for _, c := range NewChunkSet(idx).List() {
-			if c.Encoded() {
-				encoded[plumbing.NewHash(c.Blob)] = true
-			}
-		}
+		maps.Copy(encoded, EncodedChunks(idx))
 	}
 	if res.DstObjects, res.DstBytes, err = r.pushUpdates(ctx, dst, dstRefs, updates, encoded); err != nil {
 		return fail(err)

@@ -229,8 +229,8 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 
 // TestMirrorStoresChunkBlobs: a mirror copies the zstd chunk blobs as they
 // are, in zlib stored blocks, as the release did, where deflating them again
-// would cost CPU for nothing; the other objects are deflated. The git CLI
-// locates each object in the copy.
+// would cost CPU for nothing; the other objects are deflated. So does an
+// agent's fetch from a directory remote. The git CLI locates each object.
 func TestMirrorStoresChunkBlobs(t *testing.T) {
 	e := bundlertest.NewEnv(t)
 	// Random nibbles: zstd frames whose bytes deflate still shrinks by a
@@ -273,6 +273,28 @@ func TestMirrorStoresChunkBlobs(t *testing.T) {
 	}
 	if deflated == 0 {
 		t.Errorf("no blob of the copy is deflated (%d blobs): the release's files should be", len(stored))
+	}
+
+	// An agent's fetch of the image from the copy, a directory remote,
+	// stores the chunk blobs as they are too.
+	ctx := context.Background()
+	from, err := repo.Open(ctx, dst, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := repo.Init(filepath.Join(e.Dir, "agent-store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bundler.FetchImage(ctx, from, local, idx, nil); err != nil {
+		t.Fatal(err)
+	}
+	git(t, local.Dir(), "fsck", "--strict")
+	stored = gittest.StoredBlobs(t, local.Dir())
+	for _, c := range chunks {
+		if !stored[c.Blob] {
+			t.Errorf("fetched from a directory: chunk blob %s deflated again (or missing)", c.Blob)
+		}
 	}
 }
 

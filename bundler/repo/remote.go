@@ -515,6 +515,11 @@ type FetchRequest struct {
 	// Live, if set, makes each object of the pack readable as it arrives
 	// (the caller calls Live.Finish once Fetch returns).
 	Live *LivePack
+	// Precompressed names objects whose content is compressed already
+	// (zstd chunk blobs): copied from a directory remote, they are stored
+	// as they are, not deflated again. A git server's pack is stored as
+	// it comes.
+	Precompressed map[plumbing.Hash]bool
 }
 
 // ErrPackTooLarge reports a fetch response beyond FetchRequest.MaxPackBytes.
@@ -601,6 +606,7 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 			st.serial = true
 			var total int64
 			err = r.dir.walk(wants, local.HasObject, func(o Object) { st.Add(o); total += o.Size })
+			st.MarkPrecompressed(fr.Precompressed)
 			if err == nil && total > limit {
 				// The pack writer holds every object to its declared size.
 				err = fmt.Errorf("%w: %d bytes of objects, limit %d", ErrPackTooLarge, total, limit)

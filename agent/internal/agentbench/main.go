@@ -431,6 +431,39 @@ key = %q
 	addPush(b, sc, t3)
 	b.add(bundlertest.Row(sc, "whole once", secs(a3.wall), "-", "-", "-", "-"))
 
+	// --- Scenario 4: the new image from a directory remote (removable
+	// media, an air-gapped host): the agent copies the objects it lacks
+	// into its store, then loads the image from there. A fresh state
+	// directory, no image, no container.
+	exec.Command("docker", "rm", "-f", b.container(), b.container()+engine.PrevSuffix).Run()
+	exec.Command("docker", "rmi", "-f", b.imageID).Run()
+	dirToml := filepath.Join(w, "agent-dir.toml")
+	data, err := os.ReadFile(agentToml)
+	if err != nil {
+		return err
+	}
+	data = bytes.Replace(data, []byte(fmt.Sprintf("%q", "git://"+b.srv.Addr()+"/releases.git")), []byte(fmt.Sprintf("%q", bare)), 1)
+	data = bytes.Replace(data, []byte(fmt.Sprintf("%q", filepath.Join(w, "state"))), []byte(fmt.Sprintf("%q", filepath.Join(w, "state-dir"))), 1)
+	if err := os.WriteFile(dirToml, data, 0o644); err != nil {
+		return err
+	}
+	a4, err := b.timed(w, []int{0}, b.c.agent, "once", "--config", dirToml)
+	if err != nil {
+		return err
+	}
+	if err := b.running(); err != nil {
+		return fmt.Errorf("after the directory-remote once: %w\n%s", err, a4.out)
+	}
+	loaded4, ok := logTime(a4.out, "image loaded")
+	if !ok {
+		return fmt.Errorf("the directory-remote agent logged no \"image loaded\" line:\n%s", a4.out)
+	}
+	sc = "4 new image, directory remote"
+	p4 := loaded4.Sub(a4.start)
+	b.add(bundlertest.Row(sc, "copy+verify+load", secs(p4), secs(mb)+" docker load", fmt.Sprintf("%.2f×", p4.Seconds()/mb.Seconds()), "-", "-"))
+	b.add(bundlertest.Row(sc, "agent CPU time (whole once)", secs(a4.cpu), "-", "-", "-", "-"))
+	b.add(bundlertest.Row(sc, "agent peak RSS", kib(a4.rss), "-", "-", "≤ 64 MiB", yes(a4.rss <= 64<<10)))
+
 	if b.c.cpuProfile != "" {
 		if err := b.profile(agentToml); err != nil {
 			return err
