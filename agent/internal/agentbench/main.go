@@ -20,6 +20,11 @@
 //
 //  3. An idle poll (a third `once` with nothing to do): connections and bytes.
 //
+//  4. The new image again, from a directory remote (the bare repository the
+//     daemon serves, as removable media would hold it): a fresh state
+//     directory copies the image into its store, verifies and loads it; time
+//     against the docker load median, and peak RSS.
+//
 //     go run ./agent/internal/agentbench -image .bench/image-v2-200-100-1.tar
 package main
 
