@@ -357,6 +357,24 @@ func Random(seed uint64, n int64) io.Reader {
 	return io.LimitReader(rand.NewChaCha8(key), n)
 }
 
+// Nibbles returns n deterministic pseudo-random bytes below 16, generated
+// from seed: data zstd compresses about 2:1 and whose zstd frames deflate
+// still shrinks a little, so a check that chunk blobs are not compressed a
+// second time can fail on it (on Random data deflate stores them anyway).
+func Nibbles(seed uint64, n int64) io.Reader {
+	return nibbles{Random(seed, n)}
+}
+
+type nibbles struct{ r io.Reader }
+
+func (x nibbles) Read(p []byte) (int, error) {
+	n, err := x.r.Read(p)
+	for i := range p[:n] {
+		p[i] &= 0x0f
+	}
+	return n, err
+}
+
 // GoBinary builds the Go program src (one file, package main, standard
 // library only) as a static linux binary for the host architecture.
 func GoBinary(t testing.TB, src string) []byte {
