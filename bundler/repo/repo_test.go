@@ -529,9 +529,9 @@ func TestPackWriterPrecompressed(t *testing.T) {
 func TestStoreOpenBlobStreams(t *testing.T) {
 	s, err := Init(t.TempDir())
 	must(t, err)
-	// Chunk-sized blobs (a chunk's zstd frame is ~0.5 MiB, at most a few):
-	// held whole, each read allocates more than its size; streamed, a fixed
-	// ~0.1 MiB of decompressor state whatever the size.
+	// Chunk-sized blobs (a chunk's zstd frame is ~0.5 MiB, a few MiB at
+	// most): held whole, each read allocates more than its size; streamed, a
+	// fixed ~0.1 MiB of decompressor state whatever the size.
 	rng := rand.New(rand.NewSource(3))
 	blobs := map[plumbing.Hash][]byte{}
 	st := NewObjectStream(func(o Object) (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(blobs[o.ID])), nil })
@@ -555,7 +555,7 @@ func TestStoreOpenBlobStreams(t *testing.T) {
 		must(t, err)
 		must(t, rc.Close())
 		runtime.ReadMemStats(&after)
-		if !bytes.Equal(h.Sum(nil), sha256Of(blobs[id])) {
+		if [32]byte(h.Sum(nil)) != sha256.Sum256(blobs[id]) {
 			t.Fatalf("blob %s: content differs", id)
 		}
 		return after.TotalAlloc - before.TotalAlloc
@@ -568,8 +568,6 @@ func TestStoreOpenBlobStreams(t *testing.T) {
 		}
 	}
 }
-
-func sha256Of(b []byte) []byte { s := sha256.Sum256(b); return s[:] }
 
 func TestStoreRefs(t *testing.T) {
 	needGit(t)

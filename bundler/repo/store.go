@@ -49,7 +49,7 @@ const (
 	// Objects bigger than this stream from their pack; smaller ones go-git
 	// reads whole (and caches). Chunk blobs (~0.5 MiB) are above it: held
 	// whole, they made an image read from the store (a directory remote, the
-	// mirror) take twice the memory and CPU (TestStoreOpenBlobStreams).
+	// mirror) take up to twice the memory and CPU (TestStoreOpenBlobStreams).
 	largeObjectThreshold = 64 << 10
 	objectCacheBytes     = 8 << 20
 )

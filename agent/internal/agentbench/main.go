@@ -244,8 +244,9 @@ func (b *bench) run() error {
 	if b.srv, err = startGitServer(srvDir, b.env, dlog); err != nil {
 		return err
 	}
-	agentToml := filepath.Join(w, "agent.toml")
-	if err := os.WriteFile(agentToml, []byte(fmt.Sprintf(`remotes = [%q]
+	// agent.toml for node cn following remote, with its own state directory.
+	writeAgentToml := func(path, remote, state string) error {
+		return os.WriteFile(path, []byte(fmt.Sprintf(`remotes = [%q]
 root = %q
 state_dir = %q
 allowed_dirs = [%q]
@@ -253,8 +254,10 @@ allowed_dirs = [%q]
 [[node]]
 name = "cn"
 key = %q
-`, "git://"+b.srv.Addr()+"/releases.git", filepath.Join(keys, "root-1.toml"), filepath.Join(w, "state"), etc,
-		filepath.Join(keys, "cn.key"))), 0o644); err != nil {
+`, remote, filepath.Join(keys, "root-1.toml"), state, etc, filepath.Join(keys, "cn.key"))), 0o644)
+	}
+	agentToml := filepath.Join(w, "agent.toml")
+	if err := writeAgentToml(agentToml, "git://"+b.srv.Addr()+"/releases.git", filepath.Join(w, "state")); err != nil {
 		return err
 	}
 	if err := b.quiet(w, b.c.agent, "init", "--config", agentToml); err != nil {
@@ -443,13 +446,7 @@ key = %q
 	exec.Command("docker", "rm", "-f", b.container(), b.container()+engine.PrevSuffix).Run()
 	exec.Command("docker", "rmi", "-f", b.imageID).Run()
 	dirToml := filepath.Join(w, "agent-dir.toml")
-	data, err := os.ReadFile(agentToml)
-	if err != nil {
-		return err
-	}
-	data = bytes.Replace(data, []byte(fmt.Sprintf("%q", "git://"+b.srv.Addr()+"/releases.git")), []byte(fmt.Sprintf("%q", bare)), 1)
-	data = bytes.Replace(data, []byte(fmt.Sprintf("%q", filepath.Join(w, "state"))), []byte(fmt.Sprintf("%q", filepath.Join(w, "state-dir"))), 1)
-	if err := os.WriteFile(dirToml, data, 0o644); err != nil {
+	if err := writeAgentToml(dirToml, bare, filepath.Join(w, "state-dir")); err != nil {
 		return err
 	}
 	a4, err := b.timed(w, []int{0}, b.c.agent, "once", "--config", dirToml)
