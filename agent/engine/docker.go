@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -27,6 +28,10 @@ import (
 // them by config digest. The classic store never gets this tag.
 const aliasRepo = "pullship.local/image"
 
+// chunkWriteBuffer holds one chunk of a streamed request body: 32 KiB, its
+// size line and CRLFs.
+const chunkWriteBuffer = 32<<10 + 64
+
 // Docker adapts the Docker Engine API client to [Engine].
 type Docker struct {
 	cli *client.Client
@@ -38,7 +43,15 @@ var _ Engine = (*Docker)(nil)
 // else the local socket), negotiating the API version (API 1.41, Docker 20.10,
 // and later are supported).
 func NewDocker() (*Docker, error) {
-	cli, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	// The client sends an image stream in chunks of 32 KiB (net/http's copy
+	// buffer), each flushed as soon as it is written: a write buffer that
+	// holds a whole chunk sends it in one write to the socket, where the
+	// default 4 KiB takes three (measured: 29,000 writes for a 303 MiB
+	// image, 9,700 with it). WithHost and FromEnv point this transport at
+	// the engine, as they would the client's own.
+	tr := &http.Transport{WriteBufferSize: chunkWriteBuffer}
+	cli, err := client.NewClientWithOpts(client.WithHTTPClient(&http.Client{Transport: tr, CheckRedirect: client.CheckRedirect}),
+		client.WithHost(client.DefaultDockerHost), client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("connect to docker engine: %w", err)
 	}
