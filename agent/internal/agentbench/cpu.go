@@ -3,62 +3,64 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
-// engineProcs are the processes whose CPU time is the engine's: the daemon,
+// engineProcs are the engine's long-lived processes: the daemon,
 // containerd and its shims, and the fuse-overlayfs mounts of that storage
 // driver.
 var engineProcs = []string{"dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "fuse-overlayfs"}
 
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times (100 on every
-// Linux architecture Go supports).
+// clockTicks is USER_HZ, the unit of /proc times (100 on every Linux
+// architecture Go supports).
 const clockTicks = 100
 
-// engineCPU returns the CPU time (user + system) the engine's processes
-// have used so far, and whether any was found (a remote engine is not).
-func engineCPU() (time.Duration, bool) {
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var ticks int64
-	found := false
+// engineLocal reports whether the engine's processes run on this machine (a
+// remote engine's do not, and this machine's CPU time says nothing of it).
+func engineLocal() bool {
+	stats, _ := filepath.Glob("/proc/[0-9]*/comm")
 	for _, p := range stats {
 		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
+		if err == nil && slices.Contains(engineProcs, strings.TrimSpace(string(data))) {
+			return true
 		}
-		s := string(data)
-		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if open < 0 || end < open {
-			continue
-		}
-		comm := s[open+1 : end]
-		match := false
-		for _, n := range engineProcs {
-			match = match || comm == n
-		}
-		if !match {
-			continue
-		}
-		f := strings.Fields(s[end+1:])
-		if len(f) < 13 {
-			continue
-		}
-		// Fields 14 and 15 of stat (utime, stime), 12 and 13 after the comm.
-		u, err1 := strconv.ParseInt(f[11], 10, 64)
-		st, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
-			continue
-		}
-		ticks += u + st
-		found = true
 	}
-	return time.Duration(ticks) * time.Second / clockTicks, found
+	return false
 }
 
-// cpuSampler records the engine's CPU time every 50 ms, so that the CPU it
+// busyCPU returns the CPU time this machine's cores have spent busy since
+// boot (user, nice, system, irq, softirq and steal in /proc/stat): every
+// process counts, the engine's short-lived unpackers and the git server as
+// much as the agent.
+func busyCPU() time.Duration {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0
+	}
+	var ticks int64
+	for i, v := range f[1:9] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks
+}
+
+// cpuSampler records the machine's busy CPU time every 50 ms, so that the CPU it
 // used up to a moment known only afterwards (a log line's time stamp) can be
 // read off.
 type cpuSampler struct {
@@ -72,7 +74,7 @@ type cpuSampler struct {
 func startCPUSampler() *cpuSampler {
 	s := &cpuSampler{stop: make(chan struct{}), stopped: make(chan struct{})}
 	sample := func() {
-		c, _ := engineCPU()
+		c := busyCPU()
 		s.mu.Lock()
 		s.times, s.cpu = append(s.times, time.Now()), append(s.cpu, c)
 		s.mu.Unlock()
