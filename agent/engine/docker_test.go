@@ -532,13 +532,15 @@ func partialImages(t *testing.T, id string) string {
 
 // TestLoadImageStaged: an image whose manifest and config come before its
 // layers (the order pullship's bundler gives) is loaded layer by layer, one
-// partial image per layer, then the image itself; the partial images are
-// gone afterwards and the image is whole.
+// partial image per layer but the last, then the image itself, whose load
+// registers the last layer; the partial images are gone afterwards and the
+// image is whole.
 func TestLoadImageStaged(t *testing.T) {
 	d := newDocker(t)
 	ctx := t.Context()
 	img := enginetest.PingImage(pingsrv(t), uniq("staged"))
 	img.RandomSize, img.Seed = 3<<20, uint64(time.Now().UnixNano())
+	img.Top = []enginetest.File{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/top", Mode: 0o644, Data: []byte("top")}}
 	img.PlanFirst = true
 	id, _ := enginetest.WriteImage(io.Discard, img)
 	cleanupImage(t, id)
@@ -559,7 +561,7 @@ func TestLoadImageStaged(t *testing.T) {
 	}
 	partial, loaded := loadEvents(t, since, id)
 	if len(partial) != 2 || loaded != 1 {
-		t.Fatalf("load events: partial images %q and %d of %s, want two partial images (one per layer) then the image", partial, loaded, id)
+		t.Fatalf("load events: partial images %q and %d of %s, want two partial images (one per layer but the last) then the image", partial, loaded, id)
 	}
 	if p := partialImages(t, id); p != "" {
 		t.Fatalf("partial images left: %s", p)
@@ -569,8 +571,8 @@ func TestLoadImageStaged(t *testing.T) {
 			t.Fatalf("partial image %s still present: %s", e, out)
 		}
 	}
-	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id); layers != "2" {
-		t.Fatalf("loaded image has %s layers, want 2", layers)
+	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id); layers != "3" {
+		t.Fatalf("loaded image has %s layers, want 3", layers)
 	}
 	// The image runs: its layers survived the partial images' removal.
 	name := uniq("staged")

@@ -138,7 +138,15 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 				}
 			}
 			if sink.plan(data, layers) {
+				// The last layer stays in the image's own load, which
+				// registers it (the layers before it by then registered)
+				// with the image: a load of its own would cost the engine
+				// one more load and partial image. A single layer has no
+				// parent: the sink imports it while it streams.
 				staged = layers
+				if len(layers) > 1 {
+					staged = layers[:len(layers)-1]
+				}
 			}
 			continue
 		}

@@ -331,31 +331,43 @@ func entryNames(t *testing.T, data []byte) []string {
 }
 
 // TestFilterSaveTarStaged: layers that come after manifest.json and the
-// config go to the sink, in order; in docker save's own order (config and
-// manifest last) none does.
+// config go to the sink, in order, but for the last one, which the image's
+// own load takes (a single layer goes to the sink); in docker save's own
+// order (config and manifest last) none does.
 func TestFilterSaveTarStaged(t *testing.T) {
-	img := enginetest.Image{Files: []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}, RandomSize: 4096, PlanFirst: true}
-	for _, planFirst := range []bool{true, false} {
-		img.PlanFirst = planFirst
-		var in, out bytes.Buffer
-		id, err := enginetest.WriteImage(&in, img)
-		if err != nil {
-			t.Fatal(err)
-		}
-		facts, taken, err := engine.FilterSaveTarStaged(&out, bytes.NewReader(in.Bytes()))
-		if err != nil || facts.ConfigDigest != id {
-			t.Fatalf("plan first %v: %v, digest %s want %s", planFirst, err, facts.ConfigDigest, id)
-		}
-		want := []string{"layer0/layer.tar", "layer1/layer.tar"}
-		if !planFirst {
-			want = nil
-		}
-		if !slices.Equal(taken, want) {
-			t.Errorf("plan first %v: taken %q, want %q", planFirst, taken, want)
-		}
-		for _, n := range entryNames(t, out.Bytes()) {
-			if slices.Contains(taken, n) {
-				t.Errorf("plan first %v: %s both taken and passed on", planFirst, n)
+	a := []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}
+	for _, tc := range []struct {
+		img  enginetest.Image
+		want []string
+	}{
+		{enginetest.Image{Files: a}, []string{"layer0/layer.tar"}},
+		{enginetest.Image{Files: a, RandomSize: 4096}, []string{"layer0/layer.tar"}},
+		{enginetest.Image{Files: a, RandomSize: 4096, Top: a}, []string{"layer0/layer.tar", "layer1/layer.tar"}},
+	} {
+		for _, planFirst := range []bool{true, false} {
+			img := tc.img
+			img.PlanFirst = planFirst
+			var in, out bytes.Buffer
+			id, err := enginetest.WriteImage(&in, img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			facts, taken, err := engine.FilterSaveTarStaged(&out, bytes.NewReader(in.Bytes()))
+			if err != nil || facts.ConfigDigest != id {
+				t.Fatalf("plan first %v: %v, digest %s want %s", planFirst, err, facts.ConfigDigest, id)
+			}
+			want := tc.want
+			if !planFirst {
+				want = nil
+			}
+			if !slices.Equal(taken, want) {
+				t.Errorf("%d layers, plan first %v: taken %q, want %q", len(facts.Layers), planFirst, taken, want)
+			}
+			passed := entryNames(t, out.Bytes())
+			for _, n := range facts.Layers {
+				if slices.Contains(taken, n) == slices.Contains(passed, n) {
+					t.Errorf("%d layers, plan first %v: %s taken %v, passed on %v: want exactly one", len(facts.Layers), planFirst, n, slices.Contains(taken, n), slices.Contains(passed, n))
+				}
 			}
 		}
 	}

@@ -39,8 +39,8 @@ const partialConfigName = "pullship-partial.json"
 // load registers nothing until the last byte is in; the stager instead sends
 // each layer, as it comes, in a load of its own: a "partial" image whose
 // config lists the layers up to this one. The engine skips the layers it
-// already has (those of the earlier parts), registers this one, and the
-// image's own load at the end finds every layer registered.
+// already has (those of the earlier parts) and registers this one. The last
+// layer stays in the image's own load, which registers it after the parts.
 //
 // The first layer, which has no parent, goes into an import instead: the
 // engine registers it as its bytes arrive ([stager.takeBase]). Part i's

@@ -31,6 +31,7 @@ type Image struct {
 	Files      []File   // the first layer
 	RandomSize int64    // > 0: a second layer holding "random", this many pseudo-random bytes
 	Seed       uint64   // seeds the random layer
+	Top        []File   // a last layer, after the random one
 	RepoTags   []string // written to manifest.json and "repositories", like docker save
 	Entrypoint []string
 	Env        []string          // the config's environment (nil: PATH=/)
@@ -53,14 +54,14 @@ func WriteImage(w io.Writer, img Image) (string, error) {
 		write func(io.Writer) error
 	}
 	var layers []layer
-	if len(img.Files) > 0 {
+	filesLayer := func(files []File) layer {
 		var size int64 = 1024
-		for _, f := range img.Files {
+		for _, f := range files {
 			size += 512 + pad(int64(len(f.Data)))
 		}
-		layers = append(layers, layer{size, func(lw io.Writer) error {
+		return layer{size, func(lw io.Writer) error {
 			t := tar.NewWriter(lw)
-			for _, f := range img.Files {
+			for _, f := range files {
 				hdr := &tar.Header{Name: f.Name, Mode: f.Mode, Size: int64(len(f.Data)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
 				switch {
 				case f.Dir:
@@ -76,7 +77,10 @@ func WriteImage(w io.Writer, img Image) (string, error) {
 				}
 			}
 			return t.Close()
-		}})
+		}}
+	}
+	if len(img.Files) > 0 {
+		layers = append(layers, filesLayer(img.Files))
 	}
 	if img.RandomSize > 0 {
 		layers = append(layers, layer{512 + pad(img.RandomSize) + 1024, func(lw io.Writer) error {
@@ -92,6 +96,9 @@ func WriteImage(w io.Writer, img Image) (string, error) {
 			}
 			return t.Close()
 		}})
+	}
+	if len(img.Top) > 0 {
+		layers = append(layers, filesLayer(img.Top))
 	}
 	var diffIDs, layerPaths []string
 	writeLayers := func(w io.Writer) error {
