@@ -531,17 +531,23 @@ func partialImages(t *testing.T, id string) string {
 }
 
 // TestLoadImageStaged: an image whose manifest and config come before its
-// layers (the order pullship's bundler gives) is loaded layer by layer, one
-// partial image per layer but the last, then the image itself, whose load
-// registers the last layer; the partial images are gone afterwards and the
-// image is whole.
+// layers (the order pullship's bundler gives) is loaded part by part: the
+// first layer imported, then a partial image per layer or run of small
+// layers, then the image itself, whose load registers the last layer; the
+// partial images are gone afterwards and the image is whole.
 func TestLoadImageStaged(t *testing.T) {
 	d := newDocker(t)
 	ctx := t.Context()
 	img := enginetest.PingImage(pingsrv(t), uniq("staged"))
 	img.RandomSize, img.Seed = 3<<20, uint64(time.Now().UnixNano())
-	img.Top = []enginetest.File{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/top", Mode: 0o644, Data: []byte("top")}}
+	small := func(name string) []enginetest.File {
+		return []enginetest.File{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/" + name, Mode: 0o644, Data: []byte(name)}}
+	}
+	img.More = [][]enginetest.File{small("a"), small("b"), small("top")}
 	img.PlanFirst = true
+	// Parts close past 2 MiB: the random layer has a part of its own, the
+	// two small ones after it share one, the last comes with the image.
+	engine.SetPartBytes(t, 2<<20)
 	id, _ := enginetest.WriteImage(io.Discard, img)
 	cleanupImage(t, id)
 	// A partial image an agent killed midway left behind (its config has
@@ -560,8 +566,8 @@ func TestLoadImageStaged(t *testing.T) {
 		t.Fatalf("stale partial image %s not removed: %s", staleID, out)
 	}
 	partial, loaded := loadEvents(t, since, id)
-	if len(partial) != 2 || loaded != 1 {
-		t.Fatalf("load events: partial images %q and %d of %s, want two partial images (one per layer but the last) then the image", partial, loaded, id)
+	if len(partial) != 3 || loaded != 1 {
+		t.Fatalf("load events: partial images %q and %d of %s, want three partial images (the first layer, the random one, the two small ones) then the image", partial, loaded, id)
 	}
 	if p := partialImages(t, id); p != "" {
 		t.Fatalf("partial images left: %s", p)
@@ -571,8 +577,8 @@ func TestLoadImageStaged(t *testing.T) {
 			t.Fatalf("partial image %s still present: %s", e, out)
 		}
 	}
-	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id); layers != "3" {
-		t.Fatalf("loaded image has %s layers, want 3", layers)
+	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id); layers != "5" {
+		t.Fatalf("loaded image has %s layers, want 5", layers)
 	}
 	// The image runs: its layers survived the partial images' removal.
 	name := uniq("staged")

@@ -20,6 +20,14 @@ var (
 	ReadImportOutput = func(data []byte) (string, error) { return readImportOutput(bytes.NewReader(data)) }
 )
 
+// SetPartBytes sets the size past which a staged load closes a part, until
+// the test ends.
+func SetPartBytes(t interface{ Cleanup(func()) }, n int64) {
+	old := partBytes
+	partBytes = n
+	t.Cleanup(func() { partBytes = old })
+}
+
 // FilterSaveTarStaged runs the filter with a sink that takes every layer it
 // is offered and checks that they come in the manifest's order; it returns
 // the names of the entries the sink took.

@@ -342,7 +342,7 @@ func TestFilterSaveTarStaged(t *testing.T) {
 	}{
 		{enginetest.Image{Files: a}, []string{"layer0/layer.tar"}},
 		{enginetest.Image{Files: a, RandomSize: 4096}, []string{"layer0/layer.tar"}},
-		{enginetest.Image{Files: a, RandomSize: 4096, Top: a}, []string{"layer0/layer.tar", "layer1/layer.tar"}},
+		{enginetest.Image{Files: a, RandomSize: 4096, More: [][]enginetest.File{a}}, []string{"layer0/layer.tar", "layer1/layer.tar"}},
 	} {
 		for _, planFirst := range []bool{true, false} {
 			img := tc.img

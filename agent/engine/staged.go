@@ -33,21 +33,23 @@ const partialMaxAge = time.Hour
 // partialConfigName is the partial image config's name in a part's tarball.
 const partialConfigName = "pullship-partial.json"
 
-// stager loads the layers of an image one by one while the rest of its
+// stager loads the layers of an image part by part while the rest of its
 // `docker save` stream still arrives. The classic image store unpacks a
 // load's whole tarball to disk before it registers any layer, so a single
 // load registers nothing until the last byte is in; the stager instead sends
-// each layer, as it comes, in a load of its own: a "partial" image whose
-// config lists the layers up to this one. The engine skips the layers it
-// already has (those of the earlier parts) and registers this one. The last
-// layer stays in the image's own load, which registers it after the parts.
+// the layers, as they come, in loads of their own ("parts"), each of a
+// "partial" image whose config lists the layers up to its last one. The
+// engine skips the layers it already has (those of the earlier parts) and
+// registers the part's. A part holds one layer, or consecutive layers up to
+// partBytes. The last layer stays in the image's own load, which registers
+// it after the parts.
 //
 // The first layer, which has no parent, goes into an import instead: the
-// engine registers it as its bytes arrive ([stager.takeBase]). Part i's
-// tarball (i ≥ 1) holds layer i's file; the manifest that makes the engine
-// process it is written only once part i-1 is loaded, so layers register in
-// order while the next ones stream. The partial images hold the layers until
-// the image's own load references them, then [stager.cleanup] removes them.
+// engine registers it as its bytes arrive ([stager.takeBase]). The manifest
+// that makes the engine process a part is written only once the part before
+// it is loaded ([stager.seal]), so layers register in order while the next
+// ones stream. The partial images hold the layers until the image's own load
+// references them, then [stager.cleanup] removes them.
 type stager struct {
 	ctx    context.Context
 	cli    *client.Client
@@ -58,6 +60,7 @@ type stager struct {
 	layers []string                   // the manifest's layer paths
 
 	parts []*part
+	open  *part // the part take writes to, until sealed
 	mu    sync.Mutex
 	ids   []string // partial images the engine reported loading
 
@@ -66,13 +69,25 @@ type stager struct {
 	stopOnce sync.Once
 }
 
-// part is one layer's load.
+// part is the load of one or more layers (the base layer's import is one
+// too).
 type part struct {
 	done chan struct{} // closed when the engine answered; err is set then
 	err  error
 
 	sent  chan struct{} // closed when the writer is done; cause is set then
 	cause error         // why the writer cut the stream
+
+	// A load's part (not the import): its stream, the previous part, and
+	// once sealed the partial image's ID.
+	pw    *io.PipeWriter
+	tw    *tar.Writer
+	prev  *part
+	first int       // the first layer it holds
+	last  int       // the last layer it holds
+	size  int64     // the bytes of its layers
+	mtime time.Time // of its last layer's entry
+	id    string
 }
 
 func newStager(ctx context.Context, cli *client.Client, want string) *stager {
@@ -120,28 +135,57 @@ func (s *stager) partialConfig(i int) ([]byte, string, error) {
 	return data, "sha256:" + hex.EncodeToString(sum[:]), nil
 }
 
-// take streams layer i (the tar entry hdr, its bytes from r) into a load of
-// its own and returns once the bytes are sent; the load completes in the
+// partBytes is the size past which a part is closed: layers smaller than
+// that share a part with the ones after them (each load costs the engine a
+// process and a partial image, about 0.1 s of CPU, so an image of many small
+// layers is not loaded one small layer at a time), and a part as large
+// registers in a fraction of a second once its bytes are in.
+var partBytes int64 = 32 << 20 // a variable for tests
+
+// take streams layer i (the tar entry hdr, its bytes from r) into the open
+// part, or a new one, and returns once the bytes are sent; a part of
+// partBytes or more is then closed, and its load completes in the
 // background, after the previous part's.
 func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 	if i == 0 {
 		return s.takeBase(hdr, r)
 	}
-	config, id, err := s.partialConfig(i)
-	if err != nil {
-		return err
+	p := s.open
+	if p == nil {
+		p = s.newPart()
+		p.first = i
+		s.open = p
 	}
-	manifest, err := json.Marshal([]map[string]any{{"Config": partialConfigName, "Layers": s.layers[:i+1]}})
-	if err != nil {
-		return err
+	name := path.Clean(hdr.Name)
+	if dir := path.Dir(name); dir != "." {
+		if err := p.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: hdr.ModTime}); err != nil {
+			return s.failOpen(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
+		}
 	}
-	var prev *part
-	if len(s.parts) > 0 {
-		prev = s.parts[len(s.parts)-1]
+	h := *hdr
+	if err := p.tw.WriteHeader(&h); err != nil {
+		return s.failOpen(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
 	}
+	if _, err := copyBig(p.tw, r); err != nil {
+		return s.failOpen(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
+	}
+	p.last, p.size, p.mtime = i, p.size+hdr.Size, hdr.ModTime
+	if p.size >= partBytes {
+		return s.seal()
+	}
+	return nil
+}
+
+// newPart starts the load of a new part; its tarball is written by take and
+// ended by seal.
+func (s *stager) newPart() *part {
 	p := &part{done: make(chan struct{}), sent: make(chan struct{})}
+	if len(s.parts) > 0 {
+		p.prev = s.parts[len(s.parts)-1]
+	}
 	s.parts = append(s.parts, p)
 	pr, pw := io.Pipe()
+	p.pw, p.tw = pw, tar.NewWriter(pw)
 	go func() {
 		defer close(p.done)
 		resp, err := s.cli.ImageLoad(s.ctx, bodyReader(pr), client.ImageLoadWithQuiet(true))
@@ -151,53 +195,71 @@ func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 			resp.Body.Close()
 		}
 		pr.CloseWithError(errors.New("engine stopped reading"))
-		if slices.Contains(out.IDs, id) {
+		<-p.sent // p.id and p.last are set, or p.cause
+		if p.id != "" && slices.Contains(out.IDs, p.id) {
 			s.mu.Lock()
-			s.ids = append(s.ids, id)
+			s.ids = append(s.ids, p.id)
 			s.mu.Unlock()
 		}
-		<-p.sent
 		switch {
 		case p.cause != nil:
 			p.err = p.cause // the engine's error is its consequence
 		case err != nil:
-			p.err = fmt.Errorf("load layer %d (%s): %w", i+1, hdr.Name, err)
-		case len(out.IDs) != 1 || out.IDs[0] != id:
-			p.err = fmt.Errorf("load layer %d (%s): engine reported images %q, want %s", i+1, hdr.Name, out.IDs, id)
+			p.err = fmt.Errorf("load %s: %w", s.describe(p), err)
+		case len(out.IDs) != 1 || out.IDs[0] != p.id:
+			p.err = fmt.Errorf("load %s: engine reported images %q, want %s", s.describe(p), out.IDs, p.id)
 		}
 	}()
-	fail := func(err error) error {
-		p.cause = err
-		pw.CloseWithError(err)
-		close(p.sent)
+	return p
+}
+
+// describe names the layers of part p for errors.
+func (s *stager) describe(p *part) string {
+	if p.first == p.last {
+		return fmt.Sprintf("layer %d (%s)", p.last+1, s.layers[p.last])
+	}
+	return fmt.Sprintf("layers %d-%d (%s to %s)", p.first+1, p.last+1, s.layers[p.first], s.layers[p.last])
+}
+
+// failOpen cuts the open part's stream with err.
+func (s *stager) failOpen(err error) error {
+	if p := s.open; p != nil {
+		s.open = nil
+		p.fail(err)
+	}
+	return err
+}
+
+// seal closes the open part: its manifest, which makes the engine process
+// it, is written once the part before it is loaded, so layers register in
+// order while the next ones stream.
+func (s *stager) seal() error {
+	p := s.open
+	if p == nil {
+		return nil
+	}
+	s.open = nil
+	config, id, err := s.partialConfig(p.last)
+	if err != nil {
+		p.fail(err)
 		return err
 	}
-	tw := tar.NewWriter(pw)
-	name := path.Clean(hdr.Name)
-	if dir := path.Dir(name); dir != "." {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: dir + "/", Mode: 0o755, ModTime: hdr.ModTime}); err != nil {
-			return fail(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
-		}
+	manifest, err := json.Marshal([]map[string]any{{"Config": partialConfigName, "Layers": s.layers[:p.last+1]}})
+	if err != nil {
+		p.fail(err)
+		return err
 	}
-	h := *hdr
-	if err := tw.WriteHeader(&h); err != nil {
-		return fail(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
-	}
-	if _, err := copyBig(tw, r); err != nil {
-		return fail(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
-	}
+	p.id = id
 	go func() {
-		// The engine may only process this part once the layers before it
-		// are registered: the manifest, which it needs to, comes last.
-		if prev != nil {
+		if p.prev != nil {
 			select {
-			case <-prev.done:
-				if prev.err != nil {
-					fail(prev.err)
+			case <-p.prev.done:
+				if p.prev.err != nil {
+					p.fail(p.prev.err)
 					return
 				}
 			case <-s.stop:
-				fail(s.stopErr)
+				p.fail(s.stopErr)
 				return
 			}
 		}
@@ -205,23 +267,30 @@ func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 			name string
 			data []byte
 		}{{partialConfigName, config}, {"manifest.json", manifest}} {
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o644, Size: int64(len(f.data)), ModTime: hdr.ModTime}); err != nil {
-				fail(err)
+			if err := p.tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.name, Mode: 0o644, Size: int64(len(f.data)), ModTime: p.mtime}); err != nil {
+				p.fail(err)
 				return
 			}
-			if _, err := tw.Write(f.data); err != nil {
-				fail(err)
+			if _, err := p.tw.Write(f.data); err != nil {
+				p.fail(err)
 				return
 			}
 		}
-		if err := tw.Close(); err != nil {
-			fail(err)
+		if err := p.tw.Close(); err != nil {
+			p.fail(err)
 			return
 		}
-		pw.Close()
+		p.pw.Close()
 		close(p.sent)
 	}()
 	return nil
+}
+
+// fail cuts the part's stream: the engine never sees its manifest.
+func (p *part) fail(err error) {
+	p.cause = err
+	p.pw.CloseWithError(err)
+	close(p.sent)
 }
 
 // takeBase streams the first layer into an import: a layer without a parent
@@ -245,11 +314,10 @@ func (s *stager) takeBase(hdr *tar.Header, r io.Reader) error {
 			p.err = fmt.Errorf("load layer 1 (%s): %w", hdr.Name, err)
 		}
 	}()
+	p.pw = pw
 	if _, err := copyBig(pw, r); err != nil {
 		err = fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
-		p.cause = err
-		pw.CloseWithError(err)
-		close(p.sent)
+		p.fail(err)
 		return err
 	}
 	pw.Close()
@@ -317,15 +385,17 @@ func readImportOutput(r io.Reader) (string, error) {
 // abort stops the parts whose load has not begun: the image's stream failed,
 // so no further layer is registered.
 func (s *stager) abort(err error) {
+	s.failOpen(err)
 	s.stopOnce.Do(func() {
 		s.stopErr = err
 		close(s.stop)
 	})
 }
 
-// wait waits for every part's load and returns the first failure.
+// wait closes the open part, waits for every part's load and returns the
+// first failure.
 func (s *stager) wait() error {
-	var first error
+	first := s.seal()
 	for _, p := range s.parts {
 		<-p.done
 		if first == nil {

@@ -31,7 +31,7 @@ type Image struct {
 	Files      []File   // the first layer
 	RandomSize int64    // > 0: a second layer holding "random", this many pseudo-random bytes
 	Seed       uint64   // seeds the random layer
-	Top        []File   // a last layer, after the random one
+	More       [][]File // further layers, after the random one
 	RepoTags   []string // written to manifest.json and "repositories", like docker save
 	Entrypoint []string
 	Env        []string          // the config's environment (nil: PATH=/)
@@ -97,8 +97,8 @@ func WriteImage(w io.Writer, img Image) (string, error) {
 			return t.Close()
 		}})
 	}
-	if len(img.Top) > 0 {
-		layers = append(layers, filesLayer(img.Top))
+	for _, files := range img.More {
+		layers = append(layers, filesLayer(files))
 	}
 	var diffIDs, layerPaths []string
 	writeLayers := func(w io.Writer) error {
