@@ -43,10 +43,10 @@ type saveFacts struct {
 //
 // With sink set, the layers that arrive in the manifest's order after the
 // manifest and the config (the order pullship's bundler gives an image's
-// entries, which [image.Rebuild] keeps) go to the sink,
-// which loads them ahead of the image (see [stager]); the config's digest is
-// checked before the first one does, and the end-of-archive marker waits
-// for the sink's loads.
+// entries, which [image.Rebuild] keeps) go to the sink, which loads them
+// ahead of the image (see [stager]), all but the last, which stays in w
+// (unless it is the only one); the config's digest is checked before the
+// first one goes, and the end-of-archive marker waits for the sink's loads.
 func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) error, sink layerSink) (facts saveFacts, err error) {
 	if sink != nil {
 		defer func() {
