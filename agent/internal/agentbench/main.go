@@ -171,10 +171,34 @@ func (b *bench) cleanup() {
 	if b.srv != nil {
 		b.srv.Close()
 	}
-	exec.Command("docker", "rm", "-f", b.container(), b.container()+".pullship-prev").Run()
+	b.fresh("")
+}
+
+// fresh removes the node's containers and the bench image, and with state
+// that state directory, so that the next agent pass starts on a new host.
+func (b *bench) fresh(state string) error {
+	exec.Command("docker", "rm", "-f", b.container(), b.container()+engine.PrevSuffix).Run()
 	if b.imageID != "" {
 		exec.Command("docker", "rmi", "-f", b.imageID).Run()
 	}
+	if state == "" {
+		return nil
+	}
+	return os.RemoveAll(state)
+}
+
+// loadPhase checks that the agent pass m (what it was, for errors) left the
+// node running the image, and returns the time from its start to its
+// "image loaded" line.
+func (b *bench) loadPhase(m measure, what string) (time.Duration, error) {
+	if err := b.running(); err != nil {
+		return 0, fmt.Errorf("after %s: %w\n%s", what, err, m.out)
+	}
+	at, ok := logTime(m.out, "image loaded")
+	if !ok {
+		return 0, fmt.Errorf("%s: the agent logged no \"image loaded\" line:\n%s", what, m.out)
+	}
+	return at.Sub(m.start), nil
 }
 
 func (b *bench) run() error {
@@ -320,9 +344,7 @@ key = %q
 	)
 	for round := 1; round <= b.c.rounds; round++ {
 		if round > 1 {
-			exec.Command("docker", "rm", "-f", b.container(), b.container()+engine.PrevSuffix).Run()
-			exec.Command("docker", "rmi", "-f", b.imageID).Run()
-			if err := os.RemoveAll(filepath.Join(w, "state")); err != nil {
+			if err := b.fresh(filepath.Join(w, "state")); err != nil {
 				return err
 			}
 		}
@@ -335,14 +357,10 @@ key = %q
 		if err != nil {
 			return err
 		}
-		if err := b.running(); err != nil {
-			return fmt.Errorf("after the first once: %w\n%s", err, a1.out)
+		if phase, err = b.loadPhase(a1, "the first once"); err != nil {
+			return err
 		}
-		var ok bool
-		if loaded, ok = logTime(a1.out, "image loaded"); !ok {
-			return fmt.Errorf("the agent logged no \"image loaded\" line:\n%s", a1.out)
-		}
-		phase = loaded.Sub(a1.start)
+		loaded = a1.start.Add(phase)
 		fmt.Printf("round %d: agent once (new image): %.2fs, fetch+verify+load %.2fs, peak RSS %s\n", round, a1.wall.Seconds(), phase.Seconds(), kib(a1.rss))
 		basePhases, agent = append(basePhases, base.wall), append(agent, phase)
 	}
@@ -448,8 +466,7 @@ key = %q
 	// media, an air-gapped host): the agent copies the objects it lacks
 	// into its store, then loads the image from there. A fresh state
 	// directory, no image, no container.
-	exec.Command("docker", "rm", "-f", b.container(), b.container()+engine.PrevSuffix).Run()
-	exec.Command("docker", "rmi", "-f", b.imageID).Run()
+	b.fresh("")
 	dirToml := filepath.Join(w, "agent-dir.toml")
 	if err := writeAgentToml(dirToml, bare, filepath.Join(w, "state-dir")); err != nil {
 		return err
@@ -458,15 +475,11 @@ key = %q
 	if err != nil {
 		return err
 	}
-	if err := b.running(); err != nil {
-		return fmt.Errorf("after the directory-remote once: %w\n%s", err, a4.out)
-	}
-	loaded4, ok := logTime(a4.out, "image loaded")
-	if !ok {
-		return fmt.Errorf("the directory-remote agent logged no \"image loaded\" line:\n%s", a4.out)
+	p4, err := b.loadPhase(a4, "the directory-remote once")
+	if err != nil {
+		return err
 	}
 	sc = "4 new image, directory remote"
-	p4 := loaded4.Sub(a4.start)
 	b.add(bundlertest.Row(sc, "copy+verify+load", secs(p4), secs(mb)+" docker load", fmt.Sprintf("%.2f×", p4.Seconds()/mb.Seconds()), "-", "-"))
 	b.add(bundlertest.Row(sc, "agent CPU time (whole once)", secs(a4.cpu), "-", "-", "-", "-"))
 	b.add(bundlertest.Row(sc, "agent peak RSS", kib(a4.rss), "-", "-", "≤ 64 MiB", yes(a4.rss <= 64<<10)))
@@ -481,8 +494,7 @@ key = %q
 	// layers under 2 MiB, the entrypoint), released over the first: the
 	// agent's per-load costs count here, not its throughput. Rounds as in
 	// scenario 1, against docker load of the same tarball.
-	exec.Command("docker", "rm", "-f", b.container(), b.container()+engine.PrevSuffix).Run()
-	exec.Command("docker", "rmi", "-f", b.imageID).Run()
+	b.fresh("")
 	layered, imgLayers := filepath.Join(w, "layered-base.tar"), filepath.Join(w, "image-layers.tar")
 	if err := writeLayered(layered, uint64(time.Now().UnixNano())); err != nil {
 		return err
@@ -496,9 +508,7 @@ key = %q
 	var loads5, agent5 []time.Duration
 	var a5 measure
 	for round := 1; round <= b.c.rounds; round++ {
-		exec.Command("docker", "rm", "-f", b.container(), b.container()+engine.PrevSuffix).Run()
-		exec.Command("docker", "rmi", "-f", b.imageID).Run()
-		if err := os.RemoveAll(filepath.Join(w, "state")); err != nil {
+		if err := b.fresh(filepath.Join(w, "state")); err != nil {
 			return err
 		}
 		base5, _, err := dockerLoad(imgLayers)
@@ -508,15 +518,12 @@ key = %q
 		if a5, _, _, err = once(0); err != nil {
 			return err
 		}
-		if err := b.running(); err != nil {
-			return fmt.Errorf("after the layered image's once: %w\n%s", err, a5.out)
+		p5, err := b.loadPhase(a5, "the layered image's once")
+		if err != nil {
+			return err
 		}
-		at, ok := logTime(a5.out, "image loaded")
-		if !ok {
-			return fmt.Errorf("the agent logged no \"image loaded\" line:\n%s", a5.out)
-		}
-		loads5, agent5 = append(loads5, base5.wall), append(agent5, at.Sub(a5.start))
-		fmt.Printf("round %d: layered image: docker load %.2fs, agent fetch+verify+load %.2fs\n", round, base5.wall.Seconds(), at.Sub(a5.start).Seconds())
+		loads5, agent5 = append(loads5, base5.wall), append(agent5, p5)
+		fmt.Printf("round %d: layered image: docker load %.2fs, agent fetch+verify+load %.2fs\n", round, base5.wall.Seconds(), p5.Seconds())
 	}
 	sc = "5 new image, 11 small layers"
 	mb5, ma5 := median(loads5), median(agent5)

@@ -29,7 +29,7 @@ import (
 // (allocations) follows. The engine is wrapped to time LoadImage, the
 // rebuilt docker-save stream going into the engine.
 func (b *bench) profile(agentToml string) error {
-	exec.Command("docker", "rm", "-f", b.container(), b.container()+".pullship-prev").Run()
+	exec.Command("docker", "rm", "-f", b.container(), b.container()+engine.PrevSuffix).Run()
 	if err := b.quiet(b.c.work, "docker", "rmi", "-f", b.imageID); err != nil {
 		return err
 	}
