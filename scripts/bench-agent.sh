@@ -2,8 +2,9 @@
 # make bench, agent side: pullship-agent fetching, verifying and loading the
 # release bench's ~300 MiB image against plain `docker load` of the same tar,
 # its peak RSS, the bytes it fetches for a config-only release and an idle
-# poll, and the same image from a directory remote, all measured in the same
-# run (agent/internal/agentbench).
+# poll, the same image from a directory remote, and a generated image of 11
+# small layers against docker load of it, all measured in the same run
+# (agent/internal/agentbench).
 #
 #   scripts/bench-agent.sh [flags of agent/internal/agentbench, e.g. -keep -cpuprofile agent.cpu]
 #
