@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,15 +37,15 @@ func engineLocal() bool {
 // boot (user, nice, system, irq, softirq and steal in /proc/stat): every
 // process counts, the engine's short-lived unpackers and the git server as
 // much as the agent.
-func busyCPU() time.Duration {
+func busyCPU() (time.Duration, error) {
 	data, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, err
 	}
 	line, _, _ := strings.Cut(string(data), "\n")
 	f := strings.Fields(line)
 	if len(f) < 9 || f[0] != "cpu" {
-		return 0
+		return 0, fmt.Errorf("/proc/stat: first line %q, want cpu and 8 counters", line)
 	}
 	var ticks int64
 	for i, v := range f[1:9] {
@@ -53,11 +54,11 @@ func busyCPU() time.Duration {
 		}
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
-			return 0
+			return 0, fmt.Errorf("/proc/stat: %w", err)
 		}
 		ticks += n
 	}
-	return time.Duration(ticks) * time.Second / clockTicks
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // cpuSampler records the machine's busy CPU time every 50 ms, so that the CPU it
@@ -74,7 +75,7 @@ type cpuSampler struct {
 func startCPUSampler() *cpuSampler {
 	s := &cpuSampler{stop: make(chan struct{}), stopped: make(chan struct{})}
 	sample := func() {
-		c := busyCPU()
+		c, _ := busyCPU() // run checked that it reads
 		s.mu.Lock()
 		s.times, s.cpu = append(s.times, time.Now()), append(s.cpu, c)
 		s.mu.Unlock()

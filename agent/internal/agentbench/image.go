@@ -15,6 +15,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/pullship/pullship/agent/engine/enginetest"
 )
 
 // buildPingsrv compiles the engine tests' static pingsrv program (the
@@ -235,93 +237,41 @@ func layersAbsent(src string) error {
 
 // writeLayered writes a legacy `docker save` tarball of an image shaped
 // like a packaged service: a base layer of 48 MiB (twelve 4 MiB files), then
-// nine small layers of five files of 20-400 KiB each (scripts, config,
-// a release's pieces). File contents are half pseudo-random, half zeros
-// (compressible as binaries are), from seed.
+// nine small layers of five files of 20-400 KiB each (scripts, config, a
+// release's pieces). File contents are half pseudo-random, half zeros
+// (compressible as binaries are), from seed; the bench holds them in memory
+// (57 MiB at most).
 func writeLayered(dst string, seed uint64) error {
 	rng := rand.New(rand.NewPCG(seed, 1))
-	content := func(n int) []byte {
-		b := make([]byte, n)
-		for i := 0; i < n/2; i += 8 {
-			binary.LittleEndian.PutUint64(b[i:], rng.Uint64())
-		}
-		return b
-	}
-	layerTar := func(dir string, sizes []int) ([]byte, error) {
-		var buf bytes.Buffer
-		tw := tar.NewWriter(&buf)
+	layer := func(dir string, sizes []int) []enginetest.File {
+		files := []enginetest.File{{Name: dir, Dir: true, Mode: 0o755}}
 		for i, n := range sizes {
-			if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("%s/f%d", dir, i), Mode: 0o644, Size: int64(n), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-				return nil, err
+			data := make([]byte, n)
+			for j := 0; j+8 <= n/2; j += 8 {
+				binary.LittleEndian.PutUint64(data[j:], rng.Uint64())
 			}
-			if _, err := tw.Write(content(n)); err != nil {
-				return nil, err
-			}
+			files = append(files, enginetest.File{Name: fmt.Sprintf("%s/f%d", dir, i), Mode: 0o644, Data: data})
 		}
-		return buf.Bytes(), tw.Close()
+		return files
 	}
-	var layers [][]byte
 	base := make([]int, 12)
 	for i := range base {
 		base[i] = 4 << 20
 	}
-	l, err := layerTar("base", base)
-	if err != nil {
-		return err
-	}
-	layers = append(layers, l)
+	img := enginetest.Image{Files: layer("base", base)}
 	for k := range 9 {
 		sizes := make([]int, 5)
 		for i := range sizes {
 			sizes[i] = 20<<10 + rng.IntN(380<<10)
 		}
-		if l, err = layerTar(fmt.Sprintf("l%d", k), sizes); err != nil {
-			return err
-		}
-		layers = append(layers, l)
-	}
-	var diffIDs, paths []string
-	for _, l := range layers {
-		sum := sha256.Sum256(l)
-		diffIDs = append(diffIDs, "sha256:"+hex.EncodeToString(sum[:]))
-		paths = append(paths, hex.EncodeToString(sum[:])+"/layer.tar")
-	}
-	cfg, err := json.Marshal(map[string]any{"architecture": "amd64", "os": "linux", "config": map[string]any{"Env": []string{"PATH=/"}},
-		"rootfs": map[string]any{"type": "layers", "diff_ids": diffIDs}})
-	if err != nil {
-		return err
-	}
-	cfgSum := sha256.Sum256(cfg)
-	cfgName := hex.EncodeToString(cfgSum[:]) + ".json"
-	manifest, err := json.Marshal([]map[string]any{{"Config": cfgName, "RepoTags": nil, "Layers": paths}})
-	if err != nil {
-		return err
+		img.More = append(img.More, layer(fmt.Sprintf("l%d", k), sizes))
 	}
 	f, err := os.Create(dst)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	tw := tar.NewWriter(f)
-	add := func(name string, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
-			return err
-		}
-		_, err := tw.Write(data)
-		return err
-	}
-	for i, l := range layers {
-		if err := add(paths[i], l); err != nil {
-			return err
-		}
-	}
-	if err := add(cfgName, cfg); err != nil {
-		return err
-	}
-	if err := add("manifest.json", manifest); err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
+	if _, err := enginetest.WriteImage(f, img); err != nil {
 		return err
 	}
 	return f.Close()
