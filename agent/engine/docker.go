@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -43,6 +44,16 @@ var _ Engine = (*Docker)(nil)
 // else the local socket), negotiating the API version (API 1.41, Docker 20.10,
 // and later are supported).
 func NewDocker() (*Docker, error) {
+	cli, _, err := dockerClient()
+	if err != nil {
+		return nil, fmt.Errorf("connect to docker engine: %w", err)
+	}
+	return &Docker{cli: cli}, nil
+}
+
+// dockerClient returns a client for the engine the environment names, and
+// the transport under its tracing wrapper.
+func dockerClient() (*client.Client, *http.Transport, error) {
 	// The client sends an image stream in chunks of 32 KiB (net/http's copy
 	// buffer), each flushed as soon as it is written: a write buffer that
 	// holds a whole chunk sends it in one write to the socket, where the
@@ -51,11 +62,39 @@ func NewDocker() (*Docker, error) {
 	// the engine, as they would the client's own.
 	tr := &http.Transport{WriteBufferSize: chunkWriteBuffer}
 	cli, err := client.NewClientWithOpts(client.WithHTTPClient(&http.Client{Transport: tr, CheckRedirect: client.CheckRedirect}),
-		client.WithHost(client.DefaultDockerHost), client.FromEnv, client.WithAPIVersionNegotiation())
-	if err != nil {
-		return nil, fmt.Errorf("connect to docker engine: %w", err)
+		client.WithHost(client.DefaultDockerHost), client.FromEnv, client.WithAPIVersionNegotiation(),
+		func(*client.Client) error {
+			// After WithHost and FromEnv, which set the transport's dialer.
+			tr.DialContext = withSendBuffer(tr.DialContext, engineSendBuffer)
+			return nil
+		})
+	return cli, tr, err
+}
+
+// engineSendBuffer is the socket send buffer the agent asks for on its
+// connections to a local engine. An image stream crosses a machine busy
+// with the fetch, and the engine reads the socket 32 KiB at a time: with the
+// kernel's default 208 KiB, the agent and the engine wait for each other at
+// every turn the scheduler gives either of them. Linux doubles the request,
+// so the buffer holds 8 MiB: measured with a 303 MiB image over git daemon,
+// fetch + verify + load took 3.24–4.03 s instead of 3.91–4.47 s
+// (alternated runs); 512 KiB did nothing, 2 MiB half of it, 16 MiB no more.
+const engineSendBuffer = 4 << 20
+
+// withSendBuffer wraps dial so that a connection to a unix socket gets a
+// send buffer of n bytes (see [setSendBuffer]). The buffer is a hint: a
+// kernel that refuses it leaves the connection as it was.
+func withSendBuffer(dial func(ctx context.Context, network, addr string) (net.Conn, error), n int) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
 	}
-	return &Docker{cli: cli}, nil
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if u, ok := c.(*net.UnixConn); ok && err == nil {
+			_ = setSendBuffer(u, n)
+		}
+		return c, err
+	}
 }
 
 // NewDockerFromClient adapts an existing client.
