@@ -388,8 +388,7 @@ func clip(s string, n int) string {
 
 // streamPiece is the size of the pieces an image stream moves in towards the
 // engine through pipes, where io.Copy's 32 KiB would cost 16 times as many
-// wake-ups. The engine's socket gets the client's 32 KiB chunks, each in one
-// write ([chunkWriteBuffer]).
+// wake-ups, and in which it reaches a local engine's socket ([pieceBodies]).
 const streamPiece = 512 << 10
 
 var pieces = sync.Pool{New: func() any { return new([streamPiece]byte) }}
@@ -409,8 +408,9 @@ type (
 )
 
 // bodyReader is a request body read from the pipe r in pieces as large as
-// the writes into it (up to streamPiece): the HTTP client reads a body 32 KiB
-// at a time (its copy buffer; the tracing transport hides a body's
-// WriterTo), and each of those reads from the pipe itself would wake its
-// writer (measured: no faster without it, one copy fewer but more wake-ups).
+// the writes into it (up to streamPiece). Where the HTTP client reads a body
+// 32 KiB at a time (an engine not on a unix socket, see [dockerClient]),
+// each of those reads from the pipe itself would wake its writer (measured:
+// no faster without it, one copy fewer but more wake-ups); [pieceBodies]
+// reads it in pieces of streamPiece, which it passes straight through.
 func bodyReader(r io.Reader) io.Reader { return bufio.NewReaderSize(r, streamPiece) }
