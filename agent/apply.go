@@ -480,7 +480,7 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 			pw.CloseWithError(err)
 			rebuilt <- err
 		}()
-		lerr := a.eng.LoadImage(ctx, pr, img.Digest)
+		lerr := a.eng.LoadImage(ctx, pr, img.Digest, idx.FileSizes())
 		pr.CloseWithError(errLoadOver)
 		rerr := <-rebuilt
 		// The fetch runs to its end even when the load failed: what it

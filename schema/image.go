@@ -124,6 +124,17 @@ func (idx *ImageIndex) TotalSize() int64 {
 	return n
 }
 
+// FileSizes returns the size of each file of the stream, by path.
+func (idx *ImageIndex) FileSizes() map[string]int64 {
+	sizes := make(map[string]int64)
+	for i := range idx.Entries {
+		if e := &idx.Entries[i]; e.Type == EntryFile {
+			sizes[e.Path] = e.Size
+		}
+	}
+	return sizes
+}
+
 var (
 	imageNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 	imageIDRE   = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)

@@ -201,8 +201,9 @@ func (d *Docker) imageIDs(ctx context.Context) (map[string]bool, error) {
 //
 // On the classic store, a tarball whose manifest.json and config come before
 // its layers is loaded layer by layer as it streams (see [stager]), the
-// config's digest checked before the first layer goes in.
-func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) error {
+// config's digest checked before the first layer goes in; sizes decide
+// which layers the image's own load keeps ([stager.plan]).
+func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) error {
 	if !ValidImageID(wantID) {
 		return fmt.Errorf("load image %q: not an image ID (sha256:<64 hex>)", wantID)
 	}
@@ -212,7 +213,7 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string) erro
 	}
 	var sink layerSink
 	if d.classicStore(ctx) {
-		st := newStager(ctx, d.cli, wantID)
+		st := newStager(ctx, d.cli, wantID, sizes)
 		defer st.cleanup()
 		sink = st
 	}

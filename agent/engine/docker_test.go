@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path"
 	"runtime"
 	"strings"
 	"sync"
@@ -65,6 +67,11 @@ func cleanupImage(t *testing.T, id string) {
 
 // load streams img into the engine through a pipe, as the agent does.
 func load(ctx context.Context, d *engine.Docker, img enginetest.Image, wantID string) (id string, err error) {
+	return loadSized(ctx, d, img, wantID, nil)
+}
+
+// loadSized is load, with the sizes of the tarball's files given ahead.
+func loadSized(ctx context.Context, d *engine.Docker, img enginetest.Image, wantID string, sizes map[string]int64) (id string, err error) {
 	pr, pw := io.Pipe()
 	ids := make(chan string, 1)
 	go func() {
@@ -80,7 +87,7 @@ func load(ctx context.Context, d *engine.Docker, img enginetest.Image, wantID st
 		}
 		wantID = id
 	}
-	err = d.LoadImage(ctx, pr, wantID)
+	err = d.LoadImage(ctx, pr, wantID, sizes)
 	pr.CloseWithError(errors.New("load returned"))
 	return <-ids, err
 }
@@ -180,7 +187,7 @@ func TestLoadImageEngineError(t *testing.T) {
 	img = enginetest.PingImage(pingsrv(t), uniq("trunc"))
 	id, _ = enginetest.WriteImage(&buf, img)
 	cleanupImage(t, id)
-	err = d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:buf.Len()/2]), id)
+	err = d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:buf.Len()/2]), id, nil)
 	if err == nil {
 		t.Fatal("truncated tarball loaded")
 	}
@@ -588,6 +595,59 @@ func TestLoadImageStaged(t *testing.T) {
 	}
 }
 
+// TestLoadImageStagedSizes: with the sizes of its layers known ahead, the
+// image of TestLoadImageStaged keeps its small last layers in its own load
+// (less than a part's worth follows the random one): the first layer is
+// imported, the image's load registers the other four.
+func TestLoadImageStagedSizes(t *testing.T) {
+	d := newDocker(t)
+	img := enginetest.PingImage(pingsrv(t), uniq("staged-sizes"))
+	img.RandomSize, img.Seed = 3<<20, uint64(time.Now().UnixNano())
+	small := func(name string) []enginetest.File {
+		return []enginetest.File{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/" + name, Mode: 0o644, Data: []byte(name)}}
+	}
+	img.More = [][]enginetest.File{small("a"), small("b"), small("top")}
+	img.PlanFirst = true
+	engine.SetPartBytes(t, 2<<20)
+	var tarball bytes.Buffer
+	id, err := enginetest.WriteImage(&tarball, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleanupImage(t, id)
+	sizes := map[string]int64{}
+	tr := tar.NewReader(&tarball)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sizes[path.Clean(hdr.Name)] = hdr.Size
+	}
+	since := time.Now()
+	if _, err := loadSized(t.Context(), d, img, id, sizes); err != nil {
+		t.Fatalf("LoadImage: %v", err)
+	}
+	partial, loaded := loadEvents(t, since, id)
+	if len(partial) != 1 || loaded != 1 {
+		t.Fatalf("load events: partial images %q and %d of %s, want one partial image (the first layer) then the image", partial, loaded, id)
+	}
+	if p := partialImages(t, id); p != "" {
+		t.Fatalf("partial images left: %s", p)
+	}
+	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id); layers != "5" {
+		t.Fatalf("loaded image has %s layers, want 5", layers)
+	}
+	name := uniq("staged-sizes")
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	if out := docker(t, "run", "--name", name, id, "ping"); out != "pong" {
+		t.Fatalf("container printed %q, want pong", out)
+	}
+}
+
 // TestLoadImageStagedRefused: a staged load that fails leaves no image, no
 // partial image and no layer behind: a layer whose content is not its
 // diff_id, a stream cut after the first layer, a config that is not the
@@ -616,7 +676,7 @@ func TestLoadImageStagedRefused(t *testing.T) {
 		t.Fatal("no second layer in the test image")
 	}
 	since := time.Now()
-	if err := d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:cut+100]), id); err == nil {
+	if err := d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:cut+100]), id, nil); err == nil {
 		t.Fatal("truncated staged stream loaded")
 	} else {
 		t.Logf("truncated: %v", err)

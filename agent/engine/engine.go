@@ -85,8 +85,11 @@ type Engine interface {
 	// only when the engine holds the image wantID afterwards. A tarball
 	// whose image is not wantID yields *ImageMismatchError and leaves no new
 	// image behind. Errors the engine reports inside its progress stream are
-	// returned.
-	LoadImage(ctx context.Context, r io.Reader, wantID string) error
+	// returned. sizes, when not nil, gives the sizes of the tarball's files by
+	// path, known before they stream (pullship's signed image index): an
+	// engine may plan its load by them. They steer nothing else; the
+	// tarball's own headers are what is loaded.
+	LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) error
 	// RemoveImage deletes the image; a missing image is not an error, an image
 	// used by a container is.
 	RemoveImage(ctx context.Context, id string) error

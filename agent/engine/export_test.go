@@ -28,11 +28,11 @@ func SetPartBytes(t interface{ Cleanup(func()) }, n int64) {
 	t.Cleanup(func() { partBytes = old })
 }
 
-// FilterSaveTarStaged runs the filter with a sink that takes every layer it
-// is offered and checks that they come in the manifest's order; it returns
-// the names of the entries the sink took.
-func FilterSaveTarStaged(w io.Writer, r io.Reader) (saveFacts, []string, error) {
-	s := &recordingSink{}
+// FilterSaveTarStaged runs the filter with a sink that plans as a staged
+// load does (with sizes, if not nil) and checks that the layers come in the
+// manifest's order; it returns the names of the entries the sink took.
+func FilterSaveTarStaged(w io.Writer, r io.Reader, sizes map[string]int64) (saveFacts, []string, error) {
+	s := &recordingSink{sizes: sizes}
 	facts, err := filterSaveTar(w, r, nil, s)
 	if s.bad != nil {
 		panic(s.bad)
@@ -41,14 +41,15 @@ func FilterSaveTarStaged(w io.Writer, r io.Reader) (saveFacts, []string, error) 
 }
 
 type recordingSink struct {
+	sizes  map[string]int64
 	layers []string
 	taken  []string
 	bad    error
 }
 
-func (s *recordingSink) plan(config []byte, layers []string) bool {
+func (s *recordingSink) plan(config []byte, layers []string) int {
 	s.layers = layers
-	return true
+	return layersAhead(layers, s.sizes)
 }
 
 func (s *recordingSink) take(i int, hdr *tar.Header, r io.Reader) error {

@@ -44,9 +44,9 @@ type saveFacts struct {
 // With sink set, the layers that arrive in the manifest's order after the
 // manifest and the config (the order pullship's bundler gives an image's
 // entries, which [image.Rebuild] keeps) go to the sink, which loads them
-// ahead of the image (see [stager]), all but the last, which stays in w
-// (unless it is the only one); the config's digest is checked before the
-// first one goes, and the end-of-archive marker waits for the sink's loads.
+// ahead of the image (see [stager]), as many as its plan takes, the rest
+// staying in w; the config's digest is checked before the first one goes,
+// and the end-of-archive marker waits for the sink's loads.
 func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) error, sink layerSink) (facts saveFacts, err error) {
 	if sink != nil {
 		defer func() {
@@ -137,16 +137,8 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 					return facts, err
 				}
 			}
-			if sink.plan(data, layers) {
-				// The last layer stays in the image's own load, which
-				// registers it (the layers before it by then registered)
-				// with the image: a load of its own would cost the engine
-				// one more load and partial image. A single layer has no
-				// parent: the sink imports it while it streams.
-				staged = layers
-				if len(layers) > 1 {
-					staged = layers[:len(layers)-1]
-				}
+			if n := sink.plan(data, layers); n > 0 {
+				staged = layers[:n]
 			}
 			continue
 		}
@@ -203,8 +195,9 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 // layerSink takes layers out of a `docker save` stream ([stager]).
 type layerSink interface {
 	// plan learns the image config (its digest checked) and the manifest's
-	// layer paths; it says whether it takes the layers.
-	plan(config []byte, layers []string) bool
+	// layer paths; it says how many of the layers, from the first, it
+	// takes (none: 0). The others stay in w.
+	plan(config []byte, layers []string) int
 	// take gets layer i's tar entry; the engine must not see it otherwise.
 	take(i int, hdr *tar.Header, r io.Reader) error
 	// wait waits for what take started and reports its first failure.

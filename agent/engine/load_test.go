@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -262,7 +263,7 @@ func FuzzFilterSaveTar(f *testing.F) {
 		facts, err := engine.FilterSaveTar(&out, bytes.NewReader(data), nil)
 		// Loading layers ahead changes nothing of the verdict, and the
 		// engine gets every entry once: in the image's stream or taken.
-		sfacts, taken, serr := engine.FilterSaveTarStaged(&staged, bytes.NewReader(data))
+		sfacts, taken, serr := engine.FilterSaveTarStaged(&staged, bytes.NewReader(data), nil)
 		if (err == nil) != (serr == nil) {
 			t.Fatalf("filter: %v; staged: %v", err, serr)
 		}
@@ -313,6 +314,25 @@ func FuzzFilterSaveTar(f *testing.F) {
 	})
 }
 
+// entrySizes returns the sizes of a tarball's files by clean path.
+func entrySizes(t *testing.T, data []byte) map[string]int64 {
+	t.Helper()
+	sizes := map[string]int64{}
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return sizes
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			sizes[path.Clean(hdr.Name)] = hdr.Size
+		}
+	}
+}
+
 // entryNames lists a tarball's entry names in order.
 func entryNames(t *testing.T, data []byte) []string {
 	t.Helper()
@@ -332,43 +352,63 @@ func entryNames(t *testing.T, data []byte) []string {
 
 // TestFilterSaveTarStaged: layers that come after manifest.json and the
 // config go to the sink, in order, but for the last one, which the image's
-// own load takes (a single layer goes to the sink); in docker save's own
-// order (config and manifest last) none does.
+// own load takes (a single layer goes to the sink), or with the sizes known,
+// but for the small ones that end the image; in docker save's own order
+// (config and manifest last) none does.
 func TestFilterSaveTarStaged(t *testing.T) {
 	a := []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}
-	for _, tc := range []struct {
-		img  enginetest.Image
-		want []string
+	// Four layers: a (2 KiB as a tarball), 4 KiB of random data, a, a.
+	four := enginetest.Image{Files: a, RandomSize: 4096, More: [][]enginetest.File{a, a}}
+	for i, tc := range []struct {
+		img       enginetest.Image
+		sizes     bool
+		partBytes int64 // 0: as loads have it
+		want      []string
 	}{
-		{enginetest.Image{Files: a}, []string{"layer0/layer.tar"}},
-		{enginetest.Image{Files: a, RandomSize: 4096}, []string{"layer0/layer.tar"}},
-		{enginetest.Image{Files: a, RandomSize: 4096, More: [][]enginetest.File{a}}, []string{"layer0/layer.tar", "layer1/layer.tar"}},
+		{enginetest.Image{Files: a}, false, 0, []string{"layer0/layer.tar"}},
+		{enginetest.Image{Files: a, RandomSize: 4096}, false, 0, []string{"layer0/layer.tar"}},
+		{enginetest.Image{Files: a, RandomSize: 4096, More: [][]enginetest.File{a}}, false, 0, []string{"layer0/layer.tar", "layer1/layer.tar"}},
+		{four, false, 0, []string{"layer0/layer.tar", "layer1/layer.tar", "layer2/layer.tar"}},
+		{enginetest.Image{Files: a}, true, 0, []string{"layer0/layer.tar"}},
+		// Less than partBytes after each of the three last: they stay.
+		{four, true, 0, []string{"layer0/layer.tar"}},
+		// 4 KiB after the random layer: it goes ahead, the last two stay.
+		{four, true, 4096, []string{"layer0/layer.tar", "layer1/layer.tar"}},
 	} {
-		for _, planFirst := range []bool{true, false} {
-			img := tc.img
-			img.PlanFirst = planFirst
-			var in, out bytes.Buffer
-			id, err := enginetest.WriteImage(&in, img)
-			if err != nil {
-				t.Fatal(err)
+		t.Run(strconv.Itoa(i), func(t *testing.T) {
+			if tc.partBytes != 0 {
+				engine.SetPartBytes(t, tc.partBytes)
 			}
-			facts, taken, err := engine.FilterSaveTarStaged(&out, bytes.NewReader(in.Bytes()))
-			if err != nil || facts.ConfigDigest != id {
-				t.Fatalf("plan first %v: %v, digest %s want %s", planFirst, err, facts.ConfigDigest, id)
-			}
-			want := tc.want
-			if !planFirst {
-				want = nil
-			}
-			if !slices.Equal(taken, want) {
-				t.Errorf("%d layers, plan first %v: taken %q, want %q", len(facts.Layers), planFirst, taken, want)
-			}
-			passed := entryNames(t, out.Bytes())
-			for _, n := range facts.Layers {
-				if slices.Contains(taken, n) == slices.Contains(passed, n) {
-					t.Errorf("%d layers, plan first %v: %s taken %v, passed on %v: want exactly one", len(facts.Layers), planFirst, n, slices.Contains(taken, n), slices.Contains(passed, n))
+			for _, planFirst := range []bool{true, false} {
+				img := tc.img
+				img.PlanFirst = planFirst
+				var in, out bytes.Buffer
+				id, err := enginetest.WriteImage(&in, img)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var sizes map[string]int64
+				if tc.sizes {
+					sizes = entrySizes(t, in.Bytes())
+				}
+				facts, taken, err := engine.FilterSaveTarStaged(&out, bytes.NewReader(in.Bytes()), sizes)
+				if err != nil || facts.ConfigDigest != id {
+					t.Fatalf("plan first %v: %v, digest %s want %s", planFirst, err, facts.ConfigDigest, id)
+				}
+				want := tc.want
+				if !planFirst {
+					want = nil
+				}
+				if !slices.Equal(taken, want) {
+					t.Errorf("%d layers, plan first %v: taken %q, want %q", len(facts.Layers), planFirst, taken, want)
+				}
+				passed := entryNames(t, out.Bytes())
+				for _, n := range facts.Layers {
+					if slices.Contains(taken, n) == slices.Contains(passed, n) {
+						t.Errorf("%d layers, plan first %v: %s taken %v, passed on %v: want exactly one", len(facts.Layers), planFirst, n, slices.Contains(taken, n), slices.Contains(passed, n))
+					}
 				}
 			}
-		}
+		})
 	}
 }

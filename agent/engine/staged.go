@@ -41,8 +41,8 @@ const partialConfigName = "pullship-partial.json"
 // "partial" image whose config lists the layers up to its last one. The
 // engine skips the layers it already has (those of the earlier parts) and
 // registers the part's. A part holds one layer, or consecutive layers up to
-// partBytes. The last layer stays in the image's own load, which registers
-// it after the parts.
+// partBytes. The layers that end the image stay in the image's own load,
+// which registers them after the parts ([stager.plan] says which).
 //
 // The first layer, which has no parent, goes into an import instead: the
 // engine registers it as its bytes arrive ([stager.takeBase]). The manifest
@@ -55,9 +55,11 @@ type stager struct {
 	cli    *client.Client
 	token  string                     // random, per load
 	want   string                     // the image being loaded
+	sizes  map[string]int64           // the caller's word on entry sizes (LoadImage), or nil
 	base   map[string]json.RawMessage // os, architecture, variant of the image config
 	diffs  []string                   // the image config's layer diff IDs
 	layers []string                   // the manifest's layer paths
+	staged int                        // how many of them go ahead, from the first
 
 	parts []*part
 	open  *part // the part take writes to, until sealed
@@ -90,21 +92,32 @@ type part struct {
 	id    string
 }
 
-func newStager(ctx context.Context, cli *client.Client, want string) *stager {
+func newStager(ctx context.Context, cli *client.Client, want string, sizes map[string]int64) *stager {
 	var b [16]byte
 	rand.Read(b[:])
-	return &stager{ctx: ctx, cli: cli, token: hex.EncodeToString(b[:]), want: want, stop: make(chan struct{})}
+	return &stager{ctx: ctx, cli: cli, token: hex.EncodeToString(b[:]), want: want, sizes: sizes, stop: make(chan struct{})}
 }
 
 // plan reads the image config: staging needs the diff IDs of the layers the
-// manifest lists, one per layer. It reports whether the stream can be staged.
-func (s *stager) plan(config []byte, layers []string) bool {
+// manifest lists, one per layer. It returns how many layers, from the first,
+// go ahead of the image's own load (0: the stream is not staged).
+//
+// A single layer has no parent: it is imported while it streams. Of more,
+// the first is imported, and the last stays in the image's own load, which
+// registers it with the image (a load of its own would cost the engine one
+// more load and partial image). With the sizes of the layers known ahead,
+// the image's own load keeps every layer after which less than partBytes
+// follows: a part of its own would register it while those few bytes
+// stream, not worth a load (an image of a 200 MiB and a 100 MiB layer and a
+// small entrypoint one over git daemon, 12 alternated runs: image loaded
+// sooner in 9, by 0.1–0.3 s).
+func (s *stager) plan(config []byte, layers []string) int {
 	var all map[string]json.RawMessage
 	var rootfs struct {
 		DiffIDs []string `json:"diff_ids"`
 	}
 	if json.Unmarshal(config, &all) != nil || json.Unmarshal(all["rootfs"], &rootfs) != nil || len(rootfs.DiffIDs) != len(layers) {
-		return false
+		return 0
 	}
 	s.base = map[string]json.RawMessage{}
 	for _, k := range []string{"os", "architecture", "variant", "os.version"} {
@@ -113,7 +126,28 @@ func (s *stager) plan(config []byte, layers []string) bool {
 		}
 	}
 	s.diffs, s.layers = rootfs.DiffIDs, layers
-	return true
+	s.staged = layersAhead(layers, s.sizes)
+	return s.staged
+}
+
+// layersAhead returns how many of the layers, from the first, a staged load
+// sends ahead of the image's own load (see [stager.plan]): one of one; of
+// more, all but the last, or with every size known, all but those after
+// which less than partBytes follows.
+func layersAhead(layers []string, sizes map[string]int64) int {
+	if len(layers) <= 1 {
+		return len(layers)
+	}
+	n := len(layers) - 1
+	var after int64 // the bytes of the layers after layer k
+	for k := len(layers) - 1; k >= 1 && after < partBytes; k-- {
+		size, ok := sizes[layers[k]]
+		if !ok || size < 0 {
+			return len(layers) - 1
+		}
+		n, after = k, after+size
+	}
+	return n
 }
 
 // partialConfig returns the config of the partial image of layers 0..i and
@@ -144,8 +178,8 @@ var partBytes int64 = 32 << 20 // a variable for tests
 
 // take streams layer i (the tar entry hdr, its bytes from r) into the open
 // part, or a new one, and returns once the bytes are sent; a part of
-// partBytes or more is then closed, and its load completes in the
-// background, after the previous part's.
+// partBytes or more, or with the last staged layer, is then closed, and its
+// load completes in the background, after the previous part's.
 func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 	if i == 0 {
 		return s.takeBase(hdr, r)
@@ -170,7 +204,7 @@ func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
 		return s.failOpen(fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err))
 	}
 	p.last, p.size, p.mtime = i, p.size+hdr.Size, hdr.ModTime
-	if p.size >= partBytes {
+	if p.size >= partBytes || i == s.staged-1 {
 		return s.seal()
 	}
 	return nil
