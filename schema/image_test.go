@@ -42,6 +42,11 @@ func TestParseImageIndexValid(t *testing.T) {
 	if got := idx.StoredSize(); got != 1572864 {
 		t.Fatalf("StoredSize = %d, want the chunks' sizes (raw blobs)", got)
 	}
+	// Files only: not the directory, not the symlink.
+	want := map[string]int64{"0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9/layer.tar": 1572864, "manifest.json": 0}
+	if got := idx.FileSizes(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("FileSizes = %v, want %v", got, want)
+	}
 }
 
 // TestParseImageIndexZstd: an index of zstd-encoded chunks keeps each
