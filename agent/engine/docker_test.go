@@ -1,7 +1,6 @@
 package engine_test
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -11,7 +10,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path"
 	"runtime"
 	"strings"
 	"sync"
@@ -537,6 +535,20 @@ func partialImages(t *testing.T, id string) string {
 	return docker(t, "images", "-a", "-q", "--filter", "label="+engine.LabelPartial+"="+id)
 }
 
+// stagedImage is an image of five layers in the order pullship's bundler
+// gives (manifest and config first): pingsrv, 3 MiB of random data, and
+// three small ones.
+func stagedImage(t *testing.T, variant string) enginetest.Image {
+	img := enginetest.PingImage(pingsrv(t), uniq(variant))
+	img.RandomSize, img.Seed = 3<<20, uint64(time.Now().UnixNano())
+	small := func(name string) []enginetest.File {
+		return []enginetest.File{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/" + name, Mode: 0o644, Data: []byte(name)}}
+	}
+	img.More = [][]enginetest.File{small("a"), small("b"), small("top")}
+	img.PlanFirst = true
+	return img
+}
+
 // TestLoadImageStaged: an image whose manifest and config come before its
 // layers (the order pullship's bundler gives) is loaded part by part: the
 // first layer imported, then a partial image per layer or run of small
@@ -545,13 +557,7 @@ func partialImages(t *testing.T, id string) string {
 func TestLoadImageStaged(t *testing.T) {
 	d := newDocker(t)
 	ctx := t.Context()
-	img := enginetest.PingImage(pingsrv(t), uniq("staged"))
-	img.RandomSize, img.Seed = 3<<20, uint64(time.Now().UnixNano())
-	small := func(name string) []enginetest.File {
-		return []enginetest.File{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/" + name, Mode: 0o644, Data: []byte(name)}}
-	}
-	img.More = [][]enginetest.File{small("a"), small("b"), small("top")}
-	img.PlanFirst = true
+	img := stagedImage(t, "staged")
 	// Parts close past 2 MiB: the random layer has a part of its own, the
 	// two small ones after it share one, the last comes with the image.
 	engine.SetPartBytes(t, 2<<20)
@@ -576,6 +582,14 @@ func TestLoadImageStaged(t *testing.T) {
 	if len(partial) != 3 || loaded != 1 {
 		t.Fatalf("load events: partial images %q and %d of %s, want three partial images (the first layer, the random one, the two small ones) then the image", partial, loaded, id)
 	}
+	stagedWhole(t, id, partial)
+}
+
+// stagedWhole checks what a staged load of stagedImage id left: no partial
+// image (those the load reported included), the image whole and running
+// (its layers survived the partial images' removal).
+func stagedWhole(t *testing.T, id string, partial []string) {
+	t.Helper()
 	if p := partialImages(t, id); p != "" {
 		t.Fatalf("partial images left: %s", p)
 	}
@@ -587,7 +601,6 @@ func TestLoadImageStaged(t *testing.T) {
 	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id); layers != "5" {
 		t.Fatalf("loaded image has %s layers, want 5", layers)
 	}
-	// The image runs: its layers survived the partial images' removal.
 	name := uniq("staged")
 	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
 	if out := docker(t, "run", "--name", name, id, "ping"); out != "pong" {
@@ -601,13 +614,7 @@ func TestLoadImageStaged(t *testing.T) {
 // imported, the image's load registers the other four.
 func TestLoadImageStagedSizes(t *testing.T) {
 	d := newDocker(t)
-	img := enginetest.PingImage(pingsrv(t), uniq("staged-sizes"))
-	img.RandomSize, img.Seed = 3<<20, uint64(time.Now().UnixNano())
-	small := func(name string) []enginetest.File {
-		return []enginetest.File{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/" + name, Mode: 0o644, Data: []byte(name)}}
-	}
-	img.More = [][]enginetest.File{small("a"), small("b"), small("top")}
-	img.PlanFirst = true
+	img := stagedImage(t, "staged-sizes")
 	engine.SetPartBytes(t, 2<<20)
 	var tarball bytes.Buffer
 	id, err := enginetest.WriteImage(&tarball, img)
@@ -615,37 +622,15 @@ func TestLoadImageStagedSizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	cleanupImage(t, id)
-	sizes := map[string]int64{}
-	tr := tar.NewReader(&tarball)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		sizes[path.Clean(hdr.Name)] = hdr.Size
-	}
 	since := time.Now()
-	if _, err := loadSized(t.Context(), d, img, id, sizes); err != nil {
+	if _, err := loadSized(t.Context(), d, img, id, entrySizes(t, tarball.Bytes())); err != nil {
 		t.Fatalf("LoadImage: %v", err)
 	}
 	partial, loaded := loadEvents(t, since, id)
 	if len(partial) != 1 || loaded != 1 {
 		t.Fatalf("load events: partial images %q and %d of %s, want one partial image (the first layer) then the image", partial, loaded, id)
 	}
-	if p := partialImages(t, id); p != "" {
-		t.Fatalf("partial images left: %s", p)
-	}
-	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id); layers != "5" {
-		t.Fatalf("loaded image has %s layers, want 5", layers)
-	}
-	name := uniq("staged-sizes")
-	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
-	if out := docker(t, "run", "--name", name, id, "ping"); out != "pong" {
-		t.Fatalf("container printed %q, want pong", out)
-	}
+	stagedWhole(t, id, partial)
 }
 
 // TestLoadImageStagedRefused: a staged load that fails leaves no image, no

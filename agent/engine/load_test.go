@@ -314,23 +314,14 @@ func FuzzFilterSaveTar(f *testing.F) {
 	})
 }
 
-// entrySizes returns the sizes of a tarball's files by clean path.
+// entrySizes returns the sizes of a tarball's entries by clean path.
 func entrySizes(t *testing.T, data []byte) map[string]int64 {
 	t.Helper()
 	sizes := map[string]int64{}
-	tr := tar.NewReader(bytes.NewReader(data))
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return sizes
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hdr.Typeflag == tar.TypeReg {
-			sizes[path.Clean(hdr.Name)] = hdr.Size
-		}
+	for name, b := range tarEntries(t, data) {
+		sizes[path.Clean(name)] = int64(len(b))
 	}
+	return sizes
 }
 
 // entryNames lists a tarball's entry names in order.
