@@ -68,7 +68,7 @@ func main() {
 	flag.StringVar(&c.agent, "agent", "bin/pullship-agent", "the pullship-agent binary to measure")
 	flag.StringVar(&c.work, "work", "", "scratch directory (default: a new temporary directory, removed at the end)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (agent logs, configs) for inspection")
-	flag.IntVar(&c.rounds, "rounds", 3, "rounds of the new-image scenario (docker load, then the agent), compared by their medians")
+	flag.IntVar(&c.rounds, "rounds", 5, "rounds of the new-image scenarios (docker load, then the agent), compared by their medians")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "also apply the release in-process (agent.New + Once) with a CPU profile, heap profile and execution trace written to FILE, FILE.heap and FILE.trace")
 	flag.Parse()
 	if err := run(c); err != nil {
