@@ -74,10 +74,11 @@ func dockerClient() (*client.Client, *http.Transport, error) {
 		client.WithHost(client.DefaultDockerHost), client.FromEnv, client.WithAPIVersionNegotiation(),
 		func(c *client.Client) error {
 			// After WithHost and FromEnv, which set the transport's dialer
-			// and TLS. The client then keeps no handle on tr (it closes
-			// idle connections through one, and takes the scheme from its
-			// TLS): Docker.Close closes them, and a unix socket without
-			// TLS is plain HTTP, which the client assumes without one.
+			// and TLS. Wrapped, tr is no longer the client's to see: it
+			// would close tr's idle connections (Docker.Close does), take
+			// the scheme from tr's TLS (none: plain HTTP, right for a unix
+			// socket) and dial tr's way for exec streams (it dials the
+			// socket itself instead).
 			tr.DialContext = withSendBuffer(tr.DialContext, engineSendBuffer)
 			if strings.HasPrefix(c.DaemonHost(), "unix://") && tr.TLSClientConfig == nil {
 				hc.Transport = pieceBodies{tr}
@@ -110,8 +111,9 @@ func (b pieceBody) WriteTo(w io.Writer) (int64, error) { return copyBig(w, b.Rea
 // kernel's default 208 KiB, the agent and the engine wait for each other at
 // every turn the scheduler gives either of them. Linux doubles the request,
 // so the buffer holds 8 MiB: measured with a 303 MiB image over git daemon,
-// fetch + verify + load took 3.24–4.03 s instead of 3.91–4.47 s
-// (alternated runs); 512 KiB did nothing, 2 MiB half of it, 16 MiB no more.
+// 6 alternated runs, fetch + verify + load took 3.64–4.55 s (median 3.92)
+// instead of 3.88–5.11 s (median 4.30); in other runs a 512 KiB buffer did
+// nothing, 2 MiB about half of it, 16 MiB no more.
 const engineSendBuffer = 4 << 20
 
 // withSendBuffer wraps dial so that a connection to a unix socket gets a

@@ -22,9 +22,10 @@ const memoryLimit = 40 << 20
 // hand-offs between them (an idle CPU woken, then spinning for work at each
 // turn of the image's pipeline) cost the engine what they save the agent.
 // Measured on 2 CPUs with a 303 MiB image over git daemon, 11 alternated
-// runs: agent CPU 1.3–1.7 s instead of 1.6–2.2 s, image loaded sooner in 9.
-// One CPU still feeds the engine faster than it loads (the agent alone
-// rebuilds the image at ~230 MB/s on one, docker load takes ~100 MB/s).
+// runs: agent CPU 1.2–1.8 s instead of 1.5–2.2 s, image loaded sooner in 9.
+// One CPU still feeds the engine faster than it loads (the agent fetches,
+// checks and rebuilds the image at about 200 MB/s on one, the engine
+// loads it at about 100 MB/s).
 const smallHost = 2
 
 func main() {
