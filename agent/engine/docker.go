@@ -63,10 +63,10 @@ func NewDocker() (*Docker, error) {
 // daemon (perf stat, whole pullship-agent once) the agent's writes went from
 // 11,700 to 3,150 and its context switches from 28,300 to 14,100; fetch +
 // verify + load, 10 alternated runs: median 3.67 s instead of 3.80 s, spread
-// 1.02–1.20× docker load instead of 0.89–1.45×. Elsewhere, a
-// write buffer that holds a whole 32 KiB chunk sends it in one write, where
-// the default 4 KiB takes three. WithHost and FromEnv point this transport
-// at the engine, as they would the client's own.
+// 1.02–1.20× docker load instead of 0.89–1.45×. Elsewhere, a write buffer
+// that holds a whole 32 KiB chunk sends it in one write, where the default
+// 4 KiB takes three. WithHost and FromEnv point this transport at the
+// engine, as they would the client's own.
 func dockerClient() (*client.Client, *http.Transport, error) {
 	tr := &http.Transport{WriteBufferSize: chunkWriteBuffer}
 	hc := &http.Client{Transport: tr, CheckRedirect: client.CheckRedirect}

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -101,7 +100,7 @@ func TestDockerClientSendsPieces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := readLoadOutput(bufio.NewReader(resp.Body), resp.JSON)
+	out, err := readLoadOutput(resp.Body, resp.JSON)
 	resp.Body.Close()
 	if err != nil || len(out.IDs) != 1 {
 		t.Fatalf("load output %+v, %v", out, err)
