@@ -24,15 +24,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/engine"
-	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -95,7 +96,7 @@ func (h *host) server() *repo.Store {
 
 func (h *host) head() plumbing.Hash {
 	h.t.Helper()
-	id, err := h.server().Ref(bundler.ReleasesRef)
+	id, err := h.server().Ref(bundle.ReleasesRef)
 	must(h.t, err)
 	return id
 }
@@ -159,9 +160,9 @@ func (h *host) forge(f forgery) plumbing.Hash {
 	if base.IsZero() {
 		base = h.head()
 	}
-	m0, err := st.ReadFile(base, bundler.ManifestPath, schema.MaxFileSize)
+	m0, err := st.ReadFile(base, bundle.ManifestPath, schema.MaxFileSize)
 	must(t, err)
-	rel, err := schema.ParseRelease(bundler.ManifestPath, m0)
+	rel, err := schema.ParseRelease(bundle.ManifestPath, m0)
 	must(t, err)
 	sum := sha256.Sum256(m0)
 	rel.Version++
@@ -185,7 +186,7 @@ func (h *host) forge(f forgery) plumbing.Hash {
 	if f.tamper != nil {
 		manifest = f.tamper(manifest)
 	}
-	files := map[string][]byte{bundler.ManifestPath: manifest, schema.SigFileName(bundler.ManifestPath): sig}
+	files := map[string][]byte{bundle.ManifestPath: manifest, schema.SigFileName(bundle.ManifestPath): sig}
 	for p, b := range f.files {
 		files[p] = b
 	}
@@ -212,7 +213,7 @@ func (h *host) forge(f forgery) plumbing.Hash {
 	must(t, err)
 	objs.AddBytes(plumbing.CommitObject, data)
 	must(t, st.Write(context.Background(), objs))
-	h.point(bundler.ReleasesRef, commit)
+	h.point(bundle.ReleasesRef, commit)
 	return commit
 }
 
@@ -247,7 +248,7 @@ func withRoot(files map[string][]byte, n int64, data, sig []byte) map[string][]b
 	if files == nil {
 		files = map[string][]byte{}
 	}
-	name := bundler.RootDir + "/" + schema.RootFileName(n)
+	name := bundle.RootDir + "/" + schema.RootFileName(n)
 	files[name], files[schema.SigFileName(name)] = data, sig
 	return files
 }
@@ -255,28 +256,28 @@ func withRoot(files map[string][]byte, n int64, data, sig []byte) map[string][]b
 // nodeFile is the tree path and manifest entry of the host's node file in commit.
 func (h *host) nodeFile(commit plumbing.Hash) (string, schema.File) {
 	h.t.Helper()
-	b, err := bundler.ReadBundle(h.server(), commit)
+	b, err := bundle.Read(h.server(), commit)
 	must(h.t, err)
-	rel, err := schema.ParseRelease(bundler.ManifestPath, b.Manifest)
+	rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
 	must(h.t, err)
 	rn, ok := rel.Node(h.node)
 	if !ok || len(rn.Files) != 1 {
 		h.t.Fatalf("release has no single file for node %s", h.node)
 	}
-	return bundler.NodesDir + "/" + h.node + "/" + rn.Files[0].Path, rn.Files[0]
+	return bundle.NodesDir + "/" + h.node + "/" + rn.Files[0].Path, rn.Files[0]
 }
 
 // imageIndex is the image index of commit's only image, read from the server.
 func (h *host) imageIndex(commit plumbing.Hash) (*schema.ImageIndex, []byte) {
 	h.t.Helper()
 	st := h.server()
-	b, err := bundler.ReadBundle(st, commit)
+	b, err := bundle.Read(st, commit)
 	must(h.t, err)
-	rel, err := schema.ParseRelease(bundler.ManifestPath, b.Manifest)
+	rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
 	must(h.t, err)
-	idx, err := bundler.ReadImageIndex(st, commit, rel.Images[0])
+	idx, err := bundle.ReadImageIndex(st, commit, rel.Images[0])
 	must(h.t, err)
-	data, err := st.ReadFile(commit, bundler.ImagesDir+"/"+rel.Images[0].Name+".toml", schema.MaxFileSize)
+	data, err := st.ReadFile(commit, bundle.ImagesDir+"/"+rel.Images[0].Name+".toml", schema.MaxFileSize)
 	must(h.t, err)
 	return idx, data
 }
@@ -285,10 +286,10 @@ func (h *host) imageIndex(commit plumbing.Hash) (*schema.ImageIndex, []byte) {
 func newChunk(t *testing.T, idx, old *schema.ImageIndex) schema.Chunk {
 	t.Helper()
 	have := map[string]bool{}
-	for _, c := range bundler.NewChunkSet(old).List() {
+	for _, c := range bundle.NewChunkSet(old).List() {
 		have[c.Blob] = true
 	}
-	for _, c := range bundler.NewChunkSet(idx).List() {
+	for _, c := range bundle.NewChunkSet(idx).List() {
 		if !have[c.Blob] {
 			return c
 		}
@@ -354,7 +355,7 @@ func (h *host) run(t *testing.T, good plumbing.Hash, attacks []attack) {
 			before := h.snap()
 			defer func() {
 				// Restore the server and the state for the next row.
-				h.point(bundler.ReleasesRef, good)
+				h.point(bundle.ReleasesRef, good)
 				must(t, os.WriteFile(h.statePath(), before.state, 0o600))
 			}()
 			at.mount(t)
@@ -429,7 +430,7 @@ func TestAdversarialAgent(t *testing.T) {
 					return bytes.Replace(m, []byte(`restart = "`), []byte(`restart = "x`), 1)
 				}})
 			}},
-		{name: "node file altered in the tree", want: "sha256", as: new(*bundler.DigestMismatchError), stateMoves: true,
+		{name: "node file altered in the tree", want: "sha256", as: new(*bundle.DigestMismatchError), stateMoves: true,
 			mount: func(t *testing.T) {
 				evil := bytes.Repeat([]byte{'X'}, int(nodeEntry.Length))
 				h.forge(forgery{signers: []*bundlertest.Key{k1}, files: map[string][]byte{nodePath: evil}})
@@ -443,12 +444,12 @@ func TestAdversarialAgent(t *testing.T) {
 			mount: func(t *testing.T) {
 				h.forge(forgery{signers: []*bundlertest.Key{k1}, files: map[string][]byte{nodePath: nil}})
 			}},
-		{name: "image index altered in the tree", want: "images/", as: new(*bundler.DigestMismatchError), stateMoves: true,
+		{name: "image index altered in the tree", want: "images/", as: new(*bundle.DigestMismatchError), stateMoves: true,
 			mount: func(t *testing.T) {
-				p := bundler.ImagesDir + "/" + idxA.Name + ".toml"
+				p := bundle.ImagesDir + "/" + idxA.Name + ".toml"
 				h.forge(forgery{signers: []*bundlertest.Key{k1}, edit: func(r *schema.Release) {
 					r.Images[0].Digest = randomID // a new image, so that the index is read
-				}, files: map[string][]byte{p: flipHex(t, idxAData, bundler.NewChunkSet(idxA).List()[0].SHA256)}})
+				}, files: map[string][]byte{p: flipHex(t, idxAData, bundle.NewChunkSet(idxA).List()[0].SHA256)}})
 			}, image: randomID},
 
 		// Thresholds and key rotation, mounted as root-2 inside the release.
@@ -507,7 +508,7 @@ func TestAdversarialAgent(t *testing.T) {
 			}},
 
 		// Freshness.
-		{name: "expired manifest (freeze)", at: now.Add(2 * time.Hour), want: "release expired", is: bundler.ErrReleaseExpired,
+		{name: "expired manifest (freeze)", at: now.Add(2 * time.Hour), want: "release expired", is: bundle.ErrReleaseExpired,
 			mount: func(t *testing.T) {
 				h.forge(forgery{signers: []*bundlertest.Key{k1}, edit: func(r *schema.Release) { r.Expires = r.Created.Add(time.Hour) }})
 			}},
@@ -529,7 +530,7 @@ func TestAdversarialAgent(t *testing.T) {
 		{name: "release 1 replayed on an unrelated commit", want: "",
 			mount: func(t *testing.T) {
 				h.forge(forgery{base: rel1, noParent: true, edit: func(r *schema.Release) {}, raw: func([]byte) []byte {
-					m, err := h.server().ReadFile(rel1, bundler.ManifestPath, schema.MaxFileSize)
+					m, err := h.server().ReadFile(rel1, bundle.ManifestPath, schema.MaxFileSize)
 					must(t, err)
 					return m
 				}, signers: []*bundlertest.Key{k1}})
@@ -588,7 +589,7 @@ func TestAdversarialAgent(t *testing.T) {
 					r.Images[0].Digest = randomID
 					r.Images[0].IndexSHA256 = hex.EncodeToString(sum[:])
 					r.Images[0].IndexLength = int64(len(data))
-				}, files: map[string][]byte{bundler.ImagesDir + "/" + idxA.Name + ".toml": data}})
+				}, files: map[string][]byte{bundle.ImagesDir + "/" + idxA.Name + ".toml": data}})
 			}},
 
 		// Chunks on the server: the image is new, so the host must load it.
@@ -606,7 +607,7 @@ func TestAdversarialAgent(t *testing.T) {
 				idx, _ := h.imageIndex(h.head())
 				c := newChunk(t, idx, idxA)
 				st := h.server()
-				tag := bundler.ImageTag(idx.Digest)
+				tag := bundle.ImageTag(idx.Digest)
 				tc, err := st.Ref(tag)
 				must(t, err)
 				var ents []repo.TreeEntry
@@ -675,9 +676,9 @@ func TestAdversarialAgent(t *testing.T) {
 				h.forge(forgery{signers: []*bundlertest.Key{k2}, edit: func(r *schema.Release) {}})
 			}},
 		{name: "force-push to release 1", want: "rollback refused",
-			mount: func(t *testing.T) { h.point(bundler.ReleasesRef, rel1) }},
+			mount: func(t *testing.T) { h.point(bundle.ReleasesRef, rel1) }},
 		{name: "force-push to release 2", want: "rollback refused",
-			mount: func(t *testing.T) { h.point(bundler.ReleasesRef, rel2) }},
+			mount: func(t *testing.T) { h.point(bundle.ReleasesRef, rel2) }},
 		{name: "equal version, other bytes", want: "replay refused",
 			mount: func(t *testing.T) {
 				h.forge(forgery{signers: []*bundlertest.Key{k1, k2}, edit: func(r *schema.Release) {

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/pullship/pullship/agent/cluster"
@@ -16,8 +18,7 @@ import (
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/report"
 	"github.com/pullship/pullship/agent/state"
-	"github.com/pullship/pullship/bundler"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -116,7 +117,7 @@ func (a *Agent) Close() error { return a.st.Close() }
 // target is a verified release and where it came from.
 type target struct {
 	remote *repo.Remote
-	v      *bundler.Verified
+	v      *bundle.Verified
 }
 
 // poll asks each remote in order for its newest release and returns the
@@ -157,7 +158,7 @@ func (a *Agent) pollOne(ctx context.Context, url string, st *state.State) (*targ
 	if err != nil {
 		return nil, err
 	}
-	head := refs[bundler.ReleasesRef]
+	head := refs[bundle.ReleasesRef]
 	if head.IsZero() {
 		return nil, fmt.Errorf("no releases yet")
 	}
@@ -166,16 +167,16 @@ func (a *Agent) pollOne(ctx context.Context, url string, st *state.State) (*targ
 		if h, err := a.objects.Ref(acceptedRef); err == nil {
 			haves = append(haves, h)
 		}
-		if _, err := r.Fetch(ctx, a.objects, repo.FetchRequest{Refs: []string{bundler.ReleasesRef}, Haves: haves,
-			MaxPackBytes: bundler.MaxHistoryPack}); err != nil {
+		if _, err := r.Fetch(ctx, a.objects, repo.FetchRequest{Refs: []string{bundle.ReleasesRef}, Haves: haves,
+			MaxPackBytes: bundle.MaxHistoryPack}); err != nil {
 			return nil, err
 		}
 	}
-	b, err := bundler.ReadBundle(a.objects, head)
+	b, err := bundle.Read(a.objects, head)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
-	v, err := bundler.Verify(b, a.pinned, a.now())
+	v, err := bundle.Verify(b, a.pinned, a.now())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
@@ -205,7 +206,7 @@ const acceptedRef = "refs/pullship/accepted"
 
 // checkVersion refuses rollback and replay: a release must be newer than
 // the highest ever accepted, or be that very release.
-func checkVersion(v *bundler.Verified, st *state.State) error {
+func checkVersion(v *bundle.Verified, st *state.State) error {
 	rel := v.Release
 	if st.RootVersion != 0 && v.Root.Version > st.RootVersion {
 		// A newer root resets the floor: it is how a fleet recovers from a

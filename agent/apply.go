@@ -17,14 +17,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/secrets"
 	"github.com/pullship/pullship/agent/state"
-	"github.com/pullship/pullship/bundler"
-	"github.com/pullship/pullship/bundler/image"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/chunks"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -171,7 +172,7 @@ func (a *Agent) drift(ctx context.Context, t *target, rn *schema.ReleaseNode) (s
 // the signed manifest, and decrypts it when it is encrypted to this node
 // (node secrets): the bytes the host file must hold.
 func (a *Agent) nodeFile(commit plumbing.Hash, rn *schema.ReleaseNode, f schema.File) ([]byte, error) {
-	data, err := bundler.ReadNodeFile(a.objects, commit, rn.Name, f)
+	data, err := bundle.ReadNodeFile(a.objects, commit, rn.Name, f)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
@@ -421,8 +422,8 @@ func (a *Agent) recover(ctx context.Context) error {
 func (a *Agent) containerOf(st *state.State, node string) (string, schema.Reload) {
 	commit, err := a.objects.Ref(acceptedRef)
 	if err == nil {
-		if b, err := bundler.ReadBundle(a.objects, commit); err == nil {
-			if rel, err := schema.ParseRelease(bundler.ManifestPath, b.Manifest); err == nil {
+		if b, err := bundle.Read(a.objects, commit); err == nil {
+			if rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest); err == nil {
 				if rn, ok := rel.Node(node); ok {
 					return rn.Container.Name, rn.Container.Reload
 				}
@@ -457,7 +458,7 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 		return err
 	}
 	start := time.Now()
-	idx, err := bundler.ReadImageIndex(a.objects, t.v.Commit, *img)
+	idx, err := bundle.ReadImageIndex(a.objects, t.v.Commit, *img)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrVerify, err)
 	}
@@ -468,14 +469,14 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 		defer live.Close()
 		fetched := make(chan error, 1)
 		go func() {
-			err := bundler.FetchImage(ctx, r, a.objects, idx, live)
+			err := bundle.FetchImage(ctx, r, a.objects, idx, live)
 			live.Finish(err)
 			fetched <- err
 		}()
 		pr, pw := io.Pipe()
 		rebuilt := make(chan error, 1)
 		go func() {
-			err := image.Rebuild(ctx, idx, bundler.LiveChunks{Ctx: ctx, Pack: live}, pw)
+			err := chunks.Rebuild(ctx, idx, bundle.LiveChunks{Ctx: ctx, Pack: live}, pw, nil)
 			live.StopReading() // the fetch no longer keeps blobs for it
 			pw.CloseWithError(err)
 			rebuilt <- err

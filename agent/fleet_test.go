@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/engine"
@@ -21,7 +23,7 @@ import (
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 )
 
 // goBuild builds a package of this module as a static binary.
@@ -228,7 +230,7 @@ driver = "weave"
 	f := fleetStatus()
 	for _, n := range f.Nodes {
 		st := n.Status
-		if n.State != bundler.ReportOK || st == nil || st.AppliedVersion != 1 || !st.Health.OK || !st.Network.Attached ||
+		if n.State != bundle.ReportOK || st == nil || st.AppliedVersion != 1 || !st.Health.OK || !st.Network.Attached ||
 			!st.Cluster.Joined || len(st.Cluster.Members) != 4 {
 			t.Fatalf("status of %s: %s %s %+v", n.Node, n.State, n.Problem, st)
 		}

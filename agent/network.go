@@ -7,10 +7,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/pullship/pullship/agent/attach"
 	"github.com/pullship/pullship/agent/cluster"
 	"github.com/pullship/pullship/agent/engine"
-	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -162,11 +163,11 @@ func (a *Agent) loadManaged() {
 	if err != nil {
 		return
 	}
-	b, err := bundler.ReadBundle(a.objects, commit)
+	b, err := bundle.Read(a.objects, commit)
 	if err != nil {
 		return
 	}
-	rel, err := schema.ParseRelease(bundler.ManifestPath, b.Manifest)
+	rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
 	if err != nil {
 		return
 	}

@@ -12,13 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/bundler"
-	"github.com/pullship/pullship/bundler/repo"
-	"github.com/pullship/pullship/bundler/repo/gittest"
+	"github.com/pullship/pullship/bundler/shared/repo"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 )
 
 // setRemotes rewrites the host's agent config with remotes, in order.
@@ -103,7 +105,7 @@ func refOf(t *testing.T, bare, ref string) string {
 
 // fleetReport reads the node's status on the repository at url as
 // pullship status does (signature checked against the release).
-func (h *host) fleetReport(url string) bundler.NodeReport {
+func (h *host) fleetReport(url string) bundle.NodeReport {
 	h.t.Helper()
 	r, err := bundler.Open(context.Background(), url, filepath.Join(h.env.Dir, "status-cache", randHex(4)), repo.Options{})
 	if err != nil {
@@ -119,7 +121,7 @@ func (h *host) fleetReport(url string) bundler.NodeReport {
 		}
 	}
 	h.t.Fatalf("no report for %s", h.node)
-	return bundler.NodeReport{}
+	return bundle.NodeReport{}
 }
 
 const ping = `["/pingsrv", "ping"]`
@@ -144,7 +146,7 @@ func TestOriginRelayAgent(t *testing.T) {
 	if c := h.container(); !c.Running || c.ImageID != h.images[0] || h.conf() != "version = 1\n" {
 		t.Fatalf("after release 1 through the relay: %+v conf %q", c, h.conf())
 	}
-	status := bundler.StatusPrefix + h.node
+	status := bundle.StatusPrefix + h.node
 	head := refOf(t, relayBare, status)
 	if head == "" || refOf(t, h.env.Repo, status) != "" {
 		t.Fatalf("status after the pass: relay %q, origin %q", head, refOf(t, h.env.Repo, status))
@@ -153,7 +155,7 @@ func TestOriginRelayAgent(t *testing.T) {
 	if len(res.ToSrc) != 1 || refOf(t, h.env.Repo, status) != head {
 		t.Fatalf("status back to the origin: %+v", res)
 	}
-	if nr := h.fleetReport(origin); nr.State != bundler.ReportOK || nr.Status.AppliedVersion != 1 {
+	if nr := h.fleetReport(origin); nr.State != bundle.ReportOK || nr.Status.AppliedVersion != 1 {
 		t.Fatalf("origin's view of the node: %+v", nr)
 	}
 }
@@ -241,7 +243,7 @@ func TestRemoteFallback(t *testing.T) {
 // must fetch it), and returns that chunk's sha256.
 func corruptChunk(t *testing.T, dir, oldID, newID string) string {
 	t.Helper()
-	oldTag, newTag := bundler.ImageTag(oldID), bundler.ImageTag(newID)
+	oldTag, newTag := bundle.ImageTag(oldID), bundle.ImageTag(newID)
 	// Entries are named "<position>-<sha256>": the sha256 identifies a
 	// chunk across images.
 	sha := func(entry string) string { return entry[strings.LastIndexByte(entry, '-')+1:] }
@@ -294,7 +296,7 @@ func TestAirGappedRoundTrip(t *testing.T) {
 	if c := h.container(); !c.Running || c.ImageID != h.images[0] {
 		t.Fatalf("air-gapped host container: %+v", c)
 	}
-	status := bundler.StatusPrefix + h.node
+	status := bundle.StatusPrefix + h.node
 	head := refOf(t, usb, status)
 	if head == "" {
 		t.Fatal("no status on the media after the pass")
@@ -304,7 +306,7 @@ func TestAirGappedRoundTrip(t *testing.T) {
 		t.Fatalf("status home: %+v", res)
 	}
 	gitOut(t, h.env.Repo, "fsck", "--strict", "--no-dangling")
-	if nr := h.fleetReport(h.env.Repo); nr.State != bundler.ReportOK || nr.Status.AppliedVersion != 1 {
+	if nr := h.fleetReport(h.env.Repo); nr.State != bundle.ReportOK || nr.Status.AppliedVersion != 1 {
 		t.Fatalf("origin's view of the air-gapped node: %+v", nr)
 	}
 }

@@ -6,10 +6,11 @@ import (
 	"slices"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 
-	"github.com/pullship/pullship/bundler"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -46,23 +47,23 @@ func (a *Agent) gate(ctx context.Context, t *target, rn *schema.ReleaseNode) (st
 	}
 	var fetch []string
 	for _, n := range earlier {
-		id := refs[bundler.StatusPrefix+n.Name]
+		id := refs[bundle.StatusPrefix+n.Name]
 		if id.IsZero() {
 			return fmt.Sprintf("wave %d waits: node %s (wave %d) has not reported yet", rn.Wave, n.Name, n.Wave), nil
 		}
 		if !a.objects.HasObject(id) {
-			fetch = append(fetch, bundler.StatusPrefix+n.Name+":"+peerRef(n.Name))
+			fetch = append(fetch, bundle.StatusPrefix+n.Name+":"+peerRef(n.Name))
 		}
 	}
 	if len(fetch) > 0 {
-		if _, err := t.remote.Fetch(ctx, a.objects, repo.FetchRequest{Refs: fetch, MaxPackBytes: bundler.MaxStatusPack}); err != nil {
+		if _, err := t.remote.Fetch(ctx, a.objects, repo.FetchRequest{Refs: fetch, MaxPackBytes: bundle.MaxStatusPack}); err != nil {
 			return "", err
 		}
 	}
 	soak := rel.Rollout.Soak.D()
 	for _, n := range earlier {
-		id := refs[bundler.StatusPrefix+n.Name]
-		nr := bundler.CheckReport(a.objects, n, id)
+		id := refs[bundle.StatusPrefix+n.Name]
+		nr := bundle.CheckReport(a.objects, n, id)
 		s := nr.Status
 		switch {
 		case s == nil:
@@ -92,7 +93,7 @@ func (a *Agent) healthySince(n schema.ReleaseNode, id plumbing.Hash, version int
 		return since
 	}
 	for _, c := range commits {
-		nr := bundler.CheckReport(a.objects, n, c.Hash)
+		nr := bundle.CheckReport(a.objects, n, c.Hash)
 		s := nr.Status
 		if s == nil || s.AppliedVersion != version || !s.Health.OK {
 			break

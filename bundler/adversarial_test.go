@@ -18,13 +18,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -127,19 +129,19 @@ func (e *advEnv) rewrite(t *testing.T, commit plumbing.Hash, files map[string][]
 
 func (e *advEnv) point(t *testing.T, id plumbing.Hash) {
 	t.Helper()
-	old, _ := e.srv.Ref(bundler.ReleasesRef)
-	if err := e.srv.SetRef(bundler.ReleasesRef, old, id); err != nil {
+	old, _ := e.srv.Ref(bundle.ReleasesRef)
+	if err := e.srv.SetRef(bundle.ReleasesRef, old, id); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func (e *advEnv) release(t *testing.T, commit plumbing.Hash) *schema.Release {
 	t.Helper()
-	b, err := bundler.ReadBundle(e.srv, commit)
+	b, err := bundle.Read(e.srv, commit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel, err := schema.ParseRelease(bundler.ManifestPath, b.Manifest)
+	rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +176,7 @@ func TestAdversarialVerifyHistory(t *testing.T) {
 		defer e.point(t, e.rel2)
 		err, lineErr := e.verify(t, "")
 		t.Logf("error seen: %v: %v", err, lineErr)
-		var dm *bundler.DigestMismatchError
+		var dm *bundle.DigestMismatchError
 		if err == nil || !errors.As(lineErr, &dm) || !strings.Contains(lineErr.Error(), "nodes/n1/") {
 			t.Fatalf("verify: %v (line: %v), want a digest mismatch naming the file", err, lineErr)
 		}
@@ -200,7 +202,7 @@ func TestAdversarialVerifyHistory(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tag := bundler.ImageTag(img.Digest)
+		tag := bundle.ImageTag(img.Digest)
 		_, err = r.Fetch(context.Background(), local, repo.FetchRequest{Refs: []string{tag}, MaxPackBytes: 1 << 10})
 		t.Logf("error seen: %v", err)
 		if !errors.Is(err, repo.ErrPackTooLarge) {
@@ -214,11 +216,11 @@ func TestAdversarialVerifyHistory(t *testing.T) {
 
 	// Last: it corrupts the repository for good.
 	t.Run("chunk tampered", func(t *testing.T) {
-		idx, err := bundler.ReadImageIndex(e.srv, e.rel2, e.release(t, e.rel2).Images[0])
+		idx, err := bundle.ReadImageIndex(e.srv, e.rel2, e.release(t, e.rel2).Images[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := bundler.NewChunkSet(idx).List()[0]
+		c := bundle.NewChunkSet(idx).List()[0]
 		corruptBlob(t, e.Repo, plumbing.NewHash(c.Blob), c.Size)
 		err, lineErr := e.verify(t, "")
 		t.Logf("error seen: %v: %v", err, lineErr)

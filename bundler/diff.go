@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/utils/diff"
 	"github.com/sergi/go-diff/diffmatchpatch"
@@ -23,11 +25,11 @@ func (r *Repository) FindRelease(head plumbing.Hash, version int64) (plumbing.Ha
 		return plumbing.ZeroHash, nil, err
 	}
 	for _, c := range commits {
-		data, err := r.Cache.ReadFile(c.Hash, ManifestPath, schema.MaxFileSize)
+		data, err := r.Cache.ReadFile(c.Hash, bundle.ManifestPath, schema.MaxFileSize)
 		if err != nil {
 			return plumbing.ZeroHash, nil, err
 		}
-		rel, err := schema.ParseRelease(ManifestPath, data)
+		rel, err := schema.ParseRelease(bundle.ManifestPath, data)
 		if err != nil {
 			return plumbing.ZeroHash, nil, fmt.Errorf("release commit %s: %w", short(c.Hash), err)
 		}
@@ -95,11 +97,11 @@ func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
 			}
 			var da []byte
 			if had {
-				if da, err = ReadNodeFile(r.Cache, ca, nb.Name, fa); err != nil {
+				if da, err = bundle.ReadNodeFile(r.Cache, ca, nb.Name, fa); err != nil {
 					return err
 				}
 			}
-			db, err := ReadNodeFile(r.Cache, cb, nb.Name, fb)
+			db, err := bundle.ReadNodeFile(r.Cache, cb, nb.Name, fb)
 			if err != nil {
 				return err
 			}
@@ -128,16 +130,16 @@ func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
 		if ok && ia.Digest == ib.Digest {
 			continue
 		}
-		idxB, err := ReadImageIndex(r.Cache, cb, ib)
+		idxB, err := bundle.ReadImageIndex(r.Cache, cb, ib)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(w, "\nimage %s: %s\n", ib.Name, ib.Digest)
 		if !ok {
-			fmt.Fprintf(w, "  new image: %d entries, %d chunks\n", len(idxB.Entries), NewChunkSet(idxB).Len())
+			fmt.Fprintf(w, "  new image: %d entries, %d chunks\n", len(idxB.Entries), bundle.NewChunkSet(idxB).Len())
 			continue
 		}
-		idxA, err := ReadImageIndex(r.Cache, ca, *ia)
+		idxA, err := bundle.ReadImageIndex(r.Cache, ca, *ia)
 		if err != nil {
 			return err
 		}
@@ -201,7 +203,7 @@ func writeLineDiff(w io.Writer, a, b string) {
 
 func writeImageDiff(w io.Writer, a, b *schema.ImageIndex) {
 	have := map[string]bool{}
-	for _, c := range NewChunkSet(a).List() {
+	for _, c := range bundle.NewChunkSet(a).List() {
 		have[c.Blob] = true
 	}
 	old := map[string]schema.ImageEntry{}

@@ -9,6 +9,12 @@
 //
 // [Release] renders a fleet, chunks its image, signs the manifest and pushes
 // it in one compare-and-swap push; [Repository.Verify] checks a release the
-// way an agent does, against a pinned root. The git transport is
-// bundler/repo, the image format bundler/image, the file formats schema.
+// way an agent does, against a pinned root.
+//
+// The layout says which side a package serves. Package bundler and
+// bundler/{cli,image,render} are the release side: only the pullship
+// binary links them. bundler/shared/ holds what both sides read: the git
+// layer (bundler/shared/repo), reading and verifying releases and status
+// reports (bundler/shared/bundle) and rebuilding images from their chunks
+// (bundler/shared/chunks). The file formats are schema.
 package bundler

@@ -8,10 +8,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -61,17 +63,17 @@ func InitRepo(ctx context.Context, url, rootFile, cacheDir string, opts repo.Opt
 	if err != nil {
 		return err
 	}
-	if !refs[RootRef].IsZero() || !refs[ReleasesRef].IsZero() {
+	if !refs[bundle.RootRef].IsZero() || !refs[bundle.ReleasesRef].IsZero() {
 		return fmt.Errorf("init %s: %w", r.Remote, ErrAlreadyInitialised)
 	}
 	objs := repo.NewObjectStream(nil)
 	tb := repo.NewTreeBuilder()
 	name := schema.RootFileName(root.Version)
-	if err := tb.Add(RootDir+"/"+name, filemode.Regular, objs.AddBytes(plumbing.BlobObject, data)); err != nil {
+	if err := tb.Add(bundle.RootDir+"/"+name, filemode.Regular, objs.AddBytes(plumbing.BlobObject, data)); err != nil {
 		return err
 	}
 	if sig != nil {
-		if err := tb.Add(RootDir+"/"+schema.SigFileName(name), filemode.Regular, objs.AddBytes(plumbing.BlobObject, sig)); err != nil {
+		if err := tb.Add(bundle.RootDir+"/"+schema.SigFileName(name), filemode.Regular, objs.AddBytes(plumbing.BlobObject, sig)); err != nil {
 			return err
 		}
 	}
@@ -86,6 +88,6 @@ func InitRepo(ctx context.Context, url, rootFile, cacheDir string, opts repo.Opt
 		return err
 	}
 	objs.AddBytes(plumbing.CommitObject, cdata)
-	_, err = r.Remote.Push(ctx, []repo.RefUpdate{{Name: RootRef, New: commit}}, objs)
+	_, err = r.Remote.Push(ctx, []repo.RefUpdate{{Name: bundle.RootRef, New: commit}}, objs)
 	return err
 }

@@ -10,9 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -133,31 +135,31 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 	if err != nil {
 		return fail(err)
 	}
-	res := &MirrorResult{Releases: srcRefs[ReleasesRef]}
-	if srcRefs[ReleasesRef].IsZero() && srcRefs[RootRef].IsZero() {
+	res := &MirrorResult{Releases: srcRefs[bundle.ReleasesRef]}
+	if srcRefs[bundle.ReleasesRef].IsZero() && srcRefs[bundle.RootRef].IsZero() {
 		return fail(fmt.Errorf("%s: %w", r.Remote, ErrNotInitialised))
 	}
 
 	// 1. Release history and root from SRC.
 	var want []string
-	for _, ref := range []string{ReleasesRef, RootRef} {
+	for _, ref := range []string{bundle.ReleasesRef, bundle.RootRef} {
 		if !srcRefs[ref].IsZero() {
 			want = append(want, ref+":"+cacheRef(mirrorSrcPrefix, ref))
 		}
 	}
-	if err := r.fetch(ctx, r.Remote, want, MaxHistoryPack); err != nil {
+	if err := r.fetch(ctx, r.Remote, want, bundle.MaxHistoryPack); err != nil {
 		return fail(err)
 	}
 	var updates []repo.RefUpdate // to DST
-	srcHead, dstHead := srcRefs[ReleasesRef], dstRefs[ReleasesRef]
+	srcHead, dstHead := srcRefs[bundle.ReleasesRef], dstRefs[bundle.ReleasesRef]
 	if err := r.checkForward(ctx, dst, srcHead, dstHead); err != nil {
 		return fail(err)
 	}
-	if srcRoot, dstRoot := srcRefs[RootRef], dstRefs[RootRef]; srcRoot != dstRoot {
+	if srcRoot, dstRoot := srcRefs[bundle.RootRef], dstRefs[bundle.RootRef]; srcRoot != dstRoot {
 		if !dstRoot.IsZero() {
-			return fail(fmt.Errorf("%s holds another trust root commit (%s, %s here): a different release repository", RootRef, short(dstRoot), short(srcRoot)))
+			return fail(fmt.Errorf("%s holds another trust root commit (%s, %s here): a different release repository", bundle.RootRef, short(dstRoot), short(srcRoot)))
 		}
-		updates = append(updates, repo.RefUpdate{Name: RootRef, New: srcRoot})
+		updates = append(updates, repo.RefUpdate{Name: bundle.RootRef, New: srcRoot})
 	}
 
 	// 2. Image tags of the kept releases.
@@ -171,7 +173,7 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 		}
 		limit := int64(0)
 		if idx := idxs[tag]; idx != nil {
-			limit = ImagePackLimit(idx)
+			limit = bundle.ImagePackLimit(idx)
 		}
 		if err := r.fetch(ctx, r.Remote, []string{tag + ":" + cacheRef(mirrorSrcPrefix, tag)}, limit); err != nil {
 			return fail(err)
@@ -198,7 +200,7 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 	// Last: a directory destination moves refs in order, and a release must
 	// not appear before its image tags.
 	if !srcHead.IsZero() && srcHead != dstHead {
-		updates = append(updates, repo.RefUpdate{Name: ReleasesRef, Old: dstHead, New: srcHead})
+		updates = append(updates, repo.RefUpdate{Name: bundle.ReleasesRef, Old: dstHead, New: srcHead})
 	}
 
 	// 5. Push: DST first (releases, tags, status), then status to SRC.
@@ -206,7 +208,7 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 	// them again would cost CPU for nothing.
 	encoded := map[plumbing.Hash]bool{}
 	for _, idx := range idxs {
-		maps.Copy(encoded, EncodedChunks(idx))
+		maps.Copy(encoded, bundle.EncodedChunks(idx))
 	}
 	if res.DstObjects, res.DstBytes, err = r.pushUpdates(ctx, dst, dstRefs, updates, encoded); err != nil {
 		return fail(err)
@@ -221,8 +223,8 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 		res.ToSrc = append(res.ToSrc, RefChange{Ref: u.Name, Old: u.Old, New: u.New, Forced: !u.Old.IsZero() && !r.isAncestor(u.Old, u.New)})
 	}
 	if !srcHead.IsZero() {
-		if b, err := ReadBundle(r.Cache, srcHead); err == nil {
-			if rel, err := schema.ParseRelease(ManifestPath, b.Manifest); err == nil {
+		if b, err := bundle.Read(r.Cache, srcHead); err == nil {
+			if rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest); err == nil {
 				res.Version = rel.Version
 			}
 		}
@@ -262,7 +264,7 @@ func (r *Repository) checkForward(ctx context.Context, dst *repo.Remote, srcHead
 		return nil
 	}
 	// Learn whether DST is ahead or diverged, to say which.
-	if err := r.fetch(ctx, dst, []string{ReleasesRef + ":" + cacheRef(mirrorDstPrefix, ReleasesRef)}, MaxHistoryPack); err != nil {
+	if err := r.fetch(ctx, dst, []string{bundle.ReleasesRef + ":" + cacheRef(mirrorDstPrefix, bundle.ReleasesRef)}, bundle.MaxHistoryPack); err != nil {
 		return fmt.Errorf("%w: the destination's releases (%s) are not in the source's history, and reading them failed: %w", ErrWouldRollBack, short(dstHead), err)
 	}
 	if r.isAncestor(srcHead, dstHead) {
@@ -275,8 +277,8 @@ func (r *Repository) checkForward(ctx context.Context, dst *repo.Remote, srcHead
 
 // describe names a release commit by version when it can.
 func (r *Repository) describe(commit plumbing.Hash) string {
-	if b, err := ReadBundle(r.Cache, commit); err == nil {
-		if rel, err := schema.ParseRelease(ManifestPath, b.Manifest); err == nil {
+	if b, err := bundle.Read(r.Cache, commit); err == nil {
+		if rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest); err == nil {
 			return fmt.Sprintf("release %d, commit %s", rel.Version, short(commit))
 		}
 	}
@@ -309,7 +311,7 @@ func (r *Repository) isAncestor(a, b plumbing.Hash) bool {
 func (r *Repository) mirrorTags(srcRefs map[string]plumbing.Hash, o MirrorOptions, res *MirrorResult) ([]string, map[string]*schema.ImageIndex, error) {
 	idxs := map[string]*schema.ImageIndex{}
 	set := map[string]bool{}
-	if head := srcRefs[ReleasesRef]; !head.IsZero() {
+	if head := srcRefs[bundle.ReleasesRef]; !head.IsZero() {
 		limit := o.Images
 		if o.AllImages {
 			limit = MaxHistoryScan
@@ -319,16 +321,16 @@ func (r *Repository) mirrorTags(srcRefs map[string]plumbing.Hash, o MirrorOption
 			return nil, nil, err
 		}
 		for i, c := range commits {
-			b, err := ReadBundle(r.Cache, c.Hash)
+			b, err := bundle.Read(r.Cache, c.Hash)
 			if err != nil {
 				return nil, nil, err
 			}
-			rel, err := schema.ParseRelease(ManifestPath, b.Manifest)
+			rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
 			if err != nil {
 				return nil, nil, fmt.Errorf("release commit %s: %w", short(c.Hash), err)
 			}
 			for _, img := range rel.Images {
-				tag := ImageTag(img.Digest)
+				tag := bundle.ImageTag(img.Digest)
 				if srcRefs[tag].IsZero() {
 					if !set[tag] {
 						res.Notes = append(res.Notes, fmt.Sprintf("release %d: image %s: tag %s missing on the source (pruned?): not copied", rel.Version, img.Name, tag))
@@ -341,7 +343,7 @@ func (r *Repository) mirrorTags(srcRefs map[string]plumbing.Hash, o MirrorOption
 				}
 				set[tag] = true
 				if idxs[tag] == nil {
-					idx, err := ReadImageIndex(r.Cache, c.Hash, img)
+					idx, err := bundle.ReadImageIndex(r.Cache, c.Hash, img)
 					if err != nil {
 						return nil, nil, err
 					}
@@ -353,7 +355,7 @@ func (r *Repository) mirrorTags(srcRefs map[string]plumbing.Hash, o MirrorOption
 	var tags []string
 	if o.AllImages {
 		for ref := range srcRefs {
-			if strings.HasPrefix(ref, ImageTagPrefix) {
+			if strings.HasPrefix(ref, bundle.ImageTagPrefix) {
 				tags = append(tags, ref)
 			}
 		}
@@ -371,23 +373,23 @@ func (r *Repository) mirrorTags(srcRefs map[string]plumbing.Hash, o MirrorOption
 // verifyForMirror verifies the newest release against pinned, and every
 // chunk of its images that is being copied.
 func (r *Repository) verifyForMirror(ctx context.Context, head plumbing.Hash, pinned *schema.Root, now time.Time, idxs map[string]*schema.ImageIndex) error {
-	b, err := ReadBundle(r.Cache, head)
+	b, err := bundle.Read(r.Cache, head)
 	if err != nil {
 		return err
 	}
-	v, err := Verify(b, pinned, now)
+	v, err := bundle.Verify(b, pinned, now)
 	if err != nil {
 		return err
 	}
 	for _, img := range v.Release.Images {
-		idx, err := ReadImageIndex(r.Cache, head, img)
+		idx, err := bundle.ReadImageIndex(r.Cache, head, img)
 		if err != nil {
 			return fmt.Errorf("verify release %d: %w", v.Release.Version, err)
 		}
-		if idxs[ImageTag(img.Digest)] == nil {
+		if idxs[bundle.ImageTag(img.Digest)] == nil {
 			continue // tag missing on the source: noted already
 		}
-		if err := CheckChunks(ctx, r.Cache, idx); err != nil {
+		if err := bundle.CheckChunks(ctx, r.Cache, idx); err != nil {
 			return fmt.Errorf("verify release %d: %w", v.Release.Version, err)
 		}
 	}
@@ -400,7 +402,7 @@ func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs
 	names := map[string]bool{}
 	for _, refs := range []map[string]plumbing.Hash{srcRefs, dstRefs} {
 		for ref := range refs {
-			if strings.HasPrefix(ref, StatusPrefix) {
+			if strings.HasPrefix(ref, bundle.StatusPrefix) {
 				names[ref] = true
 			}
 		}
@@ -420,10 +422,10 @@ func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs
 	}
 	sort.Strings(fromSrc)
 	sort.Strings(fromDst)
-	if err := r.fetch(ctx, r.Remote, fromSrc, MaxStatusPack); err != nil {
+	if err := r.fetch(ctx, r.Remote, fromSrc, bundle.MaxStatusPack); err != nil {
 		return nil, nil, fmt.Errorf("fetch status branches from the source: %w", err)
 	}
-	if err := r.fetch(ctx, dst, fromDst, MaxStatusPack); err != nil {
+	if err := r.fetch(ctx, dst, fromDst, bundle.MaxStatusPack); err != nil {
 		return nil, nil, fmt.Errorf("fetch status branches from the destination: %w", err)
 	}
 	refs := make([]string, 0, len(names))
@@ -476,11 +478,11 @@ func (r *Repository) compareReports(a, b plumbing.Hash) int {
 }
 
 func (r *Repository) readStatus(commit plumbing.Hash) *schema.Status {
-	data, err := r.Cache.ReadFile(commit, StatusFile, schema.MaxFileSize)
+	data, err := r.Cache.ReadFile(commit, bundle.StatusFile, schema.MaxFileSize)
 	if err != nil {
 		return nil
 	}
-	s, err := schema.ParseStatus(StatusFile, data)
+	s, err := schema.ParseStatus(bundle.StatusFile, data)
 	if err != nil {
 		return nil
 	}

@@ -12,14 +12,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
-	"github.com/pullship/pullship/bundler/repo/gittest"
+	"github.com/pullship/pullship/bundler/shared/repo"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -71,7 +73,7 @@ func statusCommit(t *testing.T, bare, node string, seq int64, parent string) str
 		args = append(args, "-p", parent)
 	}
 	id := strings.TrimSpace(git(t, bare, args...))
-	git(t, bare, "update-ref", bundler.StatusPrefix+node, id)
+	git(t, bare, "update-ref", bundle.StatusPrefix+node, id)
 	return id
 }
 
@@ -126,7 +128,7 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	}
 	git(t, relayBare, "fsck", "--strict", "--no-dangling")
 	got, want := gitRefs(t, relayBare), gitRefs(t, e.Repo)
-	for _, ref := range []string{bundler.ReleasesRef, bundler.RootRef, tags[1], tags[2]} {
+	for _, ref := range []string{bundle.ReleasesRef, bundle.RootRef, tags[1], tags[2]} {
 		if got[ref] == "" || got[ref] != want[ref] {
 			t.Errorf("relay %s = %q, origin %q", ref, got[ref], want[ref])
 		}
@@ -148,7 +150,7 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.ToDst) != 1 || res.ToDst[0].Ref != bundler.ReleasesRef || res.DstBytes == 0 || res.DstBytes > 20<<10 {
+	if len(res.ToDst) != 1 || res.ToDst[0].Ref != bundle.ReleasesRef || res.DstBytes == 0 || res.DstBytes > 20<<10 {
 		t.Fatalf("incremental mirror of a config-only release: %+v", res)
 	}
 	t.Logf("incremental mirror (config-only release 4): %d objects, %d bytes", res.DstObjects, res.DstBytes)
@@ -159,7 +161,7 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 		t.Fatal(err)
 	}
 	git(t, usb, "fsck", "--strict", "--no-dangling")
-	if u := gitRefs(t, usb); u[bundler.ReleasesRef] != gitRefs(t, e.Repo)[bundler.ReleasesRef] || u[tags[2]] == "" || u[tags[1]] != "" {
+	if u := gitRefs(t, usb); u[bundle.ReleasesRef] != gitRefs(t, e.Repo)[bundle.ReleasesRef] || u[tags[2]] == "" || u[tags[1]] != "" {
 		t.Fatalf("usb refs after mirror --images 1: %v", u)
 	}
 	// An agent-side reader can verify what arrived.
@@ -177,13 +179,13 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	if res, err = mirror(t, relay, usb, filepath.Join(e.Dir, "cache-usb"), bundler.MirrorOptions{Images: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.ToSrc) != 1 || gitRefs(t, relayBare)[bundler.StatusPrefix+node] != s1 {
+	if len(res.ToSrc) != 1 || gitRefs(t, relayBare)[bundle.StatusPrefix+node] != s1 {
 		t.Fatalf("status to the relay: %+v", res)
 	}
 	if res, err = mirror(t, e.Repo, relay, cache, bundler.MirrorOptions{Images: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if gitRefs(t, e.Repo)[bundler.StatusPrefix+node] != s1 {
+	if gitRefs(t, e.Repo)[bundle.StatusPrefix+node] != s1 {
 		t.Fatalf("status to the origin: %+v", res)
 	}
 	git(t, e.Repo, "fsck", "--strict", "--no-dangling")
@@ -193,7 +195,7 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	if _, err = mirror(t, e.Repo, relay, cache, bundler.MirrorOptions{Images: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if gitRefs(t, relayBare)[bundler.StatusPrefix+node] != s2 {
+	if gitRefs(t, relayBare)[bundle.StatusPrefix+node] != s2 {
 		t.Fatal("status fast-forward to the relay")
 	}
 	// Diverged: the origin holds seq 3 on s2, the relay a replaced
@@ -203,8 +205,8 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	if res, err = mirror(t, e.Repo, relay, cache, bundler.MirrorOptions{Images: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if gitRefs(t, e.Repo)[bundler.StatusPrefix+node] != s4 || len(res.ToSrc) != 1 || !res.ToSrc[0].Forced {
-		t.Fatalf("diverged status: origin %s, want %s (not %s): %+v", gitRefs(t, e.Repo)[bundler.StatusPrefix+node], s4, s3, res)
+	if gitRefs(t, e.Repo)[bundle.StatusPrefix+node] != s4 || len(res.ToSrc) != 1 || !res.ToSrc[0].Forced {
+		t.Fatalf("diverged status: origin %s, want %s (not %s): %+v", gitRefs(t, e.Repo)[bundle.StatusPrefix+node], s4, s3, res)
 	}
 
 	// A mirror never rolls a host back: the stale copy (release 3) into the
@@ -236,7 +238,7 @@ func TestMirrorStoresChunkBlobs(t *testing.T) {
 		imagetest.File{Path: "nibbles", Size: 3 << 20, Content: func() io.Reader { return imagetest.Nibbles(5, 3<<20) }})
 	e.Cut(t, fleetFor(t, filepath.Join(e.Dir, "fleet"), "v1 {{.Node}}\n"), img)
 	v := verifyHead(t, e)
-	idx, err := bundler.ReadImageIndex(e.Release.Cache, v.Commit, v.Release.Images[0])
+	idx, err := bundle.ReadImageIndex(e.Release.Cache, v.Commit, v.Release.Images[0])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +248,7 @@ func TestMirrorStoresChunkBlobs(t *testing.T) {
 	}
 	git(t, dst, "fsck", "--strict", "--no-dangling")
 	stored := gittest.StoredBlobs(t, dst)
-	chunks := bundler.NewChunkSet(idx).List()
+	chunks := bundle.NewChunkSet(idx).List()
 	if len(chunks) < 2 {
 		t.Fatalf("%d chunks: too few to tell", len(chunks))
 	}
@@ -276,7 +278,7 @@ func TestMirrorStoresChunkBlobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := bundler.FetchImage(ctx, from, local, idx, nil); err != nil {
+	if err := bundle.FetchImage(ctx, from, local, idx, nil); err != nil {
 		t.Fatal(err)
 	}
 	git(t, local.Dir(), "fsck", "--strict")
@@ -351,7 +353,7 @@ func TestPruneOverGitDaemon(t *testing.T) {
 	}
 	after := gitRefs(t, bare)
 	if after[tags[0]] != "" || after[tags[1]] != "" || after[tags[2]] == "" ||
-		after[bundler.ReleasesRef] != before[bundler.ReleasesRef] || after[bundler.RootRef] != before[bundler.RootRef] {
+		after[bundle.ReleasesRef] != before[bundle.ReleasesRef] || after[bundle.RootRef] != before[bundle.RootRef] {
 		t.Fatalf("refs after prune:\n%v\nbefore:\n%v", after, before)
 	}
 	if res, err := r.Prune(ctx, 1, false); err != nil || len(res.Removed) != 0 {

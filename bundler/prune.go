@@ -7,9 +7,11 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -56,11 +58,11 @@ func (r *Repository) Prune(ctx context.Context, keep int, dryRun bool) (*PruneRe
 	needed := map[string]bool{}
 	users := map[string]PrunedTag{}
 	for i, c := range commits {
-		b, err := ReadBundle(r.Cache, c.Hash)
+		b, err := bundle.Read(r.Cache, c.Hash)
 		if err != nil {
 			return nil, fmt.Errorf("prune: %w", err)
 		}
-		rel, err := schema.ParseRelease(ManifestPath, b.Manifest)
+		rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
 		if err != nil {
 			// Keeping too much is safe, deleting what an unreadable release
 			// needs is not.
@@ -70,7 +72,7 @@ func (r *Repository) Prune(ctx context.Context, keep int, dryRun bool) (*PruneRe
 			res.Newest = rel.Version
 		}
 		for _, img := range rel.Images {
-			tag := ImageTag(img.Digest)
+			tag := bundle.ImageTag(img.Digest)
 			if i < keep {
 				needed[tag] = true
 			}
@@ -82,7 +84,7 @@ func (r *Repository) Prune(ctx context.Context, keep int, dryRun bool) (*PruneRe
 	var updates []repo.RefUpdate
 	var names []string
 	for ref := range head.Refs {
-		if strings.HasPrefix(ref, ImageTagPrefix) {
+		if strings.HasPrefix(ref, bundle.ImageTagPrefix) {
 			names = append(names, ref)
 		}
 	}

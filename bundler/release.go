@@ -14,13 +14,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pullship/pullship/bundler/render"
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/pullship/pullship/bundler/image"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -91,20 +94,20 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	}
 
 	// What the repository holds now.
-	var prev *Bundle
+	var prev *bundle.Bundle
 	var prevRel *schema.Release
 	var roots []schema.SignedFile
 	switch {
 	case !head.Releases.IsZero():
-		if prev, err = ReadBundle(r.Cache, head.Releases); err != nil {
+		if prev, err = bundle.Read(r.Cache, head.Releases); err != nil {
 			return nil, err
 		}
-		if prevRel, err = schema.ParseRelease(ManifestPath, prev.Manifest); err != nil {
+		if prevRel, err = schema.ParseRelease(bundle.ManifestPath, prev.Manifest); err != nil {
 			return nil, fmt.Errorf("current release: %w", err)
 		}
 		roots = prev.Roots
 	case !head.Root.IsZero():
-		if roots, err = ReadRoots(r.Cache, head.Root); err != nil {
+		if roots, err = bundle.ReadRoots(r.Cache, head.Root); err != nil {
 			return nil, err
 		}
 	default:
@@ -123,7 +126,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	if err != nil {
 		return nil, fmt.Errorf("read fleet: %w", err)
 	}
-	fleet, err := schema.ParseFleet(o.Fleet, fleetData)
+	fleet, err := render.ParseFleet(o.Fleet, fleetData)
 	if err != nil {
 		return nil, err
 	}
@@ -188,7 +191,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	if err != nil {
 		return nil, err
 	}
-	if _, err := schema.ParseRelease(ManifestPath, manifest); err != nil {
+	if _, err := schema.ParseRelease(bundle.ManifestPath, manifest); err != nil {
 		return nil, fmt.Errorf("release %d: the manifest written does not read back: %w", rel.Version, err)
 	}
 
@@ -202,14 +205,14 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		sigs.Add(sig)
 	}
 	sigData := sigs.Encode()
-	res, err := schema.VerifySigned(root, ManifestPath, manifest, sigData, now())
+	res, err := schema.VerifySigned(root, bundle.ManifestPath, manifest, sigData, now())
 	if err != nil {
 		return nil, fmt.Errorf("release %d not published: %w", rel.Version, err)
 	}
 
 	// Objects: the chunks the remote lacks (pass 2, streamed), the image tag
 	// and the release commit.
-	tag := ImageTag(idx.Digest)
+	tag := bundle.ImageTag(idx.Digest)
 	out := &ReleaseResult{Version: rel.Version, Image: idx.Digest, ImageTag: tag, Signatures: res,
 		NodesChanged: nodesChanged(prevRel, rel)}
 	var pushed atomic.Int64
@@ -227,7 +230,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		if err != nil {
 			return nil, err
 		}
-		chunks := NewChunkSet(idx)
+		chunks := bundle.NewChunkSet(idx)
 		out.Chunks = chunks.Len()
 		for _, c := range chunks.List() {
 			if have[c.Blob] {
@@ -245,7 +248,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		updates = append(updates, repo.RefUpdate{Name: tag, New: tagCommit})
 		out.NewImage = true
 	} else {
-		out.Chunks = NewChunkSet(idx).Len()
+		out.Chunks = bundle.NewChunkSet(idx).Len()
 	}
 	tb := repo.NewTreeBuilder()
 	// Blobs the previous release holds are on the server already: name
@@ -260,28 +263,28 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		}
 		return tb.Add(path, mode, objs.AddBytes(plumbing.BlobObject, data))
 	}
-	if err := add(ManifestPath, manifest, filemode.Regular); err != nil {
+	if err := add(bundle.ManifestPath, manifest, filemode.Regular); err != nil {
 		return nil, err
 	}
-	if err := add(schema.SigFileName(ManifestPath), sigData, filemode.Regular); err != nil {
+	if err := add(schema.SigFileName(bundle.ManifestPath), sigData, filemode.Regular); err != nil {
 		return nil, err
 	}
 	for _, f := range roots {
-		if err := add(RootDir+"/"+f.Name, f.Data, filemode.Regular); err != nil {
+		if err := add(bundle.RootDir+"/"+f.Name, f.Data, filemode.Regular); err != nil {
 			return nil, err
 		}
 		if f.Sig != nil {
-			if err := add(RootDir+"/"+schema.SigFileName(f.Name), f.Sig, filemode.Regular); err != nil {
+			if err := add(bundle.RootDir+"/"+schema.SigFileName(f.Name), f.Sig, filemode.Regular); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if err := add(ImagesDir+"/"+idx.Name+".toml", indexData, filemode.Regular); err != nil {
+	if err := add(bundle.ImagesDir+"/"+idx.Name+".toml", indexData, filemode.Regular); err != nil {
 		return nil, err
 	}
 	for _, n := range rendered.Nodes {
 		for _, f := range n.Files {
-			if err := add(NodesDir+"/"+n.Release.Name+"/"+f.Path, f.Data, filemode.Regular); err != nil {
+			if err := add(bundle.NodesDir+"/"+n.Release.Name+"/"+f.Path, f.Data, filemode.Regular); err != nil {
 				return nil, fmt.Errorf("node %s: %w", n.Release.Name, err)
 			}
 		}
@@ -301,7 +304,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		return nil, err
 	}
 	objs.AddBytes(plumbing.CommitObject, commitData)
-	updates = append([]repo.RefUpdate{{Name: ReleasesRef, Old: head.Releases, New: commit}}, updates...)
+	updates = append([]repo.RefUpdate{{Name: bundle.ReleasesRef, Old: head.Releases, New: commit}}, updates...)
 
 	pr, err := r.Remote.Push(ctx, updates, objs)
 	if err != nil {
@@ -317,15 +320,15 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 // its tag, the signed index is reused and the image is not scanned again
 // (a config-only release then costs what its config does); otherwise the
 // image is scanned (pass 1 of 2).
-func (r *Repository) imageIndex(ctx context.Context, img *image.Reader, name string, head *Head, prev *Bundle, prevRel *schema.Release) (*schema.ImageIndex, []byte, error) {
+func (r *Repository) imageIndex(ctx context.Context, img *image.Reader, name string, head *Head, prev *bundle.Bundle, prevRel *schema.Release) (*schema.ImageIndex, []byte, error) {
 	if prevRel != nil {
-		if pi, ok := prevRel.ImageByName(name); ok && !head.Refs[ImageTag(pi.Digest)].IsZero() {
+		if pi, ok := prevRel.ImageByName(name); ok && !head.Refs[bundle.ImageTag(pi.Digest)].IsZero() {
 			if d, err := img.Digest(); err == nil && d == pi.Digest {
-				idx, err := ReadImageIndex(r.Cache, prev.Commit, *pi)
+				idx, err := bundle.ReadImageIndex(r.Cache, prev.Commit, *pi)
 				if err != nil {
 					return nil, nil, err
 				}
-				data, err := r.Cache.ReadFile(prev.Commit, ImagesDir+"/"+name+".toml", pi.IndexLength)
+				data, err := r.Cache.ReadFile(prev.Commit, bundle.ImagesDir+"/"+name+".toml", pi.IndexLength)
 				return idx, data, err
 			}
 		}
@@ -333,9 +336,9 @@ func (r *Repository) imageIndex(ctx context.Context, img *image.Reader, name str
 	if prevRel != nil {
 		// The previous release's chunks of this image are on the remote:
 		// a changed image keeps their blobs.
-		if pi, ok := prevRel.ImageByName(name); ok && !head.Refs[ImageTag(pi.Digest)].IsZero() {
-			if pidx, err := ReadImageIndex(r.Cache, prev.Commit, *pi); err == nil {
-				img.Know(NewChunkSet(pidx).List())
+		if pi, ok := prevRel.ImageByName(name); ok && !head.Refs[bundle.ImageTag(pi.Digest)].IsZero() {
+			if pidx, err := bundle.ReadImageIndex(r.Cache, prev.Commit, *pi); err == nil {
+				img.Know(bundle.NewChunkSet(pidx).List())
 			}
 		}
 	}
@@ -349,7 +352,7 @@ func (r *Repository) imageIndex(ctx context.Context, img *image.Reader, name str
 }
 
 // treeObjects returns the ids of every blob and tree of b's commit.
-func (r *Repository) treeObjects(b *Bundle) (map[plumbing.Hash]bool, error) {
+func (r *Repository) treeObjects(b *bundle.Bundle) (map[plumbing.Hash]bool, error) {
 	known := map[plumbing.Hash]bool{}
 	if b == nil {
 		return known, nil
@@ -391,7 +394,7 @@ func addRoots(chain []schema.SignedFile, paths []string) ([]schema.SignedFile, e
 		}
 		want := int64(1)
 		if len(chain) > 0 {
-			n, _ := rootNumber(chain[len(chain)-1].Name)
+			n, _ := bundle.RootNumber(chain[len(chain)-1].Name)
 			want = n + 1
 		}
 		if r.Version != want {
@@ -407,7 +410,7 @@ func addRoots(chain []schema.SignedFile, paths []string) ([]schema.SignedFile, e
 // agent trusts only the root pinned in its config.
 func newestRoot(chain []schema.SignedFile, now time.Time) (*schema.Root, error) {
 	if len(chain) == 0 {
-		return nil, fmt.Errorf("repository has no root under %s/ (run pullship init)", RootDir)
+		return nil, fmt.Errorf("repository has no root under %s/ (run pullship init)", bundle.RootDir)
 	}
 	first, err := schema.ParseRoot(chain[0].Name, chain[0].Data)
 	if err != nil {
@@ -506,7 +509,7 @@ func releaseMessage(rel *schema.Release, idx *schema.ImageIndex, changed []strin
 // imageTagCommit adds the image tag's tree (every distinct chunk, named by
 // chunkEntryName) and a root commit to objs and returns the commit id.
 func imageTagCommit(objs *repo.ObjectStream, idx *schema.ImageIndex, when time.Time) (plumbing.Hash, error) {
-	chunks := NewChunkSet(idx).List()
+	chunks := bundle.NewChunkSet(idx).List()
 	entries := make([]repo.TreeEntry, 0, len(chunks))
 	seen := map[string]bool{}
 	for _, c := range chunks {
@@ -556,54 +559,29 @@ func (r *Repository) remoteChunks(head *Head) (map[string]bool, error) {
 		return nil, err
 	}
 	for _, c := range commits {
-		b, err := ReadBundle(r.Cache, c.Hash)
+		b, err := bundle.Read(r.Cache, c.Hash)
 		if err != nil {
 			return nil, err
 		}
-		rel, err := schema.ParseRelease(ManifestPath, b.Manifest)
+		rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
 		if err != nil {
 			return nil, fmt.Errorf("release commit %s: %w", short(c.Hash), err)
 		}
 		for _, img := range rel.Images {
-			if head.Refs[ImageTag(img.Digest)].IsZero() {
+			if head.Refs[bundle.ImageTag(img.Digest)].IsZero() {
 				continue
 			}
-			idx, err := ReadImageIndex(r.Cache, c.Hash, img)
+			idx, err := bundle.ReadImageIndex(r.Cache, c.Hash, img)
 			if err != nil {
 				return nil, err
 			}
-			for _, c := range NewChunkSet(idx).List() {
+			for _, c := range bundle.NewChunkSet(idx).List() {
 				have[c.Blob] = true
 			}
 		}
 	}
 	return have, nil
 }
-
-// ChunkSet is the distinct chunks of an image, in stream order.
-type ChunkSet struct{ list []schema.Chunk }
-
-// NewChunkSet collects idx's distinct chunks (by blob id) in stream order,
-// the order image.Reader.Chunks delivers them in.
-func NewChunkSet(idx *schema.ImageIndex) *ChunkSet {
-	seen := map[string]bool{}
-	cs := &ChunkSet{}
-	for _, e := range idx.Entries {
-		for _, c := range e.Chunks {
-			if !seen[c.Blob] {
-				seen[c.Blob] = true
-				cs.list = append(cs.list, c)
-			}
-		}
-	}
-	return cs
-}
-
-// List returns the chunks; the slice must not be modified.
-func (cs *ChunkSet) List() []schema.Chunk { return cs.list }
-
-// Len is the number of distinct chunks.
-func (cs *ChunkSet) Len() int { return len(cs.list) }
 
 // countingReader reports the bytes read through it.
 type countingReader struct {

@@ -16,14 +16,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/chunks"
+
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
-	"github.com/pullship/pullship/bundler/repo/gittest"
+	"github.com/pullship/pullship/bundler/shared/repo"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -69,7 +73,7 @@ func TestReleaseEndToEnd(t *testing.T) {
 	if c := git(t, e.Repo, "show", "releases:nodes/sg/app.conf"); c != "node = sg\ngreeting = hello\n" {
 		t.Fatalf("rendered file: %q", c)
 	}
-	git(t, e.Repo, "rev-parse", "--verify", bundler.ImageTag(id))
+	git(t, e.Repo, "rev-parse", "--verify", bundle.ImageTag(id))
 
 	// Verified the way an agent does.
 	v := verifyHead(t, e)
@@ -110,17 +114,17 @@ func TestReleaseEndToEnd(t *testing.T) {
 	}
 }
 
-func verifyHead(t *testing.T, e *bundlertest.Env) *bundler.Verified {
+func verifyHead(t *testing.T, e *bundlertest.Env) *bundle.Verified {
 	t.Helper()
 	head, err := e.Release.Sync(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := bundler.ReadBundle(e.Release.Cache, head.Releases)
+	b, err := bundle.Read(e.Release.Cache, head.Releases)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := bundler.Verify(b, e.Pinned, time.Now())
+	v, err := bundle.Verify(b, e.Pinned, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +234,7 @@ func TestImageTagStreamOrder(t *testing.T) {
 	e.Cut(t, fleet, img)
 	v := verifyHead(t, e)
 	ri := v.Release.Images[0]
-	idx, err := bundler.ReadImageIndex(e.Release.Cache, v.Commit, ri)
+	idx, err := bundle.ReadImageIndex(e.Release.Cache, v.Commit, ri)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +268,7 @@ func TestImageTagStreamOrder(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rc, err := image.DecodeChunk(io.NopCloser(bytes.NewReader(blob)), c)
+			rc, err := chunks.Decode(io.NopCloser(bytes.NewReader(blob)), c)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -280,7 +284,7 @@ func TestImageTagStreamOrder(t *testing.T) {
 	}
 
 	cmd := exec.Command("git", "-C", e.Repo, "pack-objects", "--revs", "--stdout")
-	cmd.Stdin = strings.NewReader(bundler.ImageTag(idx.Digest) + "\n")
+	cmd.Stdin = strings.NewReader(bundle.ImageTag(idx.Digest) + "\n")
 	pack, err := cmd.Output()
 	if err != nil {
 		t.Fatal(err)

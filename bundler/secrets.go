@@ -21,6 +21,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"filippo.io/age"
 	"filippo.io/age/armor"
 
@@ -135,7 +137,7 @@ func loadFleetNode(fleetPath, node string) (*schema.Fleet, *schema.FleetNode, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("read fleet: %w", err)
 	}
-	f, err := schema.ParseFleet(fleetPath, data)
+	f, err := render.ParseFleet(fleetPath, data)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -434,7 +436,7 @@ func fleetNode(f *schema.Fleet, name string) *schema.FleetNode {
 // that used them (EncryptRendered), keeping the ciphertext of prev (the
 // current release and its parsed manifest; nil for the first release) where
 // the plaintext did not change. It is what Release renders with.
-func (r *Repository) RenderFleet(f *schema.Fleet, dir, identityPath string, prev *Bundle, prevRel *schema.Release) (*render.Rendered, error) {
+func (r *Repository) RenderFleet(f *schema.Fleet, dir, identityPath string, prev *bundle.Bundle, prevRel *schema.Release) (*render.Rendered, error) {
 	var ids []age.Identity
 	if identityPath != "" {
 		var err error
@@ -455,7 +457,7 @@ func (r *Repository) RenderFleet(f *schema.Fleet, dir, identityPath string, prev
 			}
 			for _, pfile := range pn.Files {
 				if pfile.Path == path && pfile.Encrypted {
-					data, err := ReadNodeFile(r.Cache, prev.Commit, node, pfile)
+					data, err := bundle.ReadNodeFile(r.Cache, prev.Commit, node, pfile)
 					if err != nil {
 						return nil, "", false, err
 					}

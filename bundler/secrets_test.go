@@ -72,7 +72,7 @@ func (sf *secretsFleet) parse(t *testing.T) *schema.Fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := schema.ParseFleet(sf.fleet, data)
+	f, err := render.ParseFleet(sf.fleet, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -251,7 +251,7 @@ func TestFleetWithoutSecretsNeedsNoIdentity(t *testing.T) {
 	dir := t.TempDir()
 	fleet := fleetFor(t, dir, "plain = {{.Node}}\n")
 	data, _ := os.ReadFile(fleet)
-	f, err := schema.ParseFleet(fleet, data)
+	f, err := render.ParseFleet(fleet, data)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
-	"github.com/pullship/pullship/bundler/repo/gittest"
+	"github.com/pullship/pullship/bundler/shared/repo"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 	"github.com/pullship/pullship/schema"
 )
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -17,7 +19,7 @@ import (
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -99,14 +101,14 @@ func (e *statusEnv) pushUnsigned(t *testing.T, node string, st *schema.Status) {
 	must(t, err)
 	objs := repo.NewObjectStream(nil)
 	tb := repo.NewTreeBuilder()
-	must(t, tb.Add(bundler.StatusFile, filemode.Regular, objs.AddBytes(plumbing.BlobObject, data)))
+	must(t, tb.Add(bundle.StatusFile, filemode.Regular, objs.AddBytes(plumbing.BlobObject, data)))
 	tree, err := tb.Build(objs)
 	must(t, err)
 	who := repo.Signature{Name: "x", Email: "x@x", When: st.Time}
 	c, id, err := repo.EncodeCommit(repo.Commit{Tree: tree, Author: who, Committer: who, Message: "unsigned\n"})
 	must(t, err)
 	objs.AddBytes(plumbing.CommitObject, c)
-	_, err = e.Release.Remote.Push(context.Background(), []repo.RefUpdate{{Name: bundler.StatusPrefix + node, New: id}}, objs)
+	_, err = e.Release.Remote.Push(context.Background(), []repo.RefUpdate{{Name: bundle.StatusPrefix + node, New: id}}, objs)
 	must(t, err)
 }
 
@@ -126,8 +128,8 @@ func TestFleetStatus(t *testing.T) {
 
 	f, err := e.Release.FleetStatus(ctx, e.Pinned, e.now, bundler.FleetOptions{Stale: 15 * time.Minute})
 	must(t, err)
-	want := map[string]bundler.ReportState{"cn": bundler.ReportOK, "sg": bundler.ReportForged, "us": bundler.ReportUnsigned,
-		"eu": bundler.ReportInvalid, "ap": bundler.ReportStale, "af": bundler.ReportMissing, "zz": bundler.ReportUnknown}
+	want := map[string]bundle.ReportState{"cn": bundle.ReportOK, "sg": bundle.ReportForged, "us": bundle.ReportUnsigned,
+		"eu": bundle.ReportInvalid, "ap": bundle.ReportStale, "af": bundle.ReportMissing, "zz": bundle.ReportUnknown}
 	if len(f.Nodes) != len(want) {
 		t.Fatalf("%d nodes, want %d: %+v", len(f.Nodes), len(want), f.Nodes)
 	}
@@ -135,7 +137,7 @@ func TestFleetStatus(t *testing.T) {
 		if nr.State != want[nr.Node] {
 			t.Errorf("node %s: state %s (%s), want %s", nr.Node, nr.State, nr.Problem, want[nr.Node])
 		}
-		if (nr.Status != nil) != (nr.State == bundler.ReportOK || nr.State == bundler.ReportStale) {
+		if (nr.Status != nil) != (nr.State == bundle.ReportOK || nr.State == bundle.ReportStale) {
 			t.Errorf("node %s: status shown for state %s", nr.Node, nr.State)
 		}
 	}
@@ -168,7 +170,7 @@ func TestFleetStatus(t *testing.T) {
 	e.report(t, "sg", e.keys["sg"], nodeStatus("sg", e.now))
 	f, err = e.Release.FleetStatus(ctx, e.Pinned, e.now, bundler.FleetOptions{})
 	must(t, err)
-	if f.Nodes[1].State != bundler.ReportOK {
+	if f.Nodes[1].State != bundle.ReportOK {
 		t.Fatalf("sg after a good report: %s %s", f.Nodes[1].State, f.Nodes[1].Problem)
 	}
 }
@@ -189,8 +191,8 @@ func TestVerifyStatusSignature(t *testing.T) {
 		return f.Encode()
 	}
 	good := sign(e.keys[n.Name], data)
-	must(t, bundler.VerifyStatusSignature(n, data, good))
-	var fe *bundler.ForgedError
+	must(t, bundle.VerifyStatusSignature(n, data, good))
+	var fe *bundle.ForgedError
 	for name, tc := range map[string]struct {
 		data, sig []byte
 		forged    bool
@@ -201,14 +203,14 @@ func TestVerifyStatusSignature(t *testing.T) {
 		"two sigs":    {data, append(append(good, '\n'), sign(e.keys["sg"], data)...), false},
 		"empty sigs":  {data, nil, false},
 	} {
-		err := bundler.VerifyStatusSignature(n, tc.data, tc.sig)
+		err := bundle.VerifyStatusSignature(n, tc.data, tc.sig)
 		if err == nil || isForged(err, &fe) != tc.forged {
 			t.Errorf("%s: %v (forged %v)", name, err, tc.forged)
 		}
 	}
 }
 
-func isForged(err error, fe **bundler.ForgedError) bool { return errors.As(err, fe) }
+func isForged(err error, fe **bundle.ForgedError) bool { return errors.As(err, fe) }
 
 // FuzzVerifyStatusSignature feeds arbitrary status.toml and .sig bytes to
 // the reader's checks: no panic, and nothing but the node's own signature
@@ -240,7 +242,7 @@ func FuzzVerifyStatusSignature(f *testing.F) {
 		if len(data) > schema.MaxFileSize {
 			return
 		}
-		if err := bundler.VerifyStatusSignature(n, data, sig); err == nil {
+		if err := bundle.VerifyStatusSignature(n, data, sig); err == nil {
 			// Only our signature over data can verify; check with the key.
 			sigs, perr := schema.ParseSignatures("status.toml.sig", sig)
 			if perr != nil || len(sigs.Signatures) != 1 || sigs.Signatures[0].KeyID != kp.KeyID {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/pullship/pullship/schema"
@@ -90,17 +92,17 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 			if i == 0 && len(c.ParentHashes) != 0 || i > 0 && (len(c.ParentHashes) != 1 || c.ParentHashes[0] != commits[i-1].Hash) {
 				return fmt.Errorf("commit %s: release history must be linear", short(c.Hash))
 			}
-			b, err := ReadBundle(r.Cache, c.Hash)
+			b, err := bundle.Read(r.Cache, c.Hash)
 			if err != nil {
 				return err
 			}
 			at := now
 			if !last {
-				if rel, err := schema.ParseRelease(ManifestPath, b.Manifest); err == nil {
+				if rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest); err == nil {
 					at = rel.Created
 				}
 			}
-			v, err := Verify(b, o.Pinned, at)
+			v, err := bundle.Verify(b, o.Pinned, at)
 			if err != nil {
 				return err
 			}
@@ -121,30 +123,30 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 			}
 			for _, n := range rel.Nodes {
 				for _, f := range n.Files {
-					if _, err := ReadNodeFile(r.Cache, c.Hash, n.Name, f); err != nil {
+					if _, err := bundle.ReadNodeFile(r.Cache, c.Hash, n.Name, f); err != nil {
 						return err
 					}
 				}
 			}
 			for _, img := range rel.Images {
-				idx, err := ReadImageIndex(r.Cache, c.Hash, img)
+				idx, err := bundle.ReadImageIndex(r.Cache, c.Hash, img)
 				if err != nil {
 					return err
 				}
 				if o.SkipChunks {
 					continue
 				}
-				if head.Refs[ImageTag(img.Digest)].IsZero() {
+				if head.Refs[bundle.ImageTag(img.Digest)].IsZero() {
 					line.Note = "image tag pruned: chunks not checked"
 					if last {
-						return fmt.Errorf("image %s: tag %s missing: agents cannot load the newest release", img.Name, ImageTag(img.Digest))
+						return fmt.Errorf("image %s: tag %s missing: agents cannot load the newest release", img.Name, bundle.ImageTag(img.Digest))
 					}
 					continue
 				}
-				if err := FetchImage(ctx, r.Remote, r.Cache, idx, nil); err != nil {
+				if err := bundle.FetchImage(ctx, r.Remote, r.Cache, idx, nil); err != nil {
 					return err
 				}
-				if err := CheckChunks(ctx, r.Cache, idx); err != nil {
+				if err := bundle.CheckChunks(ctx, r.Cache, idx); err != nil {
 					return err
 				}
 			}

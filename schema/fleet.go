@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"path"
 	"strings"
-	"text/template"
 	"time"
 )
 
@@ -379,10 +378,32 @@ func checkTemplateText(what, s string) error {
 	if err := checkString(what, s, MaxStringLen); err != nil {
 		return err
 	}
-	if _, err := template.New(what).Option("missingkey=error").Parse(s); err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
 	return nil
+}
+
+// TemplateText is one string of a fleet that is rendered as a Go template,
+// named as an error about it names it.
+type TemplateText struct{ What, Text string }
+
+// TemplateTexts lists the strings of f that are Go templates (the container
+// names and the cluster's join and peer arguments; config templates are
+// files). Their syntax is bundler/render's to check ([render.ParseFleet]):
+// schema holds no template code, so the agent, which imports schema, links
+// none.
+func (f *Fleet) TemplateTexts() []TemplateText {
+	out := []TemplateText{{"service: container", f.Service.Container}}
+	if c := f.Service.Cluster; c != nil {
+		for i, a := range c.Join {
+			out = append(out, TemplateText{fmt.Sprintf("service: cluster: join argument %d", i), a})
+		}
+		out = append(out, TemplateText{"service: cluster: peer", c.Peer})
+	}
+	for _, n := range f.Nodes {
+		if n.Container != "" {
+			out = append(out, TemplateText{fmt.Sprintf("node %q: container", n.Name), n.Container})
+		}
+	}
+	return out
 }
 
 func checkContainerCommon(ports, binds []string, env map[string]string, restart string, command, entrypoint []string, reload Reload, health Health) error {

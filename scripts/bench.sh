@@ -31,4 +31,4 @@ bash scripts/bench-agent.sh
 echo
 echo "== Go benchmarks"
 go test -run '^$' -bench 'Scan|WritePack|ReleaseConfigOnly' -benchtime 3x -benchmem \
-	./bundler/ ./bundler/image/ ./bundler/repo/ | grep -E '^(Benchmark|pkg:|ok|FAIL)'
+	./bundler/ ./bundler/image/ ./bundler/shared/repo/ | grep -E '^(Benchmark|pkg:|ok|FAIL)'

@@ -17,7 +17,7 @@ import (
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/image"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/spf13/cobra"
 
@@ -76,24 +78,24 @@ ones the signature file claims.`,
 
 func logLine(r *bundler.Repository, commit plumbing.Hash, pinned *schema.Root) (string, bool) {
 	id := shortID(commit.String())
-	b, err := bundler.ReadBundle(r.Cache, commit)
+	b, err := bundle.Read(r.Cache, commit)
 	if err != nil {
 		return fmt.Sprintf("FAIL %s: %v", id, err), false
 	}
-	rel, err := schema.ParseRelease(bundler.ManifestPath, b.Manifest)
+	rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
 	if err != nil {
 		return fmt.Sprintf("FAIL %s: %v", id, err), false
 	}
 	var signers []string
 	status := "    "
 	if pinned != nil {
-		v, err := bundler.Verify(b, pinned, rel.Created)
+		v, err := bundle.Verify(b, pinned, rel.Created)
 		if err != nil {
 			return fmt.Sprintf("FAIL %d %s: %v", rel.Version, id, err), false
 		}
 		signers = v.Signatures.Valid
 		status = "ok  "
-	} else if sigs, err := schema.ParseSignatures(schema.SigFileName(bundler.ManifestPath), b.Sig); err == nil {
+	} else if sigs, err := schema.ParseSignatures(schema.SigFileName(bundle.ManifestPath), b.Sig); err == nil {
 		for _, s := range sigs.Signatures {
 			signers = append(signers, s.KeyID)
 		}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullship/pullship/bundler/render"
+
 	"github.com/docker/docker/client"
 	"github.com/schollz/progressbar/v3"
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -19,7 +21,6 @@ import (
 
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/image"
-	"github.com/pullship/pullship/schema"
 )
 
 func init() { commands = append(commands, newReleaseCmd) }
@@ -70,7 +71,7 @@ sigstore KMS provider compiled into this binary.`,
 				if err != nil {
 					return fmt.Errorf("release: %w", err)
 				}
-				f, err := schema.ParseFleet(fleet, data)
+				f, err := render.ParseFleet(fleet, data)
 				if err != nil {
 					return fmt.Errorf("release: %w", err)
 				}

@@ -7,11 +7,12 @@ import (
 	"io"
 	"os"
 
+	"github.com/pullship/pullship/bundler/render"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/pullship/pullship/bundler"
-	"github.com/pullship/pullship/schema"
 )
 
 func init() { commands = append(commands, newSecretCmd) }
@@ -122,7 +123,7 @@ func newSecretListCmd(env Env) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("secret list: %w", err)
 				}
-				f, err := schema.ParseFleet(fleet, data)
+				f, err := render.ParseFleet(fleet, data)
 				if err != nil {
 					return fmt.Errorf("secret list: %w", err)
 				}

@@ -10,6 +10,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/spf13/cobra"
 
 	"github.com/pullship/pullship/bundler"
@@ -132,7 +134,7 @@ func printFleet(w io.Writer, f *bundler.Fleet, asJSON bool) error {
 	fmt.Fprintln(tw, "NODE\tREGION\tTARGET\tAPPLIED\tHEALTH\tADDRESS\tMEMBERS\tAGE\tFLAG\tLAST ERROR")
 	for _, n := range f.Nodes {
 		flag := "-"
-		if n.State != bundler.ReportOK {
+		if n.State != bundle.ReportOK {
 			flag = strings.ToUpper(string(n.State))
 		}
 		s := n.Status

@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/pullship/pullship/agent/report"
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -86,7 +88,7 @@ func TestStatusCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &f); err != nil || code != ExitVerify {
 		t.Fatalf("--json: %d %v\n%s", code, err, out)
 	}
-	if len(f.Nodes) != 2 || f.Nodes[0].State != bundler.ReportOK || f.Nodes[1].State != bundler.ReportForged || f.Nodes[1].Status != nil {
+	if len(f.Nodes) != 2 || f.Nodes[0].State != bundle.ReportOK || f.Nodes[1].State != bundle.ReportForged || f.Nodes[1].Status != nil {
 		t.Fatalf("--json nodes: %+v", f.Nodes)
 	}
 

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/pullship/pullship/bundler/shared/bundle"
+
 	"github.com/spf13/cobra"
 
 	"github.com/pullship/pullship/bundler"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -46,10 +48,10 @@ func loadRoot(path string) (*schema.Root, error) {
 // verifyCode maps verification failures to exit code 3.
 func verifyCode(err error) error {
 	var te *schema.ThresholdError
-	var dm *bundler.DigestMismatchError
-	var ce *bundler.ChunkError
+	var dm *bundle.DigestMismatchError
+	var ce *bundle.ChunkError
 	if errors.As(err, &te) || errors.As(err, &dm) || errors.As(err, &ce) ||
-		errors.Is(err, schema.ErrExpired) || errors.Is(err, bundler.ErrReleaseExpired) || errors.Is(err, bundler.ErrHistoryRewritten) {
+		errors.Is(err, schema.ErrExpired) || errors.Is(err, bundle.ErrReleaseExpired) || errors.Is(err, bundler.ErrHistoryRewritten) {
 		return withCode(ExitVerify, err)
 	}
 	return err

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/chunks"
+
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/client"
@@ -40,9 +42,9 @@ func dockerClient(t *testing.T) *client.Client {
 }
 
 // load streams a rebuilt image into the engine, as the agent does.
-func load(ctx context.Context, cli *client.Client, idx *schema.ImageIndex, chunks ChunkSource) error {
+func load(ctx context.Context, cli *client.Client, idx *schema.ImageIndex, src chunks.Source) error {
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(Rebuild(ctx, idx, chunks, pw)) }()
+	go func() { pw.CloseWithError(chunks.Rebuild(ctx, idx, src, pw, nil)) }()
 	resp, err := cli.ImageLoad(ctx, pr, client.ImageLoadWithQuiet(true))
 	if err != nil {
 		pr.CloseWithError(err)
@@ -95,7 +97,7 @@ func TestDockerLoadRebuilt(t *testing.T) {
 				Gzip:       tc.gz,
 			}
 			p, built := writeImage(t, img)
-			idx, chunks := storeChunks(t, TarFile(p))
+			idx, src := storeChunks(t, TarFile(p))
 			if idx.Digest != built.ID {
 				t.Fatalf("digest %s, built %s", idx.Digest, built.ID)
 			}
@@ -109,7 +111,7 @@ func TestDockerLoadRebuilt(t *testing.T) {
 			remove()
 			t.Cleanup(remove)
 
-			if err := load(ctx, cli, idx, chunks); err != nil {
+			if err := load(ctx, cli, idx, src); err != nil {
 				t.Fatal(err)
 			}
 			info, err := cli.ImageInspect(ctx, idx.Digest)
@@ -128,11 +130,11 @@ func TestDockerLoadRebuilt(t *testing.T) {
 			if idx2.Digest != idx.Digest {
 				t.Fatalf("docker://%s digest %s, want %s", tag, idx2.Digest, idx.Digest)
 			}
-			src, err := ParseSource("docker://" + tag)
+			engSrc, err := ParseSource("docker://" + tag)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if idx3, err := Scan(ctx, src); err != nil || !reflect.DeepEqual(idx3, idx2) {
+			if idx3, err := Scan(ctx, engSrc); err != nil || !reflect.DeepEqual(idx3, idx2) {
 				t.Fatalf("ParseSource(docker://%s): %v", tag, err)
 			}
 		})
@@ -147,14 +149,14 @@ func TestDockerLoadCorrupt(t *testing.T) {
 	img := smallImage(imagetest.Legacy, false)
 	img.RepoTags = nil
 	p, _ := writeImage(t, img)
-	idx, chunks := storeChunks(t, TarFile(p))
+	idx, src := storeChunks(t, TarFile(p))
 	for _, e := range idx.Entries {
 		if len(e.Chunks) > 1 {
-			os.WriteFile(string(chunks)+"/"+e.Chunks[1].SHA256, []byte("corrupt"), 0o644)
+			os.WriteFile(string(src)+"/"+e.Chunks[1].SHA256, []byte("corrupt"), 0o644)
 		}
 	}
 	cli.ImageRemove(ctx, idx.Digest, image.RemoveOptions{Force: true})
-	if err := load(ctx, cli, idx, chunks); err == nil {
+	if err := load(ctx, cli, idx, src); err == nil {
 		t.Fatal("load of a corrupt stream succeeded")
 	}
 	if _, err := cli.ImageInspect(ctx, idx.Digest); !cerrdefs.IsNotFound(err) {

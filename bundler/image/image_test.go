@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/chunks"
+
 	"github.com/pullship/pullship/bundler/image/imagetest"
 	"github.com/pullship/pullship/schema"
 )
@@ -44,7 +46,7 @@ func writeImage(t testing.TB, img imagetest.Image) (string, imagetest.Built) {
 }
 
 // storeChunks scans src and writes every chunk into a directory.
-func storeChunks(t testing.TB, src Source) (*schema.ImageIndex, DirChunks) {
+func storeChunks(t testing.TB, src Source) (*schema.ImageIndex, chunks.Dir) {
 	t.Helper()
 	ctx := context.Background()
 	r, err := Open(ctx, src)
@@ -56,7 +58,7 @@ func storeChunks(t testing.TB, src Source) (*schema.ImageIndex, DirChunks) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := DirChunks(t.TempDir())
+	dir := chunks.Dir(t.TempDir())
 	if err := r.Chunks(ctx, nil, dir.Put); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +79,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p, built := writeImage(t, smallImage(tc.layout, tc.gz))
-			idx, chunks := storeChunks(t, TarFile(p))
+			idx, src := storeChunks(t, TarFile(p))
 			if idx.Digest != built.ID {
 				t.Fatalf("digest %s, built %s", idx.Digest, built.ID)
 			}
@@ -115,7 +117,7 @@ func TestRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			var last, total int64
-			err = Rebuild(context.Background(), idx, chunks, f, WithProgress(func(d, tot int64) { last, total = d, tot }))
+			err = chunks.Rebuild(context.Background(), idx, src, f, func(d, tot int64) { last, total = d, tot })
 			f.Close()
 			if err != nil {
 				t.Fatal(err)
@@ -132,8 +134,8 @@ func TestRoundTrip(t *testing.T) {
 			}
 			// Rebuild is deterministic.
 			var b1, b2 bytes.Buffer
-			Rebuild(context.Background(), idx, chunks, &b1)
-			Rebuild(context.Background(), idx2, chunks, &b2)
+			chunks.Rebuild(context.Background(), idx, src, &b1, nil)
+			chunks.Rebuild(context.Background(), idx2, src, &b2, nil)
 			if !bytes.Equal(b1.Bytes(), b2.Bytes()) {
 				t.Fatal("two rebuilds differ")
 			}
@@ -188,7 +190,7 @@ func extract(t *testing.T, tarPath, dir string) {
 
 func TestRebuildCorruptChunk(t *testing.T) {
 	p, _ := writeImage(t, smallImage(imagetest.Legacy, false))
-	idx, chunks := storeChunks(t, TarFile(p))
+	idx, src := storeChunks(t, TarFile(p))
 	var victim schema.Chunk
 	var victimPath string
 	for _, e := range idx.Entries {
@@ -196,15 +198,15 @@ func TestRebuildCorruptChunk(t *testing.T) {
 			victim, victimPath = e.Chunks[1], e.Path
 		}
 	}
-	file := filepath.Join(string(chunks), victim.SHA256)
+	file := filepath.Join(string(src), victim.SHA256)
 	orig, _ := os.ReadFile(file)
 
 	check := func(data []byte, want error) {
 		t.Helper()
 		os.WriteFile(file, data, 0o644)
 		var out countingDiscard
-		err := Rebuild(context.Background(), idx, chunks, &out)
-		var ce *ChunkError
+		err := chunks.Rebuild(context.Background(), idx, src, &out, nil)
+		var ce *chunks.Error
 		if !errors.As(err, &ce) || !errors.Is(err, want) || ce.Chunk != victim || ce.Path != victimPath {
 			t.Fatalf("got %v, want %v on chunk %s", err, want, victim.SHA256)
 		}
@@ -215,13 +217,13 @@ func TestRebuildCorruptChunk(t *testing.T) {
 	}
 	flipped := bytes.Clone(orig)
 	flipped[len(flipped)/2] ^= 1
-	check(flipped, ErrChunkDigest)
-	check(append(bytes.Clone(orig), 'x'), ErrChunkLong)
-	check(orig[:len(orig)-1], ErrChunkShort)
+	check(flipped, chunks.ErrDigest)
+	check(append(bytes.Clone(orig), 'x'), chunks.ErrLong)
+	check(orig[:len(orig)-1], chunks.ErrShort)
 	os.Remove(file)
-	check(nil, ErrChunkShort)
+	check(nil, chunks.ErrShort)
 	os.Remove(file)
-	if err := Rebuild(context.Background(), idx, chunks, io.Discard); !errors.Is(err, os.ErrNotExist) {
+	if err := chunks.Rebuild(context.Background(), idx, src, io.Discard, nil); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("missing chunk: %v", err)
 	}
 }

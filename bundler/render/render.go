@@ -98,9 +98,25 @@ type Data struct {
 	Peer    string
 }
 
+// ParseFleet parses and validates fleet.toml (schema.ParseFleet) and checks
+// the syntax of the fleet's template strings, which schema leaves to the
+// renderer.
+func ParseFleet(name string, data []byte) (*schema.Fleet, error) {
+	f, err := schema.ParseFleet(name, data)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range f.TemplateTexts() {
+		if _, err := template.New(t.What).Option("missingkey=error").Parse(t.Text); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", name, t.What, err)
+		}
+	}
+	return f, nil
+}
+
 // Render renders fleet f whose fleet.toml lives in directory dir (template
 // sources and status key files are read relative to it, and never from
-// outside it). f must have come from schema.ParseFleet. It is RenderWith
+// outside it). f must have come from [ParseFleet]. It is RenderWith
 // without options: templates calling secret fail.
 func Render(f *schema.Fleet, dir string) (*Rendered, error) {
 	return RenderWith(f, dir, Options{})

@@ -23,7 +23,7 @@ func loadFleet(t *testing.T, name string) *schema.Fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := schema.ParseFleet(name, data)
+	f, err := ParseFleet(name, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +162,7 @@ wave = 1
 address = "10.0.0.2/24"
 status_key = "sg.pub"
 `
-	f, err := schema.ParseFleet("fleet.toml", []byte(src))
+	f, err := ParseFleet("fleet.toml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ wave = 1
 address = "10.0.0.1/24"
 status_key = "cn.pub"
 `
-	f, err := schema.ParseFleet("fleet.toml", []byte(src))
+	f, err := ParseFleet("fleet.toml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,5 +233,30 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestParseFleetTemplateSyntax: schema leaves the syntax of a fleet's
+// template strings to the renderer; ParseFleet refuses a bad one, naming it.
+func TestParseFleetTemplateSyntax(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(fleetDir, "vernemq.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ from, to, want string }{
+		{`container = "vernemq-release-{{.Node}}-1"`, `container = "vernemq-release-{{.Node-1"`, "service: container"},
+		{`"discovery-node={{.Peer}}"`, `"discovery-node={{.Peer}"`, "service: cluster: join argument"},
+	} {
+		bad := strings.Replace(string(data), c.from, c.to, 1)
+		if bad == string(data) {
+			t.Fatalf("%q not in vernemq.toml", c.from)
+		}
+		if _, err := schema.ParseFleet("fleet.toml", []byte(bad)); err != nil {
+			t.Fatalf("schema.ParseFleet: %v (template syntax is the renderer's to check)", err)
+		}
+		_, err := ParseFleet("fleet.toml", []byte(bad))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("ParseFleet with %s: %v, want an error naming %q", c.to, err, c.want)
+		}
 	}
 }

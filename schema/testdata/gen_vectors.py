@@ -48,7 +48,6 @@ gen("fleet", "vernemq.toml", ["vernemq.toml", "minimal.toml"], [
     ("reload-restart-command.toml", 'reload = { action = "exec",', 'reload = { action = "restart",', 'action "restart" takes no command'),
     ("reload-bad-action.toml", 'action = "exec"', 'action = "kill"', 'action "kill": want exec, restart or none'),
     ("join-no-peer.toml", '"discovery-node={{.Peer}}"', '"discovery-node=x"', 'join must use {{.Peer}}'),
-    ("bad-template-syntax.toml", 'container = "vernemq-release-{{.Node}}-1"', 'container = "vernemq-release-{{.Node-1"', 'service: container'),
     ("bad-restart.toml", 'restart = "unless-stopped"', 'restart = "sometimes"', 'restart "sometimes"'),
     ("no-status-key.toml", 'status_key = "keys/us.pub"\n', '', 'node "us": status_key: missing'),
     ("bad-status-key-pem.toml", 'status_key = "keys/us.pub"', 'status_key = "-----BEGIN PUBLIC KEY-----\\nAAAA\\n-----END PUBLIC KEY-----\\n"', 'status_key: public key'),

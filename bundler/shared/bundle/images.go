@@ -1,4 +1,4 @@
-package bundler
+package bundle
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 
-	"github.com/pullship/pullship/bundler/image"
-	"github.com/pullship/pullship/bundler/repo"
+	"github.com/pullship/pullship/bundler/shared/chunks"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -67,7 +67,7 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 	return nil
 }
 
-// LiveChunks reads chunks from a fetch in progress: [image.Rebuild] gets
+// LiveChunks reads chunks from a fetch in progress: [chunks.Rebuild] gets
 // each chunk as soon as it has arrived (and rebuilds the image while the
 // rest is still coming), chunks the fetch did not bring from the store once
 // it is over. Ctx bounds the waiting.
@@ -82,7 +82,7 @@ func (l LiveChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return image.DecodeChunk(rc, c)
+	return chunks.Decode(rc, c)
 }
 
 // ChunkError names a chunk that is missing or differs from the index.
@@ -118,7 +118,7 @@ func checkChunk(st *repo.Store, c schema.Chunk, buf []byte) error {
 	if err != nil {
 		return err
 	}
-	if rc, err = image.DecodeChunk(rc, c); err != nil {
+	if rc, err = chunks.Decode(rc, c); err != nil {
 		return err
 	}
 	defer rc.Close()

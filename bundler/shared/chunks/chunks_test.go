@@ -1,4 +1,4 @@
-package image
+package chunks
 
 import (
 	"archive/tar"
@@ -24,7 +24,7 @@ func (b blobChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
 	if !ok {
 		return nil, errors.New("no such blob")
 	}
-	return DecodeChunk(io.NopCloser(bytes.NewReader(data)), c)
+	return Decode(io.NopCloser(bytes.NewReader(data)), c)
 }
 
 // zstdIndex is a one-file image index whose chunks are data's pieces,
@@ -36,7 +36,7 @@ func zstdIndex(t *testing.T, pieces ...[]byte) (*schema.ImageIndex, blobChunks) 
 	blobs := blobChunks{}
 	for _, p := range pieces {
 		sum := sha256.Sum256(p)
-		z := EncodeChunk(nil, p)
+		z := Encode(nil, p)
 		c := schema.Chunk{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(p)), Blob: strings.Repeat("0", 40), BlobSize: int64(len(z))}
 		blobs[c.SHA256] = z
 		e.Chunks = append(e.Chunks, c)
@@ -57,14 +57,14 @@ func TestZstdChunks(t *testing.T) {
 	text := bytes.Repeat([]byte("listener.tcp.default = 0.0.0.0:1883\n"), 40000)
 	idx, blobs := zstdIndex(t, random[:1<<20], text, random[1<<20:])
 	var out bytes.Buffer
-	if err := Rebuild(context.Background(), idx, blobs, &out); err != nil {
+	if err := Rebuild(context.Background(), idx, blobs, &out, nil); err != nil {
 		t.Fatalf("Rebuild: %v", err)
 	}
 	want := append(append(append([]byte{}, random[:1<<20]...), text...), random[1<<20:]...)
 	if got := tarFile(t, out.Bytes(), "layer.tar"); !bytes.Equal(got, want) {
 		t.Fatal("rebuilt file differs from the chunks")
 	}
-	if !bytes.Equal(EncodeChunk(nil, text), EncodeChunk(nil, text)) {
+	if !bytes.Equal(Encode(nil, text), Encode(nil, text)) {
 		t.Fatal("encoding is not deterministic")
 	}
 	if c := idx.Entries[0].Chunks[1]; c.BlobSize*10 > c.Size {
@@ -75,26 +75,26 @@ func TestZstdChunks(t *testing.T) {
 	}
 
 	// A raw chunk passes through DecodeChunk as it is.
-	rc, err := DecodeChunk(io.NopCloser(strings.NewReader("abc")), schema.Chunk{Size: 3})
+	rc, err := Decode(io.NopCloser(strings.NewReader("abc")), schema.Chunk{Size: 3})
 	if b, _ := io.ReadAll(rc); err != nil || string(b) != "abc" {
 		t.Fatalf("raw chunk: %q, %v", b, err)
 	}
 
 	c0 := idx.Entries[0].Chunks[0]
 	frame := blobs[c0.SHA256]
-	other := EncodeChunk(nil, text[:1000])
+	other := Encode(nil, text[:1000])
 	for name, tc := range map[string]struct {
 		blob []byte
 		want error
 	}{
-		"not zstd":           {bytes.Repeat([]byte{0xaa}, 100), ErrChunkEncoding},
-		"empty":              {nil, ErrChunkShort},
-		"cut frame":          {frame[:len(frame)/2], ErrChunkEncoding},
-		"trailing garbage":   {append(append([]byte{}, frame...), 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0), ErrChunkEncoding},
-		"longer chunk":       {EncodeChunk(nil, append(append([]byte{}, random[:1<<20]...), 'x')), ErrChunkLong},
-		"shorter chunk":      {EncodeChunk(nil, random[:1<<20-1]), ErrChunkShort},
-		"two frames, short":  {append(EncodeChunk(nil, random[:1000]), other...), ErrChunkShort},
-		"same length, other": {EncodeChunk(nil, random[1:1<<20+1]), ErrChunkDigest},
+		"not zstd":           {bytes.Repeat([]byte{0xaa}, 100), ErrEncoding},
+		"empty":              {nil, ErrShort},
+		"cut frame":          {frame[:len(frame)/2], ErrEncoding},
+		"trailing garbage":   {append(append([]byte{}, frame...), 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0), ErrEncoding},
+		"longer chunk":       {Encode(nil, append(append([]byte{}, random[:1<<20]...), 'x')), ErrLong},
+		"shorter chunk":      {Encode(nil, random[:1<<20-1]), ErrShort},
+		"two frames, short":  {append(Encode(nil, random[:1000]), other...), ErrShort},
+		"same length, other": {Encode(nil, random[1:1<<20+1]), ErrDigest},
 	} {
 		bad := blobChunks{}
 		for k, v := range blobs {
@@ -102,8 +102,8 @@ func TestZstdChunks(t *testing.T) {
 		}
 		bad[c0.SHA256] = tc.blob
 		var out bytes.Buffer
-		err := Rebuild(context.Background(), idx, bad, &out)
-		var ce *ChunkError
+		err := Rebuild(context.Background(), idx, bad, &out, nil)
+		var ce *Error
 		if !errors.As(err, &ce) || !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want a chunk error %v", name, err, tc.want)
 		}
@@ -135,17 +135,17 @@ func tarFile(t *testing.T, data []byte, name string) []byte {
 // FuzzDecodeChunk: whatever a blob holds, decoding yields at most the
 // declared size plus one byte, or an error; it never panics.
 func FuzzDecodeChunk(f *testing.F) {
-	f.Add(EncodeChunk(nil, []byte("hello, pullship")), int64(15))
-	f.Add(EncodeChunk(nil, bytes.Repeat([]byte("ab"), 5000)), int64(10000))
+	f.Add(Encode(nil, []byte("hello, pullship")), int64(15))
+	f.Add(Encode(nil, bytes.Repeat([]byte("ab"), 5000)), int64(10000))
 	f.Add([]byte{0x28, 0xb5, 0x2f, 0xfd, 0, 0x58, 0, 0, 0}, int64(1))
 	f.Fuzz(func(t *testing.T, blob []byte, size int64) {
 		if size < 1 || size > schema.MaxImageChunk {
 			return
 		}
-		rc, err := DecodeChunk(io.NopCloser(bytes.NewReader(blob)), schema.Chunk{Size: size, BlobSize: int64(len(blob)) + 1})
+		rc, err := Decode(io.NopCloser(bytes.NewReader(blob)), schema.Chunk{Size: size, BlobSize: int64(len(blob)) + 1})
 		if err != nil {
-			if !errors.Is(err, ErrChunkEncoding) {
-				t.Fatalf("error %v does not wrap ErrChunkEncoding", err)
+			if !errors.Is(err, ErrEncoding) {
+				t.Fatalf("error %v does not wrap ErrEncoding", err)
 			}
 			return
 		}
@@ -154,8 +154,8 @@ func FuzzDecodeChunk(f *testing.F) {
 		if n > size+1 {
 			t.Fatalf("decoded %d bytes of a chunk of %d", n, size)
 		}
-		if err != nil && !errors.Is(err, ErrChunkEncoding) {
-			t.Fatalf("error %v does not wrap ErrChunkEncoding", err)
+		if err != nil && !errors.Is(err, ErrEncoding) {
+			t.Fatalf("error %v does not wrap ErrEncoding", err)
 		}
 	})
 }

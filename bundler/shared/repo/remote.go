@@ -1,25 +1,3 @@
-// Package repo is pullship's git layer: it writes and reads a release
-// repository on any git server or in a plain directory, fast and with
-// bounded memory.
-//
-// Writing goes through a streaming pack writer ([PackWriter]): objects are
-// described up front ([Object], [ObjectStream]), compressed at zlib's
-// fastest level without delta search, and streamed straight into the
-// server's receive-pack ([Remote.Push]) or into a pack file of a local
-// repository ([Store.Write]); nothing holds more than one object's buffers.
-// Ref updates are compare-and-swap: losing a race is a [*RefConflictError].
-//
-// Reading goes through [Store], a bare repository on disk that
-// [Remote.Fetch] fills with only the refs asked for and [Store.OpenBlob]
-// streams from with the declared size enforced.
-//
-// Remotes: http(s)://, git:// and ssh:// use go-git's transports (HTTP with
-// one shared keep-alive client; the HTTP push is pullship's own streaming
-// POST, because go-git buffers the whole request). A plain directory path
-// or a file:// URL is a bare repository accessed in-process, without the git
-// CLI: go-git's file transport would exec git-upload-pack/git-receive-pack,
-// and its in-process server neither checks the old value of a ref update
-// nor avoids delta search when serving a fetch.
 package repo
 
 import (

@@ -1,4 +1,4 @@
-package image
+package chunks
 
 import (
 	"archive/tar"
@@ -15,47 +15,53 @@ import (
 	"github.com/pullship/pullship/schema"
 )
 
-// ChunkSource gives the bytes of a chunk; [Rebuild] verifies them. The agent
-// reads them from git blobs, tests from a [DirChunks] directory.
-type ChunkSource interface {
+// Source gives the bytes of a chunk; [Rebuild] verifies them. The agent
+// reads them from git blobs, tests from a [Dir] directory.
+type Source interface {
 	Open(c schema.Chunk) (io.ReadCloser, error)
 }
 
-// Errors a [*ChunkError] wraps.
+// Errors a [*Error] wraps.
 var (
-	ErrChunkDigest = errors.New("sha256 mismatch")
-	ErrChunkShort  = errors.New("shorter than declared")
-	ErrChunkLong   = errors.New("data beyond the declared length")
+	ErrDigest = errors.New("sha256 mismatch")
+	ErrShort  = errors.New("shorter than declared")
+	ErrLong   = errors.New("data beyond the declared length")
 )
 
-// ChunkError says which chunk of which file failed.
-type ChunkError struct {
+// Error says which chunk of which file failed.
+type Error struct {
 	Path  string // the file the chunk belongs to
 	Chunk schema.Chunk
-	Err   error // ErrChunkDigest, ErrChunkShort, ErrChunkLong or an I/O error
+	Err   error // ErrDigest, ErrShort, ErrLong or an I/O error
 }
 
-func (e *ChunkError) Error() string {
-	return fmt.Sprintf("chunk %s of %s: %v", short(e.Chunk.SHA256), e.Path, e.Err)
+func (e *Error) Error() string {
+	return fmt.Sprintf("chunk %s of %s: %v", e.Chunk.SHA256[:min(12, len(e.Chunk.SHA256))], e.Path, e.Err)
 }
 
-func (e *ChunkError) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error { return e.Err }
 
 // epoch is the modification time of every rebuilt entry: the index does not
 // record times, and docker load ignores them.
 var epoch = time.Unix(0, 0).UTC()
 
+// Progress is told the bytes rebuilt so far of total.
+type Progress func(done, total int64)
+
 // Rebuild writes to w the `docker save` stream idx describes, reading each
-// chunk from chunks. Every chunk is read whole (at most 8 MiB) and checked
+// chunk from src. Every chunk is read whole (at most 8 MiB) and checked
 // against its declared length and sha256 before any of its bytes are
 // written, so w never receives unverified data; the first bad chunk stops
-// the stream with a [*ChunkError]. Tar headers are normalised (mtime 0,
+// the stream with a [*Error]. Tar headers are normalised (mtime 0,
 // uid/gid 0, no user names): the files are exact, the headers deterministic.
-func Rebuild(ctx context.Context, idx *schema.ImageIndex, chunks ChunkSource, w io.Writer, opts ...Option) error {
+// A nil progress is not told anything.
+func Rebuild(ctx context.Context, idx *schema.ImageIndex, src Source, w io.Writer, progress Progress) error {
 	if err := idx.Validate(); err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
-	o := newOptions(opts)
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
 	total := idx.TotalSize()
 	var done int64
 	var buf []byte
@@ -81,15 +87,15 @@ func Rebuild(ctx context.Context, idx *schema.ImageIndex, chunks ChunkSource, w 
 			if int64(cap(buf)) < c.Size+1 {
 				buf = make([]byte, c.Size+1, max(c.Size+1, 1<<20))
 			}
-			data, err := readChunk(chunks, c, buf[:c.Size+1], h)
+			data, err := readChunk(src, c, buf[:c.Size+1], h)
 			if err != nil {
-				return &ChunkError{Path: e.Path, Chunk: c, Err: err}
+				return &Error{Path: e.Path, Chunk: c, Err: err}
 			}
 			if _, err := tw.Write(data); err != nil {
 				return fmt.Errorf("rebuild %s: %w", e.Path, err)
 			}
 			done += c.Size
-			o.progress(done, total)
+			progress(done, total)
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -100,7 +106,7 @@ func Rebuild(ctx context.Context, idx *schema.ImageIndex, chunks ChunkSource, w 
 
 // readChunk reads chunk c into buf (len c.Size+1, to see data beyond the
 // declared length) and verifies it.
-func readChunk(chunks ChunkSource, c schema.Chunk, buf []byte, h interface {
+func readChunk(chunks Source, c schema.Chunk, buf []byte, h interface {
 	Reset()
 	Write([]byte) (int, error)
 	Sum([]byte) []byte
@@ -113,33 +119,33 @@ func readChunk(chunks ChunkSource, c schema.Chunk, buf []byte, h interface {
 	n, err := io.ReadFull(rc, buf)
 	switch {
 	case err == nil:
-		return nil, ErrChunkLong
+		return nil, ErrLong
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 	default:
 		return nil, err
 	}
 	if int64(n) < c.Size {
-		return nil, fmt.Errorf("%w: %d of %d bytes", ErrChunkShort, n, c.Size)
+		return nil, fmt.Errorf("%w: %d of %d bytes", ErrShort, n, c.Size)
 	}
 	data := buf[:n]
 	h.Reset()
 	h.Write(data)
 	if hex.EncodeToString(h.Sum(nil)) != c.SHA256 {
-		return nil, ErrChunkDigest
+		return nil, ErrDigest
 	}
 	return data, nil
 }
 
-// DirChunks is a directory holding chunks as files named by their sha256
-// hex: a [ChunkSource] for tests and tools.
-type DirChunks string
+// Dir is a directory holding chunks as files named by their sha256
+// hex: a [Source] for tests and tools.
+type Dir string
 
 // Open opens the file of chunk c.
-func (d DirChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
+func (d Dir) Open(c schema.Chunk) (io.ReadCloser, error) {
 	return os.Open(filepath.Join(string(d), c.SHA256))
 }
 
 // Put stores a chunk's bytes (as [Reader.Chunks] delivers them).
-func (d DirChunks) Put(c schema.Chunk, data []byte) error {
+func (d Dir) Put(c schema.Chunk, data []byte) error {
 	return os.WriteFile(filepath.Join(string(d), c.SHA256), data, 0o644)
 }

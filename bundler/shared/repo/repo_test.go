@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pullship/pullship/bundler/repo/gittest"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
