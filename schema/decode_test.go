@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -82,5 +84,19 @@ func TestDecodeStrictTimes(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: got %v, want %q", src, err, want)
 		}
+	}
+}
+
+func TestRefused(t *testing.T) {
+	base := errors.New("1 of 2 required signatures valid")
+	err := fmt.Errorf("verify release 3: %w", Refused(base))
+	if !errors.Is(err, ErrRefused) || !errors.Is(err, base) {
+		t.Fatalf("errors.Is(%v, ErrRefused/base) = false", err)
+	}
+	if err.Error() != "verify release 3: 1 of 2 required signatures valid" {
+		t.Fatalf("message changed: %q", err)
+	}
+	if errors.Is(base, ErrRefused) || Refused(nil) != nil {
+		t.Fatal("an unmarked error is a refusal, or Refused(nil) is not nil")
 	}
 }
