@@ -382,7 +382,7 @@ func (a *Agent) rollback(ctx context.Context, j *state.Journal, name string, rel
 			return err
 		}
 	}
-	j.Step = state.StepRolledBck
+	j.Step = state.StepRolledBack
 	return a.st.WriteJournal(j)
 }
 
@@ -402,7 +402,7 @@ func (a *Agent) recover(ctx context.Context) error {
 			continue
 		}
 		switch j.Step {
-		case state.StepDone, state.StepRolledBck:
+		case state.StepDone, state.StepRolledBack:
 		default:
 			a.log.Warn("an apply was interrupted; rolling it back", "node", n.Name, "version", j.Version, "step", j.Step)
 			name, reload := a.containerOf(st, n.Name)

@@ -7,9 +7,9 @@
 // refs/tags/pullship/images/<hex>, whose tree holds that image's chunks as
 // git blobs. docs/format.md specifies it.
 //
-// [Release] renders a fleet, chunks its image, signs the manifest and pushes
-// it in one compare-and-swap push; [Repository.Verify] checks a release the
-// way an agent does, against a pinned root.
+// [Repository.Release] renders a fleet, chunks its image, signs the manifest
+// and pushes it in one compare-and-swap push; [Repository.VerifyHistory]
+// checks releases the way an agent does, against a pinned root.
 //
 // The layout says which side a package serves. Package bundler and
 // bundler/{cli,image,render} are the release side: only the pullship

@@ -387,7 +387,7 @@ type TemplateText struct{ What, Text string }
 
 // TemplateTexts lists the strings of f that are Go templates (the container
 // names and the cluster's join and peer arguments; config templates are
-// files). Their syntax is bundler/render's to check ([render.ParseFleet]):
+// files). Their syntax is bundler/render's to check (render.ParseFleet):
 // schema holds no template code, so the agent, which imports schema, links
 // none.
 func (f *Fleet) TemplateTexts() []TemplateText {

@@ -33,7 +33,7 @@ back), 3 refused by verification (nothing applied).`,
 			}
 			fmt.Fprintln(env.Stdout, out)
 			if out == agent.Nothing {
-				return &ExitError{Code: ExitNothingDo}
+				return &ExitError{Code: ExitNothingToDo}
 			}
 			return nil
 		},

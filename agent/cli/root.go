@@ -13,11 +13,11 @@ import (
 
 // Exit codes of pullship-agent, listed in its --help.
 const (
-	ExitOK        = 0  // success; for once: converged on a new release
-	ExitFailure   = 1  // any other failure; for once: the release failed and was rolled back
-	ExitUsage     = 2  // bad flags or arguments
-	ExitVerify    = 3  // a signature, digest or trust check failed; nothing was applied
-	ExitNothingDo = 10 // once: already on the newest release, nothing to do
+	ExitOK          = 0  // success; for once: converged on a new release
+	ExitFailure     = 1  // any other failure; for once: the release failed and was rolled back
+	ExitUsage       = 2  // bad flags or arguments
+	ExitVerify      = 3  // a signature, digest or trust check failed; nothing was applied
+	ExitNothingToDo = 10 // once: already on the newest release, nothing to do
 )
 
 const exitCodeHelp = `

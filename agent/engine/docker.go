@@ -36,7 +36,7 @@ const chunkWriteBuffer = 32<<10 + 64
 // Docker adapts the Docker Engine API client to [Engine].
 type Docker struct {
 	cli *client.Client
-	tr  *http.Transport // under cli's tracing wrapper; nil from NewDockerFromClient
+	tr  *http.Transport // under cli's tracing wrapper
 }
 
 var _ Engine = (*Docker)(nil)
@@ -59,11 +59,9 @@ func NewDocker() (*Docker, error) {
 // 32 KiB (net/http's copy buffer; the tracing wrapper hides a body's
 // WriterTo), each flushed as soon as it is written. To a local engine (a
 // unix socket) the transport is wrapped in [pieceBodies], which sends image
-// streams in pieces of streamPiece instead. With a 303 MiB image over git
-// daemon (perf stat, whole pullship-agent once) the agent's writes went from
-// 11,700 to 3,150 and its context switches from 28,300 to 14,100; fetch +
-// verify + load, 10 alternated runs: median 3.67 s instead of 3.80 s, spread
-// 1.02–1.20× docker load instead of 0.89–1.45×. Elsewhere, a write buffer
+// streams in pieces of streamPiece instead: a quarter of the writes and half
+// the context switches (docs/operations.md, "Why the agent is tuned as it
+// is"). Elsewhere, a write buffer
 // that holds a whole 32 KiB chunk sends it in one write, where the default
 // 4 KiB takes three. WithHost and FromEnv point this transport at the
 // engine, as they would the client's own.
@@ -110,10 +108,8 @@ func (b pieceBody) WriteTo(w io.Writer) (int64, error) { return copyBig(w, b.Rea
 // with the fetch, and the engine reads the socket 32 KiB at a time: with the
 // kernel's default 208 KiB, the agent and the engine wait for each other at
 // every turn the scheduler gives either of them. Linux doubles the request,
-// so the buffer holds 8 MiB: measured with a 303 MiB image over git daemon,
-// 6 alternated runs, fetch + verify + load took 3.64–4.55 s (median 3.92)
-// instead of 3.88–5.11 s (median 4.30); in other runs a 512 KiB buffer did
-// nothing, 2 MiB about half of it, 16 MiB no more.
+// so the buffer holds 8 MiB; smaller ones gain less and larger ones nothing
+// more (docs/operations.md, "Why the agent is tuned as it is").
 const engineSendBuffer = 4 << 20
 
 // withSendBuffer wraps dial so that a connection to a unix socket gets a
@@ -132,14 +128,9 @@ func withSendBuffer(dial func(ctx context.Context, network, addr string) (net.Co
 	}
 }
 
-// NewDockerFromClient adapts an existing client.
-func NewDockerFromClient(cli *client.Client) *Docker { return &Docker{cli: cli} }
-
 // Close releases the client's connections.
 func (d *Docker) Close() error {
-	if d.tr != nil {
-		d.tr.CloseIdleConnections()
-	}
+	d.tr.CloseIdleConnections()
 	return d.cli.Close()
 }
 

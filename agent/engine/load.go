@@ -43,7 +43,7 @@ type saveFacts struct {
 //
 // With sink set, the layers that arrive in the manifest's order after the
 // manifest and the config (the order pullship's bundler gives an image's
-// entries, which [image.Rebuild] keeps) go to the sink, which loads them
+// entries, which chunks.Rebuild keeps) go to the sink, which loads them
 // ahead of the image (see [stager]), as many as its plan takes, the rest
 // staying in w; the config's digest is checked before the first one goes,
 // and the end-of-archive marker waits for the sink's loads.
@@ -403,7 +403,7 @@ type (
 // bodyReader is a request body read from the pipe r in pieces as large as
 // the writes into it (up to streamPiece). Where the HTTP client reads a body
 // 32 KiB at a time (an engine not on a unix socket, see [dockerClient]),
-// each of those reads from the pipe itself would wake its writer (measured:
-// no faster without it, one copy fewer but more wake-ups); [pieceBodies]
+// each of those reads from the pipe itself would wake its writer (no faster
+// without the buffer: one copy fewer, more wake-ups); [pieceBodies]
 // reads it in pieces of streamPiece, which it passes straight through.
 func bodyReader(r io.Reader) io.Reader { return bufio.NewReaderSize(r, streamPiece) }

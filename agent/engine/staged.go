@@ -108,9 +108,8 @@ func newStager(ctx context.Context, cli *client.Client, want string, sizes map[s
 // more load and partial image). With the sizes of the layers known ahead,
 // the image's own load keeps every layer after which less than partBytes
 // follows: a part of its own would register it while those few bytes
-// stream, not worth a load (an image of a 200 MiB and a 100 MiB layer and a
-// small entrypoint one over git daemon, 12 alternated runs: image loaded
-// sooner in 9, by 0.1–0.3 s).
+// stream, not worth a load (docs/operations.md, "Why the agent is tuned as
+// it is").
 func (s *stager) plan(config []byte, layers []string) int {
 	var all map[string]json.RawMessage
 	var rootfs struct {

@@ -76,13 +76,13 @@ type Step string
 
 // The steps of an apply, as recorded in the journal before each is done.
 const (
-	StepBegin     Step = "begin"      // backups being taken; nothing changed yet
-	StepFiles     Step = "files"      // node files being replaced
-	StepContainer Step = "container"  // container being recreated or reloaded
-	StepHealth    Step = "health"     // health being checked
-	StepRollback  Step = "rollback"   // restoring the previous release
-	StepDone      Step = "done"       // applied and healthy
-	StepRolledBck Step = "rolledback" // previous release restored
+	StepBegin      Step = "begin"      // backups being taken; nothing changed yet
+	StepFiles      Step = "files"      // node files being replaced
+	StepContainer  Step = "container"  // container being recreated or reloaded
+	StepHealth     Step = "health"     // health being checked
+	StepRollback   Step = "rollback"   // restoring the previous release
+	StepDone       Step = "done"       // applied and healthy
+	StepRolledBack Step = "rolledback" // previous release restored
 )
 
 // Store is an agent state directory, locked against a second agent.
@@ -112,9 +112,6 @@ func Open(dir string) (*Store, error) {
 
 // Close releases the lock.
 func (s *Store) Close() error { return s.lock.Close() }
-
-// Dir is the state directory.
-func (s *Store) Dir() string { return s.dir }
 
 // Path is a path inside the state directory.
 func (s *Store) Path(elem ...string) string {

@@ -14,7 +14,8 @@
 //
 // [Reader.Chunks] is the second pass: it re-reads only the chunks a caller
 // wants (the git layer asks for the ones the server lacks), checking each
-// against the index. [Rebuild] writes the `docker save` stream back from
+// against the index. chunks.Rebuild (bundler/shared/chunks) writes the
+// `docker save` stream back from
 // chunks, verifying every chunk before any of its bytes are written, for the
 // agent to pipe into the engine's image load.
 //

@@ -33,7 +33,7 @@ const (
 // process, after each chunk.
 type Progress func(done, total int64)
 
-// Option configures [Open], [Scan] and [Rebuild].
+// Option configures [Open] and [Scan].
 type Option func(*options)
 
 type options struct {

@@ -235,14 +235,14 @@ func ReadNodeFile(st *repo.Store, commit plumbing.Hash, node string, f schema.Fi
 // DigestMismatchError reports content that differs from what a signed
 // manifest pins.
 type DigestMismatchError struct {
-	What           string
-	Want, Got      string
-	WantLen, GotLn int64
+	What            string
+	Want, Got       string
+	WantLen, GotLen int64
 }
 
 func (e *DigestMismatchError) Error() string {
-	if e.WantLen != e.GotLn {
-		return fmt.Sprintf("%s: %d bytes, the signed manifest says %d", e.What, e.GotLn, e.WantLen)
+	if e.WantLen != e.GotLen {
+		return fmt.Sprintf("%s: %d bytes, the signed manifest says %d", e.What, e.GotLen, e.WantLen)
 	}
 	return fmt.Sprintf("%s: sha256 %s, the signed manifest says %s", e.What, shortHex(e.Got), shortHex(e.Want))
 }
@@ -251,7 +251,7 @@ func checkDigest(what string, data []byte, want string, length int64) error {
 	sum := sha256.Sum256(data)
 	got := hex.EncodeToString(sum[:])
 	if int64(len(data)) != length || got != want {
-		return &DigestMismatchError{What: what, Want: want, Got: got, WantLen: length, GotLn: int64(len(data))}
+		return &DigestMismatchError{What: what, Want: want, Got: got, WantLen: length, GotLen: int64(len(data))}
 	}
 	return nil
 }

@@ -145,7 +145,7 @@ func (d Dir) Open(c schema.Chunk) (io.ReadCloser, error) {
 	return os.Open(filepath.Join(string(d), c.SHA256))
 }
 
-// Put stores a chunk's bytes (as [Reader.Chunks] delivers them).
+// Put stores a chunk's bytes (as the release side's image reader delivers them).
 func (d Dir) Put(c schema.Chunk, data []byte) error {
 	return os.WriteFile(filepath.Join(string(d), c.SHA256), data, 0o644)
 }

@@ -14,7 +14,7 @@ import (
 // Chunk blobs hold each chunk as one zstd frame (docs/format.md, "Chunk
 // encoding"): zstd decodes about three times faster than the zlib git wraps
 // every object in, and compresses layer data better. Git stores the frames
-// without compressing them again ([repo.Object.Precompressed]).
+// without compressing them again (repo.Object.Precompressed).
 //
 // The encoder's settings are fixed: the same chunk encodes to the same blob
 // with one version of the encoder. A blob's id is recorded in the signed
