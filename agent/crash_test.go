@@ -3,7 +3,6 @@ package agent_test
 import (
 	"context"
 	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -14,21 +13,18 @@ import (
 	"github.com/pullship/pullship/agent/state"
 )
 
-// TestCrashAtEveryStep kills pullship-agent (SIGKILL, a real process death)
-// right after it journals each step of an apply, then starts it again: the
+// TestCrashAtEveryStep kills pullship-agent (this test binary run as the
+// agent, see asAgent; SIGKILL, a real process death) right after it
+// journals each step of an apply, then starts it again: the
 // next pass must undo the interrupted apply and converge on the new
 // release, leaving no previous container behind.
 func TestCrashAtEveryStep(t *testing.T) {
 	h := newHost(t)
-	bin := filepath.Join(t.TempDir(), "pullship-agent")
-	build := exec.Command("go", "build", "-o", bin, "github.com/pullship/pullship/agent/cmd/pullship-agent")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
 	cfgPath := filepath.Join(h.env.Dir, "agent.toml")
 	run := func(crashAt string) (int, string) {
+		bin, env := asAgent(envCrashAt + "=" + crashAt)
 		cmd := exec.Command(bin, "once", "--config", cfgPath)
-		cmd.Env = append(os.Environ(), "PULLSHIP_AGENT_CRASH_AT="+crashAt)
+		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		var ee *exec.ExitError
 		switch {

@@ -151,17 +151,18 @@ func (s *Store) WriteJournal(j *Journal) error {
 	if err := s.write("journal-"+j.Node+".toml", j); err != nil {
 		return err
 	}
-	if crashAt != "" && crashAt == string(j.Step) {
-		// The crash-safety tests kill the agent at every journal step.
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	if h := TestHookJournal; h != nil {
+		h(s.dir, j.Step)
 	}
 	return nil
 }
 
-// crashAt is a fault-injection hook for the crash-safety tests: with
-// PULLSHIP_AGENT_CRASH_AT=<step> the agent SIGKILLs itself right after it
-// journals that step.
-var crashAt = os.Getenv("PULLSHIP_AGENT_CRASH_AT")
+// TestHookJournal, when not nil, is called right after each journal write
+// with the state directory and the step journalled. Only tests set it: the
+// crash-safety tests stop the agent there (a SIGKILL of a test binary
+// acting as pullship-agent, or the end of an in-process pass). Nothing in
+// pullship-agent sets it, and no flag or environment variable can.
+var TestHookJournal func(dir string, step Step)
 
 // ClearJournal removes node's journal once its apply is finished.
 func (s *Store) ClearJournal(node string) error {
