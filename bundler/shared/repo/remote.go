@@ -622,8 +622,17 @@ func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession
 	}
 	req.Wants = wants
 	for _, h := range haves {
-		if !h.IsZero() && local.HasObject(h) {
-			req.Haves = append(req.Haves, h)
+		if h.IsZero() || !local.HasObject(h) {
+			continue
+		}
+		req.Haves = append(req.Haves, h)
+		// The commit's root tree too: git leaves out the objects under a
+		// tree named as "have", while a commit's own objects are left out
+		// only when it is a parent of what is wanted. Image tags share no
+		// history, so without their trees a server sends an update's
+		// every chunk again.
+		if tree, err := local.commitTree(h); err == nil {
+			req.Haves = append(req.Haves, tree)
 		}
 	}
 	resp, err := sess.UploadPack(ctx, req)

@@ -523,6 +523,12 @@ func (s *Store) ReadFile(commit plumbing.Hash, path string, maxSize int64) ([]by
 	return b, nil
 }
 
+// commitTree returns the id of commit's root tree.
+func (s *Store) commitTree(commit plumbing.Hash) (plumbing.Hash, error) {
+	e, err := s.lookup(commit, "")
+	return e.ID, err
+}
+
 // lookup resolves path in commit's tree to its entry.
 func (s *Store) lookup(commit plumbing.Hash, path string) (TreeEntry, error) {
 	c, err := object.GetCommit(s.storage(), commit)
