@@ -478,7 +478,7 @@ func (r *Repository) compareReports(a, b plumbing.Hash) int {
 }
 
 func (r *Repository) readStatus(commit plumbing.Hash) *schema.Status {
-	data, err := r.Cache.ReadFile(commit, bundle.StatusFile, schema.MaxFileSize)
+	data, err := r.Cache.ReadFile(commit, bundle.StatusFile, schema.MaxStatusFileLen)
 	if err != nil {
 		return nil
 	}

@@ -26,6 +26,9 @@ func DecodeStrict(name string, data []byte, v any) error {
 	if bytes.IndexByte(data, 0) >= 0 {
 		return fmt.Errorf("%s: contains a NUL byte", name)
 	}
+	if err := checkShape(name, data); err != nil {
+		return err
+	}
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(v)
 	if err != nil {
 		var pe toml.ParseError

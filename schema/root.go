@@ -13,6 +13,11 @@ import (
 // MaxRootKeys bounds the keys of one root.
 const MaxRootKeys = 64
 
+// MaxRootFileLen bounds root-N.toml: MaxRootKeys keys of a few hundred
+// bytes each fit with room to spare. Roots are read before they are
+// trusted, so they get a bound fit for them, not the manifest's.
+const MaxRootFileLen = 64 << 10
+
 // Root is a trust root, root-N.toml: the keys that sign releases and the
 // next root, and how many of them must sign (threshold, k of n).
 type Root struct {
@@ -35,6 +40,9 @@ func RootFileName(n int64) string { return "root-" + strconv.FormatInt(n, 10) + 
 // ParseRoot decodes and validates root-N.toml (called name in errors); see
 // [Root.Validate] for the rules.
 func ParseRoot(name string, data []byte) (*Root, error) {
+	if len(data) > MaxRootFileLen {
+		return nil, fmt.Errorf("%s: %d bytes is larger than the %d bytes a root may have", name, len(data), MaxRootFileLen)
+	}
 	var r Root
 	if err := DecodeStrict(name, data, &r); err != nil {
 		return nil, err

@@ -73,8 +73,15 @@ type StatusMember struct {
 	Running bool   `toml:"running"`
 }
 
+// MaxStatusFileLen bounds status.toml: its longest valid form (every file
+// of a node and a full cluster view) stays below it.
+const MaxStatusFileLen = 512 << 10
+
 // ParseStatus decodes and validates status.toml (read from the file called name).
 func ParseStatus(name string, data []byte) (*Status, error) {
+	if len(data) > MaxStatusFileLen {
+		return nil, fmt.Errorf("%s: %d bytes is larger than the %d bytes a status report may have", name, len(data), MaxStatusFileLen)
+	}
 	var s Status
 	if err := DecodeStrict(name, data, &s); err != nil {
 		return nil, err

@@ -198,7 +198,7 @@ func commitMessage(kind string, st *schema.Status) string {
 // readReport returns the report in commit (as the reporter wrote it) and
 // the commit's first parent.
 func (r *Reporter) readReport(commit plumbing.Hash) (*schema.Status, plumbing.Hash, error) {
-	data, err := r.store.ReadFile(commit, StatusFile, schema.MaxFileSize)
+	data, err := r.store.ReadFile(commit, StatusFile, schema.MaxStatusFileLen)
 	if err != nil {
 		return nil, plumbing.ZeroHash, fmt.Errorf("status of node %s: commit %s: %w", r.node, commit, err)
 	}

@@ -65,7 +65,7 @@ func checkReport(st *repo.Store, nr *NodeReport, n schema.ReleaseNode, id plumbi
 	fail := func(s ReportState, format string, args ...any) {
 		nr.State, nr.Problem = s, fmt.Sprintf(format, args...)
 	}
-	data, err := st.ReadFile(id, StatusFile, schema.MaxFileSize)
+	data, err := st.ReadFile(id, StatusFile, schema.MaxStatusFileLen)
 	if err != nil {
 		fail(ReportInvalid, "commit %s: %v", short(id), err)
 		return
