@@ -38,8 +38,9 @@ func (o Outcome) String() string {
 
 // Errors callers branch on.
 var (
-	// ErrVerify wraps every refusal of a release by verification.
-	ErrVerify = errors.New("release refused")
+	// ErrVerify wraps every refusal of a release by verification; it is a
+	// refusal (schema.ErrRefused), as what it wraps often is already.
+	ErrVerify = schema.Refused(errors.New("release refused"))
 	// ErrNoRemote means no remote could be reached or read.
 	ErrNoRemote = errors.New("no remote reachable")
 )
@@ -290,10 +291,4 @@ func (a *Agent) Once(ctx context.Context) (Outcome, error) {
 	return out, errors.Join(errs...)
 }
 
-func redact(url string) string {
-	r := url
-	if u, err := parseURL(url); err == nil {
-		r = u
-	}
-	return r
-}
+func redact(url string) string { return repo.RedactURL(url) }

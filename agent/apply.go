@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -690,14 +689,4 @@ func clip(b []byte) string {
 		s = s[:200] + "…"
 	}
 	return s
-}
-
-// parseURL returns url without credentials.
-func parseURL(raw string) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw, err
-	}
-	u.User = nil
-	return u.String(), nil
 }

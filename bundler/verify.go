@@ -40,8 +40,26 @@ type VerifyLine struct {
 }
 
 // ErrHistoryRewritten means the release branch no longer holds a release
-// this cache verified before: a force-push.
-var ErrHistoryRewritten = errors.New("release history rewritten")
+// this cache verified before: a force-push. It is a refusal
+// (schema.ErrRefused).
+var ErrHistoryRewritten = schema.Refused(errors.New("release history rewritten"))
+
+// ErrNoSuchRelease means the release asked for is not in the history.
+var ErrNoSuchRelease = errors.New("no such release")
+
+// HistoryError is VerifyHistory's failure: how many releases failed, and
+// their errors (reported one by one already), which errors.Is and
+// errors.As see through: it is a refusal when one of them is.
+type HistoryError struct {
+	Failed int
+	Errs   []error
+}
+
+func (e *HistoryError) Error() string {
+	return fmt.Sprintf("%d release(s) failed verification", e.Failed)
+}
+
+func (e *HistoryError) Unwrap() []error { return e.Errs }
 
 // VerifyHistory verifies releases as an agent would and more: signatures
 // against the pinned root (following the root chain), the hash chain and
@@ -82,7 +100,7 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 			return fmt.Errorf("%w: the releases branch no longer contains commit %s, verified before (force-push?)", ErrHistoryRewritten, short(seen))
 		}
 	}
-	var failed int
+	var failed []error
 	var prevSum string
 	var prevVersion, prevRoot int64
 	for i, c := range commits {
@@ -90,7 +108,7 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 		line := VerifyLine{Commit: c.Hash}
 		err := func() error {
 			if i == 0 && len(c.ParentHashes) != 0 || i > 0 && (len(c.ParentHashes) != 1 || c.ParentHashes[0] != commits[i-1].Hash) {
-				return fmt.Errorf("commit %s: release history must be linear", short(c.Hash))
+				return schema.Refused(fmt.Errorf("commit %s: release history must be linear", short(c.Hash)))
 			}
 			b, err := bundle.Read(r.Cache, c.Hash)
 			if err != nil {
@@ -111,10 +129,10 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 			line.Signers = v.Signatures.Valid
 			reset := rel.Version == 1 && prevVersion > 0 && rel.RootVersion > prevRoot
 			if rel.Version != prevVersion+1 && !reset {
-				return fmt.Errorf("release %d follows release %d: versions must be consecutive", rel.Version, prevVersion)
+				return schema.Refused(fmt.Errorf("release %d follows release %d: versions must be consecutive", rel.Version, prevVersion))
 			}
 			if rel.Previous != prevSum {
-				return fmt.Errorf("release %d: previous is %q, the sha256 of release %d's manifest is %q", rel.Version, shortHex(rel.Previous), prevVersion, shortHex(prevSum))
+				return schema.Refused(fmt.Errorf("release %d: previous is %q, the sha256 of release %d's manifest is %q", rel.Version, shortHex(rel.Previous), prevVersion, shortHex(prevSum)))
 			}
 			sum := sha256.Sum256(b.Manifest)
 			prevSum, prevVersion, prevRoot = hex.EncodeToString(sum[:]), rel.Version, rel.RootVersion
@@ -157,7 +175,7 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 		}
 		line.Err = err
 		if err != nil {
-			failed++
+			failed = append(failed, err)
 		}
 		report(line)
 		if err != nil && line.Version == 0 {
@@ -166,10 +184,10 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 		}
 	}
 	if o.Version != 0 && o.Version > prevVersion {
-		return fmt.Errorf("no release %d (the newest is %d)", o.Version, prevVersion)
+		return fmt.Errorf("%w %d (the newest is %d)", ErrNoSuchRelease, o.Version, prevVersion)
 	}
-	if failed > 0 {
-		return fmt.Errorf("%d release(s) failed verification", failed)
+	if len(failed) > 0 {
+		return &HistoryError{Failed: len(failed), Errs: failed}
 	}
 	if o.All {
 		old, _ := r.Cache.Ref(VerifiedRef)

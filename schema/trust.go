@@ -11,7 +11,7 @@ import (
 
 // ErrExpired marks a trust root that has expired: it verifies nothing until
 // a newer root replaces it.
-var ErrExpired = errors.New("trust root expired")
+var ErrExpired = Refused(errors.New("trust root expired"))
 
 // Why a signature did not count towards a threshold.
 const (
@@ -53,6 +53,9 @@ func (r *ThresholdResult) Summary() string {
 type ThresholdError struct {
 	Result *ThresholdResult
 }
+
+// Is makes a ThresholdError a refusal ([ErrRefused]).
+func (e *ThresholdError) Is(target error) bool { return target == ErrRefused }
 
 func (e *ThresholdError) Error() string {
 	var b strings.Builder

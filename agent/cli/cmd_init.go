@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -8,21 +9,19 @@ import (
 	"path/filepath"
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
-	"github.com/spf13/cobra"
 
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/secrets"
+	"github.com/pullship/pullship/bundler/shared/cliutil"
 	"github.com/pullship/pullship/schema"
 )
 
-func init() { commands = append(commands, newInitCmd) }
+type initOptions struct{ config string }
 
-func newInitCmd(env Env) *cobra.Command {
-	var cfgPath string
-	cmd := &cobra.Command{
-		Use:   "init [--config agent.toml]",
-		Short: "Create each node's status-signing key",
-		Long: `init creates, for every [[node]] of agent.toml that has none yet, the key its
+func newInitCmd(a *app) *command {
+	var o initOptions
+	c := newCommand("init", "Create each node's status-signing key",
+		`init creates, for every [[node]] of agent.toml that has none yet, the key its
 status reports are signed with: an ECDSA P-256 private key at the node's key
 path (unencrypted PKCS#8, mode 0600, because the agent runs unattended) and
 its public key next to it (key path + ".pub"). An existing key is kept.
@@ -30,36 +29,37 @@ its public key next to it (key path + ".pub"). An existing key is kept.
 Put each public key in the fleet (fleet.toml: the node's status_key) and cut a
 release: readers verify a node's reports against the key the signed release
 lists.`,
-		Example: `  pullship-agent init --config /etc/pullship/agent.toml`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := config.Load(cfgPath)
-			if err != nil {
-				return withCode(ExitUsage, err)
-			}
-			for _, n := range cfg.Nodes {
-				pub, id, created, err := ensureStatusKey(n.Key)
-				if err != nil {
-					return fmt.Errorf("node %s: %w", n.Name, err)
-				}
-				what := "kept existing"
-				if created {
-					what = "created"
-				}
-				fmt.Fprintf(env.Stdout, "node %s: %s status key %s\n  key id:     %s\n  public key: %s\n", n.Name, what, n.Key, id, pub)
-				rcpt, err := secrets.GenerateIdentity(n.AgeIdentity)
-				if err != nil {
-					return fmt.Errorf("node %s: %w", n.Name, err)
-				}
-				fmt.Fprintf(env.Stdout, "  secrets identity: %s\n", n.AgeIdentity)
-				fmt.Fprintf(env.Stdout, "  fleet.toml: [[node]] name = %q ... status_key = %q (copy the .pub into the fleet directory)\n", n.Name, filepath.Base(pub))
-				fmt.Fprintf(env.Stdout, "              age_recipient = %q (node secrets are encrypted to it)\n", rcpt)
-			}
-			return nil
-		},
+		`  pullship-agent init --config /etc/pullship/agent.toml`)
+	configFlag(c, &o.config)
+	c.run = func(ctx context.Context, _ []string) error { return a.runInit(o) }
+	return c
+}
+
+func (a *app) runInit(o initOptions) error {
+	cfg, err := config.Load(o.config)
+	if err != nil {
+		return cliutil.Usage(err)
 	}
-	configFlag(cmd, &cfgPath)
-	return cmd
+	out := a.env.Stdout
+	for _, n := range cfg.Nodes {
+		pub, id, created, err := ensureStatusKey(n.Key)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		what := "kept existing"
+		if created {
+			what = "created"
+		}
+		fmt.Fprintf(out, "node %s: %s status key %s\n  key id:     %s\n  public key: %s\n", n.Name, what, n.Key, id, pub)
+		rcpt, err := secrets.GenerateIdentity(n.AgeIdentity)
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		fmt.Fprintf(out, "  secrets identity: %s\n", n.AgeIdentity)
+		fmt.Fprintf(out, "  fleet.toml: [[node]] name = %q ... status_key = %q (copy the .pub into the fleet directory)\n", n.Name, filepath.Base(pub))
+		fmt.Fprintf(out, "              age_recipient = %q (node secrets are encrypted to it)\n", rcpt)
+	}
+	return nil
 }
 
 // ensureStatusKey creates the key at path unless it exists, and writes

@@ -1,32 +1,31 @@
 package cli
 
 import (
-	"github.com/spf13/cobra"
+	"context"
 
 	"github.com/pullship/pullship/agent"
 )
 
-func init() { commands = append(commands, newPlanCmd) }
+type planOptions struct{ config string }
 
-func newPlanCmd(env Env) *cobra.Command {
-	var cfgPath string
-	cmd := &cobra.Command{
-		Use:   "plan",
-		Short: "Show what the next pass would change, touching nothing",
-		Long: `plan polls and verifies like once, then prints for each node what it would do
+func newPlanCmd(a *app) *command {
+	var o planOptions
+	c := newCommand("plan", "Show what the next pass would change, touching nothing",
+		`plan polls and verifies like once, then prints for each node what it would do
 (load the image, create or replace files, recreate or reload the container)
-without changing anything on the host.`,
-		Example: `  pullship-agent plan --config /etc/pullship/agent.toml`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			a, _, closeAll, err := open(cmd.Context(), env, cfgPath, agent.Options{})
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			return passCode(a.Plan(cmd.Context(), env.Stdout))
-		},
+without changing anything on the host. It exits like once: 1 when no remote
+could be read, 3 when verification refused the release.`,
+		`  pullship-agent plan --config /etc/pullship/agent.toml`)
+	configFlag(c, &o.config)
+	c.run = func(ctx context.Context, _ []string) error { return a.runPlan(ctx, o) }
+	return c
+}
+
+func (a *app) runPlan(ctx context.Context, o planOptions) error {
+	ag, _, closeAll, err := a.open(ctx, o.config, agent.Options{})
+	if err != nil {
+		return err
 	}
-	configFlag(cmd, &cfgPath)
-	return cmd
+	defer closeAll()
+	return ag.Plan(ctx, a.env.Stdout)
 }

@@ -1,32 +1,30 @@
 package cli
 
 import (
-	"github.com/spf13/cobra"
+	"context"
 
 	"github.com/pullship/pullship/agent"
 )
 
-func init() { commands = append(commands, newStatusCmd) }
+type statusOptions struct{ config string }
 
-func newStatusCmd(env Env) *cobra.Command {
-	var cfgPath string
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show what this host's nodes run, as their next status report would say",
-		Long: `status observes each node of this host — the release applied and accepted, the
+func newStatusCmd(a *app) *command {
+	var o statusOptions
+	c := newCommand("status", "Show what this host's nodes run, as their next status report would say",
+		`status observes each node of this host — the release applied and accepted, the
 container, the network address, the health check and the cluster view — and
 prints it as status.toml, without applying anything or contacting a remote.`,
-		Example: `  pullship-agent status --config /etc/pullship/agent.toml`,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			a, _, closeAll, err := open(cmd.Context(), env, cfgPath, agent.Options{})
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			return a.Status(cmd.Context(), env.Stdout)
-		},
+		`  pullship-agent status --config /etc/pullship/agent.toml`)
+	configFlag(c, &o.config)
+	c.run = func(ctx context.Context, _ []string) error { return a.runStatus(ctx, o) }
+	return c
+}
+
+func (a *app) runStatus(ctx context.Context, o statusOptions) error {
+	ag, _, closeAll, err := a.open(ctx, o.config, agent.Options{})
+	if err != nil {
+		return err
 	}
-	configFlag(cmd, &cfgPath)
-	return cmd
+	defer closeAll()
+	return ag.Status(ctx, a.env.Stdout)
 }

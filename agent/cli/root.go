@@ -1,106 +1,146 @@
 // Package cli is the pullship-agent command line: one file per command
-// (cmd_<verb>.go). main only runs Main and exits with its code.
+// (cmd_<verb>.go), each binding its flags to an options struct and calling
+// its runX function; the commands are listed in [commands] and errors map
+// to exit codes in the one table [exitCodes]. It uses the standard flag
+// package, not a command-line framework, so that the agent links no
+// text/template. main only runs [Main] and exits with its code.
 package cli
 
 import (
+	"context"
 	"errors"
+	"flag"
 	"fmt"
-	"io"
-	"os"
+	"strings"
 
-	"github.com/spf13/cobra"
+	"github.com/pullship/pullship/agent"
+	"github.com/pullship/pullship/bundler/shared/cliutil"
 )
+
+// Env is what a command reads and writes besides its flags; tests replace it.
+type Env = cliutil.Env
+
+// DefaultEnv is the process's own standard streams and environment.
+func DefaultEnv() Env { return cliutil.DefaultEnv() }
 
 // Exit codes of pullship-agent, listed in its --help.
 const (
-	ExitOK          = 0  // success; for once: converged on a new release
-	ExitFailure     = 1  // any other failure; for once: the release failed and was rolled back
-	ExitUsage       = 2  // bad flags or arguments
-	ExitVerify      = 3  // a signature, digest or trust check failed; nothing was applied
-	ExitNothingToDo = 10 // once: already on the newest release, nothing to do
+	ExitOK          = cliutil.ExitOK      // success; for once: converged on a new release
+	ExitFailure     = cliutil.ExitFailure // any other failure; for once: the release failed and was rolled back
+	ExitUsage       = cliutil.ExitUsage   // bad flags, arguments or agent.toml
+	ExitRefused     = cliutil.ExitRefused // refused by verification; nothing was applied
+	ExitNothingToDo = 10                  // once: already on the newest release, nothing to do
 )
 
-const exitCodeHelp = `
-Exit codes:
-  0   success (once: converged on a new release)
-  1   failure (once: the release failed health checks and was rolled back)
-  2   bad flags or arguments
-  3   verification failed; nothing was applied
-  10  once: nothing to do, already on the newest release
-`
+// errNothingToDo is once's result when every node is on the newest release.
+var errNothingToDo = errors.New("nothing to do")
 
-// ExitError carries the exit code a failure maps to.
-type ExitError struct {
-	Code int
-	Err  error
+// exitCodes is pullship-agent's one error-to-exit-code table.
+var exitCodes = cliutil.Codes{
+	{Code: ExitOK, Meaning: "success (once: converged on a new release)"},
+	{Code: ExitFailure, Meaning: "failure: no remote reachable (each named), I/O, the engine; once: rolled back after failed health checks"},
+	{Code: ExitUsage, Meaning: "bad flags, arguments or agent.toml", Match: cliutil.IsUsage},
+	{Code: ExitRefused, Meaning: "refused: a signature, digest, trust root, freshness or rollback check failed; nothing was applied", Match: cliutil.IsRefused},
+	{Code: ExitNothingToDo, Meaning: "once: nothing to do, already on the newest release", Quiet: true,
+		Match: func(err error) bool { return errors.Is(err, errNothingToDo) }},
 }
 
-func (e *ExitError) Error() string {
-	if e.Err == nil {
-		return fmt.Sprintf("exit code %d", e.Code)
-	}
-	return e.Err.Error()
-}
-func (e *ExitError) Unwrap() error { return e.Err }
-
-func withCode(code int, err error) error {
-	if err == nil {
-		return nil
-	}
-	return &ExitError{Code: code, Err: err}
-}
-
-// Env is what a command reads and writes besides its flags; tests replace it.
-type Env struct {
-	Stdin          io.Reader
-	Stdout, Stderr io.Writer
-	Getenv         func(string) string
-}
-
-// DefaultEnv is the process's own standard streams and environment.
-func DefaultEnv() Env {
-	return Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
-}
-
-// NewRoot builds the pullship-agent command tree.
-func NewRoot(env Env) *cobra.Command {
-	root := &cobra.Command{
-		Use:   "pullship-agent",
-		Short: "Make this host converge on the newest signed pullship release",
-		Long: `pullship-agent pulls signed releases from git, verifies them against a pinned
+const rootLong = `pullship-agent pulls signed releases from git, verifies them against a pinned
 trust root, loads the image into the local Docker engine, applies each node's
 config, keeps its network address attached, checks health (rolling back on
-failure) and reports what it sees as signed status commits.` + "\n" + exitCodeHelp,
-		SilenceUsage:  true,
-		SilenceErrors: true,
+failure) and reports what it sees as signed status commits.`
+
+// commands lists pullship-agent's commands, in the order help shows them.
+func commands(a *app) []*command {
+	return []*command{
+		newInitCmd(a),
+		newRunCmd(a),
+		newOnceCmd(a),
+		newPlanCmd(a),
+		newStatusCmd(a),
 	}
-	root.SetIn(env.Stdin)
-	root.SetOut(env.Stdout)
-	root.SetErr(env.Stderr)
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withCode(ExitUsage, err) })
-	for _, add := range commands {
-		root.AddCommand(add(env))
-	}
-	return root
 }
 
-var commands []func(Env) *cobra.Command
+func rootHelp(cmds []*command) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n\nUsage:\n  pullship-agent COMMAND [flags]\n\nCommands:\n", rootLong)
+	for _, c := range cmds {
+		fmt.Fprintf(&b, "  %-8s %s\n", c.name, c.short)
+	}
+	fmt.Fprintf(&b, "  %-8s %s\n", "help", "Help about a command")
+	b.WriteString("\nRun 'pullship-agent COMMAND --help' for a command's flags and examples.\n\n")
+	b.WriteString(exitCodes.Help())
+	return b.String()
+}
 
 // Main runs pullship-agent with args and returns the process exit code.
 func Main(env Env, args []string) int {
-	root := NewRoot(env)
-	root.SetArgs(args)
-	err := root.Execute()
-	if err == nil {
-		return ExitOK
+	return exitCodes.Exit(env, "pullship-agent", (&app{env: env, engine: dockerEngine}).main(context.Background(), args))
+}
+
+func (a *app) main(ctx context.Context, args []string) error {
+	cmds := commands(a)
+	if len(args) == 0 {
+		fmt.Fprint(a.env.Stderr, rootHelp(cmds))
+		return cliutil.Usage(errors.New("no command given"))
 	}
-	var ee *ExitError
-	if errors.As(err, &ee) && ee.Err == nil {
-		return ee.Code // a result, not a failure (once: nothing to do)
+	name, rest := args[0], args[1:]
+	switch name {
+	case "-h", "--help", "help":
+		if name == "help" && len(rest) > 0 {
+			for _, c := range cmds {
+				if c.name == rest[0] {
+					fmt.Fprint(a.env.Stdout, c.help())
+					return nil
+				}
+			}
+			return cliutil.Usage(fmt.Errorf("help: unknown command %q", rest[0]))
+		}
+		fmt.Fprint(a.env.Stdout, rootHelp(cmds))
+		return nil
 	}
-	fmt.Fprintf(env.Stderr, "pullship-agent: %v\n", err)
-	if ee != nil {
-		return ee.Code
+	for _, c := range cmds {
+		if c.name != name {
+			continue
+		}
+		args, err := c.parse(rest)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(a.env.Stdout, c.help())
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(args) > 0 {
+			return cliutil.Usage(fmt.Errorf("%s: unexpected argument %q", c.name, args[0]))
+		}
+		return c.run(ctx, args)
 	}
-	return ExitFailure
+	return cliutil.Usage(fmt.Errorf("unknown command %q (see pullship-agent --help)", name))
+}
+
+// HelpPage is one command's help as pullship-agent prints it.
+type HelpPage struct {
+	Name  string // "pullship-agent" or "pullship-agent once"
+	Short string
+	Text  string
+}
+
+// HelpPages is the help of pullship-agent and of each command, for the
+// command reference in docs/cli.
+func HelpPages() []HelpPage {
+	cmds := commands(&app{env: DefaultEnv(), engine: dockerEngine})
+	pages := []HelpPage{{Name: "pullship-agent", Short: "Make this host converge on the newest signed pullship release", Text: rootHelp(cmds)}}
+	for _, c := range cmds {
+		pages = append(pages, HelpPage{Name: "pullship-agent " + c.name, Short: c.short, Text: c.help()})
+	}
+	return pages
+}
+
+// passError marks what a pass's outcome says beyond its error.
+func passError(out agent.Outcome, err error) error {
+	if err == nil && out == agent.Nothing {
+		return errNothingToDo
+	}
+	return err
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -139,12 +140,12 @@ func (c *Config) validate() error {
 		if isURL(r) {
 			u, err := url.Parse(r)
 			if err != nil {
-				return fmt.Errorf("remote %q: %w", r, err)
+				return fmt.Errorf("remote %q: %w", repo.RedactURL(r), repo.URLParseError(err))
 			}
 			switch u.Scheme {
 			case "http", "https", "git", "ssh", "file":
 			default:
-				return fmt.Errorf("remote %q: scheme %q is not one of http, https, git, ssh, file", r, u.Scheme)
+				return fmt.Errorf("remote %q: scheme %q is not one of http, https, git, ssh, file", repo.RedactURL(r), u.Scheme)
 			}
 			continue
 		}

@@ -6,15 +6,14 @@ import (
 	"os"
 	"strings"
 
+	"github.com/pullship/pullship/bundler/shared/cliutil"
+
 	"github.com/pullship/pullship/schema"
 	"github.com/spf13/cobra"
 )
 
-func init() { commands = append(commands, newKeygenCmd) }
-
 func newKeygenCmd(env Env) *cobra.Command {
-	var out, alg, passwordFile string
-	var noPassword bool
+	var o keygenOptions
 	cmd := &cobra.Command{
 		Use:   "keygen --out PREFIX",
 		Short: "Generate a signing key pair (PREFIX.key, PREFIX.pub)",
@@ -31,52 +30,59 @@ unencrypted (PKCS#8 PEM); only do that for test keys.`,
   pullship keygen --out ci-signer --algorithm ed25519 --password-file /run/secrets/pw
   PULLSHIP_PASSWORD=... pullship keygen --out bob`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if out == "" {
-				return withCode(ExitUsage, errors.New("keygen: --out PREFIX is required"))
-			}
-			if !schema.KnownAlgorithm(alg) {
-				return withCode(ExitUsage, fmt.Errorf("keygen: unknown --algorithm %q (want %s)", alg, strings.Join(schema.Algorithms(), " or ")))
-			}
-			if noPassword && passwordFile != "" {
-				return withCode(ExitUsage, errors.New("keygen: --no-password and --password-file exclude each other"))
-			}
-			// Check both names before asking for a password or writing
-			// anything, so a clash never leaves half a key pair behind.
-			for _, p := range []string{out + ".key", out + ".pub"} {
-				if _, err := os.Lstat(p); err == nil {
-					return fmt.Errorf("keygen: %s already exists; remove it or choose another --out", p)
-				}
-			}
-			var pw []byte
-			if !noPassword {
-				var err error
-				if pw, err = (passwords{env: env, file: passwordFile}).get(out+".key", true); err != nil {
-					return fmt.Errorf("keygen: %w", err)
-				}
-			}
-			kp, err := schema.GenerateKey(alg, pw)
-			if err != nil {
-				return fmt.Errorf("keygen: %w", err)
-			}
-			if err := writeNew(out+".key", kp.PrivatePEM, 0o600); err != nil {
-				return fmt.Errorf("keygen: %w", err)
-			}
-			if err := writeNew(out+".pub", kp.PublicPEM, 0o644); err != nil {
-				return fmt.Errorf("keygen: %w", err)
-			}
-			if noPassword {
-				fmt.Fprintf(env.Stderr, "pullship: warning: %s.key is not encrypted; anyone who can read it can sign releases\n", out)
-			}
-			fmt.Fprintf(env.Stderr, "pullship: wrote %s.key and %s.pub (%s)\n", out, out, alg)
-			fmt.Fprintln(env.Stdout, kp.KeyID)
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return runKeygen(env, o) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&out, "out", "", "write PREFIX.key and PREFIX.pub")
-	f.StringVar(&alg, "algorithm", schema.DefaultAlgorithm, "key algorithm: "+strings.Join(schema.Algorithms(), " or "))
-	f.BoolVar(&noPassword, "no-password", false, "write the private key unencrypted (test keys only)")
-	f.StringVar(&passwordFile, "password-file", "", "read the password from the first line of this file")
+	f.StringVar(&o.out, "out", "", "write PREFIX.key and PREFIX.pub")
+	f.StringVar(&o.alg, "algorithm", schema.DefaultAlgorithm, "key algorithm: "+strings.Join(schema.Algorithms(), " or "))
+	f.BoolVar(&o.noPassword, "no-password", false, "write the private key unencrypted (test keys only)")
+	f.StringVar(&o.passwordFile, "password-file", "", "read the password from the first line of this file")
 	return cmd
+}
+
+type keygenOptions struct {
+	out, alg, passwordFile string
+	noPassword             bool
+}
+
+func runKeygen(env Env, o keygenOptions) error {
+	if o.out == "" {
+		return cliutil.Usage(errors.New("keygen: --out PREFIX is required"))
+	}
+	if !schema.KnownAlgorithm(o.alg) {
+		return cliutil.Usage(fmt.Errorf("keygen: unknown --algorithm %q (want %s)", o.alg, strings.Join(schema.Algorithms(), " or ")))
+	}
+	if o.noPassword && o.passwordFile != "" {
+		return cliutil.Usage(errors.New("keygen: --no-password and --password-file exclude each other"))
+	}
+	// Check both names before asking for a password or writing
+	// anything, so a clash never leaves half a key pair behind.
+	for _, p := range []string{o.out + ".key", o.out + ".pub"} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("keygen: %s already exists; remove it or choose another --out", p)
+		}
+	}
+	var pw []byte
+	if !o.noPassword {
+		var err error
+		if pw, err = (passwords{env: env, file: o.passwordFile}).get(o.out+".key", true); err != nil {
+			return fmt.Errorf("keygen: %w", err)
+		}
+	}
+	kp, err := schema.GenerateKey(o.alg, pw)
+	if err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	if err := writeNew(o.out+".key", kp.PrivatePEM, 0o600); err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	if err := writeNew(o.out+".pub", kp.PublicPEM, 0o644); err != nil {
+		return fmt.Errorf("keygen: %w", err)
+	}
+	if o.noPassword {
+		fmt.Fprintf(env.Stderr, "pullship: warning: %s.key is not encrypted; anyone who can read it can sign releases\n", o.out)
+	}
+	fmt.Fprintf(env.Stderr, "pullship: wrote %s.key and %s.pub (%s)\n", o.out, o.out, o.alg)
+	fmt.Fprintln(env.Stdout, kp.KeyID)
+	return nil
 }

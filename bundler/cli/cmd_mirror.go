@@ -1,9 +1,9 @@
 package cli
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,19 +12,21 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/shared/cliutil"
 	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
-func init() { commands = append(commands, newMirrorCmd) }
+type mirrorOptions struct {
+	src, dst  string
+	cache     string
+	root      string
+	images    int
+	allImages bool
+}
 
 func newMirrorCmd(env Env) *cobra.Command {
-	var (
-		cache     string
-		rootPath  string
-		images    int
-		allImages bool
-	)
+	var o mirrorOptions
 	cmd := &cobra.Command{
 		Use:   "mirror SRC DST",
 		Short: "Copy a release repository to a relay or a directory, and status back",
@@ -40,75 +42,76 @@ A second run copies only what is new. Releases are copied, never re-signed;
 DST's release branch is never moved backwards: when DST is ahead of SRC or
 diverged from it, mirror refuses and changes nothing. With --root the newest
 release and every chunk of its images are verified first (exit 3 when they do
-not verify). See docs/mirror.md.`,
+not verify; exit 1 when a remote fails, naming it). See docs/mirror.md.`,
 		Example: `  pullship mirror https://git.example.com/fleet.git git://relay.eu/fleet.git
   pullship mirror /srv/git/fleet.git /media/usb/fleet.git --images 1
   pullship mirror /media/usb/fleet.git /srv/git/fleet.git   # status back home`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
-				return withCode(ExitUsage, fmt.Errorf("mirror: want SRC and DST, got %d arguments", len(args)))
+				return cliutil.Usage(fmt.Errorf("mirror: want SRC and DST, got %d arguments", len(args)))
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			src, dst := args[0], args[1]
-			if images < 1 {
-				return withCode(ExitUsage, fmt.Errorf("mirror: --images %d: at least 1", images))
-			}
-			var pinned *schema.Root
-			if rootPath != "" {
-				var err error
-				if pinned, err = loadRoot(rootPath); err != nil {
-					return err
-				}
-			}
-			if cache == "" {
-				base, err := os.UserCacheDir()
-				if err != nil {
-					return fmt.Errorf("mirror: %w (set --cache)", err)
-				}
-				sum := sha256.Sum256([]byte("mirror\x00" + absURL(src) + "\x00" + absURL(dst)))
-				cache = filepath.Join(base, "pullship", "mirror-"+hex.EncodeToString(sum[:8]))
-			}
-			r, err := bundler.Open(ctx, src, cache, repo.Options{})
-			if err != nil {
-				return fmt.Errorf("mirror: source: %w", err)
-			}
-			to, err := bundler.OpenMirrorTarget(ctx, dst, repo.Options{})
-			if err != nil {
-				return fmt.Errorf("mirror: destination: %w", err)
-			}
-			res, err := r.Mirror(ctx, to, bundler.MirrorOptions{Images: images, AllImages: allImages, Pinned: pinned})
-			if err != nil {
-				if errors.Is(err, bundler.ErrWouldRollBack) {
-					return err
-				}
-				return verifyCode(err)
-			}
-			for _, n := range res.Notes {
-				fmt.Fprintf(env.Stderr, "note: %s\n", n)
-			}
-			if res.Nothing() {
-				fmt.Fprintf(env.Stdout, "nothing new: %s and %s agree\n", src, dst)
-				return nil
-			}
-			for _, c := range res.ToDst {
-				fmt.Fprintf(env.Stdout, "%s %s\n", "→ dst", changeLine(c))
-			}
-			for _, c := range res.ToSrc {
-				fmt.Fprintf(env.Stdout, "%s %s\n", "← src", changeLine(c))
-			}
-			fmt.Fprintf(env.Stdout, "copied to %s: %d objects, %d bytes; to %s: %d objects, %d bytes\n",
-				dst, res.DstObjects, res.DstBytes, src, res.SrcObjects, res.SrcBytes)
-			return nil
+			o.src, o.dst = args[0], args[1]
+			return runMirror(cmd.Context(), env, o)
 		},
 	}
-	cmd.Flags().StringVar(&cache, "cache", "", "local object cache (default: under the user cache directory, per SRC and DST)")
-	cmd.Flags().StringVar(&rootPath, "root", "", "verify the newest release against this pinned root before copying")
-	cmd.Flags().IntVar(&images, "images", bundler.DefaultMirrorImages, "copy the image tags of the newest N releases")
-	cmd.Flags().BoolVar(&allImages, "all-images", false, "copy every image tag the source has")
+	cmd.Flags().StringVar(&o.cache, "cache", "", "local object cache (default: under the user cache directory, per SRC and DST)")
+	cmd.Flags().StringVar(&o.root, "root", "", "verify the newest release against this pinned root before copying")
+	cmd.Flags().IntVar(&o.images, "images", bundler.DefaultMirrorImages, "copy the image tags of the newest N releases")
+	cmd.Flags().BoolVar(&o.allImages, "all-images", false, "copy every image tag the source has")
 	return cmd
+}
+
+func runMirror(ctx context.Context, env Env, o mirrorOptions) error {
+	src, dst, cache := o.src, o.dst, o.cache
+	if o.images < 1 {
+		return cliutil.Usage(fmt.Errorf("mirror: --images %d: at least 1", o.images))
+	}
+	var pinned *schema.Root
+	if o.root != "" {
+		var err error
+		if pinned, err = loadRoot(o.root); err != nil {
+			return err
+		}
+	}
+	if cache == "" {
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return fmt.Errorf("mirror: %w (set --cache)", err)
+		}
+		sum := sha256.Sum256([]byte("mirror\x00" + absURL(src) + "\x00" + absURL(dst)))
+		cache = filepath.Join(base, "pullship", "mirror-"+hex.EncodeToString(sum[:8]))
+	}
+	r, err := bundler.Open(ctx, src, cache, repo.Options{})
+	if err != nil {
+		return fmt.Errorf("mirror: source: %w", err)
+	}
+	to, err := bundler.OpenMirrorTarget(ctx, dst, repo.Options{})
+	if err != nil {
+		return fmt.Errorf("mirror: destination: %w", err)
+	}
+	res, err := r.Mirror(ctx, to, bundler.MirrorOptions{Images: o.images, AllImages: o.allImages, Pinned: pinned})
+	if err != nil {
+		return err
+	}
+	for _, n := range res.Notes {
+		fmt.Fprintf(env.Stderr, "note: %s\n", n)
+	}
+	if res.Nothing() {
+		fmt.Fprintf(env.Stdout, "nothing new: %s and %s agree\n", src, dst)
+		return nil
+	}
+	for _, c := range res.ToDst {
+		fmt.Fprintf(env.Stdout, "%s %s\n", "→ dst", changeLine(c))
+	}
+	for _, c := range res.ToSrc {
+		fmt.Fprintf(env.Stdout, "%s %s\n", "← src", changeLine(c))
+	}
+	fmt.Fprintf(env.Stdout, "copied to %s: %d objects, %d bytes; to %s: %d objects, %d bytes\n",
+		dst, res.DstObjects, res.DstBytes, src, res.SrcObjects, res.SrcBytes)
+	return nil
 }
 
 func changeLine(c bundler.RefChange) string {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pullship/pullship/bundler/render"
+	"github.com/pullship/pullship/bundler/shared/cliutil"
 
 	"github.com/docker/docker/client"
 	"github.com/schollz/progressbar/v3"
@@ -23,22 +24,22 @@ import (
 	"github.com/pullship/pullship/bundler/image"
 )
 
-func init() { commands = append(commands, newReleaseCmd) }
+type releaseOptions struct {
+	repoFlags
+	fleet, image string
+	keys, roots  []string
+	now          []string
+	passwordFile string
+	expires      time.Duration
+	sourceCommit string
+	allowDirty   bool
+	secretsID    string
+	resetVersion bool
+	quiet        bool
+}
 
 func newReleaseCmd(env Env) *cobra.Command {
-	var (
-		rf           repoFlags
-		fleet, img   string
-		keys, roots  []string
-		now          []string
-		passwordFile string
-		expires      time.Duration
-		sourceCommit string
-		allowDirty   bool
-		secretsID    string
-		resetVersion bool
-		quiet        bool
-	)
+	var o releaseOptions
 	cmd := &cobra.Command{
 		Use:   "release --repo REPO --fleet fleet.toml --image SRC --key KEY...",
 		Short: "Pack an image and every node's config into a signed release and push it",
@@ -59,79 +60,81 @@ sigstore KMS provider compiled into this binary.`,
 		Example: `  pullship release --repo /srv/git/fleet.git --fleet fleet.toml --image vernemq.tar --key release.key
   PULLSHIP_PASSWORD=... pullship release --repo http://git.example.com/fleet.git \
       --fleet fleet.toml --image docker://airdroid/vernemq:1.6.1 --key alice.key --key bob.key`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			if fleet == "" || len(keys) == 0 {
-				return withCode(ExitUsage, errors.New("release: --fleet and at least one --key are required"))
-			}
-			if img == "" {
-				// The fleet names its image: read it from the local engine.
-				data, err := os.ReadFile(fleet)
-				if err != nil {
-					return fmt.Errorf("release: %w", err)
-				}
-				f, err := render.ParseFleet(fleet, data)
-				if err != nil {
-					return fmt.Errorf("release: %w", err)
-				}
-				img = "docker://" + f.Service.Image
-			}
-			r, err := rf.open(ctx)
-			if err != nil {
-				return err
-			}
-			signers, err := loadSigners(ctx, keys, passwords{env: env, file: passwordFile})
-			if err != nil {
-				return fmt.Errorf("release: %w", err)
-			}
-			src, err := imageSource(img)
-			if err != nil {
-				return withCode(ExitUsage, fmt.Errorf("release: %w", err))
-			}
-			prog := newProgress(env.Stderr, quiet)
-			defer prog.finish()
-			res, err := r.Release(ctx, bundler.ReleaseOptions{
-				Fleet: fleet, Image: src, Signers: signers, Roots: roots, Now: now,
-				Lifetime: expires, SourceCommit: sourceCommit, AllowDirty: allowDirty, Progress: prog.update,
-				SecretsIdentity: secretsID, ResetVersion: resetVersion,
-			})
-			prog.finish()
-			if errors.Is(err, bundler.ErrNothingChanged) {
-				return withCode(ExitNoChange, fmt.Errorf("release: %w", err))
-			}
-			if err != nil {
-				return verifyCode(fmt.Errorf("release: %w", err))
-			}
-			image := "reused"
-			if res.NewImage {
-				image = fmt.Sprintf("%d of %d chunks new (%s)", res.NewChunks, res.Chunks, humanBytes(res.NewBytes))
-			}
-			changed := strings.Join(res.NodesChanged, ", ")
-			if changed == "" {
-				changed = "none"
-			}
-			fmt.Fprintf(env.Stdout, "release %d published: commit %s\n  image %s: %s\n  nodes changed: %s\n  signed by %s\n  pushed %s\n",
-				res.Version, shortID(res.Commit.String()), res.Image, image, changed,
-				strings.Join(shortIDs(res.Signatures.Valid), ", "), humanBytes(res.PackBytes))
-			return nil
-		},
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runRelease(cmd.Context(), env, o) },
 	}
-	rf.register(cmd)
+	o.repoFlags.register(cmd)
 	f := cmd.Flags()
-	f.StringVar(&fleet, "fleet", "", "fleet.toml (its templates are read relative to it)")
-	f.StringVar(&img, "image", "", "image: a docker save tarball, an OCI layout, or docker://NAME (default: docker://<the fleet's service.image>)")
-	f.StringArrayVar(&keys, "key", nil, "signing key file or KMS URI (repeat for a threshold)")
-	f.StringArrayVar(&roots, "publish-root", nil, "a newer root-N.toml (with its .sig) to publish with this release")
-	f.StringArrayVar(&now, "now", nil, "node exempt from wave gating (emergency override; repeatable)")
-	f.StringVar(&passwordFile, "password-file", "", "read key passwords from the first line of this file")
-	f.DurationVar(&expires, "expires", 0, "release lifetime (default: the fleet's, 14 days)")
-	f.StringVar(&sourceCommit, "source-commit", "", "fleet repository commit to record when the fleet is not a git work tree")
-	f.BoolVar(&allowDirty, "allow-dirty", false, "release from a fleet work tree with uncommitted changes")
-	f.StringVar(&secretsID, "secrets-identity", "", "age identity file that decrypts the fleet's node secrets (see docs/secrets.md)")
-	f.BoolVar(&resetVersion, "reset-version", false, "number this release 1 again (with --publish-root: recovery from a runaway version)")
-	f.BoolVarP(&quiet, "quiet", "q", false, "no progress output")
+	f.StringVar(&o.fleet, "fleet", "", "fleet.toml (its templates are read relative to it)")
+	f.StringVar(&o.image, "image", "", "image: a docker save tarball, an OCI layout, or docker://NAME (default: docker://<the fleet's service.image>)")
+	f.StringArrayVar(&o.keys, "key", nil, "signing key file or KMS URI (repeat for a threshold)")
+	f.StringArrayVar(&o.roots, "publish-root", nil, "a newer root-N.toml (with its .sig) to publish with this release")
+	f.StringArrayVar(&o.now, "now", nil, "node exempt from wave gating (emergency override; repeatable)")
+	f.StringVar(&o.passwordFile, "password-file", "", "read key passwords from the first line of this file")
+	f.Var(cliutil.DurationFlag(&o.expires, 0), "expires", "release lifetime: days (14d) or a duration (36h) (default: the fleet's, 14 days)")
+	f.StringVar(&o.sourceCommit, "source-commit", "", "fleet repository commit to record when the fleet is not a git work tree")
+	f.BoolVar(&o.allowDirty, "allow-dirty", false, "release from a fleet work tree with uncommitted changes")
+	f.StringVar(&o.secretsID, "secrets-identity", "", "age identity file that decrypts the fleet's node secrets (see docs/secrets.md)")
+	f.BoolVar(&o.resetVersion, "reset-version", false, "number this release 1 again (with --publish-root: recovery from a runaway version)")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "no progress output")
 	return cmd
+}
+
+func runRelease(ctx context.Context, env Env, o releaseOptions) error {
+	if o.fleet == "" || len(o.keys) == 0 {
+		return cliutil.Usage(errors.New("release: --fleet and at least one --key are required"))
+	}
+	if o.expires < 0 {
+		return cliutil.Usage(fmt.Errorf("release: --expires %s: a lifetime is positive", cliutil.FormatDuration(o.expires)))
+	}
+	img := o.image
+	if img == "" {
+		// The fleet names its image: read it from the local engine.
+		data, err := os.ReadFile(o.fleet)
+		if err != nil {
+			return fmt.Errorf("release: %w", err)
+		}
+		f, err := render.ParseFleet(o.fleet, data)
+		if err != nil {
+			return fmt.Errorf("release: %w", err)
+		}
+		img = "docker://" + f.Service.Image
+	}
+	r, err := o.open(ctx)
+	if err != nil {
+		return err
+	}
+	signers, err := loadSigners(ctx, o.keys, passwords{env: env, file: o.passwordFile})
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	src, err := imageSource(img)
+	if err != nil {
+		return cliutil.Usage(fmt.Errorf("release: %w", err))
+	}
+	prog := newProgress(env.Stderr, o.quiet)
+	defer prog.finish()
+	res, err := r.Release(ctx, bundler.ReleaseOptions{
+		Fleet: o.fleet, Image: src, Signers: signers, Roots: o.roots, Now: o.now,
+		Lifetime: o.expires, SourceCommit: o.sourceCommit, AllowDirty: o.allowDirty, Progress: prog.update,
+		SecretsIdentity: o.secretsID, ResetVersion: o.resetVersion,
+	})
+	prog.finish()
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	image := "reused"
+	if res.NewImage {
+		image = fmt.Sprintf("%d of %d chunks new (%s)", res.NewChunks, res.Chunks, humanBytes(res.NewBytes))
+	}
+	changed := strings.Join(res.NodesChanged, ", ")
+	if changed == "" {
+		changed = "none"
+	}
+	fmt.Fprintf(env.Stdout, "release %d published: commit %s\n  image %s: %s\n  nodes changed: %s\n  signed by %s\n  pushed %s\n",
+		res.Version, shortID(res.Commit.String()), res.Image, image, changed,
+		strings.Join(shortIDs(res.Signatures.Valid), ", "), humanBytes(res.PackBytes))
+	return nil
 }
 
 // imageSource parses --image.
@@ -214,24 +217,4 @@ func (p *progress) finish() {
 		fmt.Fprintln(p.w)
 		p.bar = nil
 	}
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
-}
-
-func shortIDs(ids []string) []string {
-	out := make([]string, len(ids))
-	for i, id := range ids {
-		out[i] = shortID(id)
-	}
-	return out
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/pullship/pullship/bundler/shared/cliutil"
+
 	"github.com/pullship/pullship/bundler/render"
 
 	"github.com/spf13/cobra"
@@ -14,8 +16,6 @@ import (
 
 	"github.com/pullship/pullship/bundler"
 )
-
-func init() { commands = append(commands, newSecretCmd) }
 
 func newSecretCmd(env Env) *cobra.Command {
 	cmd := &cobra.Command{
@@ -47,28 +47,29 @@ One trailing newline is dropped unless --raw is given.`,
 		Example: `  pullship secret set --fleet fleet.toml cn redis_password
   printf %s "$REDIS_PASSWORD" | pullship secret set --fleet fleet.toml cn redis_password`,
 		Args: exactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if fleet == "" {
-				return withCode(ExitUsage, errors.New("secret set: --fleet fleet.toml is required"))
-			}
-			node, key := args[0], args[1]
-			if err := bundler.CheckSecretKey(key); err != nil {
-				return withCode(ExitUsage, fmt.Errorf("secret set: %w", err))
-			}
-			value, err := readSecretValue(env, node, key, raw)
-			if err != nil {
-				return fmt.Errorf("secret set %s %s: %w", node, key, err)
-			}
-			if err := bundler.SetSecret(fleet, node, key, value); err != nil {
-				return fmt.Errorf("secret set: %w", err)
-			}
-			fmt.Fprintf(env.Stdout, "secret %s of node %s set in %s\n", key, node, bundler.SecretsPath(fleet, node))
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runSecretSet(env, fleet, args[0], args[1], raw) },
 	}
 	cmd.Flags().StringVar(&fleet, "fleet", "", "fleet.toml (secrets/ is next to it)")
 	cmd.Flags().BoolVar(&raw, "raw", false, "keep the value's bytes exactly, trailing newline included")
 	return cmd
+}
+
+func runSecretSet(env Env, fleet, node, key string, raw bool) error {
+	if fleet == "" {
+		return cliutil.Usage(errors.New("secret set: --fleet fleet.toml is required"))
+	}
+	if err := bundler.CheckSecretKey(key); err != nil {
+		return cliutil.Usage(fmt.Errorf("secret set: %w", err))
+	}
+	value, err := readSecretValue(env, node, key, raw)
+	if err != nil {
+		return fmt.Errorf("secret set %s %s: %w", node, key, err)
+	}
+	if err := bundler.SetSecret(fleet, node, key, value); err != nil {
+		return fmt.Errorf("secret set: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "secret %s of node %s set in %s\n", key, node, bundler.SecretsPath(fleet, node))
+	return nil
 }
 
 // readSecretValue reads the value from a no-echo terminal prompt or from
@@ -109,42 +110,43 @@ func newSecretListCmd(env Env) *cobra.Command {
 		Use:   "list --fleet fleet.toml [NODE]",
 		Short: "List the names of node secrets (never their values)",
 		Args: func(cmd *cobra.Command, args []string) error {
-			return withCode(ExitUsage, cobra.MaximumNArgs(1)(cmd, args))
+			return cliutil.Usage(cobra.MaximumNArgs(1)(cmd, args))
 		},
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if fleet == "" {
-				return withCode(ExitUsage, errors.New("secret list: --fleet fleet.toml is required"))
-			}
-			var nodes []string
-			if len(args) == 1 {
-				nodes = args
-			} else {
-				data, err := os.ReadFile(fleet)
-				if err != nil {
-					return fmt.Errorf("secret list: %w", err)
-				}
-				f, err := render.ParseFleet(fleet, data)
-				if err != nil {
-					return fmt.Errorf("secret list: %w", err)
-				}
-				for _, n := range f.Nodes {
-					nodes = append(nodes, n.Name)
-				}
-			}
-			for _, n := range nodes {
-				keys, err := bundler.ListSecrets(fleet, n)
-				if err != nil {
-					return fmt.Errorf("secret list: %w", err)
-				}
-				for _, k := range keys {
-					fmt.Fprintf(env.Stdout, "%s\t%s\n", n, k)
-				}
-			}
-			return nil
-		},
+		RunE: func(cmd *cobra.Command, args []string) error { return runSecretList(env, fleet, args) },
 	}
 	cmd.Flags().StringVar(&fleet, "fleet", "", "fleet.toml (secrets/ is next to it)")
 	return cmd
+}
+
+// runSecretList lists the secrets of nodes (every node of the fleet when
+// none is named).
+func runSecretList(env Env, fleet string, nodes []string) error {
+	if fleet == "" {
+		return cliutil.Usage(errors.New("secret list: --fleet fleet.toml is required"))
+	}
+	if len(nodes) == 0 {
+		data, err := os.ReadFile(fleet)
+		if err != nil {
+			return fmt.Errorf("secret list: %w", err)
+		}
+		f, err := render.ParseFleet(fleet, data)
+		if err != nil {
+			return fmt.Errorf("secret list: %w", err)
+		}
+		for _, n := range f.Nodes {
+			nodes = append(nodes, n.Name)
+		}
+	}
+	for _, n := range nodes {
+		keys, err := bundler.ListSecrets(fleet, n)
+		if err != nil {
+			return fmt.Errorf("secret list: %w", err)
+		}
+		for _, k := range keys {
+			fmt.Fprintf(env.Stdout, "%s\t%s\n", n, k)
+		}
+	}
+	return nil
 }
 
 func newSecretRmCmd(env Env) *cobra.Command {
@@ -153,17 +155,19 @@ func newSecretRmCmd(env Env) *cobra.Command {
 		Use:   "rm --fleet fleet.toml NODE KEY",
 		Short: "Remove a node secret",
 		Args:  exactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if fleet == "" {
-				return withCode(ExitUsage, errors.New("secret rm: --fleet fleet.toml is required"))
-			}
-			if err := bundler.RemoveSecret(fleet, args[0], args[1]); err != nil {
-				return fmt.Errorf("secret rm: %w", err)
-			}
-			fmt.Fprintf(env.Stdout, "secret %s of node %s removed\n", args[1], args[0])
-			return nil
-		},
+		RunE:  func(cmd *cobra.Command, args []string) error { return runSecretRm(env, fleet, args[0], args[1]) },
 	}
 	cmd.Flags().StringVar(&fleet, "fleet", "", "fleet.toml (secrets/ is next to it)")
 	return cmd
+}
+
+func runSecretRm(env Env, fleet, node, key string) error {
+	if fleet == "" {
+		return cliutil.Usage(errors.New("secret rm: --fleet fleet.toml is required"))
+	}
+	if err := bundler.RemoveSecret(fleet, node, key); err != nil {
+		return fmt.Errorf("secret rm: %w", err)
+	}
+	fmt.Fprintf(env.Stdout, "secret %s of node %s removed\n", key, node)
+	return nil
 }

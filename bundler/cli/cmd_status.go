@@ -1,16 +1,17 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/pullship/pullship/bundler/shared/bundle"
+	"github.com/pullship/pullship/bundler/shared/cliutil"
 
 	"github.com/spf13/cobra"
 
@@ -18,17 +19,17 @@ import (
 	"github.com/pullship/pullship/schema"
 )
 
-func init() { commands = append(commands, newStatusCmd) }
+type statusOptions struct {
+	repoFlags
+	root     string
+	asJSON   bool
+	watch    bool
+	interval time.Duration
+	stale    time.Duration
+}
 
 func newStatusCmd(env Env) *cobra.Command {
-	var (
-		rf       repoFlags
-		rootPath string
-		asJSON   bool
-		watch    bool
-		interval time.Duration
-		stale    time.Duration
-	)
+	var o statusOptions
 	cmd := &cobra.Command{
 		Use:   "status --repo REPO --root ROOT",
 		Short: "Show what every node reports: versions, health, address, cluster view",
@@ -46,70 +47,75 @@ when there is any.`,
 		Example: `  pullship status --repo https://git.example.com/fleet.git --root root-1.toml
   pullship status --repo /srv/git/fleet.git --root root-1.toml --watch
   pullship status --repo /srv/git/fleet.git --root root-1.toml --json`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			pinned, err := loadRoot(rootPath)
-			if err != nil {
-				return err
-			}
-			if interval < 100*time.Millisecond {
-				return withCode(ExitUsage, fmt.Errorf("--interval %s: at least 100ms", interval))
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
-			defer stop()
-			r, err := rf.open(ctx)
-			if err != nil {
-				return err
-			}
-			opts := bundler.FleetOptions{Stale: stale}
-			if !watch {
-				f, err := r.FleetStatus(ctx, pinned, time.Now().UTC(), opts)
-				if err != nil {
-					return verifyCode(err)
-				}
-				if err := printFleet(env.Stdout, f, asJSON); err != nil {
-					return err
-				}
-				return fleetCode(f)
-			}
-			tty := isTerminal(env.Stdout)
-			for {
-				f, err := r.FleetStatus(ctx, pinned, time.Now().UTC(), opts)
-				if ctx.Err() != nil {
-					return nil
-				}
-				if tty {
-					io.WriteString(env.Stdout, "\x1b[H\x1b[2J") // home, clear screen
-				}
-				if err != nil {
-					// Keep watching: the remote may come back.
-					fmt.Fprintf(env.Stdout, "%s  error: %v\n", time.Now().UTC().Format(time.RFC3339), err)
-				} else if err := printFleet(env.Stdout, f, asJSON); err != nil {
-					return err
-				}
-				if !tty && !asJSON {
-					fmt.Fprintln(env.Stdout)
-				}
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-time.After(interval):
-				}
-			}
-		},
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runStatus(cmd.Context(), env, o) },
 	}
-	rf.register(cmd)
-	cmd.Flags().StringVar(&rootPath, "root", "", "the pinned trust root (root-N.toml) releases are verified against")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (one object per refresh with --watch)")
-	cmd.Flags().BoolVar(&watch, "watch", false, "refresh until interrupted (in place on a terminal)")
-	cmd.Flags().DurationVar(&interval, "interval", 2*time.Second, "time between refreshes with --watch")
-	cmd.Flags().DurationVar(&stale, "stale", bundler.DefaultStale, "a report older than this is flagged STALE (about 3 agent heartbeats)")
+	o.repoFlags.register(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.root, "root", "", "the pinned trust root (root-N.toml) releases are verified against")
+	f.BoolVar(&o.asJSON, "json", false, "print JSON (one object per refresh with --watch)")
+	f.BoolVar(&o.watch, "watch", false, "refresh until interrupted (in place on a terminal)")
+	f.Var(cliutil.DurationFlag(&o.interval, 2*time.Second), "interval", "time between refreshes with --watch")
+	f.Var(cliutil.DurationFlag(&o.stale, bundler.DefaultStale), "stale", "a report older than this is flagged STALE (about 3 agent heartbeats)")
 	return cmd
 }
 
-func fleetCode(f *bundler.Fleet) error {
+func runStatus(ctx context.Context, env Env, o statusOptions) error {
+	if o.interval < 100*time.Millisecond {
+		return cliutil.Usage(fmt.Errorf("--interval %s: at least 100ms", o.interval))
+	}
+	pinned, err := loadRoot(o.root)
+	if err != nil {
+		return err
+	}
+	ctx, stop := cliutil.SignalContext(ctx)
+	defer stop()
+	r, err := o.open(ctx)
+	if err != nil {
+		return err
+	}
+	opts := bundler.FleetOptions{Stale: o.stale}
+	if !o.watch {
+		f, err := r.FleetStatus(ctx, pinned, time.Now().UTC(), opts)
+		if err != nil {
+			return err
+		}
+		if err := printFleet(env.Stdout, f, o.asJSON); err != nil {
+			return err
+		}
+		return fleetError(f)
+	}
+	tty := isTerminal(env.Stdout)
+	for {
+		f, err := r.FleetStatus(ctx, pinned, time.Now().UTC(), opts)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if tty {
+			io.WriteString(env.Stdout, "\x1b[H\x1b[2J") // home, clear screen
+		}
+		if err != nil {
+			// Keep watching: the remote may come back.
+			fmt.Fprintf(env.Stdout, "%s  error: %v\n", time.Now().UTC().Format(time.RFC3339), err)
+		} else if err := printFleet(env.Stdout, f, o.asJSON); err != nil {
+			return err
+		}
+		if !tty && !o.asJSON {
+			fmt.Fprintln(env.Stdout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(o.interval):
+		}
+	}
+}
+
+// fleetError refuses a fleet view that holds forged, unsigned or invalid
+// reports.
+func fleetError(f *bundler.Fleet) error {
 	if n := f.Bad(); n > 0 {
-		return withCode(ExitVerify, fmt.Errorf("status: %d report(s) forged, unsigned or invalid", n))
+		return schema.Refused(fmt.Errorf("status: %d report(s) forged, unsigned or invalid", n))
 	}
 	return nil
 }

@@ -78,14 +78,14 @@ func TestStatusCommand(t *testing.T) {
 
 	push("sg", st("sg")) // signed with cn's key
 	code, out, stderr = run(t, "status", "--repo", e.Repo, "--root", e.Root, "--cache", cache)
-	if code != ExitVerify || !strings.Contains(out, "FORGED") || !strings.Contains(stderr, "1 report(s) forged") {
+	if code != ExitRefused || !strings.Contains(out, "FORGED") || !strings.Contains(stderr, "1 report(s) forged") {
 		t.Fatalf("status with a forged report: %d\n%s\n%s", code, out, stderr)
 	}
 
 	t.Logf("%s", out)
 	code, out, _ = run(t, "status", "--repo", e.Repo, "--root", e.Root, "--cache", cache, "--json")
 	var f bundler.Fleet
-	if err := json.Unmarshal([]byte(out), &f); err != nil || code != ExitVerify {
+	if err := json.Unmarshal([]byte(out), &f); err != nil || code != ExitRefused {
 		t.Fatalf("--json: %d %v\n%s", code, err, out)
 	}
 	if len(f.Nodes) != 2 || f.Nodes[0].State != bundle.ReportOK || f.Nodes[1].State != bundle.ReportForged || f.Nodes[1].Status != nil {

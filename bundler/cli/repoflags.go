@@ -6,11 +6,10 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/pullship/pullship/bundler/shared/bundle"
-
 	"github.com/spf13/cobra"
 
 	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/shared/cliutil"
 	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
@@ -28,7 +27,7 @@ func (f *repoFlags) register(cmd *cobra.Command) {
 
 func (f *repoFlags) open(ctx context.Context) (*bundler.Repository, error) {
 	if f.repo == "" {
-		return nil, withCode(ExitUsage, errors.New("--repo is required"))
+		return nil, cliutil.Usage(errors.New("--repo is required"))
 	}
 	return bundler.Open(ctx, f.repo, f.cache, repo.Options{})
 }
@@ -36,30 +35,11 @@ func (f *repoFlags) open(ctx context.Context) (*bundler.Repository, error) {
 // loadRoot reads a pinned root file.
 func loadRoot(path string) (*schema.Root, error) {
 	if path == "" {
-		return nil, withCode(ExitUsage, errors.New("--root is required: the trust root you pin"))
+		return nil, cliutil.Usage(errors.New("--root is required: the trust root you pin"))
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read root: %w", err)
 	}
 	return schema.ParseRoot(path, data)
-}
-
-// verifyCode maps verification failures to exit code 3.
-func verifyCode(err error) error {
-	var te *schema.ThresholdError
-	var dm *bundle.DigestMismatchError
-	var ce *bundle.ChunkError
-	if errors.As(err, &te) || errors.As(err, &dm) || errors.As(err, &ce) ||
-		errors.Is(err, schema.ErrExpired) || errors.Is(err, bundle.ErrReleaseExpired) || errors.Is(err, bundler.ErrHistoryRewritten) {
-		return withCode(ExitVerify, err)
-	}
-	return err
-}
-
-func shortID(s string) string {
-	if len(s) > 12 {
-		return s[:12]
-	}
-	return s
 }

@@ -55,7 +55,7 @@ func Read(st *repo.Store, commit plumbing.Hash) (*Bundle, error) {
 	}
 	if b.Sig, err = st.ReadFile(commit, schema.SigFileName(ManifestPath), schema.MaxFileSize); err != nil {
 		if errors.Is(err, repo.ErrNotFound) {
-			return nil, fmt.Errorf("release commit %s: unsigned: no %s", short(commit), schema.SigFileName(ManifestPath))
+			return nil, schema.Refused(fmt.Errorf("release commit %s: unsigned: no %s", short(commit), schema.SigFileName(ManifestPath)))
 		}
 		return nil, fmt.Errorf("release commit %s: %w", short(commit), err)
 	}
@@ -153,7 +153,7 @@ const MaxClockSkew = 5 * time.Minute
 var (
 	// ErrReleaseExpired means the manifest's expires time has passed: the
 	// release repository is frozen or replaying an old release.
-	ErrReleaseExpired = errors.New("release expired")
+	ErrReleaseExpired = schema.Refused(errors.New("release expired"))
 )
 
 // Verify checks bundle b against the pinned root at time now: the root
@@ -162,8 +162,13 @@ var (
 // root's threshold over release.toml, the manifest's own validity, its
 // root_version, and its expiry. It does not check version order; that is
 // the caller's (the agent against its persisted state, verify against the
-// history).
+// history). Every error it returns is a refusal (schema.ErrRefused).
 func Verify(b *Bundle, pinned *schema.Root, now time.Time) (*Verified, error) {
+	v, err := verify(b, pinned, now)
+	return v, schema.Refused(err)
+}
+
+func verify(b *Bundle, pinned *schema.Root, now time.Time) (*Verified, error) {
 	var next []schema.SignedFile
 	for _, f := range b.Roots {
 		n, _ := RootNumber(f.Name)
@@ -213,7 +218,7 @@ func ReadImageIndex(st *repo.Store, commit plumbing.Hash, img schema.ReleaseImag
 		return nil, err
 	}
 	if idx.Digest != img.Digest {
-		return nil, fmt.Errorf("%s: describes image %s, the manifest pins %s", p, idx.Digest, img.Digest)
+		return nil, schema.Refused(fmt.Errorf("%s: describes image %s, the manifest pins %s", p, idx.Digest, img.Digest))
 	}
 	return idx, nil
 }
@@ -239,6 +244,9 @@ type DigestMismatchError struct {
 	Want, Got       string
 	WantLen, GotLen int64
 }
+
+// Is makes a DigestMismatchError a refusal (schema.ErrRefused).
+func (e *DigestMismatchError) Is(target error) bool { return target == schema.ErrRefused }
 
 func (e *DigestMismatchError) Error() string {
 	if e.WantLen != e.GotLen {

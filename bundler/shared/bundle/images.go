@@ -98,6 +98,10 @@ func (e *ChunkError) Error() string {
 
 func (e *ChunkError) Unwrap() error { return e.Err }
 
+// Is makes a ChunkError a refusal (schema.ErrRefused): the image tag does
+// not hold what the signed index pins.
+func (e *ChunkError) Is(target error) bool { return target == schema.ErrRefused }
+
 // CheckChunks streams every chunk of idx from st and checks its sha256 and
 // length.
 func CheckChunks(ctx context.Context, st *repo.Store, idx *schema.ImageIndex) error {

@@ -21,11 +21,11 @@ type Source interface {
 	Open(c schema.Chunk) (io.ReadCloser, error)
 }
 
-// Errors a [*Error] wraps.
+// Errors a [*Error] wraps; each is a refusal (schema.ErrRefused).
 var (
-	ErrDigest = errors.New("sha256 mismatch")
-	ErrShort  = errors.New("shorter than declared")
-	ErrLong   = errors.New("data beyond the declared length")
+	ErrDigest = schema.Refused(errors.New("sha256 mismatch"))
+	ErrShort  = schema.Refused(errors.New("shorter than declared"))
+	ErrLong   = schema.Refused(errors.New("data beyond the declared length"))
 )
 
 // Error says which chunk of which file failed.

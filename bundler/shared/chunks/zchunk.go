@@ -45,7 +45,7 @@ var (
 func Encode(dst, data []byte) []byte { return encoder.EncodeAll(data, dst) }
 
 // ErrEncoding wraps a chunk blob that is not a zstd frame of its chunk.
-var ErrEncoding = errors.New("bad zstd chunk blob")
+var ErrEncoding = schema.Refused(errors.New("bad zstd chunk blob"))
 
 // Decode returns a reader of the chunk c whose blob content rc
 // streams: rc itself for a chunk stored as it is, a zstd decoder of it for an

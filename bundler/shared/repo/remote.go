@@ -77,12 +77,12 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Remote, error) {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("open remote %s: %w", redact(rawURL), err)
+		return nil, fmt.Errorf("open remote %s: %w", redact(rawURL), URLParseError(err))
 	}
 	switch u.Scheme {
 	case "file":
 		if u.Host != "" && u.Host != "localhost" {
-			return nil, fmt.Errorf("open remote %s: file URL with a host", rawURL)
+			return nil, fmt.Errorf("open remote %s: file URL with a host", redact(rawURL))
 		}
 		s, err := OpenStore(u.Path)
 		if err != nil {
@@ -101,18 +101,54 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Remote, error) {
 	}
 	ep, err := transport.NewEndpoint(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("open remote %s: %w", redact(rawURL), err)
+		return nil, fmt.Errorf("open remote %s: %w", redact(rawURL), URLParseError(err))
 	}
 	r.ep = ep
 	return r, nil
 }
 
-func redact(raw string) string {
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
+func redact(raw string) string { return RedactURL(raw) }
+
+// URLParseError is a url.Parse error without the URL, which its message
+// would echo with any credentials in it.
+func URLParseError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
 	}
-	return raw
+	return err
 }
+
+// RedactURL is rawURL without its user information (a user name may be a
+// token as much as a password is), for logs, errors and metrics. A URL
+// that does not parse loses everything between "://" and the last "@"
+// before its path, so no credential is echoed whatever the input.
+func RedactURL(rawURL string) string {
+	if u, err := url.Parse(rawURL); err == nil {
+		if u.User == nil {
+			return rawURL
+		}
+		u.User = nil
+		return u.String()
+	}
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return rawURL
+	}
+	authority, path := rest, ""
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority, path = rest[:i], rest[i:]
+	}
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		authority = "REDACTED@" + authority[i+1:]
+	}
+	return scheme + "://" + authority + path
+}
+
+// ErrConnectionCut marks a fetch whose pack stopped before its end: the
+// connection closed or the server stopped sending. It is a network
+// failure, never a refusal; what arrived before the cut is kept.
+var ErrConnectionCut = errors.New("connection cut before the end of the pack")
 
 // String is the remote's URL without password.
 func (r *Remote) String() string { return redact(r.url) }
@@ -595,6 +631,9 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 			}
 		} else {
 			err = r.fetchPack(ctx, sess, ar, local, wants, fr.Haves, limit, inflateLimit, fr.Live)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = fmt.Errorf("%w: %w", ErrConnectionCut, err)
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("fetch from %s: %w", r, err)
