@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -75,7 +74,7 @@ func runLog(ctx context.Context, env Env, o logOptions) error {
 		fmt.Fprintln(env.Stdout, line)
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("log: %d release(s) failed verification: %w", len(bad), errors.Join(bad...))
+		return fmt.Errorf("log: %w", &bundler.HistoryError{Failed: len(bad), Errs: bad})
 	}
 	return nil
 }

@@ -3,15 +3,19 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/pullship/pullship/bundler/image/imagetest"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 )
 
 // TestMain lets the script tests run pullship in-process: testscript puts a
@@ -31,9 +35,11 @@ func TestScripts(t *testing.T) {
 			return copyDir(filepath.Join("..", "..", "schema", "testdata", "sig"), filepath.Join(e.WorkDir, "vectors"))
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"exits":   cmdExits,
-			"perm":    cmdPerm,
-			"mkimage": cmdMkimage,
+			"exits":     cmdExits,
+			"perm":      cmdPerm,
+			"mkimage":   cmdMkimage,
+			"gitdaemon": cmdGitDaemon,
+			"cutproxy":  cmdCutProxy,
 		},
 		Condition: func(cond string) (bool, error) {
 			if cond == "openssl" {
@@ -113,4 +119,51 @@ func cmdMkimage(ts *testscript.TestScript, neg bool, args []string) {
 		RepoTags: []string{"example/app:1"},
 	})
 	ts.Check(err)
+}
+
+// cmdGitDaemon serves the repositories under DIR with git daemon until the
+// script ends and sets $VAR to its git:// base URL: gitdaemon VAR DIR
+func cmdGitDaemon(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: gitdaemon VAR DIR")
+	}
+	out, err := exec.Command("git", "--exec-path").Output()
+	ts.Check(err)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	addr := l.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	l.Close()
+	base := ts.MkAbs(args[1])
+	cmd := exec.Command(filepath.Join(strings.TrimSpace(string(out)), "git-daemon"), "--export-all", "--reuseaddr",
+		"--base-path="+base, "--listen=127.0.0.1", "--port="+port, base)
+	cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "HOME="+base)
+	ts.Check(cmd.Start())
+	ts.Defer(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			ts.Fatalf("git daemon did not listen on %s: %v", addr, err)
+		}
+	}
+	ts.Setenv(args[0], "git://"+addr)
+}
+
+// cmdCutProxy puts a proxy in front of URL that cuts the Nth pack it
+// forwards, and every later one, mid-pack, and sets $VAR to the proxy's
+// URL: cutproxy VAR URL N
+func cmdCutProxy(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: cutproxy VAR URL N")
+	}
+	n, err := strconv.Atoi(args[2])
+	ts.Check(err)
+	p, err := gittest.NewCutProxy(args[1], n)
+	ts.Check(err)
+	ts.Defer(p.Close)
+	ts.Setenv(args[0], p.URL)
 }

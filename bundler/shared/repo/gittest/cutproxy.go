@@ -1,0 +1,106 @@
+package gittest
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// CutProxy is a TCP proxy in front of a git:// server that cuts a fetch in
+// the middle of its pack: from the nth pack it forwards (counting from 1)
+// on, it closes the connection a few bytes after the pack's "PACK"
+// signature, as a network failure would.
+type CutProxy struct {
+	URL   string // target's URL with the proxy's address
+	l     net.Listener
+	packs atomic.Int32
+	wg    sync.WaitGroup
+}
+
+// cutAfter is how many bytes of a pack, its signature included, pass
+// before the cut: past the header, inside the first object.
+const cutAfter = 40
+
+// NewCutProxy proxies target (git://HOST:PORT/PATH) and cuts the nth pack
+// and every one after it.
+func NewCutProxy(target string, nth int) (*CutProxy, error) {
+	hostPath := strings.TrimPrefix(target, "git://")
+	addr, path, _ := strings.Cut(hostPath, "/")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &CutProxy{URL: "git://" + l.Addr().String() + "/" + path, l: l}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			p.wg.Add(1)
+			go func() {
+				defer p.wg.Done()
+				p.serve(c, addr, int32(nth))
+			}()
+		}
+	}()
+	return p, nil
+}
+
+func (p *CutProxy) serve(c net.Conn, addr string, nth int32) {
+	defer c.Close()
+	s, err := net.Dial("tcp", addr)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite() }()
+	buf := make([]byte, 32<<10)
+	var tail []byte // the last bytes seen, for a signature split over reads
+	left := -1      // bytes still to pass before the cut; -1: not cutting
+	counted := false
+	for {
+		n, err := s.Read(buf)
+		chunk := buf[:n]
+		if !counted {
+			seen := append(tail, chunk...)
+			i := bytes.Index(seen, []byte("PACK"))
+			if i >= 0 {
+				counted = true
+			}
+			if i >= 0 && p.packs.Add(1) >= nth {
+				// Pass what precedes the signature and cutAfter bytes of the pack.
+				start := i - len(tail)
+				left = cutAfter + min(start, 0)
+				if start > 0 {
+					if _, werr := c.Write(chunk[:start]); werr != nil {
+						return
+					}
+					chunk = chunk[start:]
+				}
+			}
+			tail = append([]byte(nil), seen[max(0, len(seen)-3):]...)
+		}
+		if left >= 0 {
+			if len(chunk) >= left {
+				c.Write(chunk[:left])
+				return // the cut
+			}
+			left -= len(chunk)
+		}
+		if _, werr := c.Write(chunk); werr != nil || err != nil {
+			return
+		}
+	}
+}
+
+// Close stops the proxy and waits for its connections to end.
+func (p *CutProxy) Close() {
+	p.l.Close()
+	p.wg.Wait()
+}
