@@ -22,4 +22,12 @@
 // CLI: go-git's file transport would exec git-upload-pack/git-receive-pack,
 // and its in-process server neither checks the old value of a ref update
 // nor avoids delta search when serving a fetch.
+//
+// Credentials ([Credentials]) come from files: an SSH key with the server's
+// host key pinned in known_hosts (no trust on first use: an unknown or
+// changed key is a [*HostKeyError]), a password or token file for HTTP
+// basic auth, a CA file added to the system's roots (a certificate that
+// does not verify is a [*CertificateError]). Secret files readable by group
+// or others are refused ([*FileModeError]); secrets never appear in errors
+// or in a remote's String.
 package repo

@@ -6,11 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
@@ -32,16 +30,9 @@ type Options struct {
 	HTTPClient *http.Client
 }
 
-// DefaultHTTPClient is the shared client of remotes opened without one.
-var DefaultHTTPClient = &http.Client{Transport: &http.Transport{
-	Proxy:                 http.ProxyFromEnvironment,
-	DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-	ForceAttemptHTTP2:     true,
-	MaxIdleConnsPerHost:   4,
-	IdleConnTimeout:       5 * time.Minute,
-	TLSHandshakeTimeout:   10 * time.Second,
-	ResponseHeaderTimeout: 2 * time.Minute,
-}}
+// DefaultHTTPClient is the shared client of remotes opened without one
+// (the system's CAs).
+var DefaultHTTPClient = &http.Client{Transport: certErrors{baseTransport()}}
 
 // maxAdvertisement bounds the ref advertisement read over HTTP.
 const maxAdvertisement = 16 << 20

@@ -168,14 +168,14 @@ func TestRemotes(t *testing.T) {
 			case "http":
 				url = startHTTP(t, base, nil) + "/r.git"
 			}
-			testRemote(t, url, bare)
+			testRemote(t, url, bare, Options{})
 		})
 	}
 }
 
-func testRemote(t *testing.T, url, bare string) {
+func testRemote(t *testing.T, url, bare string, opts Options) {
 	ctx := context.Background()
-	r, err := Open(ctx, url, Options{})
+	r, err := Open(ctx, url, opts)
 	must(t, err)
 	refs, err := r.Refs(ctx)
 	must(t, err)
