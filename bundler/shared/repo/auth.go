@@ -165,7 +165,7 @@ func (c Credentials) Options(rawURL string) (Options, error) {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return o, fmt.Errorf("remote %s: %w", redact(rawURL), err)
+		return o, fmt.Errorf("remote %s: %w", redact(rawURL), URLParseError(err))
 	}
 	switch u.Scheme {
 	case "ssh":

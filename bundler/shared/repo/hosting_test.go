@@ -49,7 +49,7 @@ func TestSSHRefusals(t *testing.T) {
 		if err == nil {
 			t.Fatalf("refs with %+v succeeded", c)
 		}
-		if !strings.Contains(err.Error(), url) {
+		if !strings.Contains(err.Error(), redact(url)) {
 			t.Errorf("error does not name the remote %s: %v", url, err)
 		}
 		return err
@@ -97,7 +97,7 @@ func TestSSHRefusals(t *testing.T) {
 	t.Run("no key", func(t *testing.T) {
 		t.Setenv("SSH_AUTH_SOCK", "")
 		for _, c := range []Credentials{{KnownHosts: srv.KnownHosts}, {KnownHosts: srv.KnownHosts, SSHAgent: true}} {
-			if _, err := c.Options(url); err == nil || !strings.Contains(err.Error(), "no ssh key") || !strings.Contains(err.Error(), url) {
+			if _, err := c.Options(url); err == nil || !strings.Contains(err.Error(), "no ssh key") || !strings.Contains(err.Error(), redact(url)) {
 				t.Fatalf("got %v, want no ssh key refused for %s", err, url)
 			}
 		}
@@ -147,7 +147,7 @@ func TestHTTPSRefusals(t *testing.T) {
 		if err == nil {
 			t.Fatalf("refs of %s with %+v succeeded", url, c)
 		}
-		if !strings.Contains(err.Error(), url) {
+		if !strings.Contains(err.Error(), redact(url)) {
 			t.Errorf("error does not name the remote %s: %v", url, err)
 		}
 		if strings.Contains(err.Error(), srv.Password) {
