@@ -78,3 +78,25 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestRemoteCredentialsNotEchoed: a remote URL that fails to parse, or has
+// a scheme the agent does not speak, is named in the error without its
+// credentials (url.Parse's own message would echo them too).
+func TestRemoteCredentialsNotEchoed(t *testing.T) {
+	for _, remote := range []string{
+		"https://deploy:s3cret@git.example.com:99x/fleet.git",
+		"https://s3cret@git.example.com:99x/fleet.git",
+		"https://deploy:s3cret@git.example.com/%zz",
+		"ftp://deploy:s3cret@git.example.com/fleet.git",
+		"ftp://s3cret@git.example.com/fleet.git",
+	} {
+		conf := "remotes = [\"" + remote + "\"]\nroot = \"root-1.toml\"\nstate_dir = \"s\"\n[[node]]\nname = \"cn\"\nkey = \"cn.key\"\n"
+		_, err := Parse("/etc/pullship/agent.toml", []byte(conf))
+		if err == nil {
+			t.Fatalf("%s: accepted", remote)
+		}
+		if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "git.example.com") {
+			t.Errorf("%s: %v", remote, err)
+		}
+	}
+}
