@@ -6,11 +6,16 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/engine"
@@ -154,4 +159,70 @@ func TestRunMetricsAddrInUse(t *testing.T) {
 	if f.fake.Names() != nil {
 		t.Fatalf("run applied a release before failing: containers %v", f.fake.Names())
 	}
+}
+
+// TestRunStopDuringImageLoad: SIGTERM while run loads an image ends the
+// pass cleanly (image loaded, release applied, exit 0, no second pass)
+// well within the TimeoutStopSec of the systemd unit, whose comment says
+// so.
+func TestRunStopDuringImageLoad(t *testing.T) {
+	unit, err := os.ReadFile(filepath.Join("..", "..", "examples", "vernemq", "pullship-agent.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^TimeoutStopSec=(\d+)min$`).FindSubmatch(unit)
+	if m == nil || !bytes.Contains(unit, []byte("finishes the one under way")) {
+		t.Fatalf("the unit's TimeoutStopSec (in minutes) and its comment on SIGTERM are not what run does:\n%s", unit)
+	}
+	mins, _ := strconv.Atoi(string(m[1]))
+	timeout := time.Duration(mins) * time.Minute
+
+	f := newFixture(t)
+	cfg := f.config("stop", f.git, f.env.Root, `poll_interval = "1h"`)
+	started, sent := make(chan struct{}), make(chan struct{})
+	var loads atomic.Int32
+	f.fake.Fail = func(method, object string) error {
+		if method == "LoadImage" && loads.Add(1) == 1 {
+			close(started)
+			<-sent // the load goes on once the signal is in
+		}
+		return nil
+	}
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM)
+	defer signal.Stop(term)
+
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, out, errOut := f.run(context.Background(), "run", "--config", cfg)
+		done <- result{code, out, errOut}
+	}()
+	select {
+	case <-started:
+	case r := <-done:
+		t.Fatalf("run ended before loading the image: %d\n%s", r.code, r.stderr)
+	}
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	<-term
+	stopped := time.Now()
+	close(sent)
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(timeout):
+		t.Fatalf("run did not stop within the unit's TimeoutStopSec (%s)", timeout)
+	}
+	if r.code != ExitOK || !strings.Contains(r.stderr, "release applied") {
+		t.Fatalf("run after SIGTERM: exit %d\n%s", r.code, r.stderr)
+	}
+	if loads.Load() != 1 || len(f.fake.Names()) != 1 {
+		t.Fatalf("after the stop: %d loads, containers %v", loads.Load(), f.fake.Names())
+	}
+	t.Logf("stopped %s after SIGTERM (unit allows %s)", time.Since(stopped).Round(time.Millisecond), timeout)
 }
