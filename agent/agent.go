@@ -52,6 +52,7 @@ type Agent struct {
 	st      *state.Store
 	objects *repo.Store
 	pinned  *schema.Root
+	trust   *bundle.Trust // pinned and every root accepted since (state dir roots/)
 	log     *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
@@ -91,7 +92,12 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 		st.Close()
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, eng: o.Engine, st: st, objects: objects, pinned: pinned, log: o.Logger,
+	trust, err := bundle.OpenTrust(st.Path(TrustedRootsDir), pinned)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, eng: o.Engine, st: st, objects: objects, pinned: pinned, trust: trust, log: o.Logger,
 		metrics: o.Metrics, now: o.Clock, remotes: map[string]*repo.Remote{}}
 	if a.log == nil {
 		a.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -177,7 +183,7 @@ func (a *Agent) pollOne(ctx context.Context, url string, st *state.State) (*targ
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
-	v, err := bundle.Verify(b, a.pinned, a.now())
+	v, err := a.trust.Verify(b, a.now())
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
@@ -201,6 +207,11 @@ func (a *Agent) pollOne(ctx context.Context, url string, st *state.State) (*targ
 	return &target{remote: r, v: v}, nil
 }
 
+// TrustedRootsDir is the directory of the state dir that holds every root
+// accepted beyond the pinned one (root-N.toml, exact bytes): each poll's
+// chain walk starts from the newest of them.
+const TrustedRootsDir = "roots"
+
 // acceptedRef is where the object store remembers the newest accepted
 // release commit (the "have" of the next fetch).
 const acceptedRef = "refs/pullship/accepted"
@@ -221,13 +232,30 @@ func checkVersion(v *bundle.Verified, st *state.State) error {
 	case rel.Version == st.Version && v.ManifestSHA256 != st.ManifestSHA256:
 		return fmt.Errorf("release %d differs from the release %d accepted here (manifest sha256 %.12s, accepted %.12s): replay refused", rel.Version, st.Version, v.ManifestSHA256, st.ManifestSHA256)
 	}
-	return nil
+	return checkPrevious(v, st)
+}
+
+// checkPrevious refuses a release that claims to follow the release
+// accepted here but names another manifest as its previous one: a fork of
+// the release history, signed or not.
+func checkPrevious(v *bundle.Verified, st *state.State) error {
+	rel := v.Release
+	if st.ManifestSHA256 == "" || rel.Version != st.Version+1 || rel.Previous == st.ManifestSHA256 {
+		return nil
+	}
+	return fmt.Errorf("release %d names manifest %.12s as its previous one, but release %d accepted here is %.12s: history forked, refused",
+		rel.Version, rel.Previous, st.Version, st.ManifestSHA256)
 }
 
 // accept persists the release as the highest accepted, before anything is
 // applied, so a crash cannot reopen the door to an older one.
 func (a *Agent) accept(t *target, st *state.State) error {
 	v := t.v
+	// The roots first: a crash between the two leaves them trusted (they
+	// verified) with the floor unmoved, which the next pass repeats.
+	if err := a.trust.Accept(v); err != nil {
+		return err
+	}
 	if st.Version == v.Release.Version && st.ManifestSHA256 == v.ManifestSHA256 && st.RootVersion == v.Root.Version {
 		return nil
 	}

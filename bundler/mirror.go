@@ -377,8 +377,15 @@ func (r *Repository) verifyForMirror(ctx context.Context, head plumbing.Hash, pi
 	if err != nil {
 		return err
 	}
-	v, err := bundle.Verify(b, pinned, now)
+	trust, err := r.Trust(pinned)
 	if err != nil {
+		return err
+	}
+	v, err := trust.Verify(b, now)
+	if err != nil {
+		return err
+	}
+	if err := trust.Accept(v); err != nil {
 		return err
 	}
 	for _, img := range v.Release.Images {

@@ -105,7 +105,9 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		if prevRel, err = schema.ParseRelease(bundle.ManifestPath, prev.Manifest); err != nil {
 			return nil, fmt.Errorf("current release: %w", err)
 		}
-		roots = prev.Roots
+		if roots, err = bundle.ReadRoots(r.Cache, head.Releases); err != nil {
+			return nil, err
+		}
 	case !head.Root.IsZero():
 		if roots, err = bundle.ReadRoots(r.Cache, head.Root); err != nil {
 			return nil, err

@@ -98,8 +98,15 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	if err != nil {
 		return nil, fmt.Errorf("fleet status: %w", err)
 	}
-	v, err := bundle.Verify(b, pinned, now)
+	trust, err := r.Trust(pinned)
 	if err != nil {
+		return nil, fmt.Errorf("fleet status: %w", err)
+	}
+	v, err := trust.Verify(b, now)
+	if err != nil {
+		return nil, fmt.Errorf("fleet status: %w", err)
+	}
+	if err := trust.Accept(v); err != nil {
 		return nil, fmt.Errorf("fleet status: %w", err)
 	}
 	f := &Fleet{Version: v.Release.Version, Commit: v.Commit.String(), Now: now, Stale: opts.Stale}

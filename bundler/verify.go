@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/pullship/pullship/bundler/shared/bundle"
@@ -100,6 +101,10 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 			return fmt.Errorf("%w: the releases branch no longer contains commit %s, verified before (force-push?)", ErrHistoryRewritten, short(seen))
 		}
 	}
+	trust, err := r.Trust(o.Pinned)
+	if err != nil {
+		return err
+	}
 	var failed []error
 	var prevSum string
 	var prevVersion, prevRoot int64
@@ -120,8 +125,11 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 					at = rel.Created
 				}
 			}
-			v, err := bundle.Verify(b, o.Pinned, at)
+			v, err := trust.Verify(b, at)
 			if err != nil {
+				return err
+			}
+			if err := trust.Accept(v); err != nil {
 				return err
 			}
 			rel := v.Release
@@ -199,3 +207,14 @@ func (r *Repository) VerifyHistory(ctx context.Context, o VerifyOptions, report 
 }
 
 var errSkip = errors.New("not selected")
+
+// TrustDir is the directory of the cache that holds every root verify,
+// status and mirror accepted beyond the pinned one, as an agent's state
+// does: later runs start their chain walks from the newest and refuse a
+// repository whose roots differ from them.
+const TrustDir = "pullship-roots"
+
+// Trust is the roots this cache trusts, from pinned on.
+func (r *Repository) Trust(pinned *schema.Root) (*bundle.Trust, error) {
+	return bundle.OpenTrust(filepath.Join(r.Cache.Dir(), TrustDir), pinned)
+}

@@ -13,13 +13,13 @@ func TestDecodeStrictRefusesHostileShapes(t *testing.T) {
 		return "version = " + strings.Repeat(open, n) + "1" + strings.Repeat(close, n) + "\n"
 	}
 	cases := map[string]string{
-		"2,000,000 nested arrays":   deep("[", "]", 2_000_000),
-		"nested arrays, unclosed":   "a = " + strings.Repeat("[", 2_000_000),
-		"nested inline tables":      "a = " + strings.Repeat("{b = ", 500_000) + "1" + strings.Repeat("}", 500_000) + "\n",
-		"200,000-part dotted key":   "a." + strings.Repeat("b.", 200_000) + "c = 1\n",
-		"200,000-part table header": "[a." + strings.Repeat("b.", 200_000) + "c]\n",
+		"2,000,000 nested arrays":    deep("[", "]", 2_000_000),
+		"nested arrays, unclosed":    "a = " + strings.Repeat("[", 2_000_000),
+		"nested inline tables":       "a = " + strings.Repeat("{b = ", 500_000) + "1" + strings.Repeat("}", 500_000) + "\n",
+		"200,000-part dotted key":    "a." + strings.Repeat("b.", 200_000) + "c = 1\n",
+		"200,000-part table header":  "[a." + strings.Repeat("b.", 200_000) + "c]\n",
 		"dotted key in inline table": "a = {" + strings.Repeat("b.", 200_000) + "c = 1}\n",
-		"33 nested arrays":          deep("[", "]", MaxTOMLNesting+1),
+		"33 nested arrays":           deep("[", "]", MaxTOMLNesting+1),
 	}
 	parsers := map[string]func([]byte) error{
 		"root":   func(d []byte) error { _, err := ParseRoot("root-2.toml", d); return err },

@@ -184,6 +184,16 @@ type SignedFile struct {
 // threshold with its own keys. Expiry is not checked. It returns the parsed
 // next root.
 func VerifyRootUpdate(prev *Root, next SignedFile) (*Root, error) {
+	// The signatures by prev's keys are checked over the raw bytes before
+	// the new root is parsed: nothing of an unverified root reaches the
+	// TOML parser.
+	sigs, err := ParseSignatures(SigFileName(next.Name), next.Sig)
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", next.Name, err)
+	}
+	if _, err := VerifyThreshold(prev, next.Data, sigs); err != nil {
+		return nil, fmt.Errorf("verify %s: signatures by root %d's keys: %w", next.Name, prev.Version, err)
+	}
 	r, err := ParseRoot(next.Name, next.Data)
 	if err != nil {
 		return nil, fmt.Errorf("verify root: %w", err)
@@ -191,13 +201,6 @@ func VerifyRootUpdate(prev *Root, next SignedFile) (*Root, error) {
 	if r.Version != prev.Version+1 {
 		return nil, fmt.Errorf("verify %s: version %d cannot follow root %d (want version %d; versions must be consecutive)",
 			next.Name, r.Version, prev.Version, prev.Version+1)
-	}
-	sigs, err := ParseSignatures(SigFileName(next.Name), next.Sig)
-	if err != nil {
-		return nil, fmt.Errorf("verify %s: %w", next.Name, err)
-	}
-	if _, err := VerifyThreshold(prev, next.Data, sigs); err != nil {
-		return nil, fmt.Errorf("verify %s: signatures by root %d's keys: %w", next.Name, prev.Version, err)
 	}
 	if _, err := VerifyThreshold(r, next.Data, sigs); err != nil {
 		return nil, fmt.Errorf("verify %s: signatures by its own keys: %w", next.Name, err)

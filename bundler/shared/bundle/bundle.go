@@ -5,12 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
@@ -37,29 +39,37 @@ func ImageTag(digest string) string {
 // manifests and config files only (images live in their own tags).
 const MaxHistoryPack = 256 << 20
 
-// Bundle is the signed part of one release commit, read but not yet trusted.
+// Bundle is the signed part of one release commit, read but not yet
+// trusted: release.toml and its signatures, and the listing of root/ (the
+// roots themselves are read by [Trust.Verify], each only after the root
+// before it verified it).
 type Bundle struct {
 	Commit   plumbing.Hash
 	Manifest []byte // release.toml, exact bytes
 	Sig      []byte // release.toml.sig
-	Roots    []schema.SignedFile
+
+	st       *repo.Store
+	rootEnts map[int64]rootEnt
 }
 
-// Read reads release.toml, its signatures and the root chain from
-// commit in st, each bounded in size.
+// rootEnt is root/root-N.toml's blob and its .sig's (zero: no .sig).
+type rootEnt struct{ data, sig plumbing.Hash }
+
+// Read reads release.toml and its signatures from commit in st, each
+// bounded in size, and lists root/ (checking its names, reading nothing).
 func Read(st *repo.Store, commit plumbing.Hash) (*Bundle, error) {
-	b := &Bundle{Commit: commit}
+	b := &Bundle{Commit: commit, st: st}
 	var err error
 	if b.Manifest, err = st.ReadFile(commit, ManifestPath, schema.MaxFileSize); err != nil {
 		return nil, fmt.Errorf("release commit %s: %w", short(commit), err)
 	}
-	if b.Sig, err = st.ReadFile(commit, schema.SigFileName(ManifestPath), schema.MaxFileSize); err != nil {
+	if b.Sig, err = st.ReadFile(commit, schema.SigFileName(ManifestPath), schema.MaxSignatureFileLen); err != nil {
 		if errors.Is(err, repo.ErrNotFound) {
 			return nil, schema.Refused(fmt.Errorf("release commit %s: unsigned: no %s", short(commit), schema.SigFileName(ManifestPath)))
 		}
 		return nil, fmt.Errorf("release commit %s: %w", short(commit), err)
 	}
-	if b.Roots, err = ReadRoots(st, commit); err != nil {
+	if b.rootEnts, err = listRoots(st, commit); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -68,9 +78,9 @@ func Read(st *repo.Store, commit plumbing.Hash) (*Bundle, error) {
 // MaxRoots bounds the root chain a commit may carry.
 const MaxRoots = 1000
 
-// ReadRoots returns the root-N.toml files (with their .sig) under root/ in
-// commit, ordered by N. Any other entry there is an error.
-func ReadRoots(st *repo.Store, commit plumbing.Hash) ([]schema.SignedFile, error) {
+// listRoots checks the names under root/ in commit and returns the blob ids
+// of each root-N.toml and its .sig. Any other entry there is an error.
+func listRoots(st *repo.Store, commit plumbing.Hash) (map[int64]rootEnt, error) {
 	ents, err := st.ListTree(commit, RootDir)
 	if err != nil {
 		return nil, fmt.Errorf("release commit %s: %w", short(commit), err)
@@ -78,42 +88,84 @@ func ReadRoots(st *repo.Store, commit plumbing.Hash) ([]schema.SignedFile, error
 	if len(ents) > 2*MaxRoots {
 		return nil, fmt.Errorf("release commit %s: %d entries under root/ (at most %d roots)", short(commit), len(ents), MaxRoots)
 	}
-	byN := map[int64]string{}
-	names := map[string]bool{}
-	for _, e := range ents {
-		names[e.Name] = true
-	}
+	out := make(map[int64]rootEnt, len(ents)/2)
+	sigs := map[int64]plumbing.Hash{}
 	for _, e := range ents {
 		base, isSig := strings.CutSuffix(e.Name, ".sig")
 		n, ok := RootNumber(base)
-		if !ok {
-			return nil, fmt.Errorf("release commit %s: unexpected file root/%s", short(commit), e.Name)
+		if !ok || e.Mode != filemode.Regular {
+			return nil, fmt.Errorf("release commit %s: unexpected entry root/%s", short(commit), e.Name)
 		}
 		if isSig {
-			if !names[base] {
-				return nil, fmt.Errorf("release commit %s: root/%s without root/%s", short(commit), e.Name, base)
-			}
+			sigs[n] = e.ID
 			continue
 		}
-		byN[n] = e.Name
+		out[n] = rootEnt{data: e.ID}
 	}
-	ns := make([]int64, 0, len(byN))
-	for n := range byN {
+	for n, id := range sigs {
+		e, ok := out[n]
+		if !ok {
+			return nil, fmt.Errorf("release commit %s: root/%s without root/%s", short(commit), schema.SigFileName(schema.RootFileName(n)), schema.RootFileName(n))
+		}
+		e.sig = id
+		out[n] = e
+	}
+	return out, nil
+}
+
+// readRoot reads root n and its .sig, each bounded by its kind's cap.
+func (b *Bundle) readRoot(n int64, e rootEnt) (schema.SignedFile, error) {
+	name := schema.RootFileName(n)
+	f := schema.SignedFile{Name: name}
+	var err error
+	if f.Data, err = readBlob(b.st, e.data, schema.MaxRootFileLen); err != nil {
+		return f, fmt.Errorf("release commit %s: root/%s: %w", short(b.Commit), name, err)
+	}
+	if !e.sig.IsZero() {
+		if f.Sig, err = readBlob(b.st, e.sig, schema.MaxSignatureFileLen); err != nil {
+			return f, fmt.Errorf("release commit %s: root/%s: %w", short(b.Commit), schema.SigFileName(name), err)
+		}
+	}
+	return f, nil
+}
+
+func readBlob(st *repo.Store, id plumbing.Hash, max int64) ([]byte, error) {
+	size, err := st.BlobSize(id)
+	if err != nil {
+		return nil, err
+	}
+	if size > max {
+		return nil, fmt.Errorf("%d bytes exceeds the limit of %d", size, max)
+	}
+	rc, err := st.OpenBlob(id, size)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// ReadRoots returns every root-N.toml (with its .sig) under root/ in
+// commit, ordered by N, each bounded in size: the release side's view of
+// the chain it extends. Readers that trust nothing yet use [Trust.Verify].
+func ReadRoots(st *repo.Store, commit plumbing.Hash) ([]schema.SignedFile, error) {
+	ents, err := listRoots(st, commit)
+	if err != nil {
+		return nil, err
+	}
+	ns := make([]int64, 0, len(ents))
+	for n := range ents {
 		ns = append(ns, n)
 	}
 	sort.Slice(ns, func(i, j int) bool { return ns[i] < ns[j] })
+	b := &Bundle{Commit: commit, st: st}
 	out := make([]schema.SignedFile, 0, len(ns))
 	for _, n := range ns {
-		name := byN[n]
-		data, err := st.ReadFile(commit, RootDir+"/"+name, schema.MaxFileSize)
+		f, err := b.readRoot(n, ents[n])
 		if err != nil {
-			return nil, fmt.Errorf("release commit %s: %w", short(commit), err)
+			return nil, err
 		}
-		sig, err := st.ReadFile(commit, RootDir+"/"+schema.SigFileName(name), schema.MaxFileSize)
-		if err != nil && !errors.Is(err, repo.ErrNotFound) {
-			return nil, fmt.Errorf("release commit %s: %w", short(commit), err)
-		}
-		out = append(out, schema.SignedFile{Name: name, Data: data, Sig: sig})
+		out = append(out, f)
 	}
 	return out, nil
 }
@@ -144,6 +196,9 @@ type Verified struct {
 	Release        *schema.Release
 	Root           *schema.Root
 	Signatures     *schema.ThresholdResult
+	// NewRoots are the roots verified beyond the reader's newest trusted
+	// root, oldest first: what [Trust.Accept] persists.
+	NewRoots []schema.SignedFile
 }
 
 // MaxClockSkew is how far in the future a release's created time may lie.
@@ -156,28 +211,31 @@ var (
 	ErrReleaseExpired = schema.Refused(errors.New("release expired"))
 )
 
-// Verify checks bundle b against the pinned root at time now: the root
-// chain in the commit (each root-(N+1) signed by root-N's and its own
-// threshold; roots at or below pinned's version are ignored), the newest
-// root's threshold over release.toml, the manifest's own validity, its
-// root_version, and its expiry. It does not check version order; that is
-// the caller's (the agent against its persisted state, verify against the
-// history). Every error it returns is a refusal (schema.ErrRefused).
+// Verify is [Trust.Verify] for a reader that trusts only pinned.
 func Verify(b *Bundle, pinned *schema.Root, now time.Time) (*Verified, error) {
-	v, err := verify(b, pinned, now)
+	return NewTrust(pinned).Verify(b, now)
+}
+
+// Verify checks bundle b against t at time now: the root chain in the
+// commit (roots t trusts must be the very roots it trusts; each later
+// root-(N+1) signed by root-N's and its own threshold, read only once root
+// N is verified), the newest root's threshold over release.toml (checked
+// before it is parsed), the manifest's own validity, its root_version, and
+// its expiry. It does not check version order; that is the caller's (the
+// agent against its persisted state, verify against the history). The
+// roots beyond t's newest are in the result's NewRoots, for [Trust.Accept].
+// Every error it returns is a refusal (schema.ErrRefused).
+func (t *Trust) Verify(b *Bundle, now time.Time) (*Verified, error) {
+	v, err := t.verify(b, now)
 	return v, schema.Refused(err)
 }
 
-func verify(b *Bundle, pinned *schema.Root, now time.Time) (*Verified, error) {
-	var next []schema.SignedFile
-	for _, f := range b.Roots {
-		n, _ := RootNumber(f.Name)
-		if n > pinned.Version {
-			next = append(next, f)
-		}
-	}
-	root, err := schema.VerifyRootChain(pinned, next, now)
+func (t *Trust) verify(b *Bundle, now time.Time) (*Verified, error) {
+	root, fresh, err := t.rootChain(b)
 	if err != nil {
+		return nil, fmt.Errorf("release commit %s: %w", short(b.Commit), err)
+	}
+	if err := root.CheckExpiry(now); err != nil {
 		return nil, fmt.Errorf("release commit %s: %w", short(b.Commit), err)
 	}
 	res, err := schema.VerifySigned(root, ManifestPath, b.Manifest, b.Sig, now)
@@ -199,7 +257,7 @@ func verify(b *Bundle, pinned *schema.Root, now time.Time) (*Verified, error) {
 	}
 	sum := sha256.Sum256(b.Manifest)
 	return &Verified{Commit: b.Commit, Manifest: b.Manifest, ManifestSHA256: hex.EncodeToString(sum[:]),
-		Release: rel, Root: root, Signatures: res}, nil
+		Release: rel, Root: root, Signatures: res, NewRoots: fresh}, nil
 }
 
 // ReadImageIndex reads images/<name>.toml from commit, checking it against

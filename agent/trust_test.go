@@ -1,0 +1,71 @@
+package agent_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/pullship/pullship/agent"
+	"github.com/pullship/pullship/bundler/bundlertest"
+	"github.com/pullship/pullship/bundler/shared/bundle"
+	"github.com/pullship/pullship/schema"
+)
+
+// A host that follows root 2 persists it, and every later chain walk
+// starts from it: whoever still holds the keys of the retired root 1
+// cannot write a root-2 of their own (nor a root-3 on top of it, which
+// would also reset the version floor). The same holds for a release that
+// names a previous manifest other than the one the host accepted.
+func TestRetiredRootCannotForkTrustChain(t *testing.T) {
+	h := newHost(t)
+	ping := `["/pingsrv", "ping"]`
+	h.release(h.image("a"), "version = 1\nnode = {{.Node}}\n", ping)
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("release 1: %v %v", out, err)
+	}
+	k1 := h.env.Key
+	k2 := bundlertest.NewKey(t, h.env.Dir, "release2")
+	mallory := bundlertest.NewKey(t, h.env.Dir, "mallory")
+	year := time.Now().Add(365 * 24 * time.Hour)
+
+	// The genuine rotation: root 2 holds k2 alone; k1 is retired.
+	r2 := rootFile(t, 2, 1, year, k2)
+	h.forge(forgery{signers: []*bundlertest.Key{k2}, edit: func(r *schema.Release) { r.RootVersion = 2 },
+		files: withRoot(nil, 2, r2, signFile(t, r2, k1, k2))})
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("rotation to root 2: %v %v", out, err)
+	}
+	kept, err := os.ReadFile(filepath.Join(h.cfg.StateDir, agent.TrustedRootsDir, "root-2.toml"))
+	if err != nil || string(kept) != string(r2) {
+		t.Fatalf("root 2 not persisted as accepted: %v", err)
+	}
+	good := h.head()
+
+	forked2 := rootFile(t, 2, 1, year, mallory)
+	forked2Sig := signFile(t, forked2, k1, mallory)
+	h.run(t, good, []attack{
+		{name: "retired key forks root 2", want: "trust chain forked", is: schema.ErrRefused,
+			mount: func(t *testing.T) {
+				h.forge(forgery{signers: []*bundlertest.Key{mallory}, edit: func(r *schema.Release) { r.RootVersion = 2 },
+					files: withRoot(nil, 2, forked2, forked2Sig)})
+			}},
+		{name: "retired key forks root 2 and adds root 3 to reset the floor", want: "trust chain forked", is: bundle.ErrRootFork,
+			mount: func(t *testing.T) {
+				r3 := rootFile(t, 3, 1, year, mallory)
+				files := withRoot(nil, 2, forked2, forked2Sig)
+				h.forge(forgery{signers: []*bundlertest.Key{mallory}, edit: func(r *schema.Release) { r.RootVersion = 3; r.Version = 1; r.Previous = "" },
+					files: withRoot(files, 3, r3, signFile(t, r3, mallory))})
+			}},
+		{name: "root 3 signed by the retired root's keys only", want: "signatures by root 2's keys",
+			mount: func(t *testing.T) {
+				r3 := rootFile(t, 3, 1, year, mallory)
+				h.forge(forgery{signers: []*bundlertest.Key{mallory}, edit: func(r *schema.Release) { r.RootVersion = 3 },
+					files: withRoot(nil, 3, r3, signFile(t, r3, k1, mallory))})
+			}},
+		{name: "next release names another previous manifest", want: "history forked",
+			mount: func(t *testing.T) {
+				h.forge(forgery{signers: []*bundlertest.Key{k2}, edit: func(r *schema.Release) { r.Previous = r.Images[0].IndexSHA256 }})
+			}},
+	})
+}
