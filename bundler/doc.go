@@ -15,6 +15,8 @@
 // bundler/{cli,image,render} are the release side: only the pullship
 // binary links them. bundler/shared/ holds what both sides read: the git
 // layer (bundler/shared/repo), reading and verifying releases and status
-// reports (bundler/shared/bundle) and rebuilding images from their chunks
-// (bundler/shared/chunks). The file formats are schema.
+// reports (bundler/shared/bundle), rebuilding images from their chunks
+// (bundler/shared/chunks) and the scaffolding both command lines share,
+// their exit-code table among it (bundler/shared/cliutil). The file formats
+// are schema.
 package bundler
