@@ -83,6 +83,13 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pinned root: %w", err)
 	}
+	// Credentials are read now: a bad key or a missing known_hosts is a
+	// configuration error, said at start rather than at every poll.
+	for _, rc := range cfg.RemoteTable {
+		if _, err := rc.Credentials().Options(rc.URL); err != nil {
+			return nil, err
+		}
+	}
 	st, err := state.Open(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -271,7 +278,12 @@ func (a *Agent) remote(ctx context.Context, url string) (*repo.Remote, error) {
 	if r, ok := a.remotes[url]; ok {
 		return r, nil
 	}
-	r, err := repo.Open(ctx, url, repo.Options{})
+	rc, _ := a.cfg.Remote(url)
+	opts, err := rc.Credentials().Options(url)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, url, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -23,7 +23,12 @@ type Config struct {
 	// its status reports.
 	Nodes []Node `toml:"node"`
 	// Remotes are tried in order on every poll: git URLs or directories.
+	// In agent.toml either this list or [[remote]] tables (RemoteTable);
+	// after Load it lists the URLs of every remote, in order, either way.
 	Remotes []string `toml:"remotes"`
+	// RemoteTable are the remotes with credentials ([[remote]]); after
+	// Load it holds every remote, in order, those of Remotes too.
+	RemoteTable []Remote `toml:"remote"`
 	// Root is the pinned trust root file (root-N.toml, with root-N.toml.sig
 	// beside it when N > 1 is pinned after a rotation).
 	Root string `toml:"root"`
@@ -49,6 +54,40 @@ type Config struct {
 	// dir is the directory agent.toml was read from; relative paths in it
 	// are resolved against dir.
 	dir string
+}
+
+// Remote is one [[remote]] table: a URL and the files that authenticate
+// to it and pin its server. Paths are resolved against agent.toml.
+type Remote struct {
+	URL string `toml:"url"`
+	// SSHKey is the private key (no passphrase, mode 0600) of ssh:// URLs.
+	SSHKey string `toml:"ssh_key"`
+	// KnownHosts pins the SSH server's host key (default ~/.ssh/known_hosts).
+	KnownHosts string `toml:"known_hosts"`
+	// Username and PasswordFile (first line: password or token, mode 0600)
+	// are HTTP basic auth.
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	// CAFile holds PEM CAs trusted for this https:// remote, besides the
+	// system's.
+	CAFile string `toml:"ca_file"`
+}
+
+// Credentials are r's credentials as the git layer takes them. An agent
+// has no SSH agent: an ssh:// remote needs ssh_key.
+func (r Remote) Credentials() repo.Credentials {
+	return repo.Credentials{SSHKey: r.SSHKey, KnownHosts: r.KnownHosts, Username: r.Username,
+		PasswordFile: r.PasswordFile, CAFile: r.CAFile}
+}
+
+// Remote returns the remote with the given URL (as listed in Remotes).
+func (c *Config) Remote(url string) (Remote, bool) {
+	for _, r := range c.RemoteTable {
+		if r.URL == url {
+			return r, true
+		}
+	}
+	return Remote{}, false
 }
 
 // Node is one fleet node run by this host.
@@ -133,23 +172,8 @@ func (c *Config) validate() error {
 			n.AgeIdentity = c.abs(n.AgeIdentity)
 		}
 	}
-	if len(c.Remotes) == 0 {
-		return fmt.Errorf("no remotes: list at least one git URL or directory")
-	}
-	for i, r := range c.Remotes {
-		if isURL(r) {
-			u, err := url.Parse(r)
-			if err != nil {
-				return fmt.Errorf("remote %q: %w", repo.RedactURL(r), repo.URLParseError(err))
-			}
-			switch u.Scheme {
-			case "http", "https", "git", "ssh", "file":
-			default:
-				return fmt.Errorf("remote %q: scheme %q is not one of http, https, git, ssh, file", repo.RedactURL(r), u.Scheme)
-			}
-			continue
-		}
-		c.Remotes[i] = c.abs(r)
+	if err := c.validateRemotes(); err != nil {
+		return err
 	}
 	if c.Root == "" {
 		return fmt.Errorf("no root: pin the trust root file (root-N.toml)")
@@ -191,6 +215,61 @@ func (c *Config) validate() error {
 	}
 	if c.Weave == "" {
 		c.Weave = "weave"
+	}
+	return nil
+}
+
+func (c *Config) validateRemotes() error {
+	switch {
+	case len(c.Remotes) > 0 && len(c.RemoteTable) > 0:
+		return fmt.Errorf("both remotes = [...] and [[remote]] tables: use one form (a [[remote]] table per URL when any needs credentials)")
+	case len(c.Remotes) == 0 && len(c.RemoteTable) == 0:
+		return fmt.Errorf("no remotes: list at least one git URL or directory")
+	case len(c.Remotes) > 0:
+		for _, u := range c.Remotes {
+			c.RemoteTable = append(c.RemoteTable, Remote{URL: u})
+		}
+	}
+	c.Remotes = nil
+	seen := map[string]bool{}
+	for i := range c.RemoteTable {
+		r := &c.RemoteTable[i]
+		shown := repo.RedactURL(r.URL)
+		if r.URL == "" {
+			return fmt.Errorf("[[remote]] %d: no url", i+1)
+		}
+		if isURL(r.URL) {
+			u, err := url.Parse(r.URL)
+			if err != nil {
+				return fmt.Errorf("remote %q: %w", shown, repo.URLParseError(err))
+			}
+			switch u.Scheme {
+			case "http", "https", "git", "ssh", "file":
+			default:
+				return fmt.Errorf("remote %q: scheme %q is not one of http, https, git, ssh, file", shown, u.Scheme)
+			}
+			if _, ok := u.User.Password(); ok && r.PasswordFile != "" {
+				return fmt.Errorf("remote %q: a password in the URL and a password_file: keep it in the file only", shown)
+			}
+		} else {
+			r.URL = c.abs(r.URL)
+		}
+		if seen[r.URL] {
+			return fmt.Errorf("remote %q listed twice", shown)
+		}
+		seen[r.URL] = true
+		for _, p := range []*string{&r.SSHKey, &r.KnownHosts, &r.PasswordFile, &r.CAFile} {
+			if *p != "" {
+				*p = c.abs(*p)
+			}
+		}
+		if r.Username != "" && r.PasswordFile == "" {
+			return fmt.Errorf("remote %q: username without password_file", shown)
+		}
+		if err := r.Credentials().Check(); err != nil {
+			return fmt.Errorf("remote %q: %w", shown, err)
+		}
+		c.Remotes = append(c.Remotes, r.URL)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -97,6 +99,69 @@ func TestRemoteCredentialsNotEchoed(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "git.example.com") {
 			t.Errorf("%s: %v", remote, err)
+		}
+	}
+}
+
+func TestRemoteTables(t *testing.T) {
+	dir := t.TempDir()
+	for name, mode := range map[string]os.FileMode{"deploy_key": 0o600, "token": 0o600, "loose": 0o644} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	top := "root = \"root-1.toml\"\nstate_dir = \"state\"\n"
+	rest := "[[node]]\nname = \"cn\"\nkey = \"cn.key\"\n"
+	good := top + `
+[[remote]]
+url = "ssh://git@git.example.com/ops/r.git"
+ssh_key = "deploy_key"
+known_hosts = "known_hosts"
+
+[[remote]]
+url = "https://git.example.com/ops/r.git"
+username = "pullship"
+password_file = "token"
+ca_file = "/etc/pullship/ca.pem"
+
+[[remote]]
+url = "mirror"
+` + rest
+	c, err := Parse(filepath.Join(dir, "agent.toml"), []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ssh://git@git.example.com/ops/r.git", "https://git.example.com/ops/r.git", filepath.Join(dir, "mirror")}
+	if strings.Join(c.Remotes, " ") != strings.Join(want, " ") {
+		t.Fatalf("Remotes = %v, want %v", c.Remotes, want)
+	}
+	ssh, _ := c.Remote(want[0])
+	https, _ := c.Remote(want[1])
+	if ssh.SSHKey != filepath.Join(dir, "deploy_key") || ssh.KnownHosts != filepath.Join(dir, "known_hosts") ||
+		https.PasswordFile != filepath.Join(dir, "token") || https.CAFile != "/etc/pullship/ca.pem" || https.Username != "pullship" {
+		t.Fatalf("paths not resolved against agent.toml: %+v %+v", ssh, https)
+	}
+	// The string list still works, as remotes with no credentials.
+	c, err = Parse(filepath.Join(dir, "agent.toml"), []byte(top+"remotes = [\"git://h/r.git\"]\n"+rest))
+	if err != nil || len(c.RemoteTable) != 1 || c.RemoteTable[0].URL != "git://h/r.git" || c.Remotes[0] != "git://h/r.git" {
+		t.Fatalf("string list: %+v, %v", c, err)
+	}
+
+	for _, tc := range []struct{ src, want string }{
+		{"remotes = [\"/r\"]\n[[remote]]\nurl = \"/s\"\n", "use one form"},
+		{"[[remote]]\nurl = \"https://h/r.git\"\npassword_file = \"loose\"\n", "password file " + filepath.Join(dir, "loose") + " has mode 0644"},
+		{"[[remote]]\nurl = \"ssh://h/r.git\"\nssh_key = \"loose\"\n", "ssh key " + filepath.Join(dir, "loose") + " has mode 0644"},
+		{"[[remote]]\nurl = \"https://h/r.git\"\npassword_file = \"absent\"\n", "no such file"},
+		{"[[remote]]\nurl = \"https://u:hunter2@h/r.git\"\npassword_file = \"token\"\n", "keep it in the file only"},
+		{"[[remote]]\nurl = \"/r\"\n[[remote]]\nurl = \"/r\"\n", "listed twice"},
+		{"[[remote]]\nssh_key = \"deploy_key\"\n", "no url"},
+	} {
+		_, err := Parse(filepath.Join(dir, "agent.toml"), []byte(top+tc.src+rest))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error carries the URL's password: %v", err)
 		}
 	}
 }

@@ -1,0 +1,137 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/pullship/pullship/agent"
+	"github.com/pullship/pullship/agent/config"
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/shared/bundle"
+	"github.com/pullship/pullship/bundler/shared/repo"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
+)
+
+// TestPrivateHosting runs a fleet through private repositories on a real
+// sshd (deploy key, pinned host key) and a real nginx (TLS from a test CA,
+// basic auth with a token file): mirror to each, the agent converges from
+// each with [[remote]] credentials and pushes its status there with them,
+// pullship status reads it back. The secrets (the token, the deploy key)
+// appear in no output: JSON log, metrics, status.toml, state directory.
+func TestPrivateHosting(t *testing.T) {
+	h := newHost(t)
+	base := filepath.Join(h.env.Dir, "hosting")
+	sshBare := gittest.InitBare(t, base, "ssh.git")
+	httpsBare := gittest.InitBare(t, base, "https.git")
+	sshd := gittest.SSHD(t, base)
+	nginx := gittest.NginxHTTPS(t, base)
+	sshURL, httpsURL := sshd.RepoURL("ssh.git"), nginx.RepoURL("https.git")
+	sshCreds := repo.Credentials{SSHKey: sshd.ClientKey, KnownHosts: sshd.KnownHosts}
+	httpsCreds := repo.Credentials{Username: nginx.Username, PasswordFile: nginx.PasswordFile, CAFile: nginx.CAFile}
+	key, err := os.ReadFile(sshd.ClientKey)
+	must(t, err)
+	secrets := map[string]string{"token": nginx.Password, "deploy key": keyBody(string(key))}
+
+	h.release(h.image("a"), "version = 1\n", ping)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		url, bare string
+		creds     repo.Credentials
+		table     string
+	}{
+		{sshURL, sshBare, sshCreds, fmt.Sprintf("ssh_key = %q\nknown_hosts = %q\n", sshd.ClientKey, sshd.KnownHosts)},
+		{httpsURL, httpsBare, httpsCreds, fmt.Sprintf("username = %q\npassword_file = %q\nca_file = %q\n", nginx.Username, nginx.PasswordFile, nginx.CAFile)},
+	} {
+		t.Run(strings.SplitN(tc.url, ":", 2)[0], func(t *testing.T) {
+			opts, err := tc.creds.Options(tc.url)
+			must(t, err)
+			src, err := bundler.Open(ctx, h.env.Repo, filepath.Join(t.TempDir(), "cache"), repo.Options{})
+			must(t, err)
+			dst, err := bundler.OpenMirrorTarget(ctx, tc.url, opts)
+			must(t, err)
+			if _, err := src.Mirror(ctx, dst, bundler.MirrorOptions{}); err != nil {
+				t.Fatalf("mirror to %s: %v", tc.url, err)
+			}
+
+			state := filepath.Join(t.TempDir(), "state")
+			p := filepath.Join(h.env.Dir, "agent.toml")
+			must(t, os.WriteFile(p, []byte(fmt.Sprintf("root = %q\nstate_dir = %q\nallowed_dirs = [%q]\nlog_format = \"json\"\n\n[[remote]]\nurl = %q\n%s\n[[node]]\nname = %q\nkey = \"node.key\"\n",
+				h.env.Root, state, h.etc, tc.url, tc.table, h.node)), 0o644))
+			cfg, err := config.Load(p)
+			must(t, err)
+			var logs bytes.Buffer
+			reg := prometheus.NewRegistry()
+			a, err := agent.New(cfg, agent.Options{Engine: h.eng, Metrics: agent.NewMetrics(reg),
+				Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			must(t, err)
+			out, err := a.Once(ctx)
+			a.Close()
+			if err != nil || out != agent.Converged {
+				t.Fatalf("agent over %s: %v %v\n%s", tc.url, out, err, logs.String())
+			}
+			if h.conf() != "version = 1\n" {
+				t.Fatalf("conf %q", h.conf())
+			}
+			status := bundle.StatusPrefix + h.node
+			if refOf(t, tc.bare, status) == "" {
+				t.Fatalf("no status pushed to %s\n%s", tc.url, logs.String())
+			}
+			r, err := bundler.Open(ctx, tc.url, filepath.Join(t.TempDir(), "status-cache"), opts)
+			must(t, err)
+			f, err := r.FleetStatus(ctx, h.env.Pinned, time.Now(), bundler.FleetOptions{})
+			must(t, err)
+			if len(f.Nodes) != 1 || f.Nodes[0].State != bundle.ReportOK || f.Nodes[0].Status.AppliedVersion != 1 {
+				t.Fatalf("pullship status over %s: %+v", tc.url, f.Nodes)
+			}
+
+			// Every output channel, grepped for every secret.
+			var metrics bytes.Buffer
+			mfs, err := reg.Gather()
+			must(t, err)
+			for _, mf := range mfs {
+				expfmt.MetricFamilyToText(&metrics, mf)
+			}
+			channels := map[string]string{
+				"log":         logs.String(),
+				"metrics":     metrics.String(),
+				"status.toml": gitOut(t, tc.bare, "show", status+":status.toml"),
+			}
+			filepath.Walk(state, func(path string, fi os.FileInfo, err error) error {
+				if err == nil && fi.Mode().IsRegular() {
+					b, _ := os.ReadFile(path)
+					channels[path] = string(b)
+				}
+				return nil
+			})
+			for ch, text := range channels {
+				for what, secret := range secrets {
+					if strings.Contains(text, secret) {
+						t.Errorf("%s carries the %s", ch, what)
+					}
+				}
+			}
+		})
+	}
+}
+
+// keyBody is the longest line of a PEM private key: what a leak of it
+// would contain.
+func keyBody(pem string) string {
+	long := ""
+	for _, l := range strings.Split(pem, "\n") {
+		if len(l) > len(long) && !strings.HasPrefix(l, "-----") {
+			long = l
+		}
+	}
+	return long
+}
