@@ -1,12 +1,20 @@
 package agent_test
 
 import (
+	"context"
+	"fmt"
 	"os"
+	"strings"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature"
+
 	"github.com/pullship/pullship/agent"
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/image"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/shared/bundle"
 	"github.com/pullship/pullship/schema"
@@ -68,4 +76,71 @@ func TestRetiredRootCannotForkTrustChain(t *testing.T) {
 				h.forge(forgery{signers: []*bundlertest.Key{k2}, edit: func(r *schema.Release) { r.Previous = r.Images[0].IndexSHA256 }})
 			}},
 	})
+}
+
+// The documented recovery from a runaway version, end to end: a new root
+// published with a release numbered 1 again (release --reset-version); the
+// host applies it under the new root, later releases count on from it, and
+// verify --all accepts the whole history, the reset included.
+func TestResetVersionRecovery(t *testing.T) {
+	h := newHost(t)
+	ctx := context.Background()
+	ping := `["/pingsrv", "ping"]`
+	h.release(h.image("a"), "version = 1\n", ping)
+	h.release(h.image("a"), "version = 2\n", ping)
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("release 2: %v %v", out, err)
+	}
+	k2 := bundlertest.NewKey(t, h.env.Dir, "release2")
+	root2 := bundlertest.WriteRoot(t, h.env.Dir, 2, 1, []*bundlertest.Key{k2}, h.env.Key, k2)
+	h.fleet = bundlertest.WriteFleet(t, filepath.Join(h.env.Dir, "fleet"), bundlertest.Fleet{
+		Image: "pullship-test/ping:1", Template: "version = reset\n", Target: filepath.Join(h.etc, "app", "app.conf"),
+		Nodes:     []bundlertest.Node{{Name: h.node, Region: "test", Address: "10.0.0.1/24"}},
+		StatusKey: h.key.PubPEM,
+		Extra:     "entrypoint = [\"/pingsrv\"]\nhealth = { command = " + ping + ", expect = \"pong\", timeout = \"5s\", retries = 2, interval = \"200ms\" }\n",
+	})
+	res, err := h.env.Release.Release(ctx, bundler.ReleaseOptions{Fleet: h.fleet, Image: image.TarFile(h.image("a")),
+		Signers: []signature.Signer{k2.Signer}, Roots: []string{root2}, ResetVersion: true})
+	if err != nil {
+		t.Fatalf("release --reset-version: %v", err)
+	}
+	if res.Version != 1 {
+		t.Fatalf("reset release is version %d", res.Version)
+	}
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("reset release: %v %v", out, err)
+	}
+	if got := h.conf(); got != "version = reset\n" {
+		t.Fatalf("node file after the reset: %q", got)
+	}
+	st, err := os.ReadFile(h.statePath())
+	must(t, err)
+	if !strings.Contains(string(st), "version = 1\n") || !strings.Contains(string(st), "root_version = 2") {
+		t.Fatalf("state after the reset:\n%s", st)
+	}
+	// The next release counts on from 1, and the floor holds again.
+	h.fleet = bundlertest.WriteFleet(t, filepath.Join(h.env.Dir, "fleet"), bundlertest.Fleet{
+		Image: "pullship-test/ping:1", Template: "version = after\n", Target: filepath.Join(h.etc, "app", "app.conf"),
+		Nodes:     []bundlertest.Node{{Name: h.node, Region: "test", Address: "10.0.0.1/24"}},
+		StatusKey: h.key.PubPEM,
+		Extra:     "entrypoint = [\"/pingsrv\"]\nhealth = { command = " + ping + ", expect = \"pong\", timeout = \"5s\", retries = 2, interval = \"200ms\" }\n",
+	})
+	if res, err = h.env.Release.Release(ctx, bundler.ReleaseOptions{Fleet: h.fleet, Image: image.TarFile(h.image("a")),
+		Signers: []signature.Signer{k2.Signer}}); err != nil || res.Version != 2 {
+		t.Fatalf("release after the reset: %v %v", res, err)
+	}
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("release 2 after the reset: %v %v", out, err)
+	}
+	r, err := bundler.Open(ctx, h.env.Repo, filepath.Join(h.env.Dir, "cache-verify"), repo.Options{})
+	must(t, err)
+	var lines []string
+	if err := r.VerifyHistory(ctx, bundler.VerifyOptions{Pinned: h.env.Pinned, All: true}, func(l bundler.VerifyLine) {
+		lines = append(lines, fmt.Sprintf("%d %v", l.Version, l.Err))
+	}); err != nil {
+		t.Fatalf("verify --all after the reset: %v\n%s", err, strings.Join(lines, "\n"))
+	}
+	if len(lines) != 4 {
+		t.Fatalf("verify --all checked %d releases, want 4: %v", len(lines), lines)
+	}
 }

@@ -174,12 +174,20 @@ func (r *Release) Validate() error {
 	if !r.Expires.After(r.Created) {
 		return fmt.Errorf("expires %s is not after created %s", r.Expires.Format(time.RFC3339), r.Created.Format(time.RFC3339))
 	}
-	if r.Version == 1 {
-		if r.Previous != "" {
-			return fmt.Errorf("previous: must be empty for version 1")
+	switch {
+	case r.Version == 1 && r.Previous == "":
+	case r.Version == 1 && r.RootVersion < 2:
+		// Only a version reset (release --reset-version, which needs a new
+		// root) is a version 1 with a previous release.
+		return fmt.Errorf("previous: must be empty for version 1 under root 1 (a version reset needs a newer root)")
+	case r.Version == 1:
+		if err := checkHex64("previous", r.Previous); err != nil {
+			return fmt.Errorf("%w (sha256 of the release.toml a version reset follows)", err)
 		}
-	} else if err := checkHex64("previous", r.Previous); err != nil {
-		return fmt.Errorf("%w (sha256 of release.toml of version %d)", err, r.Version-1)
+	default:
+		if err := checkHex64("previous", r.Previous); err != nil {
+			return fmt.Errorf("%w (sha256 of release.toml of version %d)", err, r.Version-1)
+		}
 	}
 	if r.RootVersion < 1 {
 		return fmt.Errorf("root_version %d: must be at least 1", r.RootVersion)
