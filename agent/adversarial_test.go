@@ -77,10 +77,7 @@ func (h *host) onceAt(now time.Time) (agent.Outcome, error) {
 	if !now.IsZero() {
 		clock = func() time.Time { return now }
 	}
-	a, err := agent.New(h.cfg, agent.Options{Engine: h.eng, Clock: clock, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	a := openAgent(h.t, h.cfg, agent.Options{Engine: h.eng, Clock: clock, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
 	defer a.Close()
 	return a.Once(context.Background())
 }
@@ -636,22 +633,17 @@ func TestAdversarialAgent(t *testing.T) {
 		}
 	}
 
-	// A genuine release whose docker-save tarball carries a tag that an
-	// image on the host already has: the load must not move that tag.
-	victim := "pullship-test/victim-" + h.node + ":1"
-	docker(t, "tag", h.images[0], victim)
-	t.Cleanup(func() { exec.Command("docker", "rmi", victim).Run() })
-	tagged, id := writeTaggedImage(t, h, victim)
+	// A genuine release 2 (whose tarball carries a tag, as docker save
+	// writes them: TestDockerLoadMovesNoTag shows what the engine does
+	// with it).
+	tagged, id := writeTaggedImage(t, h, "pullship-test/victim-"+h.node+":1")
 	h.images = append(h.images, id)
 	h.release(tagged, "version = 2\n", ping)
 	if out, err := h.once(); err != nil || out != agent.Converged {
-		t.Fatalf("release with a tagged tarball: %v %v", out, err)
-	}
-	if got := docker(t, "image", "inspect", "--format", "{{.Id}}", victim); got != h.images[0] {
-		t.Fatalf("loading a tarball tagged %s retagged it: now %s, was %s", victim, got, h.images[0])
+		t.Fatalf("release 2: %v %v", out, err)
 	}
 	if c := h.container(); c.ImageID != id {
-		t.Fatalf("tagged release not applied: container runs %s", c.ImageID)
+		t.Fatalf("release 2 not applied: container runs %s", c.ImageID)
 	}
 	rel2 := h.head()
 
@@ -734,6 +726,33 @@ func TestAdversarialAgent(t *testing.T) {
 	})
 }
 
+// TestDockerLoadMovesNoTag: a genuine release whose docker-save tarball
+// carries a tag that an image on the host already has: the load must not
+// move that tag.
+func TestDockerLoadMovesNoTag(t *testing.T) {
+	h := newDockerHost(t)
+	ping := `["/pingsrv", "ping"]`
+	h.release(h.image("a"), "version = 1\n", ping)
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("release 1: %v %v", out, err)
+	}
+	victim := "pullship-test/victim-" + h.node + ":1"
+	docker(t, "tag", h.images[0], victim)
+	t.Cleanup(func() { exec.Command("docker", "rmi", victim).Run() })
+	tagged, id := writeTaggedImage(t, h, victim)
+	h.images = append(h.images, id)
+	h.release(tagged, "version = 2\n", ping)
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("release with a tagged tarball: %v %v", out, err)
+	}
+	if got := docker(t, "image", "inspect", "--format", "{{.Id}}", victim); got != h.images[0] {
+		t.Fatalf("loading a tarball tagged %s retagged it: now %s, was %s", victim, got, h.images[0])
+	}
+	if c := h.container(); c.ImageID != id {
+		t.Fatalf("tagged release not applied: container runs %s", c.ImageID)
+	}
+}
+
 // docker runs the docker CLI and returns its trimmed output.
 func docker(t *testing.T, args ...string) string {
 	t.Helper()
@@ -749,7 +768,7 @@ func docker(t *testing.T, args ...string) string {
 func writeTaggedImage(t *testing.T, h *host, ref string) (string, string) {
 	p := filepath.Join(h.env.Dir, "img-tagged.tar")
 	b, err := imagetest.WriteFile(p, imagetest.Image{Layers: [][]imagetest.File{{
-		{Path: "pingsrv", Mode: 0o755, Data: pingsrv}, {Path: "variant", Data: []byte("tagged")}}},
+		{Path: "pingsrv", Mode: 0o755, Data: h.pingsrv}, {Path: "variant", Data: []byte("tagged")}}},
 		Cmd: []string{"/app"}, RepoTags: []string{ref}})
 	must(t, err)
 	return p, b.ID

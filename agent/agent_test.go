@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,39 +19,84 @@ import (
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/engine/enginetest"
+	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
 )
 
-// host is one test host: a release repository, an agent and the real engine.
+// host is one test host: a release repository, an agent, and the fake
+// engine (newHost) or the real one (newDockerHost).
 type host struct {
-	t      *testing.T
-	key    *bundlertest.Key // the node's status key
-	env    *bundlertest.Env
-	node   string
-	etc    string // allowed dir
-	fleet  string
-	cfg    *config.Config
-	eng    *engine.Docker
-	images []string
-	log    bytes.Buffer
+	t       *testing.T
+	key     *bundlertest.Key // the node's status key
+	env     *bundlertest.Env
+	node    string
+	etc     string // allowed dir
+	fleet   string
+	cfg     *config.Config
+	eng     engine.Engine
+	fake    *enginetest.Fake // the engine, on a fake host
+	docker  bool             // the engine is the real one
+	pingsrv []byte           // the program of the host's images
+	images  []string
+	log     bytes.Buffer
 }
 
-var pingsrv []byte
+var (
+	pingsrvMu  sync.Mutex
+	pingsrvBin []byte
+)
 
-func newHost(t *testing.T) *host {
-	enginetest.RequireDocker(t)
-	if pingsrv == nil {
-		pingsrv = enginetest.Pingsrv(t)
+// pingsrv builds the test images' program once for the package.
+func pingsrv(t *testing.T) []byte {
+	pingsrvMu.Lock()
+	defer pingsrvMu.Unlock()
+	if pingsrvBin == nil {
+		pingsrvBin = enginetest.Pingsrv(t)
 	}
-	h := &host{t: t, env: bundlertest.NewEnv(t), node: "n" + randHex(4)}
-	h.etc = filepath.Join(h.env.Dir, "etc")
-	h.key = bundlertest.NewKey(t, h.env.Dir, "node")
+	return pingsrvBin
+}
+
+// newHost is a host on the fake engine, for the agent's decisions; the test
+// runs in parallel with the other such tests.
+func newHost(t *testing.T) *host {
+	t.Parallel()
+	f := enginetest.NewFake()
+	f.ExecFunc = enginetest.PingsrvExec
+	// The fake runs no program: the image only has to hold one by the name.
+	h := setupHost(t, f, []byte("pingsrv, as the fake engine runs it"))
+	h.fake = f
+	return h
+}
+
+// newDockerHost is a host on the real engine, for what only it can show:
+// the image loaded, the container created and run, exec, events, attach.
+// It removes the containers and images it made.
+func newDockerHost(t *testing.T) *host {
+	enginetest.RequireDocker(t)
 	eng, err := engine.NewDocker()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.eng = eng
+	h := setupHost(t, eng, pingsrv(t))
+	h.docker = true
+	t.Cleanup(func() {
+		ctx := context.Background()
+		name := "pullship-test-" + h.node
+		eng.Remove(ctx, name, time.Second)
+		eng.Remove(ctx, name+engine.PrevSuffix, time.Second)
+		for _, id := range h.images {
+			eng.RemoveImage(ctx, id)
+		}
+		eng.Close()
+	})
+	return h
+}
+
+func setupHost(t *testing.T, eng engine.Engine, pingsrv []byte) *host {
+	h := &host{t: t, env: bundlertest.NewEnv(t), node: "n" + randHex(4), eng: eng, pingsrv: pingsrv}
+	h.etc = filepath.Join(h.env.Dir, "etc")
+	h.key = bundlertest.NewKey(t, h.env.Dir, "node")
 	cfgPath := filepath.Join(h.env.Dir, "agent.toml")
 	must(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`remotes = [%q]
 root = %q
@@ -61,23 +107,35 @@ allowed_dirs = [%q]
 name = %q
 key = "node.key"
 `, h.env.Repo, h.env.Root, filepath.Join(h.env.Dir, "state"), h.etc, h.node)), 0o644))
+	var err error
 	if h.cfg, err = config.Load(cfgPath); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		ctx := context.Background()
-		name := "pullship-test-" + h.node
-		eng.Remove(ctx, name, time.Second)
-		eng.Remove(ctx, name+engine.PrevSuffix, time.Second)
-		for _, id := range h.images {
-			eng.RemoveImage(ctx, id)
-		}
-		eng.Close()
 		if t.Failed() {
 			t.Logf("agent log:\n%s", h.log.String())
 		}
 	})
 	return h
+}
+
+// openAgent opens an agent on cfg. A state directory an agent just closed
+// can look locked for a moment: a child process that a parallel test forks
+// holds a copy of the lock's descriptor until it execs. The wait ends when
+// the lock is free.
+func openAgent(t *testing.T, cfg *config.Config, o agent.Options) *agent.Agent {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		a, err := agent.New(cfg, o)
+		if err == nil {
+			return a
+		}
+		if !errors.Is(err, state.ErrLocked) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func randHex(n int) string {
@@ -100,7 +158,7 @@ func (h *host) image(variant string) string {
 		return p
 	}
 	p, id := bundlertest.WriteImage(h.t, filepath.Join(h.env.Dir, "img-"+variant+".tar"),
-		imagetest.File{Path: "pingsrv", Mode: 0o755, Data: pingsrv},
+		imagetest.File{Path: "pingsrv", Mode: 0o755, Data: h.pingsrv},
 		imagetest.File{Path: "variant", Data: []byte(variant)})
 	h.images = append(h.images, id)
 	return p
@@ -118,10 +176,7 @@ func (h *host) release(img, conf string, health string) {
 }
 
 func (h *host) once() (agent.Outcome, error) {
-	a, err := agent.New(h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	a := openAgent(h.t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
 	defer a.Close()
 	return a.Once(context.Background())
 }
@@ -142,8 +197,18 @@ func (h *host) conf() string {
 	return string(b)
 }
 
-func TestApplyReloadRecreateRollback(t *testing.T) {
-	h := newHost(t)
+// TestApplyReloadRecreateRollback: a first release is applied; a change of
+// config only reloads the container; a new image recreates it; a release
+// whose health check fails is rolled back and not retried; the images no
+// node needs any more are removed, the one before kept for a rollback.
+func TestApplyReloadRecreateRollback(t *testing.T) { testApply(t, newHost(t)) }
+
+// TestDockerApplyReloadRecreateRollback is the same on the real engine:
+// images loaded, containers created, renamed and restarted, health checks
+// run by exec, as Docker does them.
+func TestDockerApplyReloadRecreateRollback(t *testing.T) { testApply(t, newDockerHost(t)) }
+
+func testApply(t *testing.T, h *host) {
 	ping := `["/pingsrv", "ping"]`
 
 	// Release 1: image loaded, container running, files byte-identical.

@@ -3,46 +3,87 @@ package agent_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
 
+	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/state"
 )
 
-// TestCrashAtEveryStep kills pullship-agent (this test binary run as the
-// agent, see asAgent; SIGKILL, a real process death) right after it
-// journals each step of an apply, then starts it again: the
-// next pass must undo the interrupted apply and converge on the new
-// release, leaving no previous container behind.
+// crashPass runs one pass of the agent that stops dead right after it
+// journals step ("": runs to its end), and says whether it crashed or what
+// it did.
+type crashPass func(step state.Step) (crashed bool, out agent.Outcome, log string)
+
+// TestCrashAtEveryStep stops a pass right after it journals each step of
+// an apply (its goroutine ends there: no rollback, no cleanup, as when the
+// process dies), then runs the next: it must undo the interrupted apply and
+// converge on the new release, leaving no previous container behind.
 func TestCrashAtEveryStep(t *testing.T) {
 	h := newHost(t)
+	testCrash(t, h, func(step state.Step) (bool, agent.Outcome, string) {
+		if step != "" {
+			crashes.Store(h.cfg.StateDir, step)
+			defer crashes.Delete(h.cfg.StateDir)
+		}
+		var log syncBuffer
+		a := openAgent(t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&teeWriter{&log, &h.log}, nil))})
+		defer a.Close()
+		done, ended := make(chan struct{}), false
+		var out agent.Outcome
+		go func() {
+			defer close(done)
+			out, _ = a.Once(context.Background())
+			ended = true
+		}()
+		<-done
+		return !ended, out, log.String()
+	})
+}
+
+// TestDockerCrashAtEveryStep is TestCrashAtEveryStep with a real process
+// death: pullship-agent (this test binary run as the agent, see asAgent)
+// is SIGKILLed right after each journal write, on the real engine.
+func TestDockerCrashAtEveryStep(t *testing.T) {
+	h := newDockerHost(t)
 	cfgPath := filepath.Join(h.env.Dir, "agent.toml")
-	run := func(crashAt string) (int, string) {
-		bin, env := asAgent(envCrashAt + "=" + crashAt)
+	testCrash(t, h, func(step state.Step) (bool, agent.Outcome, string) {
+		bin, env := asAgent(envCrashAt + "=" + string(step))
 		cmd := exec.Command(bin, "once", "--config", cfgPath)
 		cmd.Env = env
-		out, err := cmd.CombinedOutput()
+		b, err := cmd.CombinedOutput()
+		out := string(b)
 		var ee *exec.ExitError
 		switch {
 		case err == nil:
-			return 0, string(out)
-		case errors.As(err, &ee):
-			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				return -int(ws.Signal()), string(out)
+			return false, agent.Converged, out
+		case !errors.As(err, &ee):
+			t.Fatalf("run agent: %v", err)
+		case ee.Sys().(syscall.WaitStatus).Signaled():
+			if sig := ee.Sys().(syscall.WaitStatus).Signal(); sig != syscall.SIGKILL {
+				t.Fatalf("agent died of %v, not SIGKILL\n%s", sig, out)
 			}
-			return ee.ExitCode(), string(out)
+			return true, 0, out
+		case ee.ExitCode() == 10:
+			return false, agent.Nothing, out
+		case ee.ExitCode() == 1:
+			return false, agent.Failed, out
 		}
-		t.Fatalf("run agent: %v", err)
-		return 0, ""
-	}
+		t.Fatalf("agent exited %d\n%s", ee.ExitCode(), out)
+		return false, 0, ""
+	})
+}
+
+func testCrash(t *testing.T, h *host, pass crashPass) {
 	ping := `["/pingsrv", "ping"]`
 	h.release(h.image("a"), "version = 1\n", ping)
-	if code, out := run(""); code != 0 {
-		t.Fatalf("first apply: exit %d\n%s", code, out)
+	if crashed, out, log := pass(""); crashed || out != agent.Converged {
+		t.Fatalf("first apply: crashed=%v %v\n%s", crashed, out, log)
 	}
 	steps := []state.Step{state.StepBegin, state.StepFiles, state.StepContainer, state.StepHealth, state.StepDone}
 	for i, step := range steps {
@@ -50,11 +91,11 @@ func TestCrashAtEveryStep(t *testing.T) {
 		img := h.image([]string{"a", "b"}[version%2])
 		conf := "version = " + strconv.Itoa(version) + "\n"
 		h.release(img, conf, ping)
-		if code, out := run(string(step)); code != -int(syscall.SIGKILL) {
-			t.Fatalf("crash at %s: exit %d, want SIGKILL\n%s", step, code, out)
+		if crashed, out, log := pass(step); !crashed {
+			t.Fatalf("crash at %s: not crashed (%v)\n%s", step, out, log)
 		}
-		if code, out := run(""); code != 0 {
-			t.Fatalf("after crash at %s: exit %d, want 0 (converged)\n%s", step, code, out)
+		if crashed, out, log := pass(""); crashed || out != agent.Converged {
+			t.Fatalf("after crash at %s: crashed=%v %v, want converged\n%s", step, crashed, out, log)
 		}
 		c := h.container()
 		if !c.Running || c.ImageID != h.images[version%2] || h.conf() != conf {
@@ -63,8 +104,8 @@ func TestCrashAtEveryStep(t *testing.T) {
 		if _, found, _ := h.eng.Inspect(context.Background(), c.Name+engine.PrevSuffix); found {
 			t.Fatalf("after crash at %s: previous container left behind", step)
 		}
-		if code, out := run(""); code != 10 {
-			t.Fatalf("after crash at %s: third pass exit %d, want 10 (nothing to do)\n%s", step, code, out)
+		if crashed, out, log := pass(""); crashed || out != agent.Nothing {
+			t.Fatalf("after crash at %s: third pass crashed=%v %v, want nothing to do\n%s", step, crashed, out, log)
 		}
 	}
 
@@ -72,12 +113,12 @@ func TestCrashAtEveryStep(t *testing.T) {
 	// the rollback; the release is then tried once more, fails, and the
 	// host stays on the last good release.
 	h.release(h.image("a"), "version = bad\n", `["/pingsrv", "exit", "1"]`)
-	if code, out := run(string(state.StepRollback)); code != -int(syscall.SIGKILL) {
-		t.Fatalf("crash at rollback: exit %d\n%s", code, out)
+	if crashed, out, log := pass(state.StepRollback); !crashed {
+		t.Fatalf("crash at rollback: not crashed (%v)\n%s", out, log)
 	}
 	good := "version = " + strconv.Itoa(len(steps)+1) + "\n"
-	if code, out := run(""); code != 1 {
-		t.Fatalf("after crash at rollback: exit %d, want 1 (rolled back)\n%s", code, out)
+	if crashed, out, log := pass(""); crashed || out != agent.Failed {
+		t.Fatalf("after crash at rollback: crashed=%v %v, want rolled back\n%s", crashed, out, log)
 	}
 	if c := h.container(); !c.Running || h.conf() != good {
 		t.Fatalf("after rollback: running=%v conf=%q, want %q", c.Running, h.conf(), good)

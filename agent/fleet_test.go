@@ -67,13 +67,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestFourRegionsClusterAndReattach is the seed's operation: four nodes
+// TestDockerFourRegionsClusterAndReattach is the seed's operation: four nodes
 // (cn, sg, us, eu) with weave overlay addresses and a VerneMQ-like cluster.
 // The agents load the image, write each node's config, attach the address
 // (fakeweave puts it in the container's network namespace, so the cluster's
 // TCP traffic really uses it), join the cluster; a docker restart loses the
 // address, and the event watcher puts it back within two seconds.
-func TestFourRegionsClusterAndReattach(t *testing.T) {
+func TestDockerFourRegionsClusterAndReattach(t *testing.T) {
 	enginetest.RequireDocker(t)
 	if _, err := exec.LookPath("nsenter"); err != nil {
 		t.Skip("nsenter not installed")

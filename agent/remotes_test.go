@@ -51,11 +51,8 @@ key = "node.key"
 // pass alone is returned (it is also appended to h.log).
 func (h *host) onceWith(m *agent.Metrics) (agent.Outcome, string, error) {
 	var buf strings.Builder
-	a, err := agent.New(h.cfg, agent.Options{Engine: h.eng, Metrics: m,
+	a := openAgent(h.t, h.cfg, agent.Options{Engine: h.eng, Metrics: m,
 		Logger: slog.New(slog.NewTextHandler(&teeWriter{&buf, &h.log}, nil))})
-	if err != nil {
-		h.t.Fatal(err)
-	}
 	defer a.Close()
 	out, err := a.Once(context.Background())
 	return out, buf.String(), err

@@ -9,11 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/config"
-	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/engine/enginetest"
 	"github.com/sigstore/sigstore/pkg/signature"
 
@@ -27,27 +25,18 @@ import (
 // when every node of the earlier waves reports, signed, that it is healthy
 // on the release; a release that fails on cn halts the rest; a newer
 // release supersedes the halted one.
+// The agents share one fake engine, as if the nodes were on one host.
 func TestWaves(t *testing.T) {
-	enginetest.RequireDocker(t)
-	if pingsrv == nil {
-		pingsrv = enginetest.Pingsrv(t)
-	}
+	t.Parallel()
 	ctx := context.Background()
 	env := bundlertest.NewEnv(t)
 	suffix := randHex(3)
-	imgPath, imgID := bundlertest.WriteImage(t, filepath.Join(env.Dir, "img.tar"),
-		imagetest.File{Path: "pingsrv", Mode: 0o755, Data: pingsrv})
-	eng, err := engine.NewDocker()
-	must(t, err)
+	imgPath, _ := bundlertest.WriteImage(t, filepath.Join(env.Dir, "img.tar"),
+		imagetest.File{Path: "pingsrv", Mode: 0o755, Data: []byte("pingsrv, as the fake engine runs it")})
+	eng := enginetest.NewFake()
+	eng.ExecFunc = enginetest.PingsrvExec
 	waves := map[string]int{"cn": 1, "sg": 2, "us": 3, "eu": 3}
 	order := []string{"cn", "sg", "us", "eu"}
-	t.Cleanup(func() {
-		for _, n := range order {
-			eng.Remove(ctx, "pullship-test-"+n+"-"+suffix, time.Second)
-		}
-		eng.RemoveImage(ctx, imgID)
-		eng.Close()
-	})
 	fleetDir := filepath.Join(env.Dir, "fleet")
 	must(t, os.MkdirAll(fleetDir, 0o755))
 	agents := map[string]*agent.Agent{}

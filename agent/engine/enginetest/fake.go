@@ -6,16 +6,17 @@ package enginetest
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,24 +25,36 @@ import (
 
 // Fake is an in-memory engine. It behaves like the real one where the agent
 // can tell: LoadImage reads the whole tarball and derives the image ID from
-// the config it names, names are unique, a fixed address survives restarts.
-// Exec answers through ExecFunc. The zero value is not usable; call NewFake.
+// the config it names, names are unique, a fixed address survives restarts,
+// an image in use by a container cannot be removed, and Exec finds its
+// program in the image's files (through the PATH of the image and the
+// container) or fails as runc does, with exit code 126. A program that is
+// found runs as ExecFunc says. The zero value is not usable; call NewFake.
 type Fake struct {
-	// ExecFunc answers Exec; nil answers every command with exit code 0 and
-	// no output.
-	ExecFunc func(name string, argv []string) (engine.ExecResult, error)
+	// ExecFunc answers Exec of a program present in the container's image;
+	// ctx ends at the exec's timeout. nil answers every such command with
+	// exit code 0 and no output.
+	ExecFunc func(ctx context.Context, name string, argv []string) (engine.ExecResult, error)
 	// Fail, when set, is consulted first by every method with the method's
 	// name ("LoadImage", "Run", ...) and the object; a non-nil error is
 	// returned as the method's failure (fault injection).
 	Fail func(method, object string) error
 
 	mu         sync.Mutex
-	images     map[string]bool
+	images     map[string]*fakeImage
 	containers map[string]*fakeContainer
 	networks   map[string]string // name → subnet
 	subs       []chan engine.Event
 	seq        int
 	now        func() time.Time
+}
+
+// fakeImage is what the fake knows of a loaded image: the paths of its
+// files and symbolic links (without leading "/") and its configured
+// environment.
+type fakeImage struct {
+	files map[string]bool
+	env   []string
 }
 
 type fakeContainer struct {
@@ -55,18 +68,30 @@ var _ engine.Engine = (*Fake)(nil)
 // NewFake returns an empty fake engine.
 func NewFake() *Fake {
 	return &Fake{
-		images:     map[string]bool{},
+		images:     map[string]*fakeImage{},
 		containers: map[string]*fakeContainer{},
 		networks:   map[string]string{},
 		now:        time.Now,
 	}
 }
 
-// AddImage makes an image present without loading a tarball.
-func (f *Fake) AddImage(id string) {
+// AddImage makes an image present without loading a tarball; files are
+// the paths of its files (without leading "/"), where Exec finds programs.
+func (f *Fake) AddImage(id string, files ...string) {
+	img := &fakeImage{files: map[string]bool{}}
+	for _, p := range files {
+		img.files[path.Clean(p)] = true
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.images[id] = true
+	f.images[id] = img
+}
+
+// Images returns the IDs of the images present, sorted.
+func (f *Fake) Images() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Sorted(maps.Keys(f.images))
 }
 
 // Spec returns the spec a container was run with.
@@ -133,18 +158,24 @@ func (f *Fake) HasImage(ctx context.Context, id string) (bool, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.images[id], nil
+	return f.images[id] != nil, nil
 }
 
 // LoadImage implements [engine.Engine]: it reads the tarball (hashing, not
-// keeping, its entries) and takes the digest of the config that manifest.json
-// names as the image ID. sizes are not used.
+// keeping, its entries; listing the files of those that are layer tars) and
+// takes the digest of the config that manifest.json names as the image ID.
+// sizes are not used.
 func (f *Fake) LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) error {
 	if err := f.fail("LoadImage", wantID); err != nil {
 		return err
 	}
 	digests := map[string]string{}
-	var manifest []struct{ Config string }
+	small := map[string][]byte{} // entries that may be the config
+	layers := map[string][]string{}
+	var manifest []struct {
+		Config string
+		Layers []string
+	}
 	tr := tar.NewReader(r)
 	for {
 		hdr, err := tr.Next()
@@ -162,23 +193,60 @@ func (f *Fake) LoadImage(ctx context.Context, r io.Reader, wantID string, sizes 
 			continue
 		}
 		h := sha256.New()
-		if _, err := io.Copy(h, tr); err != nil {
+		var in io.Reader = io.TeeReader(tr, h)
+		var buf bytes.Buffer
+		if hdr.Size <= 1<<20 {
+			in = io.TeeReader(in, &buf)
+		}
+		layers[name] = layerFiles(in)
+		if _, err := io.Copy(io.Discard, in); err != nil {
 			return fmt.Errorf("load image %s: %w", wantID, err)
 		}
 		digests[name] = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		if hdr.Size <= 1<<20 {
+			small[name] = buf.Bytes()
+		}
 	}
 	if len(manifest) != 1 {
 		return fmt.Errorf("load image %s: manifest.json lists %d images, want 1", wantID, len(manifest))
 	}
-	got := digests[path.Clean(manifest[0].Config)]
+	cfgName := path.Clean(manifest[0].Config)
+	got := digests[cfgName]
 	if got == "" {
 		return fmt.Errorf("load image %s: config %q missing", wantID, manifest[0].Config)
 	}
 	if got != wantID {
 		return &engine.ImageMismatchError{Want: wantID, Got: got}
 	}
-	f.AddImage(got)
+	var cfg struct{ Config struct{ Env []string } }
+	if err := json.Unmarshal(small[cfgName], &cfg); err != nil {
+		return fmt.Errorf("load image %s: config: %w", wantID, err)
+	}
+	var files []string
+	for _, l := range manifest[0].Layers {
+		files = append(files, layers[path.Clean(l)]...)
+	}
+	f.AddImage(got, files...)
+	f.mu.Lock()
+	f.images[got].env = cfg.Config.Env
+	f.mu.Unlock()
 	return nil
+}
+
+// layerFiles lists the regular files and symbolic links of a layer tar read
+// from r; nothing when r is not a tar.
+func layerFiles(r io.Reader) []string {
+	var files []string
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			return files
+		}
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeSymlink {
+			files = append(files, path.Clean(strings.TrimPrefix(hdr.Name, "/")))
+		}
+	}
 }
 
 // RemoveImage implements [engine.Engine].
@@ -237,7 +305,7 @@ func (f *Fake) Run(ctx context.Context, spec engine.ContainerSpec) (string, erro
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.images[spec.Image] {
+	if f.images[spec.Image] == nil {
 		return "", fmt.Errorf("run container %s: image %s not loaded", spec.Name, spec.Image)
 	}
 	if _, ok := f.containers[spec.Name]; ok {
@@ -357,28 +425,70 @@ func (f *Fake) Exec(ctx context.Context, name string, argv []string, timeout tim
 	if err := f.fail("Exec", name); err != nil {
 		return engine.ExecResult{}, err
 	}
+	if len(argv) == 0 {
+		return engine.ExecResult{}, fmt.Errorf("exec in container %s: empty command", name)
+	}
 	f.mu.Lock()
 	c, err := f.get(name)
-	running := err == nil && c.state.Running
+	var running, found bool
+	if err == nil {
+		running = c.state.Running
+		found = f.images[c.state.ImageID].find(argv[0], c.spec.Env)
+	}
 	exec := f.ExecFunc
 	f.mu.Unlock()
 	if err != nil {
-		return engine.ExecResult{}, fmt.Errorf("exec in %w", err)
+		return engine.ExecResult{}, fmt.Errorf("exec %q in %w", argv[0], err)
 	}
 	if !running {
-		return engine.ExecResult{}, fmt.Errorf("exec in container %s: not running", name)
+		return engine.ExecResult{}, fmt.Errorf("exec %q in container %s: container is not running", argv[0], name)
 	}
-	if len(argv) == 0 {
-		return engine.ExecResult{}, errors.New("exec: empty command")
+	if !found {
+		// What runc answers, through a real engine, for a missing program.
+		return engine.ExecResult{ExitCode: 126, Output: fmt.Appendf(nil,
+			"OCI runtime exec failed: exec failed: unable to start container process: exec: %q: no such file or directory: unknown\r\n", argv[0])}, nil
 	}
 	if exec == nil {
 		return engine.ExecResult{}, nil
 	}
-	res, err := exec(name, argv)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	res, err := exec(ctx, name, argv)
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("exec %q in container %s: no exit within %v: %w", argv[0], name, timeout, ctx.Err())
+	}
 	if len(res.Output) > engine.MaxExecOutput {
 		res.Output, res.Truncated = res.Output[:engine.MaxExecOutput], true
 	}
 	return res, err
+}
+
+// defaultPath is the PATH runc uses when neither the image nor the
+// container sets one.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// find reports whether program resolves to a file of the image, as the
+// runtime resolves an exec's argv[0]: a path as it is, a bare name through
+// PATH (the container's env over the image's).
+func (img *fakeImage) find(program string, env []string) bool {
+	if img == nil {
+		return false
+	}
+	if strings.Contains(program, "/") {
+		return img.files[path.Clean(strings.TrimPrefix(program, "/"))]
+	}
+	dirs := defaultPath
+	for _, e := range append(slices.Clone(img.env), env...) {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			dirs = v
+		}
+	}
+	for _, d := range strings.Split(dirs, ":") {
+		if img.files[path.Clean(strings.TrimPrefix(path.Join(d, program), "/"))] {
+			return true
+		}
+	}
+	return false
 }
 
 // Events implements [engine.Engine]. Events are buffered (64); beyond that

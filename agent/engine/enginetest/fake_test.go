@@ -15,7 +15,7 @@ func TestFake(t *testing.T) {
 	ctx := t.Context()
 	f := enginetest.NewFake()
 	var tarball bytes.Buffer
-	id, err := enginetest.WriteImage(&tarball, enginetest.Image{Files: []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}})
+	id, err := enginetest.WriteImage(&tarball, enginetest.PingImage([]byte("not run by the fake"), "fake"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,9 +33,7 @@ func TestFake(t *testing.T) {
 
 	evctx, cancel := context.WithCancel(ctx)
 	events, errs := f.Events(evctx)
-	f.ExecFunc = func(name string, argv []string) (engine.ExecResult, error) {
-		return engine.ExecResult{Output: []byte("pong\n")}, nil
-	}
+	f.ExecFunc = enginetest.PingsrvExec
 	spec := engine.ContainerSpec{Name: "n1", Image: id, Labels: map[string]string{engine.LabelNode: "n1"}}
 	if _, err := f.Run(ctx, spec); err != nil {
 		t.Fatal(err)
@@ -46,8 +44,21 @@ func TestFake(t *testing.T) {
 	if ev := <-events; ev.Action != "start" || ev.Name != "n1" {
 		t.Fatalf("event %+v", ev)
 	}
-	if res, err := f.Exec(ctx, "n1", []string{"ping"}, time.Second); err != nil || string(res.Output) != "pong\n" {
+	if res, err := f.Exec(ctx, "n1", []string{"/pingsrv", "ping"}, time.Second); err != nil || string(res.Output) != "pong\n" {
 		t.Fatalf("exec = %q, %v", res.Output, err)
+	}
+	if res, err := f.Exec(ctx, "n1", []string{"pingsrv", "exit", "3"}, time.Second); err != nil || res.ExitCode != 3 {
+		t.Fatalf("exec exit 3 through PATH=/ = %d %q, %v", res.ExitCode, res.Output, err)
+	}
+	// As through runc: a program the image lacks is exit code 126, not an error.
+	if res, err := f.Exec(ctx, "n1", []string{"/nonexistent"}, time.Second); err != nil || res.ExitCode != 126 {
+		t.Fatalf("exec of a missing program = %d %q, %v", res.ExitCode, res.Output, err)
+	}
+	if res, err := f.Exec(ctx, "n1", []string{"/pingsrv", "spew", "100000"}, time.Second); err != nil || len(res.Output) != engine.MaxExecOutput || !res.Truncated {
+		t.Fatalf("exec spew = %d bytes truncated=%v %v", len(res.Output), res.Truncated, err)
+	}
+	if _, err := f.Exec(ctx, "n1", []string{"/pingsrv", "sleep"}, 50*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("exec sleep = %v, want a timeout", err)
 	}
 	if err := f.EnsureNetwork(ctx, "net", "10.99.0.0/24"); err != nil {
 		t.Fatal(err)

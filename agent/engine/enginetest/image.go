@@ -2,6 +2,8 @@ package enginetest
 
 import (
 	"archive/tar"
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,7 +15,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"testing"
+	"time"
+
+	"github.com/pullship/pullship/agent/engine"
 )
 
 // File is one entry of a test image layer: a regular file, or a directory
@@ -280,4 +286,37 @@ func RequireDocker(tb testing.TB) {
 		}
 		tb.Skipf("no Docker engine (docker info: %v); set CI=true to make this a failure", err)
 	}
+}
+
+// PingsrvExec is a [Fake]'s ExecFunc for containers of pingsrv images: it
+// answers as testdata/pingsrv does inside a real container ("ping" prints
+// pong, "exit N" exits with N, "spew N" prints N bytes, "sleep" runs until
+// the exec times out; anything else exits 2). argv[0] is the program,
+// already found in the image by the fake.
+func PingsrvExec(ctx context.Context, name string, argv []string) (engine.ExecResult, error) {
+	if len(argv) < 2 {
+		// pingsrv without a subcommand waits as the container's process.
+		<-ctx.Done()
+		return engine.ExecResult{}, ctx.Err()
+	}
+	n := 0
+	if len(argv) > 2 {
+		n, _ = strconv.Atoi(argv[2])
+	}
+	switch argv[1] {
+	case "ping":
+		return engine.ExecResult{Output: []byte("pong\n")}, nil
+	case "exit":
+		return engine.ExecResult{Output: fmt.Appendf(nil, "exiting with %d\n", n), ExitCode: n}, nil
+	case "spew":
+		return engine.ExecResult{Output: bytes.Repeat([]byte("x"), n)}, nil
+	case "sleep":
+		select {
+		case <-ctx.Done():
+			return engine.ExecResult{}, ctx.Err()
+		case <-time.After(time.Minute):
+			return engine.ExecResult{}, nil
+		}
+	}
+	return engine.ExecResult{Output: fmt.Appendf(nil, "unknown command %s\n", argv[1]), ExitCode: 2}, nil
 }
