@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/cliutil"
 	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
@@ -107,12 +108,13 @@ func DefaultAgeIdentity(key string) string {
 	return strings.TrimSuffix(key, ".key") + ".age"
 }
 
-// Duration is a time.Duration written as a string ("30s", "5m").
+// Duration is a time.Duration written as a string in the syntax of every
+// pullship duration flag ("30s", "5m", "1d").
 type Duration struct{ time.Duration }
 
-// UnmarshalText parses a Go duration string.
+// UnmarshalText parses a duration (cliutil.ParseDuration).
 func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
+	v, err := cliutil.ParseDuration(string(b))
 	if err != nil {
 		return err
 	}
@@ -120,8 +122,10 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// MarshalText writes the duration as a Go duration string.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+// MarshalText writes the duration as UnmarshalText reads it.
+func (d Duration) MarshalText() ([]byte, error) {
+	return []byte(cliutil.FormatDuration(d.Duration)), nil
+}
 
 var nodeName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
 

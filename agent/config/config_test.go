@@ -15,6 +15,7 @@ root = "root-1.toml"
 state_dir = "/var/lib/pullship"
 allowed_dirs = ["/etc/vernemq"]
 poll_interval = "5s"
+heartbeat = "1d"
 
 [[node]]
 name = "cn"
@@ -27,7 +28,7 @@ key = "cn.key"
 	if c.Remotes[1] != "/etc/pullship/mirror" || c.Root != "/etc/pullship/root-1.toml" || c.Nodes[0].Key != "/etc/pullship/cn.key" {
 		t.Fatalf("relative paths not resolved: %+v", c)
 	}
-	if c.PollInterval.Duration != 5*time.Second || c.Heartbeat.Duration != 5*time.Minute || c.LogFormat != "text" {
+	if c.PollInterval.Duration != 5*time.Second || c.Heartbeat.Duration != 24*time.Hour || c.LogFormat != "text" {
 		t.Fatalf("defaults: %+v", c)
 	}
 	for p, want := range map[string]bool{

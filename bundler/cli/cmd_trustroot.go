@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/pullship/pullship/bundler/shared/cliutil"
@@ -240,13 +239,7 @@ func runRootRotate(env Env, rf rootFlags, prevPath string) error {
 // RFC 3339 time. The result is UTC, whole seconds, and in the future.
 func parseExpires(s string, now time.Time) (time.Time, error) {
 	var t time.Time
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		var n int
-		if _, err := fmt.Sscanf(days, "%d", &n); err != nil || fmt.Sprint(n) != days || n <= 0 {
-			return time.Time{}, fmt.Errorf("--expires %q: want a number of days like 365d, a duration like 48h, or an RFC 3339 time", s)
-		}
-		t = now.AddDate(0, 0, n)
-	} else if d, err := cliutil.ParseDuration(s); err == nil {
+	if d, err := cliutil.ParseDuration(s); err == nil {
 		t = now.Add(d)
 	} else if at, err := time.Parse(time.RFC3339, s); err == nil {
 		t = at
