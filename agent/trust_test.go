@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,10 +13,10 @@ import (
 
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/bundler"
-	"github.com/pullship/pullship/bundler/image"
-	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/bundler/bundlertest"
+	"github.com/pullship/pullship/bundler/image"
 	"github.com/pullship/pullship/bundler/shared/bundle"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 

@@ -168,8 +168,17 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	}
 	sort.Strings(unknown)
 	for _, node := range unknown {
-		f.Nodes = append(f.Nodes, bundle.NodeReport{Node: node, State: bundle.ReportUnknown, Commit: head.Refs[bundle.StatusPrefix+node].String(),
-			Problem: fmt.Sprintf("release %d lists no node %q; the branch is not read", v.Release.Version, node)})
+		nr := bundle.NodeReport{Node: node, State: bundle.ReportUnknown, Commit: head.Refs[bundle.StatusPrefix+node].String(),
+			Problem: fmt.Sprintf("release %d lists no node %q; the branch is not read", v.Release.Version, node)}
+		if err := schema.CheckName(node); err != nil {
+			// A name no node can have (escape sequences, say) is the
+			// server's doing: refused, and shown only flattened.
+			nr.State, nr.Problem = bundle.ReportInvalid, "status branch with an invalid node name: refused"
+		}
+		f.Nodes = append(f.Nodes, nr)
+	}
+	for i := range f.Nodes {
+		flattenReport(&f.Nodes[i])
 	}
 	f.Matrix = buildMatrix(v.Release, f.Nodes)
 	return f, nil
@@ -295,4 +304,40 @@ func (f *Fleet) Waves() []WaveProgress {
 		out = append(out, *w)
 	}
 	return out
+}
+
+// Flatten makes s safe to print on a terminal on one line: every control
+// character (C0, DEL, C1) and every bidirectional-override character is
+// written as a visible escape (\x1b, \u202e), so nothing a server or a
+// node wrote can move the cursor, clear a line or reorder text.
+func Flatten(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\ufffd") {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case r >= 0x80 && r < 0xa0, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// flattenReport flattens every string of nr a table shows.
+func flattenReport(nr *bundle.NodeReport) {
+	nr.Node, nr.Region, nr.Problem = Flatten(nr.Node), Flatten(nr.Region), Flatten(nr.Problem)
+	s := nr.Status
+	if s == nil {
+		return
+	}
+	s.Node, s.Region, s.Image, s.LastError = Flatten(s.Node), Flatten(s.Region), Flatten(s.Image), Flatten(s.LastError)
+	s.Health.Output, s.Network.Address, s.Network.Driver = Flatten(s.Health.Output), Flatten(s.Network.Address), Flatten(s.Network.Driver)
+	for i := range s.Files {
+		s.Files[i].Target = Flatten(s.Files[i].Target)
+	}
+	for i := range s.Cluster.Members {
+		s.Cluster.Members[i].Node = Flatten(s.Cluster.Members[i].Node)
+	}
 }

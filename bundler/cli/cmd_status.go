@@ -96,7 +96,7 @@ func runStatus(ctx context.Context, env Env, o statusOptions) error {
 		}
 		if err != nil {
 			// Keep watching: the remote may come back.
-			fmt.Fprintf(env.Stdout, "%s  error: %v\n", time.Now().UTC().Format(time.RFC3339), err)
+			fmt.Fprintf(env.Stdout, "%s  error: %s\n", time.Now().UTC().Format(time.RFC3339), bundler.Flatten(err.Error()))
 		} else if err := printFleet(env.Stdout, f, o.asJSON); err != nil {
 			return err
 		}

@@ -1,0 +1,58 @@
+package bundler_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/shared/bundle"
+)
+
+// Nothing a server or a node writes reaches the terminal raw: a genuinely
+// signed report's strings (a compromised node's) are shown escaped, so an
+// escape sequence cannot hide or forge a line of the table.
+func TestFleetStatusFlattensHostileText(t *testing.T) {
+	e := newStatusEnv(t)
+	ctx := context.Background()
+	st := nodeStatus("cn", e.now)
+	st.LastError = "ok\x1b[1A\x1b[2K\rall good\u202e"
+	e.report(t, "cn", e.keys["cn"], st)
+	f, err := e.Release.FleetStatus(ctx, e.Pinned, e.now, bundler.FleetOptions{})
+	must(t, err)
+	found := false
+	for _, nr := range f.Nodes {
+		for _, s := range []string{nr.Node, nr.Problem, lastError(nr)} {
+			if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f || r == 0x202e }) {
+				t.Errorf("node %q: control character in %q", nr.Node, s)
+			}
+		}
+		if nr.Node == "cn" {
+			found = lastError(nr) == `ok\x1b[1A\x1b[2K\x0dall good\u202e`
+		}
+	}
+	if !found {
+		t.Errorf("cn's last error is not shown escaped: %+v", f.Nodes[0].Status)
+	}
+}
+
+func lastError(nr bundle.NodeReport) string {
+	if nr.Status == nil {
+		return ""
+	}
+	return nr.Status.LastError
+}
+
+func TestFlatten(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain ascii, ünïcode": "plain ascii, ünïcode",
+		"a\x1b[2Kb\r\n\t":      `a\x1b[2Kb\x0d\x0a\x09`,
+		"\u202eevil\u2066":     `\u202eevil\u2066`,
+		"c1 \u009b31m":         `c1 \u009b31m`,
+		"bad utf8 \xff":        "bad utf8 \ufffd",
+	} {
+		if got := bundler.Flatten(in); got != want {
+			t.Errorf("Flatten(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
