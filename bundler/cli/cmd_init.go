@@ -9,7 +9,6 @@ import (
 
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/shared/cliutil"
-	"github.com/pullship/pullship/bundler/shared/repo"
 )
 
 type initOptions struct {
@@ -40,7 +39,11 @@ func runInit(ctx context.Context, env Env, o initOptions) error {
 	if o.repo == "" || o.root == "" {
 		return cliutil.Usage(errors.New("init: --repo and --root are required"))
 	}
-	if err := bundler.InitRepo(ctx, o.repo, o.root, o.cache, repo.Options{}); err != nil {
+	opts, err := o.options(o.repo)
+	if err != nil {
+		return err
+	}
+	if err := bundler.InitRepo(ctx, o.repo, o.root, o.cache, opts); err != nil {
 		return fmt.Errorf("init: %w", err)
 	}
 	fmt.Fprintf(env.Stdout, "initialised %s with trust root %s\n", o.repo, o.root)

@@ -23,6 +23,8 @@ type mirrorOptions struct {
 	root      string
 	images    int
 	allImages bool
+	// Each side its own credentials: SRC's never go to DST's server.
+	srcCreds, dstCreds credFlags
 }
 
 func newMirrorCmd(env Env) *cobra.Command {
@@ -42,10 +44,16 @@ A second run copies only what is new. Releases are copied, never re-signed;
 DST's release branch is never moved backwards: when DST is ahead of SRC or
 diverged from it, mirror refuses and changes nothing. With --root the newest
 release and every chunk of its images are verified first (exit 3 when they do
-not verify; exit 1 when a remote fails, naming it). See docs/mirror.md.`,
+not verify; exit 1 when a remote fails, naming it). The credential flags
+(--ssh-key, --git-password-file, ...) are SRC's; DST has its own, prefixed
+--dst-: neither side's credentials are sent to the other's server. See
+docs/mirror.md.`,
 		Example: `  pullship mirror https://git.example.com/fleet.git git://relay.eu/fleet.git
   pullship mirror /srv/git/fleet.git /media/usb/fleet.git --images 1
-  pullship mirror /media/usb/fleet.git /srv/git/fleet.git   # status back home`,
+  pullship mirror /media/usb/fleet.git /srv/git/fleet.git   # status back home
+  pullship mirror ssh://git@git.example.com/ops/fleet.git https://relay.example.com/fleet.git \
+      --ssh-key ~/.ssh/fleet_deploy --dst-git-username pullship \
+      --dst-git-password-file /run/secrets/relay-token --dst-ca-file relay-ca.pem`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return cliutil.Usage(fmt.Errorf("mirror: want SRC and DST, got %d arguments", len(args)))
@@ -61,6 +69,8 @@ not verify; exit 1 when a remote fails, naming it). See docs/mirror.md.`,
 	cmd.Flags().StringVar(&o.root, "root", "", "verify the newest release against this pinned root before copying")
 	cmd.Flags().IntVar(&o.images, "images", bundler.DefaultMirrorImages, "copy the image tags of the newest N releases")
 	cmd.Flags().BoolVar(&o.allImages, "all-images", false, "copy every image tag the source has")
+	o.srcCreds.register(cmd, "", "SRC")
+	o.dstCreds.register(cmd, "dst-", "DST")
 	return cmd
 }
 
@@ -84,11 +94,19 @@ func runMirror(ctx context.Context, env Env, o mirrorOptions) error {
 		sum := sha256.Sum256([]byte("mirror\x00" + absURL(src) + "\x00" + absURL(dst)))
 		cache = filepath.Join(base, "pullship", "mirror-"+hex.EncodeToString(sum[:8]))
 	}
-	r, err := bundler.Open(ctx, src, cache, repo.Options{})
+	srcOpts, err := o.srcCreds.options(src)
 	if err != nil {
 		return fmt.Errorf("mirror: source: %w", err)
 	}
-	to, err := bundler.OpenMirrorTarget(ctx, dst, repo.Options{})
+	dstOpts, err := o.dstCreds.options(dst)
+	if err != nil {
+		return fmt.Errorf("mirror: destination: %w", err)
+	}
+	r, err := bundler.Open(ctx, src, cache, srcOpts)
+	if err != nil {
+		return fmt.Errorf("mirror: source: %w", err)
+	}
+	to, err := bundler.OpenMirrorTarget(ctx, dst, dstOpts)
 	if err != nil {
 		return fmt.Errorf("mirror: destination: %w", err)
 	}
@@ -100,7 +118,7 @@ func runMirror(ctx context.Context, env Env, o mirrorOptions) error {
 		fmt.Fprintf(env.Stderr, "note: %s\n", n)
 	}
 	if res.Nothing() {
-		fmt.Fprintf(env.Stdout, "nothing new: %s and %s agree\n", src, dst)
+		fmt.Fprintf(env.Stdout, "nothing new: %s and %s agree\n", repo.RedactURL(src), repo.RedactURL(dst))
 		return nil
 	}
 	for _, c := range res.ToDst {
@@ -110,7 +128,7 @@ func runMirror(ctx context.Context, env Env, o mirrorOptions) error {
 		fmt.Fprintf(env.Stdout, "%s %s\n", "← src", changeLine(c))
 	}
 	fmt.Fprintf(env.Stdout, "copied to %s: %d objects, %d bytes; to %s: %d objects, %d bytes\n",
-		dst, res.DstObjects, res.DstBytes, src, res.SrcObjects, res.SrcBytes)
+		repo.RedactURL(dst), res.DstObjects, res.DstBytes, repo.RedactURL(src), res.SrcObjects, res.SrcBytes)
 	return nil
 }
 
