@@ -3,6 +3,7 @@ package repo
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/sha1"
 	"encoding/binary"
 	"errors"
@@ -10,9 +11,9 @@ import (
 	"hash"
 	"hash/crc32"
 	"io"
+	"slices"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 	"github.com/klauspost/compress/zlib"
 )
 
@@ -27,29 +28,47 @@ const (
 	packTrailerLen   = 20
 )
 
-// errDeltas says the pack holds a delta entry: the single-pass indexer
-// stops there and the rest is resolved by go-git's parser.
-var errDeltas = errors.New("pack has deltas")
+// packLimits bound what indexPack accepts.
+type packLimits struct {
+	// inflate bounds the sum of the inflated sizes the entries declare (a
+	// delta counts with the size of the object it makes).
+	inflate int64
+	// objects bounds the entry count: 40 bytes of memory each.
+	objects int
+}
+
+// defaultMaxObjects is the object count allowed in a pack of limit bytes
+// when the caller does not know better: an entry of a release or status
+// history takes a few hundred bytes.
+func defaultMaxObjects(limit int64) int {
+	return int(min(max(limit/256, 1<<12), 1<<22))
+}
 
 // indexPack reads a whole pack from r in one pass, copying every byte to
 // spool, and indexes it: each entry is inflated once, streamed through
 // SHA-1 (never held whole), and checked against its declared size; the
-// trailer must be the SHA-1 of everything before it. inflateLimit bounds the
+// trailer must be the SHA-1 of everything before it. lim.inflate bounds the
 // sum of the declared (inflated) sizes, so a zlib bomb costs bounded CPU.
 //
 // After each entry is checked, obs (if not nil) learns where it is (the
 // spool is flushed first, so a reader of the spool file sees its bytes) and,
 // for a blob it gave a buffer for, gets the inflated content too.
 //
-// A pack with a delta entry (servers that repacked with deltas send them)
-// returns errDeltas once the rest of the stream is in spool: the caller
-// indexes it with a parser that resolves deltas.
-func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObserver) (plumbing.Hash, *idxfile.Writer, error) {
+// A delta entry (servers that repacked with deltas send them) is inflated
+// and checked the same way, its base must be an earlier entry (ofs-delta)
+// or any entry (ref-delta), and it is returned with a zero id: the caller
+// resolves it with resolveDeltas once the pack is spooled. obs does not
+// learn of it.
+//
+// A stream that ends early (a cut connection) is an I/O error wrapping
+// io.ErrUnexpectedEOF, not ErrBadPack; a read error of r is returned as it
+// is.
+func indexPack(r io.Reader, spool *bufio.Writer, lim packLimits, obs packObserver) (plumbing.Hash, []idxEntry, error) {
 	pr := newPackReader(r, spool)
 	br := pr.br // every read of the pack goes through br
 	var hdr [12]byte
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {
-		return plumbing.ZeroHash, nil, fmt.Errorf("%w: header: %w", ErrBadPack, unexpected(err))
+		return plumbing.ZeroHash, nil, pr.fail("header", err)
 	}
 	if string(hdr[:4]) != "PACK" {
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: no PACK signature", ErrBadPack)
@@ -58,13 +77,17 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: version %d", ErrBadPack, v)
 	}
 	count := binary.BigEndian.Uint32(hdr[8:12])
-	iw := new(idxfile.Writer)
-	clampedIndex{iw}.OnHeader(count)
+	if int64(count) > int64(lim.objects) {
+		return plumbing.ZeroHash, nil, fmt.Errorf("%w: %d objects declared, limit %d", ErrPackTooLarge, count, lim.objects)
+	}
+	// The count is the sender's word: grow as entries arrive.
+	entries := make([]idxEntry, 0, min(count, maxIndexPrealloc))
 
 	var (
 		zr       io.ReadCloser
 		inflated int64
 		h        = newAsyncSHA1()
+		deltaBuf []byte
 	)
 	defer h.close()
 	for i := uint32(0); i < count; i++ {
@@ -72,23 +95,28 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 			return plumbing.ZeroHash, nil, err
 		}
 		offset := pr.offset()
+		where := fmt.Sprintf("entry %d at offset %d", i, offset)
 		pr.crc.Reset()
 		typ, size, err := pr.entryHeader()
 		if err != nil {
-			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
+			return plumbing.ZeroHash, nil, pr.fail(where, err)
 		}
-		if typ == packTypeOfsDelta || typ == packTypeRefDelta {
-			if err := pr.drain(); err != nil {
-				return plumbing.ZeroHash, nil, err
-			}
-			return plumbing.ZeroHash, nil, errDeltas
-		}
+		isDelta := typ == packTypeOfsDelta || typ == packTypeRefDelta
 		ot := plumbing.ObjectType(typ)
-		if ot < plumbing.CommitObject || ot > plumbing.TagObject {
-			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: type %d", ErrBadPack, i, offset, typ)
+		if !isDelta && (ot < plumbing.CommitObject || ot > plumbing.TagObject) {
+			return plumbing.ZeroHash, nil, fmt.Errorf("%w: %s: type %d", ErrBadPack, where, typ)
 		}
-		if inflated += size; inflated > inflateLimit {
-			return plumbing.ZeroHash, nil, fmt.Errorf("%w: %d inflated bytes declared by entry %d, limit %d", ErrPackTooLarge, inflated, i, inflateLimit)
+		if isDelta {
+			if err := pr.deltaBase(typ, offset, entries); err != nil {
+				return plumbing.ZeroHash, nil, pr.fail(where, err)
+			}
+			// A delta's data is its result's size and a little more at
+			// most (inserts cost a byte per 127).
+			if size > maxDeltaObject+maxDeltaObject/64+64 {
+				return plumbing.ZeroHash, nil, fmt.Errorf("%w: %s: %d bytes of delta data, limit %d", ErrDeltaLimit, where, size, maxDeltaObject)
+			}
+		} else if inflated += size; inflated > lim.inflate {
+			return plumbing.ZeroHash, nil, fmt.Errorf("%w: %d inflated bytes declared by entry %d, limit %d", ErrPackTooLarge, inflated, i, lim.inflate)
 		}
 		dataOffset := pr.offset()
 		if zr == nil {
@@ -97,7 +125,27 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 			err = zr.(zlib.Resetter).Reset(br, nil)
 		}
 		if err != nil {
-			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
+			return plumbing.ZeroHash, nil, pr.fail(where, err)
+		}
+		if isDelta {
+			if deltaBuf == nil {
+				deltaBuf = make([]byte, 32<<10)
+			}
+			dst, err := inflateDelta(zr, size, deltaBuf)
+			if err != nil {
+				return plumbing.ZeroHash, nil, pr.fail(where, err)
+			}
+			if dst > maxDeltaObject {
+				return plumbing.ZeroHash, nil, fmt.Errorf("%w: %s: delta makes %d bytes, limit %d", ErrDeltaLimit, where, dst, maxDeltaObject)
+			}
+			if inflated += dst; inflated > lim.inflate {
+				return plumbing.ZeroHash, nil, fmt.Errorf("%w: %d inflated bytes declared by entry %d, limit %d", ErrPackTooLarge, inflated, i, lim.inflate)
+			}
+			if err := pr.flush(); err != nil {
+				return plumbing.ZeroHash, nil, err
+			}
+			entries = append(entries, idxEntry{offset: offset, crc: pr.crc.Sum32(), delta: true})
+			continue
 		}
 		h.header(ot, size)
 		var keep []byte // the inflated content, for obs
@@ -109,19 +157,13 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 			if keep != nil {
 				obs.release(keep)
 			}
-			// The stream failed, not the entry. An io.EOF is no failure:
-			// the entry's own error says what is wrong, however r cut its
-			// reads.
-			if pr.err != nil && pr.err != io.EOF {
-				err = pr.err
-			}
-			return plumbing.ZeroHash, nil, fmt.Errorf("%w: entry %d at offset %d: %w", ErrBadPack, i, offset, err)
+			return plumbing.ZeroHash, nil, pr.fail(where, err)
 		}
 		if err := pr.flush(); err != nil {
 			return plumbing.ZeroHash, nil, err
 		}
 		id := h.sum()
-		iw.Add(id, uint64(offset), pr.crc.Sum32())
+		entries = append(entries, idxEntry{id: id, offset: offset, crc: pr.crc.Sum32()})
 		if obs != nil {
 			if err := spool.Flush(); err != nil {
 				if keep != nil {
@@ -139,7 +181,7 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 	pr.sum = nil // the trailer is not part of the checksum
 	var trailer [packTrailerLen]byte
 	if _, err := io.ReadFull(br, trailer[:]); err != nil {
-		return plumbing.ZeroHash, nil, fmt.Errorf("%w: trailer: %w", ErrBadPack, unexpected(err))
+		return plumbing.ZeroHash, nil, pr.fail("trailer", err)
 	}
 	if string(trailer[:]) != string(want) {
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: trailer checksum %x, content hashes to %x", ErrBadPack, trailer, want)
@@ -155,23 +197,83 @@ func indexPack(r io.Reader, spool *bufio.Writer, inflateLimit int64, obs packObs
 	}
 	var sum plumbing.Hash
 	copy(sum[:], trailer[:])
-	if err := iw.OnFooter(sum); err != nil {
-		return plumbing.ZeroHash, nil, fmt.Errorf("%w: %w", ErrBadPack, err)
+	return sum, entries, nil
+}
+
+// fail classifies an error met while reading the part of the pack named by
+// where: a read error of the stream is itself, a stream that ended early is
+// a cut (io.ErrUnexpectedEOF), anything else says the pack is bad.
+func (p *packReader) fail(where string, err error) error {
+	if p.err != nil && p.err != io.EOF {
+		return fmt.Errorf("pack %s: %w", where, p.err)
 	}
-	return sum, iw, nil
+	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) && p.err == io.EOF {
+		return fmt.Errorf("pack cut short: %s: %w", where, io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrBadPack, where, err)
 }
 
-// maxIndexPrealloc bounds the entries an index preallocates: the count in
-// a pack header is the sender's word (4 billion entries would be 128 GiB).
+// deltaBase reads a delta entry's base reference; an ofs-delta's base
+// must start an earlier entry.
+func (p *packReader) deltaBase(typ byte, offset int64, entries []idxEntry) error {
+	if typ == packTypeRefDelta {
+		var id [20]byte
+		_, err := io.ReadFull(p.br, id[:])
+		return unexpected(err)
+	}
+	c, err := p.br.ReadByte()
+	if err != nil {
+		return unexpected(err)
+	}
+	rel := int64(c & 0x7f)
+	for c&0x80 != 0 {
+		if rel > offset {
+			return errors.New("delta base offset out of range")
+		}
+		if c, err = p.br.ReadByte(); err != nil {
+			return unexpected(err)
+		}
+		rel = (rel+1)<<7 | int64(c&0x7f)
+	}
+	base := offset - rel
+	if _, ok := slices.BinarySearchFunc(entries, base, func(e idxEntry, off int64) int { return cmp.Compare(e.offset, off) }); !ok || rel == 0 {
+		return fmt.Errorf("delta base offset %d starts no earlier entry", base)
+	}
+	return nil
+}
+
+// inflateDelta inflates exactly size bytes of delta data from zr (through
+// buf), checks the zlib stream ends there, and returns the size of the
+// object the delta makes.
+func inflateDelta(zr io.Reader, size int64, buf []byte) (int64, error) {
+	var head []byte
+	var n int64
+	for {
+		m, err := zr.Read(buf[:min(int64(len(buf)), size-n+1)])
+		if len(head) < 20 {
+			head = append(head, buf[:min(m, 20-len(head))]...)
+		}
+		n += int64(m)
+		if n > size {
+			return 0, fmt.Errorf("inflates past the %d bytes its header says", size)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	if n < size {
+		return 0, fmt.Errorf("inflates to %d bytes, header says %d", n, size)
+	}
+	_, dst, err := deltaHeader(bytes.NewReader(head))
+	return dst, err
+}
+
+// maxIndexPrealloc bounds the entries preallocated from a pack header's
+// count.
 const maxIndexPrealloc = 1 << 12
-
-// clampedIndex is an idxfile.Writer that does not trust the pack header's
-// count for its preallocation (go-git's writer allocates it whole).
-type clampedIndex struct{ *idxfile.Writer }
-
-func (c clampedIndex) OnHeader(count uint32) error {
-	return c.Writer.OnHeader(min(count, maxIndexPrealloc))
-}
 
 // packObserver follows a pack being indexed (a [LivePack]).
 type packObserver interface {
@@ -402,22 +504,4 @@ func (p *packReader) entryHeader() (byte, int64, error) {
 		size |= int64(c&0x7f) << shift
 	}
 	return typ, size, nil
-}
-
-// drain copies the rest of the stream to the spool unchecked: what br
-// buffers, what buf holds after it, then r up to its end.
-func (p *packReader) drain() error {
-	if err := p.handOn(p.end); err != nil {
-		return err
-	}
-	if p.err == io.EOF {
-		return nil
-	}
-	if p.err != nil {
-		return p.err
-	}
-	if _, err := io.Copy(p.spool, p.r); err != nil {
-		return fmt.Errorf("spool pack: %w", err)
-	}
-	return nil
 }

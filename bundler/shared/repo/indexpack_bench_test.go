@@ -45,7 +45,7 @@ func benchIndexPack(b *testing.B, chunks [][]byte) {
 	b.ReportAllocs()
 	for b.Loop() {
 		bw.Reset(io.Discard)
-		if _, _, err := indexPack(bytes.NewReader(pack), bw, 1<<40, nil); err != nil {
+		if _, _, err := indexPack(bytes.NewReader(pack), bw, testLimits(1<<40), nil); err != nil {
 			b.Fatal(err)
 		}
 	}

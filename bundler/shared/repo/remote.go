@@ -518,6 +518,10 @@ type FetchRequest struct {
 	// MaxInflatedBytes bounds the sum of the inflated sizes its entries
 	// declare (0: 16 × MaxPackBytes), so a zlib bomb costs bounded CPU.
 	MaxInflatedBytes int64
+	// MaxObjects bounds the objects the pack may hold (0: one per 256
+	// bytes of MaxPackBytes, at least 4096): each costs 40 bytes of memory
+	// while the pack is indexed.
+	MaxObjects int
 	// Live, if set, makes each object of the pack readable as it arrives
 	// (the caller calls Live.Finish once Fetch returns).
 	Live *LivePack
@@ -538,10 +542,11 @@ var ErrPackTooLarge = errors.New("pack exceeds the size limit")
 // Bounded: the pack size (MaxPackBytes; for a directory remote, the total
 // object size, which the pack writer enforces), the inflated sizes its
 // entries declare (MaxInflatedBytes; each entry must inflate to exactly its
-// declared size), the HTTP ref advertisement. Entries are streamed, never
-// held whole, except in a pack with deltas (a server that repacked with
-// deltas), which go-git's parser indexes object by object; callers check
-// sizes against the signed manifest before reading through OpenBlob.
+// declared size), the object count (MaxObjects), the HTTP ref
+// advertisement. Entries are streamed, never held whole; deltas (from a
+// server that repacked) are resolved afterwards from the spooled pack with
+// the bounds of resolveDeltas. Callers check sizes against the signed
+// manifest before reading through OpenBlob.
 func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[string]plumbing.Hash, error) {
 	type spec struct{ src, dst string }
 	var specs []spec
@@ -621,7 +626,11 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 				err = local.Write(ctx, st)
 			}
 		} else {
-			err = r.fetchPack(ctx, sess, ar, local, wants, fr.Haves, limit, inflateLimit, fr.Live)
+			maxObjects := fr.MaxObjects
+			if maxObjects <= 0 {
+				maxObjects = defaultMaxObjects(limit)
+			}
+			err = r.fetchPack(ctx, sess, ar, local, wants, fr.Haves, limit, packLimits{inflate: inflateLimit, objects: maxObjects}, fr.Live)
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				err = fmt.Errorf("%w: %w", ErrConnectionCut, err)
 			}
@@ -642,7 +651,7 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 }
 
 func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession, ar *packp.AdvRefs,
-	local *Store, wants, haves []plumbing.Hash, limit, inflateLimit int64, live *LivePack) error {
+	local *Store, wants, haves []plumbing.Hash, limit int64, lim packLimits, live *LivePack) error {
 	req := packp.NewUploadPackRequestFromCapabilities(ar.Capabilities)
 	// Thin packs would need bases resolved from the store mid-parse; tags
 	// other than the ones asked for are not wanted.
@@ -680,7 +689,7 @@ func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession
 	} else if req.Capabilities.Supports(capability.Sideband) {
 		pack = sideband.NewDemuxer(sideband.Sideband, pack)
 	}
-	if err := local.receivePack(pack, inflateLimit, live); err != nil {
+	if err := local.receivePack(pack, lim, live); err != nil {
 		return err
 	}
 	for _, h := range wants {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -16,8 +17,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
-	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
@@ -152,30 +151,25 @@ func (s *Store) write(ctx context.Context, st *ObjectStream) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("write pack to %s: %w", s.dir, err)
 	}
-	var iw idxfile.Writer
-	iw.OnHeader(uint32(len(entries)))
-	for _, e := range entries {
-		iw.Add(e.ID, e.Offset, e.CRC32)
+	idx := make([]idxEntry, len(entries))
+	for i, e := range entries {
+		idx[i] = idxEntry{id: e.ID, offset: int64(e.Offset), crc: e.CRC32}
 	}
-	if err := iw.OnFooter(sum); err != nil {
-		return 0, fmt.Errorf("index pack %s: %w", sum, err)
-	}
-	return packSize, s.install(tmp.Name(), sum, &iw)
+	return packSize, s.install(tmp.Name(), sum, idx)
 }
 
 // ReceivePack stores a pack read from r (as a server sends it: full, not
 // thin) the same crash-safe way as Write: spooled to a temporary file while
 // it is indexed in the same pass (every entry inflated once, its object id
-// recomputed from its content), then renamed into place. The inflated sizes
-// the entries declare may add up to at most inflateLimit bytes.
+// recomputed from its content), its deltas resolved within bounds, then
+// renamed into place. The inflated sizes the entries declare may add up to
+// at most inflateLimit bytes.
 func (s *Store) ReceivePack(r io.Reader, inflateLimit int64) error {
-	return s.receivePack(r, inflateLimit, nil)
+	return s.receivePack(r, packLimits{inflate: inflateLimit, objects: defaultMaxObjects(inflateLimit)}, nil)
 }
 
 // receivePack is ReceivePack announcing each checked object to live.
-// A pack with deltas (from a server that repacked) is spooled whole, then
-// indexed by go-git's parser, which resolves them.
-func (s *Store) receivePack(r io.Reader, inflateLimit int64, live *LivePack) error {
+func (s *Store) receivePack(r io.Reader, lim packLimits, live *LivePack) error {
 	packDir := filepath.Join(s.dir, "objects", "pack")
 	tmp, err := os.CreateTemp(packDir, "tmp_pack_")
 	if err != nil {
@@ -191,14 +185,12 @@ func (s *Store) receivePack(r io.Reader, inflateLimit int64, live *LivePack) err
 		obs = live
 	}
 	spool := bufio.NewWriterSize(tmp, 256<<10)
-	sum, iw, err := indexPack(r, spool, inflateLimit, obs)
-	if err == nil || errors.Is(err, errDeltas) {
-		if ferr := spool.Flush(); ferr != nil {
-			err = ferr
-		}
+	sum, entries, err := indexPack(r, spool, lim, obs)
+	if err == nil {
+		err = spool.Flush()
 	}
-	if errors.Is(err, errDeltas) {
-		sum, iw, err = parseSpooled(tmp)
+	if err == nil && slices.ContainsFunc(entries, func(e idxEntry) bool { return e.delta }) {
+		err = resolveDeltas(tmp, entries, 2*lim.inflate)
 	}
 	if err == nil {
 		err = tmp.Sync()
@@ -206,46 +198,20 @@ func (s *Store) receivePack(r io.Reader, inflateLimit int64, live *LivePack) err
 	if err != nil {
 		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
-	return s.install(tmp.Name(), sum, iw)
-}
-
-// parseSpooled indexes a whole pack file with go-git's parser, which
-// resolves deltas (and buffers each object it inflates).
-func parseSpooled(f *os.File) (plumbing.Hash, *idxfile.Writer, error) {
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return plumbing.ZeroHash, nil, err
-	}
-	iw := new(idxfile.Writer)
-	p, err := packfile.NewParser(packfile.NewScanner(f), clampedIndex{iw})
-	if err != nil {
-		return plumbing.ZeroHash, nil, err
-	}
-	sum, err := p.Parse()
-	if err != nil {
-		return plumbing.ZeroHash, nil, fmt.Errorf("parse: %w", err)
-	}
-	return sum, iw, nil
+	return s.install(tmp.Name(), sum, entries)
 }
 
 // install writes the index of the synced pack at tmpPack, then renames the
 // pack and the index (in that order: git finds packs by their .idx) into
 // place and makes the store see them.
-func (s *Store) install(tmpPack string, sum plumbing.Hash, iw *idxfile.Writer) error {
+func (s *Store) install(tmpPack string, sum plumbing.Hash, entries []idxEntry) error {
 	packDir := filepath.Join(s.dir, "objects", "pack")
-	idx, err := iw.Index()
-	if err != nil {
-		return fmt.Errorf("index pack %s: %w", sum, err)
-	}
 	itmp, err := os.CreateTemp(packDir, "tmp_idx_")
 	if err != nil {
 		return fmt.Errorf("index pack %s: %w", sum, err)
 	}
 	defer os.Remove(itmp.Name())
-	bw := bufio.NewWriter(itmp)
-	_, err = idxfile.NewEncoder(bw).Encode(idx)
-	if err == nil {
-		err = bw.Flush()
-	}
+	err = writeIndex(itmp, entries, sum)
 	if err == nil {
 		err = itmp.Sync()
 	}
