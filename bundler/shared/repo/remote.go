@@ -681,8 +681,8 @@ func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession
 	defer resp.Close()
 	// go-git reads the response through a reader that starts a goroutine and
 	// allocates a buffer for every Read: reading it in large pieces keeps
-	// those, and the syscalls, few (a 114 MiB pack: 3,700 reads instead of
-	// 26,700, and 0.15 s less CPU).
+	// those, and the syscalls, few (docs/operations.md, "Why the agent is
+	// tuned as it is").
 	var pack io.Reader = &limitedReader{r: bufio.NewReaderSize(resp, responseBuffer), left: limit, what: "pack", err: ErrPackTooLarge}
 	if req.Capabilities.Supports(capability.Sideband64k) {
 		pack = sideband.NewDemuxer(sideband.Sideband64k, pack)
