@@ -226,3 +226,28 @@ func TestRunStopDuringImageLoad(t *testing.T) {
 	}
 	t.Logf("stopped %s after SIGTERM (unit allows %s)", time.Since(stopped).Round(time.Millisecond), timeout)
 }
+
+// TestHelp: the help of pullship-agent and of each command, with its
+// examples and the exit-code table, and usage errors exiting 2.
+func TestHelp(t *testing.T) {
+	f := &fixture{t: t, fake: enginetest.NewFake()}
+	for _, args := range [][]string{nil, {"--help"}, {"help"}} {
+		code, out, _ := f.run(context.Background(), args...)
+		if code != ExitOK || !strings.Contains(out, "Exit codes:\n  0   success") || !strings.Contains(out, "10  once: nothing to do") {
+			t.Errorf("%v: exit %d\n%s", args, code, out)
+		}
+	}
+	for _, c := range []string{"init", "run", "once", "plan", "status"} {
+		for _, args := range [][]string{{c, "--help"}, {c, "-h"}, {"help", c}} {
+			code, out, _ := f.run(context.Background(), args...)
+			if code != ExitOK || !strings.Contains(out, "Examples:\n  pullship-agent "+c) || !strings.Contains(out, "-c, --config") {
+				t.Errorf("%v: exit %d\n%s", args, code, out)
+			}
+		}
+	}
+	for _, args := range [][]string{{"nope"}, {"help", "nope"}, {"once", "--config"}, {"status", "-x"}} {
+		if code, _, stderr := f.run(context.Background(), args...); code != ExitUsage || stderr == "" {
+			t.Errorf("%v: exit %d, stderr %q", args, code, stderr)
+		}
+	}
+}

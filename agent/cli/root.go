@@ -81,8 +81,8 @@ func Main(env Env, args []string) int {
 func (a *app) main(ctx context.Context, args []string) error {
 	cmds := commands(a)
 	if len(args) == 0 {
-		fmt.Fprint(a.env.Stderr, rootHelp(cmds))
-		return cliutil.Usage(errors.New("no command given"))
+		fmt.Fprint(a.env.Stdout, rootHelp(cmds))
+		return nil
 	}
 	name, rest := args[0], args[1:]
 	switch name {
