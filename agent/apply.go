@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,8 +22,10 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 
 	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/agent/hostfs"
 	"github.com/pullship/pullship/agent/secrets"
 	"github.com/pullship/pullship/agent/state"
+	"github.com/pullship/pullship/bundler/shared/atomicfile"
 	"github.com/pullship/pullship/bundler/shared/chunks"
 	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
@@ -189,7 +192,7 @@ func (a *Agent) nodeFile(commit plumbing.Hash, rn *schema.ReleaseNode, f schema.
 // fileMatches reports whether the host file holds what the release says
 // (for an encrypted file: its decryption).
 func (a *Agent) fileMatches(commit plumbing.Hash, rn *schema.ReleaseNode, f schema.File) bool {
-	sum, err := fileSHA256(f.Target)
+	sum, err := a.files().SHA256(f.Target)
 	if err != nil {
 		return false
 	}
@@ -246,16 +249,9 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	}
 	for i, f := range rn.Files {
 		b := state.FileBackup{Target: f.Target, Backup: filepath.Join(backupDir, strconv.Itoa(i))}
-		if fi, err := os.Lstat(f.Target); err == nil {
-			if !fi.Mode().IsRegular() {
-				return fmt.Errorf("node %s: %s exists and is not a regular file; refusing to replace it", rn.Name, f.Target)
-			}
-			b.Existed, b.Mode = true, uint32(fi.Mode().Perm())
-			if err := copyFile(f.Target, b.Backup); err != nil {
-				return err
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return err
+		if err := a.backup(&b); err != nil {
+			// Nothing changed yet: no backup is needed any more.
+			return errors.Join(fmt.Errorf("node %s: %w; refusing to replace it", rn.Name, err), os.RemoveAll(backupDir))
 		}
 		j.Files = append(j.Files, b)
 	}
@@ -306,41 +302,97 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	return os.RemoveAll(backupDir)
 }
 
+// files are the host files the agent may touch: those under allowed_dirs,
+// reached without following a link.
+func (a *Agent) files() hostfs.Dirs { return hostfs.Dirs(a.cfg.AllowedDirs) }
+
+// backup copies the regular file at b.Target (if any) to b.Backup.
+func (a *Agent) backup(b *state.FileBackup) error {
+	f, fi, err := a.files().Open(b.Target)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	b.Existed, b.Mode = true, uint32(fi.Mode().Perm())
+	return atomicfile.WriteFile(b.Backup, f, 0o600)
+}
+
+// restore puts back the file journal entry b replaced.
+func (a *Agent) restore(b state.FileBackup) error {
+	if !b.Existed {
+		return a.files().Remove(b.Target)
+	}
+	f, err := os.Open(b.Backup)
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", b.Target, err)
+	}
+	defer f.Close()
+	return a.files().Write(b.Target, f, os.FileMode(b.Mode))
+}
+
+// refusedPath reports whether err is hostfs refusing a path: a link or a
+// non-regular file put in the way, or a path outside allowed_dirs.
+func refusedPath(err error) bool {
+	return errors.Is(err, hostfs.ErrSymlink) || errors.Is(err, hostfs.ErrNotRegular) || errors.Is(err, hostfs.ErrNotAllowed)
+}
+
 // fail rolls back after a failed step and reports why.
 func (a *Agent) fail(ctx context.Context, j *state.Journal, rn *schema.ReleaseNode, cause error) error {
 	a.log.Error("apply failed; rolling back", "node", rn.Name, "version", j.Version, "step", j.Step, "err", cause)
-	if err := a.rollback(ctx, j, rn.Container.Name, rn.Container.Reload); err != nil {
+	refused, err := a.rollback(ctx, j, rn.Container.Name, rn.Container.Reload)
+	if err != nil {
 		return fmt.Errorf("release %d: %v; rollback failed too: %w", j.Version, cause, err)
+	}
+	if refused != nil {
+		return fmt.Errorf("release %d: %w: %v; %v", j.Version, ErrRolledBack, cause, refused)
 	}
 	return fmt.Errorf("release %d: %w: %v", j.Version, ErrRolledBack, cause)
 }
 
 // rollback restores what journal j replaced: files, then the container.
 // Every step is idempotent, so a crash during rollback is finished by the
-// next start.
-func (a *Agent) rollback(ctx context.Context, j *state.Journal, name string, reload schema.Reload) error {
+// next start. A file whose path now holds a link or a non-regular file (a
+// container can plant one under its bind mount) is not restored: refused
+// says which, and the rest of the rollback goes on, so that no planted link
+// keeps the failed release running or the agent from starting.
+func (a *Agent) rollback(ctx context.Context, j *state.Journal, name string, reload schema.Reload) (refused, err error) {
 	from := j.Step
-	j.Step = state.StepRollback
-	if err := a.st.WriteJournal(j); err != nil {
-		return err
-	}
-	for _, b := range j.Files {
-		if !b.Existed {
-			if err := os.Remove(b.Target); err != nil && !errors.Is(err, os.ErrNotExist) {
-				return err
+	var refusals []error
+	if from != state.StepRollbackContainer {
+		j.Step = state.StepRollback
+		if err := a.st.WriteJournal(j); err != nil {
+			return nil, err
+		}
+		for _, b := range j.Files {
+			if err := a.restore(b); refusedPath(err) {
+				a.log.Error("not restoring a node file: its path was changed under the agent", "node", j.Node, "file", b.Target, "err", err)
+				refusals = append(refusals, err)
+			} else if err != nil {
+				return nil, err
 			}
-			continue
 		}
-		f, err := os.Open(b.Backup)
-		if err != nil {
-			return fmt.Errorf("restore %s: %w", b.Target, err)
+		j.Step = state.StepRollbackContainer
+		if err := a.st.WriteJournal(j); err != nil {
+			return nil, err
 		}
-		err = state.WriteFile(b.Target, f, os.FileMode(b.Mode))
-		f.Close()
-		if err != nil {
-			return err
+		// The backups may hold decrypted secrets: nothing needs them now.
+		if err := os.RemoveAll(a.st.Path("backup", j.Node)); err != nil {
+			return nil, err
 		}
 	}
+	refused = errors.Join(refusals...)
+	if err := a.rollbackContainer(ctx, j, from, name, reload); err != nil {
+		return refused, err
+	}
+	j.Step = state.StepRolledBack
+	return refused, a.st.WriteJournal(j)
+}
+
+// rollbackContainer is rollback's second half: the container as it was.
+func (a *Agent) rollbackContainer(ctx context.Context, j *state.Journal, from state.Step, name string, reload schema.Reload) error {
 	prev := name + engine.PrevSuffix
 	_, prevFound, err := a.eng.Inspect(ctx, prev)
 	if err != nil {
@@ -381,8 +433,7 @@ func (a *Agent) rollback(ctx context.Context, j *state.Journal, name string, rel
 			return err
 		}
 	}
-	j.Step = state.StepRolledBack
-	return a.st.WriteJournal(j)
+	return nil
 }
 
 // recover finishes what a crashed pass left: an apply interrupted at any
@@ -405,15 +456,21 @@ func (a *Agent) recover(ctx context.Context) error {
 		default:
 			a.log.Warn("an apply was interrupted; rolling it back", "node", n.Name, "version", j.Version, "step", j.Step)
 			name, reload := a.containerOf(st, n.Name)
-			if err := a.rollback(ctx, j, name, reload); err != nil {
+			refused, err := a.rollback(ctx, j, name, reload)
+			if err != nil {
 				return fmt.Errorf("node %s: recover interrupted apply of release %d: %w", n.Name, j.Version, err)
+			}
+			if refused != nil {
+				a.log.Error("interrupted apply rolled back without some node files", "node", n.Name, "version", j.Version, "err", refused)
 			}
 		}
 		if err := a.st.ClearJournal(n.Name); err != nil {
 			return err
 		}
 	}
-	return nil
+	// Every apply is finished or undone: no backup (which may hold
+	// decrypted secrets) is needed, whatever crash left it.
+	return os.RemoveAll(a.st.Path("backup"))
 }
 
 // containerOf finds a node's container name and reload action in the newest
@@ -618,24 +675,9 @@ func (a *Agent) check(ctx context.Context, name string, h schema.Health, timeout
 
 // writeNodeFile writes one verified file under an allowed directory,
 // creating missing parent directories there.
+// A link anywhere on the way is refused, not followed (package hostfs).
 func (a *Agent) writeNodeFile(f schema.File, data []byte) error {
-	if !a.cfg.Allowed(f.Target) {
-		return fmt.Errorf("file %s is outside allowed_dirs", f.Target)
-	}
-	dir := filepath.Dir(f.Target)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	// A symlink anywhere below the allowed directory could point the write
-	// elsewhere: the resolved directory must still be allowed.
-	real, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return err
-	}
-	if !a.cfg.Allowed(filepath.Join(real, filepath.Base(f.Target))) {
-		return fmt.Errorf("file %s: %s resolves to %s, outside allowed_dirs", f.Target, dir, real)
-	}
-	return state.WriteFile(filepath.Join(real, filepath.Base(f.Target)), bytes.NewReader(data), os.FileMode(f.Mode))
+	return a.files().Write(f.Target, bytes.NewReader(data), os.FileMode(f.Mode))
 }
 
 // containerSpec is the engine spec of a node's container.
@@ -659,28 +701,6 @@ func containerSpec(rel *schema.Release, rn *schema.ReleaseNode) (engine.Containe
 	fmt.Fprintf(h, "%q\n", []any{spec.Image, spec.Cmd, spec.Entrypoint, spec.Env, spec.Ports, spec.Binds, spec.RestartPolicy, rn.Network})
 	spec.Labels[LabelSpec] = hex.EncodeToString(h.Sum(nil))[:32]
 	return spec, nil
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func copyFile(src, dst string) error {
-	f, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return state.WriteFile(dst, f, 0o600)
 }
 
 func clip(b []byte) string {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/schema"
@@ -57,7 +56,7 @@ func (a *Agent) planNode(ctx context.Context, w io.Writer, t *target, ns *state.
 	}
 	changedFiles := 0
 	for _, f := range rn.Files {
-		if _, err := os.Stat(f.Target); err != nil {
+		if _, err := a.files().Lstat(f.Target); err != nil {
 			actions = append(actions, "create "+f.Target)
 			changedFiles++
 		} else if !a.fileMatches(t.v.Commit, rn, f) {

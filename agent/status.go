@@ -87,7 +87,9 @@ func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int6
 	}
 	commit, _ := a.objects.Ref(acceptedRef)
 	for _, f := range rn.Files {
-		sum, _ := fileSHA256(f.Target)
+		// Never through a link: a planted one would publish the digest of
+		// any host file.
+		sum, _ := a.files().SHA256(f.Target)
 		if f.Encrypted {
 			// Never the plaintext's digest (a reader could test guesses of
 			// a weak secret against it): the ciphertext's, when it matches.

@@ -21,6 +21,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pullship/pullship/bundler/shared/atomicfile"
+
 	"github.com/pullship/pullship/bundler/shared/bundle"
 
 	"filippo.io/age"
@@ -264,30 +266,7 @@ func writeSecretFile(path, node string, sf *SecretFile) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+node+".toml.*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(sf.Encode(node)); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteFile(path, bytes.NewReader(sf.Encode(node)), 0o644)
 }
 
 // LoadSecretsIdentity reads an age identity file (as age-keygen writes it)

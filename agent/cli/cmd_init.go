@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/pullship/pullship/bundler/shared/atomicfile"
 
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
@@ -107,29 +110,14 @@ func ensureStatusKey(path string) (pubPath, id string, created bool, err error) 
 		return "", "", false, err
 	}
 	// A stale .pub of an older key would mislead: replace it.
-	if err := os.WriteFile(pubPath, kp.PublicPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(pubPath, bytes.NewReader(kp.PublicPEM), 0o644); err != nil {
 		return "", "", false, fmt.Errorf("write public key: %w", err)
 	}
 	return pubPath, kp.KeyID, true, nil
 }
 
-// writeNew creates path (failing if it exists) with data, synced; a
-// partial file is removed.
+// writeNew creates path (failing if it exists) with data, durably; no
+// reader ever sees it partly written.
 func writeNew(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.WriteNew(path, data, mode)
 }

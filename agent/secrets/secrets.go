@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/pullship/pullship/bundler/shared/atomicfile"
+
 	"filippo.io/age"
 	"filippo.io/age/armor"
 )
@@ -49,24 +51,9 @@ func GenerateIdentity(path string) (string, error) {
 	}
 	rcpt := id.Recipient().String()
 	data := fmt.Sprintf("# pullship node age identity; public key: %s\n%s\n", rcpt, id.String())
-	// O_EXCL: never overwrite an identity another process just wrote.
-	fh, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("age identity %s: %w", path, err)
-	}
-	if _, err := fh.WriteString(data); err != nil {
-		fh.Close()
-		os.Remove(path)
-		return "", fmt.Errorf("age identity %s: %w", path, err)
-	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
-		os.Remove(path)
-		return "", fmt.Errorf("age identity %s: %w", path, err)
-	}
-	if err := fh.Close(); err != nil {
-		os.Remove(path)
-		return "", fmt.Errorf("age identity %s: %w", path, err)
+	// WriteNew: never overwrite an identity another process just wrote.
+	if err := atomicfile.WriteNew(path, []byte(data), 0o600); err != nil {
+		return "", fmt.Errorf("age identity: %w", err)
 	}
 	return rcpt, nil
 }

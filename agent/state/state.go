@@ -10,13 +10,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/pullship/pullship/bundler/shared/atomicfile"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -76,13 +76,16 @@ type Step string
 
 // The steps of an apply, as recorded in the journal before each is done.
 const (
-	StepBegin      Step = "begin"      // backups being taken; nothing changed yet
-	StepFiles      Step = "files"      // node files being replaced
-	StepContainer  Step = "container"  // container being recreated or reloaded
-	StepHealth     Step = "health"     // health being checked
-	StepRollback   Step = "rollback"   // restoring the previous release
-	StepDone       Step = "done"       // applied and healthy
-	StepRolledBack Step = "rolledback" // previous release restored
+	StepBegin     Step = "begin"     // backups being taken; nothing changed yet
+	StepFiles     Step = "files"     // node files being replaced
+	StepContainer Step = "container" // container being recreated or reloaded
+	StepHealth    Step = "health"    // health being checked
+	StepRollback  Step = "rollback"  // restoring the previous release
+	// StepRollbackContainer: files restored and their backups (which may
+	// hold decrypted secrets) removed; the container being restored.
+	StepRollbackContainer Step = "rollback-container"
+	StepDone              Step = "done"       // applied and healthy
+	StepRolledBack        Step = "rolledback" // previous release restored
 )
 
 // Store is an agent state directory, locked against a second agent.
@@ -166,11 +169,7 @@ var TestHookJournal func(dir string, step Step)
 
 // ClearJournal removes node's journal once its apply is finished.
 func (s *Store) ClearJournal(node string) error {
-	err := os.Remove(s.Path("journal-" + node + ".toml"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return syncDir(s.dir)
+	return atomicfile.Remove(s.Path("journal-" + node + ".toml"))
 }
 
 func (s *Store) read(name string, v any) error {
@@ -192,48 +191,5 @@ func (s *Store) write(name string, v any) error {
 	if err := toml.NewEncoder(&buf).Encode(v); err != nil {
 		return fmt.Errorf("write state %s: %w", name, err)
 	}
-	return WriteFile(s.Path(name), &buf, 0o600)
-}
-
-// WriteFile replaces path with the content of r: it writes a temporary file
-// in the same directory, fsyncs it, renames it over path and fsyncs the
-// directory, so a crash leaves either the old or the new file.
-func WriteFile(path string, r io.Reader, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := io.Copy(f, r); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fail(err)
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(s.Path(name), &buf, 0o600)
 }

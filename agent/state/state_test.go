@@ -92,24 +92,3 @@ func TestCorruptStateIsAnError(t *testing.T) {
 		t.Fatalf("corrupt state: %v", err)
 	}
 }
-
-func TestWriteFileReplaces(t *testing.T) {
-	dir := t.TempDir()
-	p := filepath.Join(dir, "f")
-	os.WriteFile(p, []byte("old"), 0o644)
-	if err := WriteFile(p, strings.NewReader("new"), 0o640); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(p)
-	fi, _ := os.Stat(p)
-	if string(b) != "new" || fi.Mode().Perm() != 0o640 {
-		t.Fatalf("got %q %v", b, fi.Mode())
-	}
-	ents, _ := os.ReadDir(dir)
-	if len(ents) != 1 {
-		t.Fatalf("temp file left behind: %v", ents)
-	}
-	if err := WriteFile(filepath.Join(dir, "missing", "f"), strings.NewReader("x"), 0o644); err == nil {
-		t.Fatal("write into a missing directory succeeded")
-	}
-}

@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/pullship/pullship/bundler/shared/atomicfile"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/pullship/pullship/schema"
@@ -185,34 +188,11 @@ func readCapped(path string, max int64) ([]byte, error) {
 	return data, nil
 }
 
-// writeDurably writes a new file by rename after an fsync, and fsyncs the
-// directory, so a crash leaves the file whole or absent.
+// writeDurably writes a file with atomicfile, so a crash leaves it whole
+// or absent.
 func writeDurably(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(path, bytes.NewReader(data), 0o600)
 }

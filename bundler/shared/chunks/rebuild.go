@@ -2,6 +2,7 @@ package chunks
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/pullship/pullship/bundler/shared/atomicfile"
 
 	"github.com/pullship/pullship/schema"
 )
@@ -147,5 +150,5 @@ func (d Dir) Open(c schema.Chunk) (io.ReadCloser, error) {
 
 // Put stores a chunk's bytes (as the release side's image reader delivers them).
 func (d Dir) Put(c schema.Chunk, data []byte) error {
-	return os.WriteFile(filepath.Join(string(d), c.SHA256), data, 0o644)
+	return atomicfile.WriteFile(filepath.Join(string(d), c.SHA256), bytes.NewReader(data), 0o644)
 }

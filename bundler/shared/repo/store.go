@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/pullship/pullship/bundler/shared/atomicfile"
+
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
@@ -66,18 +68,8 @@ func Init(dir string) (*Store, error) {
 		"config": "[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = true\n",
 	}
 	for name, content := range files {
-		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-		if errors.Is(err, os.ErrExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("init repository %s: %w", dir, err)
-		}
-		_, err = f.WriteString(content)
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		err := atomicfile.WriteNew(filepath.Join(dir, name), []byte(content), 0o644)
+		if err != nil && !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("init repository %s: %w", dir, err)
 		}
 	}
@@ -131,22 +123,15 @@ func (s *Store) write(ctx context.Context, st *ObjectStream) (int64, error) {
 	if st.Len() == 0 {
 		return 0, nil
 	}
-	packDir := filepath.Join(s.dir, "objects", "pack")
-	tmp, err := os.CreateTemp(packDir, "tmp_pack_")
+	tmp, err := atomicfile.Create(filepath.Join(s.dir, "objects", "pack", "tmp_pack"), 0o444)
 	if err != nil {
 		return 0, fmt.Errorf("write pack to %s: %w", s.dir, err)
 	}
-	defer os.Remove(tmp.Name())
-	sum, entries, err := WritePack(ctx, tmp, st)
+	defer tmp.Abort()
+	sum, entries, err := WritePack(ctx, tmp.File, st)
 	var packSize int64
 	if fi, serr := tmp.Stat(); serr == nil {
 		packSize = fi.Size()
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
 	}
 	if err != nil {
 		return 0, fmt.Errorf("write pack to %s: %w", s.dir, err)
@@ -155,7 +140,7 @@ func (s *Store) write(ctx context.Context, st *ObjectStream) (int64, error) {
 	for i, e := range entries {
 		idx[i] = idxEntry{id: e.ID, offset: int64(e.Offset), crc: e.CRC32}
 	}
-	return packSize, s.install(tmp.Name(), sum, idx)
+	return packSize, s.install(tmp, sum, idx)
 }
 
 // ReceivePack stores a pack read from r (as a server sends it: full, not
@@ -170,13 +155,11 @@ func (s *Store) ReceivePack(r io.Reader, inflateLimit int64) error {
 
 // receivePack is ReceivePack announcing each checked object to live.
 func (s *Store) receivePack(r io.Reader, lim packLimits, live *LivePack) error {
-	packDir := filepath.Join(s.dir, "objects", "pack")
-	tmp, err := os.CreateTemp(packDir, "tmp_pack_")
+	tmp, err := atomicfile.Create(filepath.Join(s.dir, "objects", "pack", "tmp_pack"), 0o444)
 	if err != nil {
 		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
+	defer tmp.Abort()
 	var obs packObserver
 	if live != nil {
 		if err := live.attach(tmp.Name()); err != nil {
@@ -184,60 +167,43 @@ func (s *Store) receivePack(r io.Reader, lim packLimits, live *LivePack) error {
 		}
 		obs = live
 	}
-	spool := bufio.NewWriterSize(tmp, 256<<10)
+	spool := bufio.NewWriterSize(tmp.File, 256<<10)
 	sum, entries, err := indexPack(r, spool, lim, obs)
 	if err == nil {
 		err = spool.Flush()
 	}
 	if err == nil && slices.ContainsFunc(entries, func(e idxEntry) bool { return e.delta }) {
-		err = resolveDeltas(tmp, entries, 2*lim.inflate)
-	}
-	if err == nil {
-		err = tmp.Sync()
+		err = resolveDeltas(tmp.File, entries, 2*lim.inflate)
 	}
 	if err != nil {
 		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
-	return s.install(tmp.Name(), sum, entries)
+	return s.install(tmp, sum, entries)
 }
 
-// install writes the index of the synced pack at tmpPack, then renames the
-// pack and the index (in that order: git finds packs by their .idx) into
-// place and makes the store see them.
-func (s *Store) install(tmpPack string, sum plumbing.Hash, entries []idxEntry) error {
+// install writes the index of the pack written to tmpPack, then commits
+// the pack and the index (in that order: git finds packs by their .idx)
+// into place and makes the store see them.
+func (s *Store) install(tmpPack *atomicfile.File, sum plumbing.Hash, entries []idxEntry) error {
 	packDir := filepath.Join(s.dir, "objects", "pack")
-	itmp, err := os.CreateTemp(packDir, "tmp_idx_")
+	itmp, err := atomicfile.Create(filepath.Join(packDir, "tmp_idx"), 0o444)
 	if err != nil {
 		return fmt.Errorf("index pack %s: %w", sum, err)
 	}
-	defer os.Remove(itmp.Name())
-	err = writeIndex(itmp, entries, sum)
-	if err == nil {
-		err = itmp.Sync()
-	}
-	if cerr := itmp.Close(); err == nil {
-		err = cerr
-	}
+	defer itmp.Abort()
+	err = writeIndex(itmp.File, entries, sum)
 	if err != nil {
 		return fmt.Errorf("index pack %s: %w", sum, err)
 	}
-	base := filepath.Join(packDir, "pack-"+sum.String())
-	if err := os.Rename(tmpPack, base+".pack"); err != nil {
+	base := "pack-" + sum.String()
+	if err := tmpPack.CommitAs(base + ".pack"); err != nil {
 		return fmt.Errorf("install pack %s: %w", sum, err)
 	}
-	if err := os.Rename(itmp.Name(), base+".idx"); err != nil {
+	if err := itmp.CommitAs(base + ".idx"); err != nil {
 		return fmt.Errorf("install pack %s: %w", sum, err)
 	}
-	syncDir(packDir)
 	s.reload()
 	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }
 
 // Ref returns the value of the ref name (loose or packed); ErrNotFound when
@@ -365,20 +331,14 @@ func (s *Store) setRef(name string, old *plumbing.Hash, new plumbing.Hash) (err 
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("update ref %s: %w", name, err)
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	lock, err := atomicfile.Lock(path, 0o644)
 	if errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("update ref %s: locked by another writer (%s.lock exists; remove it if no git process is running)", name, path)
 	}
 	if err != nil {
 		return fmt.Errorf("update ref %s: %w", name, err)
 	}
-	renamed := false
-	defer func() {
-		if !renamed {
-			lock.Close()
-			os.Remove(lock.Name())
-		}
-	}()
+	defer lock.Abort()
 	cur, err := s.readRef(name)
 	if err != nil {
 		return err
@@ -387,7 +347,7 @@ func (s *Store) setRef(name string, old *plumbing.Hash, new plumbing.Hash) (err 
 		return &RefConflictError{Ref: name, Expected: *old, Actual: cur}
 	}
 	if new.IsZero() {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := atomicfile.Remove(path); err != nil {
 			return fmt.Errorf("delete ref %s: %w", name, err)
 		}
 		return s.deletePacked(name)
@@ -395,16 +355,9 @@ func (s *Store) setRef(name string, old *plumbing.Hash, new plumbing.Hash) (err 
 	if _, err := fmt.Fprintf(lock, "%s\n", new); err != nil {
 		return fmt.Errorf("update ref %s: %w", name, err)
 	}
-	if err := lock.Sync(); err != nil {
+	if err := lock.Commit(); err != nil {
 		return fmt.Errorf("update ref %s: %w", name, err)
 	}
-	if err := lock.Close(); err != nil {
-		return fmt.Errorf("update ref %s: %w", name, err)
-	}
-	if err := os.Rename(lock.Name(), path); err != nil {
-		return fmt.Errorf("update ref %s: %w", name, err)
-	}
-	renamed = true
 	return nil
 }
 
@@ -435,22 +388,16 @@ func (s *Store) deletePacked(name string) error {
 	if !found {
 		return nil
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	lock, err := atomicfile.Lock(path, 0o644)
 	if err != nil {
 		return fmt.Errorf("delete ref %s: lock packed-refs: %w", name, err)
 	}
+	defer lock.Abort()
 	_, err = lock.Write(out.Bytes())
 	if err == nil {
-		err = lock.Sync()
-	}
-	if cerr := lock.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(lock.Name(), path)
+		err = lock.Commit()
 	}
 	if err != nil {
-		os.Remove(lock.Name())
 		return fmt.Errorf("delete ref %s: rewrite packed-refs: %w", name, err)
 	}
 	return nil
