@@ -69,8 +69,8 @@ key = "node.key"
 		t.Fatal(err)
 	}
 	h.img, _ = bundlertest.WriteImage(t, filepath.Join(h.env.Dir, "img.tar"), imagetest.File{Path: "app", Mode: 0o755, Data: []byte("app")})
-	h.eng.ExecFunc = func(name string, argv []string) (engine.ExecResult, error) {
-		if len(argv) == 2 && argv[0] == "check" && argv[1] == "fail" {
+	h.eng.ExecFunc = func(_ context.Context, name string, argv []string) (engine.ExecResult, error) {
+		if len(argv) == 2 && argv[0] == "/app" && argv[1] == "fail" {
 			if h.onUnhealthy != nil {
 				h.onUnhealthy()
 				h.onUnhealthy = nil
@@ -91,9 +91,9 @@ func (h *fsHost) target() string { return filepath.Join(h.etc, "app", "app.conf"
 
 // fleetFile writes the fleet for conf with a healthy or failing check.
 func (h *fsHost) fleetFile(conf string, healthy bool) string {
-	health := `["check", "ok"]`
+	health := `["/app", "ok"]`
 	if !healthy {
-		health = `["check", "fail"]`
+		health = `["/app", "fail"]`
 	}
 	return bundlertest.WriteFleet(h.t, filepath.Join(h.env.Dir, "fleet"), bundlertest.Fleet{
 		Image: "pullship-test/app:1", Template: conf, Target: h.target(),
