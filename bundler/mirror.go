@@ -192,7 +192,7 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 		}
 	}
 	// 4. Status branches, both ways.
-	toSrc, statusToDst, err := r.mirrorStatus(ctx, dst, srcRefs, dstRefs, res)
+	toSrc, statusToDst, err := r.mirrorStatus(ctx, dst, srcRefs, dstRefs, res, r.statusNodes(srcHead))
 	if err != nil {
 		return fail(err)
 	}
@@ -405,7 +405,11 @@ func (r *Repository) verifyForMirror(ctx context.Context, head plumbing.Hash, pi
 
 // mirrorStatus decides, per status branch, which side moves: it returns the
 // updates for SRC and for DST.
-func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs, dstRefs map[string]plumbing.Hash, res *MirrorResult) (toSrc, toDst []repo.RefUpdate, err error) {
+//
+// Only reports signed by their node's status key (as the newest release
+// lists it) are copied or win a divergence: a side's unsigned, forged or
+// unreadable head is left where it is, with a note.
+func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs, dstRefs map[string]plumbing.Hash, res *MirrorResult, nodes map[string]schema.ReleaseNode) (toSrc, toDst []repo.RefUpdate, err error) {
 	names := map[string]bool{}
 	for _, refs := range []map[string]plumbing.Hash{srcRefs, dstRefs} {
 		for ref := range refs {
@@ -442,14 +446,26 @@ func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs
 	sort.Strings(refs)
 	for _, ref := range refs {
 		s, d := srcRefs[ref], dstRefs[ref]
+		n, listed := nodes[strings.TrimPrefix(ref, bundle.StatusPrefix)]
+		signed := func(id plumbing.Hash) bool {
+			if listed && bundle.CheckReport(r.Cache, n, id).Status != nil {
+				return true
+			}
+			res.Notes = append(res.Notes, fmt.Sprintf("%s: report %s is not signed by the node's status key (or the newest release lists no such node): not copied", Flatten(ref), short(id)))
+			return false
+		}
 		switch {
 		case s == d:
 		case d.IsZero() || r.isAncestor(d, s):
-			toDst = append(toDst, repo.RefUpdate{Name: ref, Old: d, New: s})
+			if signed(s) {
+				toDst = append(toDst, repo.RefUpdate{Name: ref, Old: d, New: s})
+			}
 		case s.IsZero() || r.isAncestor(s, d):
-			toSrc = append(toSrc, repo.RefUpdate{Name: ref, Old: s, New: d})
+			if signed(d) {
+				toSrc = append(toSrc, repo.RefUpdate{Name: ref, Old: s, New: d})
+			}
 		default:
-			switch c := r.compareReports(s, d); {
+			switch c := r.compareReports(n, listed, s, d); {
 			case c > 0:
 				toDst = append(toDst, repo.RefUpdate{Name: ref, Old: d, New: s})
 			case c < 0:
@@ -462,11 +478,14 @@ func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs
 	return toSrc, toDst, nil
 }
 
-// compareReports orders two status heads by their reports: sequence, then
-// time; a readable report beats an unreadable one. It does not check
-// signatures (status readers do): it only picks which head to keep.
-func (r *Repository) compareReports(a, b plumbing.Hash) int {
-	sa, sb := r.readStatus(a), r.readStatus(b)
+// compareReports orders two status heads of node n by their reports:
+// sequence, then time; a report signed by the node's status key beats one
+// that is not (unsigned, forged, unreadable); two such are a tie.
+func (r *Repository) compareReports(n schema.ReleaseNode, listed bool, a, b plumbing.Hash) int {
+	if !listed {
+		return 0
+	}
+	sa, sb := bundle.CheckReport(r.Cache, n, a).Status, bundle.CheckReport(r.Cache, n, b).Status
 	switch {
 	case sa == nil && sb == nil:
 		return 0
@@ -484,16 +503,26 @@ func (r *Repository) compareReports(a, b plumbing.Hash) int {
 	}
 }
 
-func (r *Repository) readStatus(commit plumbing.Hash) *schema.Status {
-	data, err := r.Cache.ReadFile(commit, bundle.StatusFile, schema.MaxStatusFileLen)
-	if err != nil {
-		return nil
+// statusNodes is the node list (with status keys) of the release at head:
+// what status reports are checked against. It is empty when head is zero or
+// unreadable, and then no status report is copied.
+func (r *Repository) statusNodes(head plumbing.Hash) map[string]schema.ReleaseNode {
+	out := map[string]schema.ReleaseNode{}
+	if head.IsZero() {
+		return out
 	}
-	s, err := schema.ParseStatus(bundle.StatusFile, data)
+	b, err := bundle.Read(r.Cache, head)
 	if err != nil {
-		return nil
+		return out
 	}
-	return s
+	rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
+	if err != nil {
+		return out
+	}
+	for _, n := range rel.Nodes {
+		out[n.Name] = n
+	}
+	return out
 }
 
 // pushUpdates sends what remote lacks of the updates' new values (everything

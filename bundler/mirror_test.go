@@ -49,7 +49,7 @@ func gitRefs(t *testing.T, bare string) map[string]string {
 // sequence seq on top of parent ("" for none) in bare, moves the branch
 // there and returns the commit id. The report is unsigned: a mirror only
 // carries reports, status readers verify them.
-func statusCommit(t *testing.T, bare, node string, seq int64, parent string) string {
+func statusCommit(t *testing.T, key signature.Signer, bare, node string, seq int64, parent string) string {
 	t.Helper()
 	st := &schema.Status{Node: node, Region: "cn", Sequence: seq, Time: time.Date(2026, 1, 1, 0, 0, int(seq), 0, time.UTC),
 		Container: schema.StatusContainer{State: "running"}, Network: schema.StatusNetwork{Driver: "none"}}
@@ -62,8 +62,19 @@ func statusCommit(t *testing.T, bare, node string, seq int64, parent string) str
 		t.Fatal(err)
 	}
 	blob := strings.TrimSpace(git(t, bare, "hash-object", "-w", f))
+	tree := "100644 blob " + blob + "\tstatus.toml\n"
+	if key != nil {
+		sig, err := schema.SignWith(key, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sf schema.SignatureFile
+		sf.Add(sig)
+		must(t, os.WriteFile(f+".sig", sf.Encode(), 0o644))
+		tree += "100644 blob " + strings.TrimSpace(git(t, bare, "hash-object", "-w", f+".sig")) + "\tstatus.toml.sig\n"
+	}
 	cmd := exec.Command("git", "-C", bare, "mktree")
-	cmd.Stdin = strings.NewReader("100644 blob " + blob + "\tstatus.toml\n")
+	cmd.Stdin = strings.NewReader(tree)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("git mktree: %v", err)
@@ -175,11 +186,14 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 
 	// Status written on the far side travels back: usb → relay → origin.
 	node := "cn"
-	s1 := statusCommit(t, usb, node, 1, "")
+	key := loadStatusKey(t, filepath.Join(e.Dir, "fleet", "status-cn.key"))
+	// An unsigned report is never carried.
+	statusCommit(t, nil, usb, "sg", 1, "")
+	s1 := statusCommit(t, key, usb, node, 1, "")
 	if res, err = mirror(t, relay, usb, filepath.Join(e.Dir, "cache-usb"), bundler.MirrorOptions{Images: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if len(res.ToSrc) != 1 || gitRefs(t, relayBare)[bundle.StatusPrefix+node] != s1 {
+	if len(res.ToSrc) != 1 || gitRefs(t, relayBare)[bundle.StatusPrefix+node] != s1 || gitRefs(t, relayBare)[bundle.StatusPrefix+"sg"] != "" {
 		t.Fatalf("status to the relay: %+v", res)
 	}
 	if res, err = mirror(t, e.Repo, relay, cache, bundler.MirrorOptions{Images: 2}); err != nil {
@@ -191,7 +205,7 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	git(t, e.Repo, "fsck", "--strict", "--no-dangling")
 
 	// Fast-forward towards the relay: the origin moved on (seq 2).
-	s2 := statusCommit(t, e.Repo, node, 2, s1)
+	s2 := statusCommit(t, key, e.Repo, node, 2, s1)
 	if _, err = mirror(t, e.Repo, relay, cache, bundler.MirrorOptions{Images: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -200,8 +214,8 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	}
 	// Diverged: the origin holds seq 3 on s2, the relay a replaced
 	// heartbeat with seq 4 on s1. The newer report wins on both sides.
-	s3 := statusCommit(t, e.Repo, node, 3, s2)
-	s4 := statusCommit(t, relayBare, node, 4, s1)
+	s3 := statusCommit(t, key, e.Repo, node, 3, s2)
+	s4 := statusCommit(t, key, relayBare, node, 4, s1)
 	if res, err = mirror(t, e.Repo, relay, cache, bundler.MirrorOptions{Images: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -406,4 +420,17 @@ func r0(t *testing.T, path string) *schema.Root {
 		t.Fatal(err)
 	}
 	return root
+}
+
+func loadStatusKey(t *testing.T, path string) signature.Signer {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _, err := schema.LoadPrivateKey(path, data, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

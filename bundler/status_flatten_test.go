@@ -4,9 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/shared/bundle"
+	"github.com/pullship/pullship/bundler/shared/repo"
 )
 
 // Nothing a server or a node writes reaches the terminal raw: a genuinely
@@ -54,5 +56,30 @@ func TestFlatten(t *testing.T) {
 		if got := bundler.Flatten(in); got != want {
 			t.Errorf("Flatten(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A reader that saw report 2 of a node refuses report 1 put back at the
+// head of its branch (a server replaying an older, genuinely signed report).
+func TestFleetStatusRefusesOlderReport(t *testing.T) {
+	e := newStatusEnv(t)
+	ctx := context.Background()
+	srv, err := repo.OpenStore(e.Repo)
+	must(t, err)
+	e.report(t, "cn", e.keys["cn"], nodeStatus("cn", e.now.Add(-time.Minute)))
+	first, err := srv.Ref(bundle.StatusPrefix + "cn")
+	must(t, err)
+	e.report(t, "cn", e.keys["cn"], nodeStatus("cn", e.now))
+	f, err := e.Release.FleetStatus(ctx, e.Pinned, e.now, bundler.FleetOptions{})
+	must(t, err)
+	if f.Nodes[0].State != bundle.ReportOK || f.Nodes[0].Status.Sequence != 2 {
+		t.Fatalf("report 2: %s %s", f.Nodes[0].State, f.Nodes[0].Problem)
+	}
+	cur, _ := srv.Ref(bundle.StatusPrefix + "cn")
+	must(t, srv.SetRef(bundle.StatusPrefix+"cn", cur, first))
+	f, err = e.Release.FleetStatus(ctx, e.Pinned, e.now, bundler.FleetOptions{})
+	must(t, err)
+	if f.Nodes[0].State != bundle.ReportInvalid || !strings.Contains(f.Nodes[0].Problem, "older report put back") {
+		t.Fatalf("report 1 put back: %s %s", f.Nodes[0].State, f.Nodes[0].Problem)
 	}
 }
