@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ import (
 // pullship status reads it back. The secrets (the token, the deploy key)
 // appear in no output: JSON log, metrics, status.toml, state directory.
 func TestPrivateHosting(t *testing.T) {
-	h := newHost(t)
+	h := newDockerHost(t)
 	base := filepath.Join(h.env.Dir, "hosting")
 	sshBare := gittest.InitBare(t, base, "ssh.git")
 	httpsBare := gittest.InitBare(t, base, "https.git")
@@ -42,15 +43,24 @@ func TestPrivateHosting(t *testing.T) {
 	must(t, err)
 	secrets := map[string]string{"token": nginx.Password, "deploy key": keyBody(string(key))}
 
+	otherHosts := filepath.Join(h.env.Dir, "known_hosts.other")
+	sshd.WriteKnownHosts(otherHosts, gittest.KeyGen(t, filepath.Join(h.env.Dir, "other_host")))
+	wrongToken := filepath.Join(h.env.Dir, "wrong-token")
+	must(t, os.WriteFile(wrongToken, []byte("not-the-token\n"), 0o600))
+
 	h.release(h.image("a"), "version = 1\n", ping)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		url, bare string
 		creds     repo.Credentials
 		table     string
+		bad       string // a table the server refuses
+		badSays   string
 	}{
-		{sshURL, sshBare, sshCreds, fmt.Sprintf("ssh_key = %q\nknown_hosts = %q\n", sshd.ClientKey, sshd.KnownHosts)},
-		{httpsURL, httpsBare, httpsCreds, fmt.Sprintf("username = %q\npassword_file = %q\nca_file = %q\n", nginx.Username, nginx.PasswordFile, nginx.CAFile)},
+		{sshURL, sshBare, sshCreds, fmt.Sprintf("ssh_key = %q\nknown_hosts = %q\n", sshd.ClientKey, sshd.KnownHosts),
+			fmt.Sprintf("ssh_key = %q\nknown_hosts = %q\n", sshd.ClientKey, otherHosts), "it presented ssh-ed25519 " + gittest.Fingerprint(t, sshd.KnownHosts)},
+		{httpsURL, httpsBare, httpsCreds, fmt.Sprintf("username = %q\npassword_file = %q\nca_file = %q\n", nginx.Username, nginx.PasswordFile, nginx.CAFile),
+			fmt.Sprintf("username = %q\npassword_file = %q\nca_file = %q\n", nginx.Username, wrongToken, nginx.CAFile), "401"},
 	} {
 		t.Run(strings.SplitN(tc.url, ":", 2)[0], func(t *testing.T) {
 			opts, err := tc.creds.Options(tc.url)
@@ -65,26 +75,44 @@ func TestPrivateHosting(t *testing.T) {
 
 			state := filepath.Join(t.TempDir(), "state")
 			p := filepath.Join(h.env.Dir, "agent.toml")
-			must(t, os.WriteFile(p, []byte(fmt.Sprintf("root = %q\nstate_dir = %q\nallowed_dirs = [%q]\nlog_format = \"json\"\n\n[[remote]]\nurl = %q\n%s\n[[node]]\nname = %q\nkey = \"node.key\"\n",
-				h.env.Root, state, h.etc, tc.url, tc.table, h.node)), 0o644))
-			cfg, err := config.Load(p)
-			must(t, err)
+			writeConfig := func(table string) *config.Config {
+				must(t, os.WriteFile(p, []byte(fmt.Sprintf("root = %q\nstate_dir = %q\nallowed_dirs = [%q]\nlog_format = \"json\"\n\n[[remote]]\nurl = %q\n%s\n[[node]]\nname = %q\nkey = \"node.key\"\n",
+					h.env.Root, state, h.etc, tc.url, table, h.node)), 0o644))
+				cfg, err := config.Load(p)
+				must(t, err)
+				return cfg
+			}
 			var logs bytes.Buffer
 			reg := prometheus.NewRegistry()
-			a, err := agent.New(cfg, agent.Options{Engine: h.eng, Metrics: agent.NewMetrics(reg),
-				Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-			must(t, err)
-			out, err := a.Once(ctx)
-			a.Close()
-			if err != nil || out != agent.Converged {
-				t.Fatalf("agent over %s: %v %v\n%s", tc.url, out, err, logs.String())
+			metrics := agent.NewMetrics(reg)
+			pass := func(cfg *config.Config) (agent.Outcome, error) {
+				a, err := agent.New(cfg, agent.Options{Engine: h.eng, Metrics: metrics,
+					Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+				must(t, err)
+				defer a.Close()
+				return a.Once(ctx)
+			}
+
+			// pullship-agent once, the process: applies and reports.
+			writeConfig(tc.table)
+			bin, env := asAgent()
+			cmd := exec.Command(bin, "once", "--config", p)
+			cmd.Env = env
+			var procOut bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &procOut, &procOut
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("pullship-agent once over %s: %v\n%s", tc.url, err, procOut.String())
 			}
 			if h.conf() != "version = 1\n" {
 				t.Fatalf("conf %q", h.conf())
 			}
 			status := bundle.StatusPrefix + h.node
-			if refOf(t, tc.bare, status) == "" {
-				t.Fatalf("no status pushed to %s\n%s", tc.url, logs.String())
+			first := refOf(t, tc.bare, status)
+			if first == "" {
+				t.Fatalf("no status pushed to %s\n%s", tc.url, procOut.String())
+			}
+			if out, err := pass(writeConfig(tc.table)); err != nil || out != agent.Nothing {
+				t.Fatalf("second pass over %s: %v %v\n%s", tc.url, out, err, logs.String())
 			}
 			r, err := bundler.Open(ctx, tc.url, filepath.Join(t.TempDir(), "status-cache"), opts)
 			must(t, err)
@@ -94,17 +122,28 @@ func TestPrivateHosting(t *testing.T) {
 				t.Fatalf("pullship status over %s: %+v", tc.url, f.Nodes)
 			}
 
+			// The server refused: the error names the remote and what the
+			// server presented or said, and carries no secret.
+			_, err = pass(writeConfig(tc.bad))
+			if err == nil || !strings.Contains(err.Error(), repo.RedactURL(tc.url)) || !strings.Contains(err.Error(), tc.badSays) {
+				t.Fatalf("pass with %q: %v, want an error naming %s and %q", tc.bad, err, repo.RedactURL(tc.url), tc.badSays)
+			}
+
 			// Every output channel, grepped for every secret.
-			var metrics bytes.Buffer
+			var page bytes.Buffer
 			mfs, err := reg.Gather()
 			must(t, err)
 			for _, mf := range mfs {
-				expfmt.MetricFamilyToText(&metrics, mf)
+				expfmt.MetricFamilyToText(&page, mf)
+			}
+			if !strings.Contains(page.String(), repo.RedactURL(tc.url)) {
+				t.Errorf("metrics name no remote errors of %s:\n%s", repo.RedactURL(tc.url), page.String())
 			}
 			channels := map[string]string{
-				"log":         logs.String(),
-				"metrics":     metrics.String(),
-				"status.toml": gitOut(t, tc.bare, "show", status+":status.toml"),
+				"process output": procOut.String(),
+				"log":            logs.String(),
+				"metrics":        page.String(),
+				"status.toml":    gitOut(t, tc.bare, "show", status+":status.toml"),
 			}
 			filepath.Walk(state, func(path string, fi os.FileInfo, err error) error {
 				if err == nil && fi.Mode().IsRegular() {
