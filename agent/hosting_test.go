@@ -28,7 +28,8 @@ import (
 // basic auth with a token file): mirror to each, the agent converges from
 // each with [[remote]] credentials and pushes its status there with them,
 // pullship status reads it back. The secrets (the token, the deploy key)
-// appear in no output: JSON log, metrics, status.toml, state directory.
+// appear in no output: the process's output (JSON log), a text log,
+// metrics, status.toml, the state directory.
 func TestPrivateHosting(t *testing.T) {
 	h := newDockerHost(t)
 	base := filepath.Join(h.env.Dir, "hosting")
@@ -87,7 +88,7 @@ func TestPrivateHosting(t *testing.T) {
 			metrics := agent.NewMetrics(reg)
 			pass := func(cfg *config.Config) (agent.Outcome, error) {
 				a, err := agent.New(cfg, agent.Options{Engine: h.eng, Metrics: metrics,
-					Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+					Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 				must(t, err)
 				defer a.Close()
 				return a.Once(ctx)

@@ -3,9 +3,11 @@ package cli
 import (
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
@@ -85,6 +87,30 @@ func TestPrivateHostingCLI(t *testing.T) {
 	pullship(0, args...)
 	pullship(0, "verify", "--repo", mirrored, "--cache", t.TempDir(), "--root", e.Root, "--git-username", nginx.Username,
 		"--git-password-file", nginx.PasswordFile, "--ca-file", nginx.CAFile)
+
+	// No --ssh-key: the SSH agent at $SSH_AUTH_SOCK, as ssh itself does.
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	sshAgent := exec.Command("ssh-agent", "-D", "-a", sock)
+	if err := sshAgent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sshAgent.Process.Kill(); sshAgent.Wait() })
+	t.Setenv("SSH_AUTH_SOCK", sock)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("ssh-agent did not listen: %v", err)
+		}
+	}
+	_, errs := pullship(1, "log", "--repo", sshURL, "--cache", t.TempDir(), "--known-hosts", sshd.KnownHosts)
+	if !strings.Contains(errs, "unable to authenticate") {
+		t.Fatalf("empty SSH agent: %s", errs)
+	}
+	if out, err := exec.Command("ssh-add", sshd.ClientKey).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-add: %v\n%s", err, out)
+	}
+	pullship(0, "log", "--repo", sshURL, "--cache", t.TempDir(), "--known-hosts", sshd.KnownHosts)
 
 	// Refusals.
 	other := filepath.Join(e.Dir, "other_key")

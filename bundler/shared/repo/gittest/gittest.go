@@ -58,19 +58,7 @@ func (s *Server) Start() {
 		s.t.Fatal(err)
 	}
 	s.cmd = cmd
-	addr := strings.TrimPrefix(s.URL, "git://")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("git daemon did not listen on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitListen(s.t, strings.TrimPrefix(s.URL, "git://"), func() string { return "(git daemon)" })
 }
 
 // execPath is git's directory of helper programs.
