@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -212,8 +213,10 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, size
 	}
 	pr, pw := io.Pipe()
 	filtered := make(chan error, 1)
+	var facts saveFacts
 	go func() {
-		_, err := filterSaveTar(pw, r, func(cfg string) error {
+		var err error
+		facts, err = filterSaveTar(pw, r, func(cfg string) error {
 			if cfg != wantID {
 				return &ImageMismatchError{Want: wantID, Got: cfg}
 			}
@@ -247,12 +250,19 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, size
 		return fmt.Errorf("load image %s: engine reported images %q and names %q, want exactly one untagged image", wantID, out.IDs, out.Names)
 	}
 	got := out.IDs[0]
-	if got == wantID {
-		return nil
-	}
 	insp, err := d.cli.ImageInspect(ctx, got)
 	if err != nil {
 		return fmt.Errorf("load image %s: inspect loaded image %s: %w", wantID, got, err)
+	}
+	// Either store: the layers the engine registered are the signed
+	// config's diff_ids (the filter passed only the config manifest.json
+	// names, whose digest it checked).
+	if err := checkDiffIDs(facts.Config, insp.RootFS.Layers); err != nil {
+		d.removeNew(ctx, before, out)
+		return fmt.Errorf("load image %s: %w", wantID, err)
+	}
+	if got == wantID {
+		return nil
 	}
 	if insp.Descriptor == nil || insp.Descriptor.Digest.String() != got {
 		// Classic store with an ID that is not the config digest we hashed.
@@ -656,4 +666,35 @@ func (d *Docker) Connected(ctx context.Context, name, netName string) (string, b
 		ip = ep.IPAMConfig.IPv4Address // stopped container: the configured address
 	}
 	return ip, true, nil
+}
+
+// ErrLayersMismatch means the engine registered other layers than the
+// signed config's diff_ids.
+var ErrLayersMismatch = errors.New("loaded image's layers are not the signed config's diff_ids")
+
+// checkDiffIDs compares the layers an engine reports for a loaded image with
+// the diff_ids of its (checked) config.
+func checkDiffIDs(config []byte, layers []string) error {
+	var c struct {
+		RootFS struct {
+			DiffIDs []string `json:"diff_ids"`
+		} `json:"rootfs"`
+	}
+	if config == nil {
+		return fmt.Errorf("%w: the signed config was not seen", ErrLayersMismatch)
+	}
+	if err := json.Unmarshal(config, &c); err != nil {
+		return fmt.Errorf("signed config: %w", err)
+	}
+	if !slices.Equal(c.RootFS.DiffIDs, layers) {
+		return fmt.Errorf("%w: engine has %d layers %v, config %d", ErrLayersMismatch, len(layers), clipIDs(layers), len(c.RootFS.DiffIDs))
+	}
+	return nil
+}
+
+func clipIDs(ids []string) []string {
+	if len(ids) > 3 {
+		return append(slices.Clone(ids[:3]), "…")
+	}
+	return ids
 }

@@ -17,6 +17,7 @@ var (
 		out, err := readLoadOutput(bytes.NewReader(data), isJSON)
 		return out.IDs, out.Names, err
 	}
+	CheckDiffIDs     = checkDiffIDs
 	ReadImportOutput = func(data []byte) (string, error) { return readImportOutput(bytes.NewReader(data)) }
 )
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -25,18 +26,27 @@ const (
 	maxMetaEntries = 100000
 )
 
-// Annotations by which an OCI-layout tarball names (tags) its images.
-var nameAnnotations = []string{"io.containerd.image.name", "org.opencontainers.image.ref.name"}
+// metaNames are the entries by which an engine finds the images of a
+// tarball. Only manifest.json names what the signed index pins: an OCI
+// index.json (with oci-layout), which the containerd image store prefers,
+// could name another manifest and config in the same tarball.
+var metaNames = map[string]bool{"manifest.json": true, "index.json": true, "oci-layout": true, "repositories": true}
 
 // saveFacts is what filterSaveTar learnt about the tarball it passed on.
 type saveFacts struct {
 	ConfigDigest string // "sha256:<hex>" of the single image's config, computed from its bytes
 	Layers       []string
+	// Config is the bytes of the entry whose digest check accepted (the
+	// signed config), nil when no entry passed check.
+	Config []byte
 }
 
 // filterSaveTar copies the `docker save` tarball r to w entry by entry,
-// streaming, with every tag removed: "RepoTags" in manifest.json, the legacy
-// "repositories" file, and name annotations in an OCI index.json. It computes
+// streaming, with every tag removed ("RepoTags" in manifest.json, the legacy
+// "repositories" file) and without the OCI layout (index.json, oci-layout),
+// so that either image store loads the image manifest.json names, whose
+// config is checked, and nothing else; a link or other non-regular entry
+// under one of those names is refused. It computes
 // the config's digest from the bytes that pass, and calls check with it before
 // writing the end-of-archive marker, so that when check (or anything else)
 // fails the reader of w never sees a complete tarball.
@@ -64,6 +74,7 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 	tr := tar.NewReader(r)
 	tw := tar.NewWriter(w)
 	digests := make(map[string]string)
+	var small bytes.Buffer
 	var manifest []map[string]json.RawMessage
 	for {
 		hdr, err := tr.Next()
@@ -74,30 +85,33 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			return facts, fmt.Errorf("read image tarball: %w", err)
 		}
 		name := path.Clean(hdr.Name)
+		if metaNames[name] && hdr.Typeflag != tar.TypeReg {
+			return facts, fmt.Errorf("read image tarball: %s is not a regular file (type %q)", name, hdr.Typeflag)
+		}
 		if hdr.Typeflag != tar.TypeReg {
+			// A later entry of a name replaces the earlier one where the
+			// engine unpacks: what was hashed under the name no longer
+			// holds (a link planted over the checked config, say).
+			delete(digests, name)
 			if err := tw.WriteHeader(hdr); err != nil {
 				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
 			}
 			continue
 		}
 		switch name {
-		case "repositories":
-			continue // legacy tag file: dropped
-		case "manifest.json", "index.json":
+		case "repositories", "index.json", "oci-layout":
+			continue // tags and the OCI layout: dropped
+		case "manifest.json":
 			data, err := readSmall(tr, hdr)
 			if err != nil {
 				return facts, err
 			}
-			if name == "manifest.json" {
-				if manifest != nil {
-					return facts, errors.New("read image tarball: duplicate manifest.json")
-				}
-				manifest, data, err = untagManifest(data)
-				if err == nil && sink != nil {
-					cfgPath, layers = stageable(manifest)
-				}
-			} else {
-				data, err = untagIndex(data)
+			if manifest != nil {
+				return facts, errors.New("read image tarball: duplicate manifest.json")
+			}
+			manifest, data, err = untagManifest(data)
+			if err == nil && sink != nil {
+				cfgPath, layers = stageable(manifest)
 			}
 			if err != nil {
 				return facts, fmt.Errorf("read image tarball %s: %w", name, err)
@@ -137,6 +151,7 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 					return facts, err
 				}
 			}
+			facts.Config = data
 			if n := sink.plan(data, layers); n > 0 {
 				staged = layers[:n]
 			}
@@ -146,16 +161,23 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
 		}
 		if hdr.Size > maxMetaSize || len(digests) >= maxMetaEntries {
+			delete(digests, name) // not hashed: an earlier digest of the name no longer holds
 			if _, err := copyBig(tw, tr); err != nil {
 				return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
 			}
 			continue
 		}
-		h := sha256.New()
-		if _, err := io.Copy(io.MultiWriter(tw, h), tr); err != nil {
+		// A small entry is kept whole while it passes, in case it is the
+		// config (one entry at a time: the memory stays maxMetaSize).
+		small.Reset()
+		if _, err := io.Copy(io.MultiWriter(tw, &small), tr); err != nil {
 			return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
 		}
-		digests[name] = "sha256:" + hex.EncodeToString(h.Sum(nil))
+		sum := sha256.Sum256(small.Bytes())
+		digests[name] = "sha256:" + hex.EncodeToString(sum[:])
+		if check != nil && facts.Config == nil && check(digests[name]) == nil {
+			facts.Config = bytes.Clone(small.Bytes())
+		}
 	}
 	if manifest == nil {
 		return facts, errors.New("read image tarball: no manifest.json (not a docker save tarball)")
@@ -181,6 +203,7 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			return facts, err
 		}
 	}
+
 	if staged != nil {
 		if err := sink.wait(); err != nil {
 			return facts, err
@@ -263,52 +286,6 @@ func untagManifest(data []byte) ([]map[string]json.RawMessage, []byte, error) {
 	}
 	out, err := json.Marshal(m)
 	return m, out, err
-}
-
-// untagIndex drops the name annotations of every manifest of an OCI index.json.
-func untagIndex(data []byte) ([]byte, error) {
-	var idx map[string]json.RawMessage
-	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, err
-	}
-	if idx == nil {
-		return nil, errors.New("index is null")
-	}
-	raw, ok := idx["manifests"]
-	if !ok {
-		return json.Marshal(idx)
-	}
-	var manifests []map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &manifests); err != nil {
-		return nil, fmt.Errorf("manifests: %w", err)
-	}
-	for _, m := range manifests {
-		a, ok := m["annotations"]
-		if !ok {
-			continue
-		}
-		var ann map[string]string
-		if err := json.Unmarshal(a, &ann); err != nil {
-			return nil, fmt.Errorf("annotations: %w", err)
-		}
-		for _, k := range nameAnnotations {
-			delete(ann, k)
-		}
-		if len(ann) == 0 {
-			delete(m, "annotations")
-			continue
-		}
-		enc, err := json.Marshal(ann)
-		if err != nil {
-			return nil, err
-		}
-		m["annotations"] = enc
-	}
-	var err error
-	if idx["manifests"], err = json.Marshal(manifests); err != nil {
-		return nil, err
-	}
-	return json.Marshal(idx)
 }
 
 // loadOutput is what the engine said it loaded.

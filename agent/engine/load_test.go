@@ -71,36 +71,151 @@ func TestFilterSaveTarDropsTags(t *testing.T) {
 	}
 }
 
-func TestFilterSaveTarUntagsOCIIndex(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("testdata", "oci-index.json"))
+// hostileLayout is a tarball holding image a as manifest.json names it and
+// image b as an OCI layout (index.json, oci-layout and b's entries), which
+// the containerd image store would load instead of a.
+func hostileLayout(t *testing.T) (data []byte, a, b string, aConfig []byte) {
+	t.Helper()
+	var ta, tb bytes.Buffer
+	a, err := enginetest.WriteImage(&ta, enginetest.Image{Files: []enginetest.File{{Name: "good", Mode: 0o644, Data: []byte("good")}}, Labels: map[string]string{"t": uniq("good")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var in bytes.Buffer
-	tw := tar.NewWriter(&in)
-	cfg := []byte(`{"os":"linux"}`)
-	for _, e := range []struct {
-		name string
-		data []byte
-	}{
-		{"blobs/sha256/cfg", cfg},
-		{"index.json", data},
-		{"manifest.json", []byte(`[{"Config":"blobs/sha256/cfg","RepoTags":["a:b"],"Layers":[]}]`)},
-	} {
-		tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o644, Size: int64(len(e.data)), Typeflag: tar.TypeReg})
-		tw.Write(e.data)
-	}
-	tw.Close()
-	var out bytes.Buffer
-	if _, err := engine.FilterSaveTar(&out, &in, nil); err != nil {
+	b, err = enginetest.WriteImage(&tb, enginetest.Image{Files: []enginetest.File{{Name: "evil", Mode: 0o644, Data: []byte("evil")}}, Labels: map[string]string{"t": uniq("evil")}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	idx := tarEntries(t, out.Bytes())["index.json"]
-	if bytes.Contains(idx, []byte("image.name")) || bytes.Contains(idx, []byte("ref.name")) {
-		t.Fatalf("index.json still names the image: %s", idx)
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	put := func(name string, data []byte) {
+		tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), Typeflag: tar.TypeReg})
+		tw.Write(data)
 	}
-	if !bytes.Contains(idx, []byte("org.example.keep")) {
-		t.Fatalf("index.json lost other annotations: %s", idx)
+	put("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	put("index.json", []byte(`{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"`+b+`","size":1}]}`))
+	for name, data := range tarEntries(t, tb.Bytes()) {
+		if name != "manifest.json" && name != "repositories" {
+			put("evil/"+name, data)
+		}
+	}
+	ea := tarEntries(t, ta.Bytes())
+	var m []struct{ Config string }
+	if err := json.Unmarshal(ea["manifest.json"], &m); err != nil {
+		t.Fatal(err)
+	}
+	aConfig = ea[m[0].Config]
+	for _, name := range entryNames(t, ta.Bytes()) {
+		put(name, ea[name])
+	}
+	tw.Close()
+	return out.Bytes(), a, b, aConfig
+}
+
+// TestFilterSaveTarDropsOCILayout: only the image manifest.json names (its
+// config checked) reaches the engine; index.json and oci-layout, by which
+// the containerd image store would load another image under the signed ID,
+// are dropped, and a link or directory under their names is refused.
+func TestFilterSaveTarDropsOCILayout(t *testing.T) {
+	in, a, _, aConfig := hostileLayout(t)
+	var out bytes.Buffer
+	facts, err := engine.FilterSaveTar(&out, bytes.NewReader(in), func(cfg string) error {
+		if cfg != a {
+			return &engine.ImageMismatchError{Want: a, Got: cfg}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tarEntries(t, out.Bytes())
+	for _, name := range []string{"index.json", "oci-layout"} {
+		if _, ok := got[name]; ok {
+			t.Errorf("%s passed to the engine", name)
+		}
+	}
+	if facts.ConfigDigest != a || !bytes.Equal(facts.Config, aConfig) {
+		t.Fatalf("facts: config %s (%d bytes), want %s", facts.ConfigDigest, len(facts.Config), a)
+	}
+
+	for _, meta := range []string{"index.json", "oci-layout", "manifest.json", "./index.json"} {
+		for _, typ := range []byte{tar.TypeSymlink, tar.TypeLink, tar.TypeDir} {
+			var b bytes.Buffer
+			tw := tar.NewWriter(&b)
+			tw.WriteHeader(&tar.Header{Name: meta, Linkname: "evil/manifest.json", Mode: 0o755, Typeflag: typ})
+			tr := tar.NewReader(bytes.NewReader(in))
+			for {
+				hdr, err := tr.Next()
+				if err != nil {
+					break
+				}
+				tw.WriteHeader(hdr)
+				io.Copy(tw, tr)
+			}
+			tw.Close()
+			if _, err := engine.FilterSaveTar(io.Discard, &b, nil); err == nil {
+				t.Errorf("%s as type %q accepted", meta, typ)
+			}
+		}
+	}
+}
+
+// TestFilterSaveTarLaterEntryReplacesConfig: an entry after the checked
+// config under its name (a link, or one too big to hash) replaces it where
+// the engine unpacks, so the load is refused.
+func TestFilterSaveTarLaterEntryReplacesConfig(t *testing.T) {
+	var in bytes.Buffer
+	id, err := enginetest.WriteImage(&in, enginetest.Image{Files: []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := tarEntries(t, in.Bytes())
+	var m []struct{ Config string }
+	if err := json.Unmarshal(entries["manifest.json"], &m); err != nil {
+		t.Fatal(err)
+	}
+	for name, extra := range map[string]*tar.Header{
+		"link":  {Name: m[0].Config, Linkname: "evil.json", Typeflag: tar.TypeSymlink, Mode: 0o644},
+		"big":   {Name: m[0].Config, Size: 2 << 20, Typeflag: tar.TypeReg, Mode: 0o644},
+		"small": {Name: "./" + m[0].Config, Size: 2, Typeflag: tar.TypeReg, Mode: 0o644},
+	} {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		tr := tar.NewReader(bytes.NewReader(in.Bytes()))
+		for {
+			hdr, err := tr.Next()
+			if err != nil {
+				break
+			}
+			tw.WriteHeader(hdr)
+			io.Copy(tw, tr)
+		}
+		tw.WriteHeader(extra)
+		tw.Write(bytes.Repeat([]byte(" "), int(extra.Size)))
+		tw.Close()
+		_, err := engine.FilterSaveTar(io.Discard, &b, func(cfg string) error {
+			if cfg != id {
+				return &engine.ImageMismatchError{Want: id, Got: cfg}
+			}
+			return nil
+		})
+		if err == nil {
+			t.Errorf("%s entry over the config accepted", name)
+		}
+	}
+}
+
+func TestCheckDiffIDs(t *testing.T) {
+	cfg := []byte(`{"rootfs":{"type":"layers","diff_ids":["sha256:aa","sha256:bb"]}}`)
+	if err := engine.CheckDiffIDs(cfg, []string{"sha256:aa", "sha256:bb"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, layers := range [][]string{{"sha256:aa"}, {"sha256:bb", "sha256:aa"}, {"sha256:aa", "sha256:bb", "sha256:cc"}, nil} {
+		if err := engine.CheckDiffIDs(cfg, layers); !errors.Is(err, engine.ErrLayersMismatch) {
+			t.Errorf("layers %v: %v", layers, err)
+		}
+	}
+	if err := engine.CheckDiffIDs(nil, nil); !errors.Is(err, engine.ErrLayersMismatch) {
+		t.Errorf("no config: %v", err)
 	}
 }
 
@@ -401,5 +516,28 @@ func TestFilterSaveTarStaged(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadImageIgnoresOCILayout: on the real engine, a tarball that names
+// the signed image in manifest.json and another one in index.json loads the
+// signed image (its config digest and diff_ids checked) and nothing else.
+func TestLoadImageIgnoresOCILayout(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	in, a, b, _ := hostileLayout(t)
+	cleanupImage(t, a)
+	cleanupImage(t, b)
+	if err := d.LoadImage(ctx, bytes.NewReader(in), a, nil); err != nil {
+		t.Fatalf("LoadImage: %v", err)
+	}
+	if ok, err := d.HasImage(ctx, a); err != nil || !ok {
+		t.Fatalf("signed image after load: %v %v", ok, err)
+	}
+	if ok, _ := d.HasImage(ctx, b); ok {
+		t.Fatal("the image index.json names was loaded")
+	}
+	if err := d.LoadImage(ctx, bytes.NewReader(in), b, nil); err == nil {
+		t.Fatal("the index.json image loaded under its own ID")
 	}
 }
