@@ -19,7 +19,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -444,11 +443,11 @@ func (s *Store) commitTree(commit plumbing.Hash) (plumbing.Hash, error) {
 
 // lookup resolves path in commit's tree to its entry.
 func (s *Store) lookup(commit plumbing.Hash, path string) (TreeEntry, error) {
-	c, err := object.GetCommit(s.storage(), commit)
+	c, err := s.readCommit(commit)
 	if err != nil {
 		return TreeEntry{}, fmt.Errorf("commit %s: %w", commit, err)
 	}
-	e := TreeEntry{Mode: filemode.Dir, ID: c.TreeHash}
+	e := TreeEntry{Mode: filemode.Dir, ID: c.Tree}
 	if path == "" {
 		return e, nil
 	}
@@ -456,14 +455,14 @@ func (s *Store) lookup(commit plumbing.Hash, path string) (TreeEntry, error) {
 		if e.Mode != filemode.Dir {
 			return TreeEntry{}, fmt.Errorf("%s at %s: %w (%s is not a directory)", path, commit, ErrNotFound, e.Name)
 		}
-		t, err := object.GetTree(s.storage(), e.ID)
+		t, err := s.readTree(e.ID)
 		if err != nil {
 			return TreeEntry{}, fmt.Errorf("%s at %s: tree %s: %w", path, commit, e.ID, err)
 		}
 		found := false
-		for _, te := range t.Entries {
+		for _, te := range t {
 			if te.Name == el {
-				e = TreeEntry{Name: te.Name, Mode: te.Mode, ID: te.Hash}
+				e = te
 				found = true
 				break
 			}
@@ -484,15 +483,11 @@ func (s *Store) ListTree(commit plumbing.Hash, dir string) ([]TreeEntry, error) 
 	if e.Mode != filemode.Dir {
 		return nil, fmt.Errorf("list tree %s at %s: not a directory", dir, commit)
 	}
-	t, err := object.GetTree(s.storage(), e.ID)
+	t, err := s.readTree(e.ID)
 	if err != nil {
 		return nil, fmt.Errorf("list tree %s at %s: %w", dir, commit, err)
 	}
-	out := make([]TreeEntry, 0, len(t.Entries))
-	for _, te := range t.Entries {
-		out = append(out, TreeEntry{Name: te.Name, Mode: te.Mode, ID: te.Hash})
-	}
-	return out, nil
+	return t, nil
 }
 
 // BlobSize returns the size of blob id without reading it.
@@ -556,10 +551,10 @@ func (e *exactReader) Close() error { return e.r.Close() }
 
 // Log walks first parents from commit, newest first, returning at most limit
 // commits (limit <= 0: all). pullship's branches are linear.
-func (s *Store) Log(commit plumbing.Hash, limit int) ([]*object.Commit, error) {
-	var out []*object.Commit
+func (s *Store) Log(commit plumbing.Hash, limit int) ([]CommitInfo, error) {
+	var out []CommitInfo
 	for h := commit; !h.IsZero() && (limit <= 0 || len(out) < limit); {
-		c, err := object.GetCommit(s.storage(), h)
+		c, err := s.readCommit(h)
 		if err != nil {
 			return out, fmt.Errorf("log: commit %s: %w", h, err)
 		}
@@ -622,28 +617,33 @@ func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit
 		visit(Object{ID: id, Type: obj.Type(), Size: obj.Size()})
 		switch obj.Type() {
 		case plumbing.CommitObject:
-			c, err := object.DecodeCommit(sto, obj)
+			c, err := s.readCommit(id)
 			if err != nil {
 				return fmt.Errorf("walk commit %s: %w", id, err)
 			}
-			stack = append(stack, c.TreeHash)
+			stack = append(stack, c.Tree)
 			stack = append(stack, c.ParentHashes...)
 		case plumbing.TreeObject:
-			t, err := object.DecodeTree(sto, obj)
+			t, err := s.readTree(id)
 			if err != nil {
 				return fmt.Errorf("walk tree %s: %w", id, err)
 			}
-			for _, e := range t.Entries {
+			for _, e := range t {
 				if e.Mode != filemode.Submodule {
-					stack = append(stack, e.Hash)
+					stack = append(stack, e.ID)
 				}
 			}
 		case plumbing.TagObject:
-			t, err := object.DecodeTag(sto, obj)
+			b, _, err := s.readObject(plumbing.TagObject, id, maxCommitBytes)
+			if err == nil {
+				var target plumbing.Hash
+				if target, err = decodeTagTarget(id, b); err == nil {
+					stack = append(stack, target)
+				}
+			}
 			if err != nil {
 				return fmt.Errorf("walk tag %s: %w", id, err)
 			}
-			stack = append(stack, t.Target)
 		}
 	}
 	return nil
