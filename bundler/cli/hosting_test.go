@@ -88,6 +88,14 @@ func TestPrivateHostingCLI(t *testing.T) {
 	pullship(0, "verify", "--repo", mirrored, "--cache", t.TempDir(), "--root", e.Root, "--git-username", nginx.Username,
 		"--git-password-file", nginx.PasswordFile, "--ca-file", nginx.CAFile)
 
+	// A password inside a URL still works, and is printed by no command.
+	gittest.InitBare(t, base, "inline.git")
+	inline := strings.Replace(nginx.RepoURL("inline.git"), "https://", "https://"+nginx.Username+":"+nginx.Password+"@", 1)
+	args = append([]string{"mirror", sshURL, inline, "--cache", t.TempDir(), "--dst-ca-file", nginx.CAFile}, sshFlags...)
+	if out, errs := pullship(0, args...); strings.Contains(out+errs, nginx.Password) || !strings.Contains(out, nginx.RepoURL("inline.git")) {
+		t.Fatalf("mirror to a URL with a password printed:\n%s%s", out, errs)
+	}
+
 	// No --ssh-key: the SSH agent at $SSH_AUTH_SOCK, as ssh itself does.
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	sshAgent := exec.Command("ssh-agent", "-D", "-a", sock)
