@@ -74,10 +74,11 @@ type Remote struct {
 	CAFile string `toml:"ca_file"`
 }
 
-// Credentials are r's credentials as the git layer takes them. An agent
-// has no SSH agent: an ssh:// remote needs ssh_key.
+// Credentials are r's credentials as the git layer takes them. Without
+// ssh_key an ssh:// remote uses the SSH agent at SSH_AUTH_SOCK, as the
+// string form always did (a systemd service has none: give ssh_key).
 func (r Remote) Credentials() repo.Credentials {
-	return repo.Credentials{SSHKey: r.SSHKey, KnownHosts: r.KnownHosts, Username: r.Username,
+	return repo.Credentials{SSHKey: r.SSHKey, SSHAgent: true, KnownHosts: r.KnownHosts, Username: r.Username,
 		PasswordFile: r.PasswordFile, CAFile: r.CAFile}
 }
 
