@@ -30,6 +30,7 @@ import (
 	"syscall"
 
 	"github.com/pullship/pullship/bundler/shared/atomicfile"
+	"github.com/pullship/pullship/schema"
 )
 
 // Errors callers (and tests) branch on; each is wrapped with the path.
@@ -42,7 +43,13 @@ var (
 	// ErrNotRegular means the file is not a regular file with a single
 	// link (a symbolic link, directory, FIFO, device, socket or hard link).
 	ErrNotRegular = errors.New("not a regular file with one link")
+	// ErrTooLarge means the file is larger than any node file may be
+	// (schema.MaxFileLength): it is not read.
+	ErrTooLarge = errors.New("larger than a node file may be")
 )
+
+// maxRead bounds what is read of a node file: no release writes more.
+var maxRead int64 = schema.MaxFileLength
 
 // Dirs are the allowed directories: clean absolute paths, as config checks
 // them. They are trusted (the operator's); what lies below them is not.
@@ -62,10 +69,11 @@ func (d Dirs) Lstat(path string) (fs.FileInfo, error) {
 	return fi, nil
 }
 
-// Open opens the regular file at path for reading (see [ErrNotRegular]).
-// The error wraps [fs.ErrNotExist] when it (or a directory on the way) is
-// missing.
-func (d Dirs) Open(path string) (*os.File, fs.FileInfo, error) {
+// Open opens the regular file at path for reading (see [ErrNotRegular]);
+// reading more than a node file may hold fails with [ErrTooLarge], so a
+// file that grows while it is read is cut. The error wraps
+// [fs.ErrNotExist] when it (or a directory on the way) is missing.
+func (d Dirs) Open(path string) (io.ReadCloser, fs.FileInfo, error) {
 	dir, base, err := d.parent(path, false)
 	if err != nil {
 		return nil, nil, err
@@ -91,12 +99,36 @@ func (d Dirs) Open(path string) (*os.File, fs.FileInfo, error) {
 	if err == nil {
 		err = regular(ofi)
 	}
+	if err == nil && ofi.Size() > maxRead {
+		err = fmt.Errorf("%w (%d bytes)", ErrTooLarge, ofi.Size())
+	}
 	if err != nil {
 		f.Close()
 		return nil, nil, fmt.Errorf("node file %s: %w", path, err)
 	}
-	return f, ofi, nil
+	return &bounded{f: f, left: maxRead, path: path}, ofi, nil
 }
+
+// bounded reads at most left bytes of f; one more is ErrTooLarge.
+type bounded struct {
+	f    *os.File
+	left int64
+	path string
+}
+
+func (b *bounded) Read(p []byte) (int, error) {
+	if int64(len(p)) > b.left+1 {
+		p = p[:b.left+1]
+	}
+	n, err := b.f.Read(p)
+	if int64(n) > b.left {
+		return int(b.left), fmt.Errorf("node file %s: %w (grew while read)", b.path, ErrTooLarge)
+	}
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *bounded) Close() error { return b.f.Close() }
 
 // SHA256 is the hex sha256 of the regular file at path.
 func (d Dirs) SHA256(path string) (string, error) {
@@ -107,7 +139,7 @@ func (d Dirs) SHA256(path string) (string, error) {
 	defer f.Close()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("node file %s: %w", path, err)
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

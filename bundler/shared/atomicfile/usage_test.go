@@ -20,6 +20,8 @@ var forbidden = map[string]bool{
 	"os.Link":      true,
 	"os.O_EXCL":    true, // a new-file writer by hand
 	"os.Create":    true,
+	"os.O_TRUNC":   true, // a file rewritten in place
+	"os.O_APPEND":  true,
 }
 
 // forbiddenMethods are the same for methods (of *os.File and *os.Root),
