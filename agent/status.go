@@ -77,7 +77,7 @@ func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int6
 		st.Network.Driver = schema.DriverNone
 	}
 	if ns != nil {
-		st.AppliedVersion, st.FailedVersion = ns.Applied, ns.Failed
+		st.AppliedVersion, st.FailedVersion, st.AppliedManifest = ns.Applied, ns.Failed, ns.ManifestSHA256
 	}
 	var errs []string
 	if lastErr != nil {

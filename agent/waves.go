@@ -70,7 +70,7 @@ func (a *Agent) gate(ctx context.Context, t *target, rn *schema.ReleaseNode) (st
 			return fmt.Sprintf("wave %d waits: node %s's report is %s: %s", rn.Wave, n.Name, nr.State, nr.Problem), nil
 		case s.FailedVersion == rel.Version:
 			return fmt.Sprintf("wave %d halted: node %s (wave %d) failed release %d", rn.Wave, n.Name, n.Wave, rel.Version), nil
-		case s.AppliedVersion != rel.Version || !s.Health.OK:
+		case s.AppliedVersion != rel.Version || !s.Health.OK || s.AppliedManifest != "" && s.AppliedManifest != t.v.ManifestSHA256:
 			return fmt.Sprintf("wave %d waits: node %s (wave %d) is not yet healthy on release %d", rn.Wave, n.Name, n.Wave, rel.Version), nil
 		}
 		if soak > 0 {

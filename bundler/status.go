@@ -43,12 +43,16 @@ const MaxMatrixColumns = 256
 
 // Fleet is the status of every node of the newest verified release.
 type Fleet struct {
-	Version int64               `json:"release_version"`
-	Commit  string              `json:"release_commit"`
-	Now     time.Time           `json:"now"`
-	Stale   time.Duration       `json:"stale_after_ns"`
-	Nodes   []bundle.NodeReport `json:"nodes"` // release order, then unknown branches by name
-	Matrix  Matrix              `json:"matrix"`
+	Version int64  `json:"release_version"`
+	Commit  string `json:"release_commit"`
+	// Manifest is the sha256 of the release's release.toml: a report is on
+	// the release only when it names this manifest (or none, from an older
+	// agent), since versions repeat after a version reset.
+	Manifest string              `json:"release_manifest"`
+	Now      time.Time           `json:"now"`
+	Stale    time.Duration       `json:"stale_after_ns"`
+	Nodes    []bundle.NodeReport `json:"nodes"` // release order, then unknown branches by name
+	Matrix   Matrix              `json:"matrix"`
 }
 
 // Bad counts the forged, unsigned and invalid reports.
@@ -109,7 +113,7 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	if err := trust.Accept(v); err != nil {
 		return nil, fmt.Errorf("fleet status: %w", err)
 	}
-	f := &Fleet{Version: v.Release.Version, Commit: v.Commit.String(), Now: now, Stale: opts.Stale}
+	f := &Fleet{Version: v.Release.Version, Commit: v.Commit.String(), Manifest: v.ManifestSHA256, Now: now, Stale: opts.Stale}
 
 	// Fetch the listed nodes' branches only: the rest is attacker noise.
 	listed := map[string]bool{}
@@ -151,6 +155,9 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 		} else {
 			nr = bundle.CheckReport(r.Cache, n, id)
 			r.checkSequence(&nr, n, id)
+			if s := nr.Status; s != nil && s.AppliedVersion == v.Release.Version && s.AppliedManifest != "" && s.AppliedManifest != v.ManifestSHA256 {
+				nr.Problem = fmt.Sprintf("reports release %d applied with manifest %.12s, not this release's %.12s", s.AppliedVersion, s.AppliedManifest, v.ManifestSHA256)
+			}
 			if nr.Status != nil {
 				nr.Age = now.Sub(nr.Status.Time)
 				if nr.Age > opts.Stale {
@@ -302,7 +309,7 @@ func (f *Fleet) Waves() []WaveProgress {
 			order = append(order, n.Wave)
 		}
 		w.Nodes = append(w.Nodes, n.Node)
-		if s := n.Status; s != nil && s.AppliedVersion == f.Version && s.Health.OK {
+		if s := n.Status; f.onRelease(s) && s.Health.OK {
 			w.Done++
 		}
 	}
@@ -324,7 +331,7 @@ func (f *Fleet) Waves() []WaveProgress {
 			switch s := n.Status; {
 			case s != nil && s.FailedVersion == f.Version:
 				blocker = fmt.Sprintf("halted: node %s (wave %d) failed release %d", n.Node, wv, f.Version)
-			case s == nil || s.AppliedVersion != f.Version || !s.Health.OK:
+			case !f.onRelease(s) || !s.Health.OK:
 				blocker = fmt.Sprintf("waits for node %s (wave %d) to be healthy on release %d", n.Node, wv, f.Version)
 			}
 		}
@@ -367,4 +374,9 @@ func flattenReport(nr *bundle.NodeReport) {
 	for i := range s.Cluster.Members {
 		s.Cluster.Members[i].Node = Flatten(s.Cluster.Members[i].Node)
 	}
+}
+
+// onRelease reports whether s says its node applied f's release.
+func (f *Fleet) onRelease(s *schema.Status) bool {
+	return s != nil && s.AppliedVersion == f.Version && (s.AppliedManifest == "" || s.AppliedManifest == f.Manifest)
 }

@@ -83,3 +83,28 @@ func TestFleetStatusRefusesOlderReport(t *testing.T) {
 		t.Fatalf("report 1 put back: %s %s", f.Nodes[0].State, f.Nodes[0].Problem)
 	}
 }
+
+// A report names the manifest it applied: one that names another manifest
+// under the same version (versions repeat after a version reset) does not
+// count as on the release.
+func TestFleetStatusChecksAppliedManifest(t *testing.T) {
+	e := newStatusEnv(t)
+	ctx := context.Background()
+	st := nodeStatus("cn", e.now)
+	st.AppliedManifest = strings.Repeat("ab", 32)
+	e.report(t, "cn", e.keys["cn"], st)
+	f, err := e.Release.FleetStatus(ctx, e.Pinned, e.now, bundler.FleetOptions{})
+	must(t, err)
+	if !strings.Contains(f.Nodes[0].Problem, "not this release's") {
+		t.Errorf("report of another manifest: problem %q", f.Nodes[0].Problem)
+	}
+	if w := f.Waves(); len(w) == 0 || w[0].Done != 0 {
+		t.Errorf("a node on another manifest counted as done: %+v", w)
+	}
+	st = nodeStatus("cn", e.now)
+	st.AppliedManifest = f.Manifest
+	e.report(t, "cn", e.keys["cn"], st)
+	if f, err = e.Release.FleetStatus(ctx, e.Pinned, e.now, bundler.FleetOptions{}); err != nil || f.Nodes[0].Problem != "" || f.Waves()[0].Done != 1 {
+		t.Errorf("report of this manifest: %v %q %+v", err, f.Nodes[0].Problem, f.Waves())
+	}
+}

@@ -18,16 +18,19 @@ type Status struct {
 	// TargetVersion is the newest verified release; AppliedVersion the
 	// release running now (0: none yet); FailedVersion the last release
 	// whose apply or health check failed and was rolled back (0: none).
-	TargetVersion  int64           `toml:"target_version"`
-	AppliedVersion int64           `toml:"applied_version"`
-	FailedVersion  int64           `toml:"failed_version,omitempty"`
-	Image          string          `toml:"image,omitempty"` // running image ID "sha256:<hex>"
-	LastError      string          `toml:"last_error,omitempty"`
-	Files          []StatusFile    `toml:"file,omitempty"`
-	Container      StatusContainer `toml:"container"`
-	Network        StatusNetwork   `toml:"network"`
-	Health         StatusHealth    `toml:"health"`
-	Cluster        StatusCluster   `toml:"cluster"`
+	TargetVersion  int64 `toml:"target_version"`
+	AppliedVersion int64 `toml:"applied_version"`
+	FailedVersion  int64 `toml:"failed_version,omitempty"`
+	// AppliedManifest is the sha256 of the release.toml applied (hex;
+	// empty when none): versions alone can repeat after a version reset.
+	AppliedManifest string          `toml:"applied_manifest,omitempty"`
+	Image           string          `toml:"image,omitempty"` // running image ID "sha256:<hex>"
+	LastError       string          `toml:"last_error,omitempty"`
+	Files           []StatusFile    `toml:"file,omitempty"`
+	Container       StatusContainer `toml:"container"`
+	Network         StatusNetwork   `toml:"network"`
+	Health          StatusHealth    `toml:"health"`
+	Cluster         StatusCluster   `toml:"cluster"`
 }
 
 // StatusFile is the digest of one file as found on the host.
@@ -108,6 +111,11 @@ func (s *Status) Validate() error {
 	}
 	if err := CheckName(s.Region); err != nil {
 		return fmt.Errorf("region: %w", err)
+	}
+	if s.AppliedManifest != "" {
+		if err := checkHex64("applied_manifest", s.AppliedManifest); err != nil {
+			return err
+		}
 	}
 	if s.Sequence < 1 {
 		return fmt.Errorf("sequence %d: must be at least 1", s.Sequence)
