@@ -22,6 +22,7 @@ import (
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/engine/enginetest"
 	"github.com/pullship/pullship/agent/secrets"
+	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image"
@@ -108,12 +109,25 @@ func (h *fsHost) release(conf string, healthy bool) {
 }
 
 func (h *fsHost) once() (agent.Outcome, error) {
-	a, err := agent.New(h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
-	if err != nil {
-		h.t.Fatal(err)
-	}
+	a := openAgent(h.t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
 	defer a.Close()
 	return a.Once(context.Background())
+}
+
+// crashedOnce is once stopped dead right after the journal records step.
+func (h *fsHost) crashedOnce(step state.Step) bool {
+	crashes.Store(h.cfg.StateDir, step)
+	defer crashes.Delete(h.cfg.StateDir)
+	a := openAgent(h.t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
+	defer a.Close()
+	done, ended := make(chan struct{}), false
+	go func() {
+		defer close(done)
+		a.Once(context.Background())
+		ended = true
+	}()
+	<-done
+	return !ended
 }
 
 // reportedSHA256 is the digest the node's newest status report gives for
@@ -434,4 +448,41 @@ func TestNoSecretsLeftInBackups(t *testing.T) {
 		t.Fatalf("pass after the crash: %v %v", out, err)
 	}
 	noSecrets("after crash recovery")
+}
+
+// TestCrashDuringContainerRollback: a pass that dies once the files are
+// restored is finished by the next start, which restores the container
+// without restoring the files again, removes the backups (the secrets they
+// may hold) and rolls the failing release back again.
+func TestCrashDuringContainerRollback(t *testing.T) {
+	h := newFSHost(t)
+	h.release("v1\n", true)
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("release 1: %v %v", out, err)
+	}
+	h.release("v2\n", false)
+	if !h.crashedOnce(state.StepRollbackContainer) {
+		t.Fatal("the pass did not reach the container rollback")
+	}
+	if b, _ := os.ReadFile(h.target()); string(b) != "v1\n" {
+		t.Fatalf("node file after the crash %q", b)
+	}
+	out, err := h.once()
+	if out != agent.Failed || !errors.Is(err, agent.ErrRolledBack) {
+		t.Fatalf("pass after the crash: %v %v", out, err)
+	}
+	if cs, found, _ := h.eng.Inspect(context.Background(), "pullship-test-"+h.node); !found || !cs.Running {
+		t.Fatalf("container after recovery: %+v found=%v", cs, found)
+	}
+	if b, _ := os.ReadFile(h.target()); string(b) != "v1\n" {
+		t.Fatalf("node file after recovery %q", b)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(h.cfg.StateDir, "backup")); len(ents) != 0 {
+		t.Fatalf("backups left after recovery: %v", ents)
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.StateDir, "journal-"+h.node+".toml")); err == nil {
+		if j, _ := os.ReadFile(filepath.Join(h.cfg.StateDir, "journal-"+h.node+".toml")); !strings.Contains(string(j), "rolledback") {
+			t.Fatalf("journal after recovery:\n%s", j)
+		}
+	}
 }
