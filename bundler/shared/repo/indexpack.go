@@ -35,6 +35,10 @@ type packLimits struct {
 	inflate int64
 	// objects bounds the entry count: 40 bytes of memory each.
 	objects int
+	// wants, if set, are what the pack must complete: every object of the
+	// pack reachable from them, and everything they reach in the pack or
+	// in the store. A pack that is not is removed again.
+	wants []plumbing.Hash
 }
 
 // defaultMaxObjects is the object count allowed in a pack of limit bytes

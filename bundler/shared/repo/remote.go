@@ -689,15 +689,8 @@ func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession
 	} else if req.Capabilities.Supports(capability.Sideband) {
 		pack = sideband.NewDemuxer(sideband.Sideband, pack)
 	}
-	if err := local.receivePack(pack, lim, live); err != nil {
-		return err
-	}
-	for _, h := range wants {
-		if !local.HasObject(h) {
-			return fmt.Errorf("fetched pack lacks %s", h)
-		}
-	}
-	return nil
+	lim.wants = wants
+	return local.receivePack(pack, lim, live)
 }
 
 // responseBuffer is the size of the reads from an upload-pack response.

@@ -177,7 +177,49 @@ func (s *Store) receivePack(r io.Reader, lim packLimits, live *LivePack) error {
 	if err != nil {
 		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
-	return s.install(tmp, sum, entries)
+	if lim.wants == nil {
+		return s.install(tmp, sum, entries)
+	}
+	before := s.storage()
+	if err := s.install(tmp, sum, entries); err != nil {
+		return err
+	}
+	if err := s.checkWanted(before, entries, lim.wants); err != nil {
+		base := filepath.Join(s.dir, "objects", "pack", "pack-"+sum.String())
+		os.Remove(base + ".idx")
+		os.Remove(base + ".pack")
+		s.reload()
+		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+	}
+	return nil
+}
+
+// checkWanted checks that the installed pack of entries (sorted by id) is
+// what a fetch of wants asked for: the wants and everything below them are
+// in the pack or were in the store before (before: the store's view then),
+// and every object of the pack is reachable from the wants. Otherwise a
+// junk pack would stay on disk.
+func (s *Store) checkWanted(before *filesystem.Storage, entries []idxEntry, wants []plumbing.Hash) error {
+	inPack := func(id plumbing.Hash) bool {
+		_, ok := slices.BinarySearchFunc(entries, id, func(e idxEntry, id plumbing.Hash) int { return bytes.Compare(e.id[:], id[:]) })
+		return ok
+	}
+	reached := 0
+	err := s.walk(wants, func(id plumbing.Hash) bool {
+		// Below what the store had, the store is complete.
+		return !inPack(id) && before.HasEncodedObject(id) == nil
+	}, func(o Object) {
+		if inPack(o.ID) {
+			reached++
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("%w: the pack does not complete the wanted refs: %w", ErrBadPack, err)
+	}
+	if reached != len(entries) {
+		return fmt.Errorf("%w: %d of the pack's %d objects are not reachable from the wanted refs", ErrBadPack, len(entries)-reached, len(entries))
+	}
+	return nil
 }
 
 // install writes the index of the pack written to tmpPack, then commits
