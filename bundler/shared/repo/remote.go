@@ -34,8 +34,10 @@ type Options struct {
 // (the system's CAs).
 var DefaultHTTPClient = &http.Client{Transport: certErrors{baseTransport()}}
 
-// maxAdvertisement bounds the ref advertisement read over HTTP.
-const maxAdvertisement = 16 << 20
+// maxAdvertisement bounds a ref advertisement read over HTTP (and the
+// other small responses): room for 40,000 refs, ten times a fleet of 1,000
+// nodes' status branches and image tags.
+const maxAdvertisement = 4 << 20
 
 // Remote is a release repository: a git server or a bare repository in a
 // directory. A network remote may be used from several goroutines; a
@@ -58,6 +60,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Remote, error) {
 	if r.http == nil {
 		r.http = DefaultHTTPClient
 	}
+	r.http = boundedClient(r.http)
 	if !strings.Contains(rawURL, "://") {
 		s, err := OpenStore(rawURL)
 		if err != nil {
@@ -674,7 +677,7 @@ func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession
 			req.Haves = append(req.Haves, tree)
 		}
 	}
-	resp, err := sess.UploadPack(ctx, req)
+	resp, err := sess.UploadPack(withBodyLimit(ctx, limit+maxUploadPackPrelude), req)
 	if err != nil {
 		return err
 	}
