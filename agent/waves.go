@@ -64,6 +64,7 @@ func (a *Agent) gate(ctx context.Context, t *target, rn *schema.ReleaseNode) (st
 	for _, n := range earlier {
 		id := refs[bundle.StatusPrefix+n.Name]
 		nr := bundle.CheckReport(a.objects, n, id)
+		bundle.CheckSequence(a.objects, &nr, n, id, peerSeenRef(n.Name))
 		s := nr.Status
 		switch {
 		case s == nil:
@@ -102,3 +103,7 @@ func (a *Agent) healthySince(n schema.ReleaseNode, id plumbing.Hash, version int
 	}
 	return since
 }
+
+// peerSeenRef is where the object store keeps the newest verified report of
+// a peer, so an older one put back at the head of its branch is refused.
+func peerSeenRef(node string) string { return "refs/pullship/peer-seen/" + node }

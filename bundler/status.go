@@ -154,7 +154,7 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 			nr.State, nr.Problem = bundle.ReportMissing, "no branch "+bundle.StatusPrefix+n.Name
 		} else {
 			nr = bundle.CheckReport(r.Cache, n, id)
-			r.checkSequence(&nr, n, id)
+			bundle.CheckSequence(r.Cache, &nr, n, id, statusSeenRef(n.Name))
 			if s := nr.Status; s != nil && s.AppliedVersion == v.Release.Version && s.AppliedManifest != "" && s.AppliedManifest != v.ManifestSHA256 {
 				nr.Problem = fmt.Sprintf("reports release %d applied with manifest %.12s, not this release's %.12s", s.AppliedVersion, s.AppliedManifest, v.ManifestSHA256)
 			}
@@ -195,28 +195,6 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 // statusSeenRef is where the cache keeps the newest verified report of
 // each node, so a report older than it put back at the head is caught.
 func statusSeenRef(node string) string { return "refs/pullship/status-seen/" + node }
-
-// checkSequence refuses a verified report whose sequence is below the
-// newest verified report this cache saw for the node (an older genuine
-// report put back at the head of the branch), and remembers the report
-// otherwise.
-func (r *Repository) checkSequence(nr *bundle.NodeReport, n schema.ReleaseNode, id plumbing.Hash) {
-	if nr.Status == nil {
-		return
-	}
-	seen, err := r.Cache.Ref(statusSeenRef(n.Name))
-	if err == nil && seen != id {
-		if prev := bundle.CheckReport(r.Cache, n, seen); prev.Status != nil && prev.Status.Sequence >= nr.Status.Sequence {
-			nr.Problem = fmt.Sprintf("commit %s: report %d is not newer than report %d seen before (commit %s): an older report put back, refused",
-				short(id), nr.Status.Sequence, prev.Status.Sequence, short(seen))
-			nr.State, nr.Status = bundle.ReportInvalid, nil
-			return
-		}
-	}
-	if seen != id {
-		_ = r.Cache.SetRef(statusSeenRef(n.Name), seen, id) // a lost race only forgets one report
-	}
-}
 
 func buildMatrix(rel *schema.Release, nodes []bundle.NodeReport) Matrix {
 	alias := map[string]string{} // member name → node name

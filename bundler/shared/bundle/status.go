@@ -154,3 +154,26 @@ func VerifyStatusSignature(n schema.ReleaseNode, data, sig []byte) error {
 	}
 	return nil
 }
+
+// CheckSequence refuses the verified report nr (at commit id of node n's
+// branch) when its sequence is not above that of the report at seenRef in
+// st, the newest one this reader verified before: an older genuine report
+// put back at the head of the branch. It then clears nr.Status and marks nr
+// invalid. Otherwise it moves seenRef to id.
+func CheckSequence(st *repo.Store, nr *NodeReport, n schema.ReleaseNode, id plumbing.Hash, seenRef string) {
+	if nr.Status == nil {
+		return
+	}
+	seen, err := st.Ref(seenRef)
+	if err == nil && seen != id {
+		if prev := CheckReport(st, n, seen); prev.Status != nil && prev.Status.Sequence >= nr.Status.Sequence {
+			nr.Problem = fmt.Sprintf("commit %s: report %d is not newer than report %d seen before (commit %s): an older report put back, refused",
+				short(id), nr.Status.Sequence, prev.Status.Sequence, short(seen))
+			nr.State, nr.Status = ReportInvalid, nil
+			return
+		}
+	}
+	if seen != id {
+		_ = st.SetRef(seenRef, seen, id) // a lost race only forgets one report
+	}
+}
