@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every Go fuzz target in the module for a while each: scripts/fuzz.sh [DURATION]
 # (default 10s). Crashers land in the package's testdata/fuzz/ and become
-# regression cases that plain `go test` replays.
+# regression cases that plain `go test` replays. Targets are found by name; those of the
+# git layer (bundler/shared/repo) assert memory budgets: FuzzIndexPack (pack indexer and delta
+# resolver), FuzzSidebandPack (upload-pack response), FuzzAdvertisement, FuzzDecodeObjects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3

@@ -2,13 +2,18 @@ package repo
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/sideband"
 )
 
 // floodServer advertises n MiB of refs (and a 64 MiB error body on any
@@ -69,4 +74,48 @@ func TestAdvertisementMemory(t *testing.T) {
 		return
 	}
 	hostileMemory(t, "TestAdvertisementMemory", env, map[string][]byte{"100 MiB advertisement": nil, "error body": nil}, 64<<20)
+}
+
+// FuzzAdvertisement: a ref advertisement is decoded through the bound the
+// remote reads it with, allocating within a budget.
+func FuzzAdvertisement(f *testing.F) {
+	f.Add([]byte(pktLine(strings.Repeat("1", 40)+" refs/heads/releases\x00ofs-delta side-band-64k\n") + pktLine(strings.Repeat("2", 40)+" refs/heads/status/a\n") + "0000"))
+	f.Add([]byte("0000"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		ar := packp.NewAdvRefs()
+		err := ar.Decode(&limitedReader{r: bytes.NewReader(data), left: maxAdvertisement, what: "ref advertisement"})
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > uint64(64*len(data))+1<<20 {
+			t.Fatalf("decoding %d bytes allocated %d", len(data), got)
+		}
+		if err == nil {
+			_ = advRefsMap(ar)
+		}
+	})
+}
+
+// FuzzSidebandPack: an upload-pack response in sideband framing, as
+// fetchPack reads it (demuxer under the bound, then the indexer and the
+// delta resolver), allocates within a budget.
+func FuzzSidebandPack(f *testing.F) {
+	blob := []byte("hello pullship\n")
+	pack := rawPack(rawEntry{3, int64(len(blob)), blob})
+	f.Add(append([]byte(pktLine("\x01"+string(pack[:10]))+pktLine("\x02progress\n")+pktLine("\x01"+string(pack[10:]))), "0000"...))
+	f.Add([]byte(pktLine("\x03fatal\n")))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		st, err := Init(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := sideband.NewDemuxer(sideband.Sideband64k, &limitedReader{r: bytes.NewReader(data), left: 1 << 20, what: "pack", err: ErrPackTooLarge})
+		_ = st.receivePack(r, packLimits{inflate: 2 << 20, objects: 1 << 12}, nil)
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > 24<<20 {
+			t.Fatalf("receiving %d bytes allocated %d MiB", len(data), got>>20)
+		}
+	})
 }
