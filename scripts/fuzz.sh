@@ -13,7 +13,9 @@ for pkg in $(go list ./...); do
   dir=$(go list -f '{{.Dir}}' "$pkg")
   for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
     echo "fuzz: $pkg $target for $time"
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$time" "$pkg"
+    # Minimizing each new interesting input may take a minute by default,
+    # with no execs counted meanwhile: short runs would do little else.
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$time" -fuzzminimizetime 5s "$pkg"
     n=$((n+1))
   done
 done

@@ -25,10 +25,6 @@ func allocated(fn func()) uint64 {
 // budget.
 func FuzzVerifyRelease(f *testing.F) {
 	pinned, pinnedData := pinnedRoot(f)
-	st, err := repo.Init(f.TempDir())
-	if err != nil {
-		f.Fatal(err)
-	}
 	f.Add([]byte("version = 2\n"), []byte("[[signature]]\n"), []byte("version = 2"), []byte(""), uint16(3))
 	f.Add([]byte("a = [[[[["), []byte("x"), []byte("version = [[[[[[[[[["), []byte("[[signature]]\nkeyid = \"\"\n"), uint16(999))
 	f.Fuzz(func(t *testing.T, manifest, sig, root, rootSig []byte, count uint16) {
@@ -37,6 +33,7 @@ func FuzzVerifyRelease(f *testing.F) {
 			files["root/"+schema.RootFileName(n)] = root
 			files["root/"+schema.RootFileName(n)+".sig"] = rootSig
 		}
+		st := freshStore(t)
 		c := commitFiles(t, st, files)
 		if got := allocated(func() {
 			b, err := bundle.Read(st, c)
@@ -55,10 +52,6 @@ func FuzzVerifyRelease(f *testing.F) {
 // pullship status and the mirror's merge do: never ok without the node's
 // key, within the heap budget.
 func FuzzCheckReport(f *testing.F) {
-	st, err := repo.Init(f.TempDir())
-	if err != nil {
-		f.Fatal(err)
-	}
 	kp, err := schema.GenerateKey(schema.AlgEd25519, nil)
 	if err != nil {
 		f.Fatal(err)
@@ -67,6 +60,7 @@ func FuzzCheckReport(f *testing.F) {
 	f.Add([]byte("node = \"cn\"\nsequence = 1\n"), []byte("[[signature]]\n"))
 	f.Add([]byte("a.b.c.d.e.f.g = [[[[{x=1}]]]]"), []byte("[[signature]]\nkeyid = \""+kp.KeyID+"\"\nalgorithm = \"ed25519\"\nvalue = \"AAAA\"\n"))
 	f.Fuzz(func(t *testing.T, status, sig []byte) {
+		st := freshStore(t)
 		c := commitFiles(t, st, map[string][]byte{bundle.StatusFile: status, bundle.StatusFile + ".sig": sig})
 		if got := allocated(func() {
 			if nr := bundle.CheckReport(st, node, c); nr.Status != nil {
@@ -76,4 +70,14 @@ func FuzzCheckReport(f *testing.F) {
 			t.Fatalf("checking allocated %d bytes, budget %d", got, heapBudget)
 		}
 	})
+}
+
+// freshStore is an empty object store for one input: a store that grows
+// with every input would make each one slower than the last.
+func freshStore(t *testing.T) *repo.Store {
+	st, err := repo.Init(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
