@@ -158,9 +158,34 @@ func (a *Agent) poll(ctx context.Context, st *state.State) (*target, error) {
 	}
 	err := errors.Join(errs...)
 	if verifyFailed {
+		a.collect()
 		return nil, fmt.Errorf("%w: %w", ErrVerify, err)
 	}
 	return nil, fmt.Errorf("%w: %w", ErrNoRemote, err)
+}
+
+// collect removes from the object store the packs that no ref of it
+// reaches: what refused releases brought (a server serving a new unsigned
+// release at every poll would otherwise fill the disk). It costs a walk of
+// the commits and trees below the store's refs.
+func (a *Agent) collect() {
+	refs, err := a.objects.Refs()
+	if err != nil {
+		a.log.Warn("object store not collected", "err", err)
+		return
+	}
+	keep := make([]plumbing.Hash, 0, len(refs))
+	for _, h := range refs {
+		keep = append(keep, h)
+	}
+	freed, err := a.objects.Prune(keep)
+	if err != nil {
+		a.log.Warn("object store not collected", "err", err)
+		return
+	}
+	if freed > 0 {
+		a.log.Info("object store collected", "freed_bytes", freed)
+	}
 }
 
 func (a *Agent) pollOne(ctx context.Context, url string, st *state.State) (*target, error) {

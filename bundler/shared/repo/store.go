@@ -19,6 +19,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -689,4 +690,75 @@ func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit
 		}
 	}
 	return nil
+}
+
+// Prune removes the packs of the store none of whose objects is reachable
+// from keep (the commits the caller still needs: its refs), and returns
+// the bytes freed. It costs a walk of every commit and tree below keep
+// (blobs are not read) and one read of each pack's index; packs that hold
+// any reachable object stay whole.
+func (s *Store) Prune(keep []plumbing.Hash) (int64, error) {
+	live := make(map[plumbing.Hash]bool)
+	if err := s.walk(keep, func(plumbing.Hash) bool { return false }, func(o Object) { live[o.ID] = true }); err != nil {
+		return 0, fmt.Errorf("prune %s: %w", s.dir, err)
+	}
+	idxs, err := filepath.Glob(filepath.Join(s.dir, "objects", "pack", "pack-*.idx"))
+	if err != nil {
+		return 0, fmt.Errorf("prune %s: %w", s.dir, err)
+	}
+	var freed int64
+	for _, p := range idxs {
+		used, err := packUsed(p, live)
+		if err != nil {
+			return freed, fmt.Errorf("prune %s: %w", s.dir, err)
+		}
+		if used {
+			continue
+		}
+		pack := strings.TrimSuffix(p, ".idx") + ".pack"
+		for _, f := range []string{p, pack} { // the index first: readers find packs by it
+			if fi, err := os.Stat(f); err == nil {
+				freed += fi.Size()
+			}
+			if err := os.Remove(f); err != nil {
+				return freed, fmt.Errorf("prune %s: %w", s.dir, err)
+			}
+		}
+	}
+	if d, err := os.Open(filepath.Join(s.dir, "objects", "pack")); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	s.reload()
+	return freed, nil
+}
+
+// packUsed reports whether the pack index at path names an object of live.
+func packUsed(path string, live map[plumbing.Hash]bool) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	idx := idxfile.NewMemoryIndex()
+	if err := idxfile.NewDecoder(bufio.NewReader(f)).Decode(idx); err != nil {
+		return false, fmt.Errorf("pack index %s: %w", path, err)
+	}
+	it, err := idx.Entries()
+	if err != nil {
+		return false, err
+	}
+	defer it.Close()
+	for {
+		e, err := it.Next()
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if live[e.Hash] {
+			return true, nil
+		}
+	}
 }

@@ -87,3 +87,31 @@ func TestFetchInstallsOnlyWanted(t *testing.T) {
 		t.Fatal("release missing")
 	}
 }
+
+// TestPrune: packs nothing kept reaches are removed; the rest stays whole
+// and git fsck agrees.
+func TestPrune(t *testing.T) {
+	needGit(t)
+	st, err := Init(t.TempDir())
+	must(t, err)
+	kept, gone := makeFixture(t, 31, plumbing.ZeroHash), makeFixture(t, 32, plumbing.ZeroHash)
+	must(t, st.Write(context.Background(), kept.stream))
+	junk := NewObjectStream(gone.stream.open) // only its chunks: nothing kept shares them
+	for _, o := range gone.stream.Objects() {
+		if gone.blobs[o.ID] != nil {
+			junk.Add(o)
+		}
+	}
+	must(t, st.Write(context.Background(), junk))
+	must(t, st.SetRef("refs/heads/releases", plumbing.ZeroHash, kept.release))
+	must(t, st.SetRef("refs/tags/pullship/images/a", plumbing.ZeroHash, kept.image))
+	freed, err := st.Prune([]plumbing.Hash{kept.release, kept.image})
+	must(t, err)
+	if freed < 1<<20 || st.HasObject(gone.big) {
+		t.Fatalf("freed %d bytes; the unkept chunks are still there: %v", freed, st.HasObject(gone.big))
+	}
+	if !st.HasObject(kept.big) {
+		t.Fatal("a kept chunk was removed")
+	}
+	git(t, st.Dir(), "fsck", "--strict", "--no-dangling")
+}
