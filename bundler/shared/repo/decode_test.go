@@ -77,13 +77,8 @@ func FuzzDecodeObjects(f *testing.F) {
 		if got := after.TotalAlloc - before.TotalAlloc; got > uint64(8*len(data))+64<<10 {
 			t.Fatalf("decoding %d bytes allocated %d", len(data), got)
 		}
-		sto := memory.NewStorage()
 		if terr == nil {
-			o := sto.NewEncodedObject()
-			o.SetType(plumbing.TreeObject)
-			w, _ := o.Writer()
-			w.Write(data)
-			w.Close()
+			o := memoryObject(plumbing.TreeObject, data)
 			var gt object.Tree
 			if err := gt.Decode(o); err != nil {
 				t.Fatalf("accepted tree, go-git refuses: %v", err)
@@ -98,15 +93,21 @@ func FuzzDecodeObjects(f *testing.F) {
 			}
 		}
 		if cerr == nil {
-			o := sto.NewEncodedObject()
-			o.SetType(plumbing.CommitObject)
-			w, _ := o.Writer()
-			w.Write(data)
-			w.Close()
+			o := memoryObject(plumbing.CommitObject, data)
 			var gc object.Commit
 			if err := gc.Decode(o); err == nil && (gc.TreeHash != c.Tree || len(gc.ParentHashes) != len(c.ParentHashes)) {
 				t.Fatalf("commit read as %+v, go-git tree %s parents %v", c, gc.TreeHash, gc.ParentHashes)
 			}
 		}
 	})
+}
+
+// memoryObject is data as a go-git object of type t.
+func memoryObject(t plumbing.ObjectType, data []byte) plumbing.EncodedObject {
+	o := memory.NewStorage().NewEncodedObject()
+	o.SetType(t)
+	w, _ := o.Writer()
+	w.Write(data)
+	w.Close()
+	return o
 }

@@ -13,7 +13,11 @@
 //
 // Reading goes through [Store], a bare repository on disk that
 // [Remote.Fetch] fills with only the refs asked for and [Store.OpenBlob]
-// streams from with the declared size enforced.
+// streams from with the declared size enforced. What a server sends is
+// read with pullship's own bounded code, not go-git's: the pack indexer and
+// delta resolver (every size, depth, count and byte of work bounded), the
+// tree, commit and tag decoders (go-git's plumbing/object would link a
+// diff library into the agent), and limits under go-git's HTTP decoders.
 //
 // Remotes: http(s)://, git:// and ssh:// use go-git's transports (HTTP with
 // one shared keep-alive client; the HTTP push is pullship's own streaming
