@@ -78,11 +78,11 @@ func TestDockerClientSendsPieces(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "engine.sock")
 	sizes := chunkSizes(t, sock)
 	t.Setenv("DOCKER_HOST", "unix://"+sock)
-	cli, _, err := dockerClient()
+	cli, tr, err := dockerClient()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Docker{cli: cli}
+	d := &Docker{cli: cli, tr: tr}
 	defer d.Close()
 
 	pr, pw := io.Pipe()

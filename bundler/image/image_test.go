@@ -210,7 +210,7 @@ func TestRebuildCorruptChunk(t *testing.T) {
 		if !errors.As(err, &ce) || !errors.Is(err, want) || ce.Chunk != victim || ce.Path != victimPath {
 			t.Fatalf("got %v, want %v on chunk %s", err, want, victim.SHA256)
 		}
-		wantMsg := "chunk " + victim.SHA256[:12] + "… of " + victimPath + ": "
+		wantMsg := "chunk " + victim.SHA256[:12] + " of " + victimPath + ": "
 		if !strings.HasPrefix(err.Error(), wantMsg) {
 			t.Fatalf("message %q, want prefix %q", err, wantMsg)
 		}

@@ -725,9 +725,8 @@ func (s *Store) Prune(keep []plumbing.Hash) (int64, error) {
 			}
 		}
 	}
-	if d, err := os.Open(filepath.Join(s.dir, "objects", "pack")); err == nil {
-		d.Sync()
-		d.Close()
+	if err := atomicfile.SyncDir(filepath.Join(s.dir, "objects", "pack")); err != nil {
+		return freed, fmt.Errorf("prune %s: %w", s.dir, err)
 	}
 	s.reload()
 	return freed, nil
