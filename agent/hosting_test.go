@@ -17,6 +17,7 @@ import (
 
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/config"
+	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/shared/bundle"
 	"github.com/pullship/pullship/bundler/shared/repo"
@@ -28,10 +29,12 @@ import (
 // basic auth with a token file): mirror to each, the agent converges from
 // each with [[remote]] credentials and pushes its status there with them,
 // pullship status reads it back. The secrets (the token, the deploy key)
-// appear in no output: the process's output (JSON log), a text log,
+// appear in no output: the process's output (JSON log), its crash output
+// (a panic mid-apply with every goroutine's stack), a text log,
 // metrics, status.toml, the state directory.
 func TestPrivateHosting(t *testing.T) {
 	h := newDockerHost(t)
+	panicAt := string(state.StepFiles)
 	base := filepath.Join(h.env.Dir, "hosting")
 	sshBare := gittest.InitBare(t, base, "ssh.git")
 	httpsBare := gittest.InitBare(t, base, "https.git")
@@ -94,9 +97,21 @@ func TestPrivateHosting(t *testing.T) {
 				return a.Once(ctx)
 			}
 
-			// pullship-agent once, the process: applies and reports.
+			// pullship-agent once, the process, crashing mid-apply (a panic
+			// with every goroutine's stack, credentials loaded): its crash
+			// output is a channel a secret must not reach either.
 			writeConfig(tc.table)
-			bin, env := asAgent()
+			bin, env := asAgent(envPanicAt+"="+panicAt, "GOTRACEBACK=all")
+			crash := exec.Command(bin, "once", "--config", p)
+			crash.Env = env
+			crashOut, err := crash.CombinedOutput()
+			if err == nil || !bytes.Contains(crashOut, []byte("goroutine ")) {
+				t.Fatalf("pullship-agent once with a panic at %s: %v, want a crash with stacks\n%s", panicAt, err, crashOut)
+			}
+
+			// pullship-agent once, the process: finishes what the crash
+			// left, applies and reports.
+			bin, env = asAgent()
 			cmd := exec.Command(bin, "once", "--config", p)
 			cmd.Env = env
 			var procOut bytes.Buffer
@@ -142,6 +157,7 @@ func TestPrivateHosting(t *testing.T) {
 			}
 			channels := map[string]string{
 				"process output": procOut.String(),
+				"crash output":   string(crashOut),
 				"log":            logs.String(),
 				"metrics":        page.String(),
 				"status.toml":    gitOut(t, tc.bare, "show", status+":status.toml"),

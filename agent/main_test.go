@@ -17,6 +17,7 @@ import (
 const (
 	envAsAgent = "PULLSHIP_TEST_AS_AGENT" // "1": run pullship-agent with the arguments
 	envCrashAt = "PULLSHIP_TEST_CRASH_AT" // a journal step: SIGKILL right after it is journalled
+	envPanicAt = "PULLSHIP_TEST_PANIC_AT" // a journal step: panic right after it is journalled
 )
 
 func TestMain(m *testing.M) {
@@ -35,6 +36,9 @@ var crashes sync.Map
 func afterJournal(dir string, step state.Step) {
 	if s := os.Getenv(envCrashAt); s != "" && s == string(step) {
 		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+	}
+	if s := os.Getenv(envPanicAt); s != "" && s == string(step) {
+		panic("pullship-agent test: panic after journal step " + s)
 	}
 	if s, ok := crashes.Load(dir); ok && s.(state.Step) == step {
 		// The pass's goroutine ends here, as the process would: nothing
