@@ -18,6 +18,7 @@ require (
 	github.com/sigstore/sigstore v1.11.3
 	github.com/skeema/knownhosts v1.3.1
 	github.com/spf13/cobra v1.10.2
+	github.com/vbatts/tar-split v0.12.1
 	golang.org/x/crypto v0.57.0
 	golang.org/x/term v0.46.0
 )

@@ -215,7 +215,7 @@ func writeImageDiff(w io.Writer, a, b *schema.ImageIndex) {
 		ea, had := old[e.Path]
 		delete(old, e.Path)
 		var entryNew int64
-		for _, c := range e.Chunks {
+		for _, c := range e.StreamChunks() {
 			if !have[c.Blob] {
 				entryNew += c.Size
 			}
@@ -225,8 +225,8 @@ func writeImageDiff(w io.Writer, a, b *schema.ImageIndex) {
 		switch {
 		case !had:
 			fmt.Fprintf(w, "  + %s (%d bytes, %d new)\n", e.Path, e.Size, entryNew)
-		case ea.Size != e.Size || fmt.Sprint(ea.Chunks) != fmt.Sprint(e.Chunks):
-			fmt.Fprintf(w, "  ~ %s (%d → %d bytes, %d new in %d chunks)\n", e.Path, ea.Size, e.Size, entryNew, len(e.Chunks))
+		case ea.Size != e.Size || fmt.Sprint(ea.StreamChunks()) != fmt.Sprint(e.StreamChunks()):
+			fmt.Fprintf(w, "  ~ %s (%d → %d bytes, %d new in %d chunks)\n", e.Path, ea.Size, e.Size, entryNew, len(e.StreamChunks()))
 		}
 	}
 	gone := make([]string, 0, len(old))

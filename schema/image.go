@@ -2,6 +2,7 @@ package schema
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"path"
 	"regexp"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/BurntSushi/toml"
 )
 
 // Image index limits. They bound what an agent will fetch and write for one
@@ -27,6 +30,20 @@ const (
 // ImageFormat is the only image stream format: the tar stream that
 // `docker save` writes and `docker load` reads.
 const ImageFormat = "docker-save"
+
+// ImageIndexVersion is the newest index version this package reads. An
+// index without a version is version 1: every file is chunked as it is.
+// Version 2 adds split layers ([ImageEntry.Headers]). A reader refuses a
+// newer version with an error saying to upgrade, before it looks at keys
+// it would not know.
+const ImageIndexVersion = 2
+
+// MaxSplitOverhead bounds, for a split layer, the bytes of its header
+// stream beyond the layer's own bytes that are not file contents: the
+// record lengths (docs/format.md, "Split layers"), at most 20 bytes per
+// record, about one record per file (each has a 512-byte header), counted
+// as one per 256 bytes of the rest, plus two.
+const MaxSplitOverhead = 20
 
 // ChunkZstd is the chunk encoding of an index whose chunk blobs hold each
 // chunk as one zstd frame ([ImageIndex.ChunkEncoding]); without it a blob
@@ -49,6 +66,9 @@ type ImageIndex struct {
 	Name   string `toml:"name"`
 	Digest string `toml:"digest"` // image ID: "sha256:<hex>" of the config JSON
 	Format string `toml:"format"` // ImageFormat
+	// Version is 0 (an index of version 1, as written before split layers)
+	// or 2: entries may be split layers.
+	Version int64 `toml:"version,omitempty"`
 	// RepoTags are the tags manifest.json carries. Informational only: an
 	// agent must never let a loaded tarball retag an existing image.
 	RepoTags []string `toml:"repo_tags,omitempty"`
@@ -68,8 +88,47 @@ type ImageEntry struct {
 	// SHA256 is the hex sha256 of the whole file, when the bundler recorded
 	// it. Chunks are what an agent verifies; this lets a reader check layer
 	// diff IDs against the config without the chunks.
-	SHA256 string  `toml:"sha256,omitempty"`
-	Chunks []Chunk `toml:"chunks,omitempty"`
+	SHA256 string `toml:"sha256,omitempty"`
+	// Headers, when set, makes the file a split layer (index version 2):
+	// Headers are the chunks of its header stream (the tar headers,
+	// padding and end-of-archive blocks of the layer, with the length of
+	// each file's contents, docs/format.md "Split layers") and Chunks the
+	// chunks of the contents of its files, in order, without the tar
+	// framing. Without Headers, Chunks are the file's bytes as they are.
+	Headers []Chunk `toml:"headers,omitempty"`
+	Chunks  []Chunk `toml:"chunks,omitempty"`
+}
+
+// Split reports whether the entry is a split layer.
+func (e *ImageEntry) Split() bool { return len(e.Headers) > 0 }
+
+// StreamChunks returns the entry's chunks in the order a rebuild first
+// needs them: the header stream's, then the contents'. The slice must not
+// be modified.
+func (e *ImageEntry) StreamChunks() []Chunk {
+	if len(e.Headers) == 0 {
+		return e.Chunks
+	}
+	return append(append(make([]Chunk, 0, len(e.Headers)+len(e.Chunks)), e.Headers...), e.Chunks...)
+}
+
+// ContentSize returns the bytes of the entry's Chunks: its size, or for a
+// split layer the size of its files' contents.
+func (e *ImageEntry) ContentSize() int64 {
+	var n int64
+	for _, c := range e.Chunks {
+		n += c.Size
+	}
+	return n
+}
+
+// HeaderSize returns the bytes of a split layer's header stream.
+func (e *ImageEntry) HeaderSize() int64 {
+	var n int64
+	for _, c := range e.Headers {
+		n += c.Size
+	}
+	return n
 }
 
 // Chunk is one content-defined piece of a file. The chunk's bytes are stored
@@ -105,7 +164,7 @@ func (idx *ImageIndex) StoredSize() int64 {
 	seen := map[string]bool{}
 	var n int64
 	for i := range idx.Entries {
-		for _, c := range idx.Entries[i].Chunks {
+		for _, c := range idx.Entries[i].StreamChunks() {
 			if !seen[c.Blob] {
 				seen[c.Blob] = true
 				n += c.StoredSize()
@@ -146,6 +205,9 @@ var (
 // called name (used in errors only). Unknown keys and every violation of
 // docs/format.md are errors.
 func ParseImageIndex(name string, data []byte) (*ImageIndex, error) {
+	if err := checkIndexVersion(name, data); err != nil {
+		return nil, err
+	}
 	var idx ImageIndex
 	if err := DecodeStrict(name, data, &idx); err != nil {
 		return nil, err
@@ -157,14 +219,56 @@ func ParseImageIndex(name string, data []byte) (*ImageIndex, error) {
 	return &idx, nil
 }
 
-// normalize makes empty lists nil so that decode(Encode(x)) deep-equals x.
+// ErrIndexVersion wraps the refusal of an index newer than this reader.
+var ErrIndexVersion = Refused(errors.New("image index version unsupported"))
+
+// checkIndexVersion reads the format and version of an index leniently, so
+// that an index of a newer version is refused for what it is (and not for
+// a key this reader does not know).
+func checkIndexVersion(name string, data []byte) error {
+	if len(data) > MaxFileSize {
+		return nil // DecodeStrict says so
+	}
+	// The top-level keys come before the first table.
+	if i := bytes.Index(data, []byte("\n[")); i >= 0 {
+		data = data[:i+1]
+	}
+	var head struct {
+		Format  string `toml:"format"`
+		Version any    `toml:"version"`
+	}
+	if _, err := toml.Decode(string(data), &head); err != nil {
+		return nil // DecodeStrict says why
+	}
+	v, ok := head.Version.(int64)
+	switch {
+	case head.Version == nil:
+	case !ok:
+		return fmt.Errorf("%s: %w: version %v is not an integer", name, ErrIndexVersion, head.Version)
+	case v > ImageIndexVersion:
+		return fmt.Errorf("%s: %w: the index is version %d, this pullship reads versions 1 to %d: upgrade it (pullship-agent too) to apply this release", name, ErrIndexVersion, v, ImageIndexVersion)
+	}
+	if head.Format != "" && head.Format != ImageFormat {
+		return fmt.Errorf("%s: %w: format %q, this pullship reads %q: upgrade it to apply this release", name, ErrIndexVersion, head.Format, ImageFormat)
+	}
+	return nil
+}
+
+// normalize makes empty lists nil and version 1 the zero version, so that
+// decode(Encode(x)) deep-equals x.
 func (idx *ImageIndex) normalize() {
 	if len(idx.RepoTags) == 0 {
 		idx.RepoTags = nil
 	}
+	if idx.Version == 1 {
+		idx.Version = 0
+	}
 	for i := range idx.Entries {
 		if len(idx.Entries[i].Chunks) == 0 {
 			idx.Entries[i].Chunks = nil
+		}
+		if len(idx.Entries[i].Headers) == 0 {
+			idx.Entries[i].Headers = nil
 		}
 	}
 }
@@ -179,6 +283,9 @@ func (idx *ImageIndex) Validate() error {
 	}
 	if idx.Format != ImageFormat {
 		return fmt.Errorf("image %s: format %q unsupported (want %q)", idx.Name, idx.Format, ImageFormat)
+	}
+	if idx.Version != 0 && idx.Version != 1 && idx.Version != ImageIndexVersion {
+		return fmt.Errorf("image %s: %w: version %d (this pullship reads 1 to %d)", idx.Name, ErrIndexVersion, idx.Version, ImageIndexVersion)
 	}
 	if idx.ChunkEncoding != "" && idx.ChunkEncoding != ChunkZstd {
 		return fmt.Errorf("image %s: chunk_encoding %q unsupported (want %q or none)", idx.Name, idx.ChunkEncoding, ChunkZstd)
@@ -225,24 +332,52 @@ func (idx *ImageIndex) Validate() error {
 				return fmt.Errorf("image %s: entry %q: size %d out of range", idx.Name, e.Path, e.Size)
 			}
 			var sum int64
-			for j, c := range e.Chunks {
+			checkChunk := func(what string, j int, c Chunk) error {
 				if !sha256RE.MatchString(c.SHA256) || !gitIDRE.MatchString(c.Blob) {
-					return fmt.Errorf("image %s: entry %q: chunk %d: want sha256 of 64 and blob of 40 lowercase hex", idx.Name, e.Path, j)
+					return fmt.Errorf("image %s: entry %q: %s %d: want sha256 of 64 and blob of 40 lowercase hex", idx.Name, e.Path, what, j)
 				}
 				if c.Size < 1 || c.Size > MaxImageChunk {
-					return fmt.Errorf("image %s: entry %q: chunk %d: size %d not in 1..%d", idx.Name, e.Path, j, c.Size, MaxImageChunk)
+					return fmt.Errorf("image %s: entry %q: %s %d: size %d not in 1..%d", idx.Name, e.Path, what, j, c.Size, MaxImageChunk)
 				}
 				switch {
 				case idx.ChunkEncoding == ChunkZstd && (c.BlobSize < 1 || c.BlobSize > MaxBlobSize(c.Size)):
-					return fmt.Errorf("image %s: entry %q: chunk %d: blob_size %d not in 1..%d (zstd chunks)", idx.Name, e.Path, j, c.BlobSize, MaxBlobSize(c.Size))
+					return fmt.Errorf("image %s: entry %q: %s %d: blob_size %d not in 1..%d (zstd chunks)", idx.Name, e.Path, what, j, c.BlobSize, MaxBlobSize(c.Size))
 				case idx.ChunkEncoding == "" && c.BlobSize != 0:
-					return fmt.Errorf("image %s: entry %q: chunk %d: blob_size without a chunk_encoding", idx.Name, e.Path, j)
+					return fmt.Errorf("image %s: entry %q: %s %d: blob_size without a chunk_encoding", idx.Name, e.Path, what, j)
 				}
 				if prev, ok := chunks[c.SHA256]; ok && prev != c {
 					return fmt.Errorf("image %s: entry %q: chunk %s listed with different size or blob", idx.Name, e.Path, c.SHA256)
 				}
 				chunks[c.SHA256] = c
+				return nil
+			}
+			for j, c := range e.Chunks {
+				if err := checkChunk("chunk", j, c); err != nil {
+					return err
+				}
 				sum += c.Size
+			}
+			if e.Split() {
+				if idx.Version < 2 {
+					return fmt.Errorf("image %s: entry %q: headers (a split layer) need version = 2", idx.Name, e.Path)
+				}
+				if e.SHA256 == "" {
+					return fmt.Errorf("image %s: entry %q: a split layer needs its sha256", idx.Name, e.Path)
+				}
+				var hsum int64
+				for j, c := range e.Headers {
+					if err := checkChunk("header chunk", j, c); err != nil {
+						return err
+					}
+					hsum += c.Size
+				}
+				// The header stream holds the layer's bytes that are not
+				// file contents, and a few bytes of lengths per record.
+				if rest := e.Size - sum; rest < 0 || hsum < rest || hsum-rest > MaxSplitOverhead*(rest/256+2) {
+					return fmt.Errorf("image %s: entry %q: a split layer of %d bytes cannot hold %d bytes of contents and a header stream of %d", idx.Name, e.Path, e.Size, sum, hsum)
+				}
+				nchunks += len(e.Headers)
+				sum = e.Size
 			}
 			if sum != e.Size {
 				return fmt.Errorf("image %s: entry %q: chunk sizes sum to %d, file size is %d", idx.Name, e.Path, sum, e.Size)
@@ -256,7 +391,7 @@ func (idx *ImageIndex) Validate() error {
 				return fmt.Errorf("image %s: files total more than %d bytes", idx.Name, int64(MaxImageSize))
 			}
 		case EntryDir, EntrySymlink:
-			if e.Size != 0 || len(e.Chunks) != 0 {
+			if e.Size != 0 || len(e.Chunks) != 0 || len(e.Headers) != 0 {
 				return fmt.Errorf("image %s: entry %q: a %s has no size or chunks", idx.Name, e.Path, e.Type)
 			}
 			if e.Type == EntryDir && e.Linkname != "" {
@@ -345,6 +480,9 @@ func (idx *ImageIndex) Encode() ([]byte, error) {
 	fmt.Fprintf(&b, "name = %s\n", tomlString(idx.Name))
 	fmt.Fprintf(&b, "digest = %s\n", tomlString(idx.Digest))
 	fmt.Fprintf(&b, "format = %s\n", tomlString(idx.Format))
+	if idx.Version > 1 {
+		fmt.Fprintf(&b, "version = %d\n", idx.Version)
+	}
 	if idx.ChunkEncoding != "" {
 		fmt.Fprintf(&b, "chunk_encoding = %s\n", tomlString(idx.ChunkEncoding))
 	}
@@ -370,22 +508,28 @@ func (idx *ImageIndex) Encode() ([]byte, error) {
 		if e.SHA256 != "" {
 			fmt.Fprintf(&b, "sha256 = %s\n", tomlString(e.SHA256))
 		}
-		if len(e.Chunks) > 0 {
-			b.WriteString("chunks = [\n")
-			for _, c := range e.Chunks {
-				if c.Encoded() {
-					fmt.Fprintf(&b, "  { sha256 = %q, size = %d, blob = %q, blob_size = %d },\n", c.SHA256, c.Size, c.Blob, c.BlobSize)
-				} else {
-					fmt.Fprintf(&b, "  { sha256 = %q, size = %d, blob = %q },\n", c.SHA256, c.Size, c.Blob)
-				}
-			}
-			b.WriteString("]\n")
-		}
+		writeChunks(&b, "headers", e.Headers)
+		writeChunks(&b, "chunks", e.Chunks)
 	}
 	if b.Len() > MaxFileSize {
 		return nil, fmt.Errorf("image %s: index of %d bytes is larger than the %d bytes a file may have", idx.Name, b.Len(), MaxFileSize)
 	}
 	return b.Bytes(), nil
+}
+
+func writeChunks(b *bytes.Buffer, key string, list []Chunk) {
+	if len(list) == 0 {
+		return
+	}
+	b.WriteString(key + " = [\n")
+	for _, c := range list {
+		if c.Encoded() {
+			fmt.Fprintf(b, "  { sha256 = %q, size = %d, blob = %q, blob_size = %d },\n", c.SHA256, c.Size, c.Blob, c.BlobSize)
+		} else {
+			fmt.Fprintf(b, "  { sha256 = %q, size = %d, blob = %q },\n", c.SHA256, c.Size, c.Blob)
+		}
+	}
+	b.WriteString("]\n")
 }
 
 // tomlString quotes s as a TOML basic string.

@@ -2,6 +2,7 @@ package schema
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -62,6 +63,35 @@ func TestParseImageIndexZstd(t *testing.T) {
 	}
 }
 
+// TestParseImageIndexSplit: a version 2 index keeps a split layer's header
+// chunks, counts them in the stored size and lists them first.
+func TestParseImageIndexSplit(t *testing.T) {
+	idx := goldenIndex(t, "valid-split.toml")
+	e := idx.Entries[1]
+	if idx.Version != 2 || !e.Split() || e.HeaderSize() != 5123 || e.ContentSize() != 1572864 {
+		t.Fatalf("decoded %+v", idx)
+	}
+	if got := idx.StoredSize(); got != 412+301234+524805 {
+		t.Fatalf("StoredSize = %d", got)
+	}
+	if sc := e.StreamChunks(); len(sc) != 3 || sc[0] != e.Headers[0] || sc[1] != e.Chunks[0] {
+		t.Fatalf("StreamChunks = %+v", sc)
+	}
+	// An index of the previous version stays readable; version 1 is the
+	// version of an index without one.
+	old := goldenIndex(t, "valid-zstd.toml")
+	data, _ := os.ReadFile("testdata/image/valid-zstd.toml")
+	v1, err := ParseImageIndex("x.toml", bytes.Replace(data, []byte("format = \"docker-save\"\n"), []byte("format = \"docker-save\"\nversion = 1\n"), 1))
+	if err != nil || !reflect.DeepEqual(v1, old) {
+		t.Fatalf("version = 1: %v", err)
+	}
+	// A newer index is refused as such, with the sentinel callers test.
+	data, _ = os.ReadFile("testdata/image/bad-version.toml")
+	if _, err := ParseImageIndex("x.toml", data); !errors.Is(err, ErrIndexVersion) || !errors.Is(err, ErrRefused) {
+		t.Fatalf("version 3: %v, want ErrIndexVersion", err)
+	}
+}
+
 func TestParseImageIndexInvalid(t *testing.T) {
 	want := map[string]string{
 		"bad-abs.toml":              `path "/manifest.json" is absolute`,
@@ -75,7 +105,11 @@ func TestParseImageIndexInvalid(t *testing.T) {
 		"bad-digest.toml":           `digest "sha512:`,
 		"bad-dotdot.toml":           `path "../manifest.json" contains a ".." element`,
 		"bad-dup.toml":              `entry "manifest.json": duplicate path`,
-		"bad-format.toml":           `format "oci" unsupported`,
+		"bad-format.toml":           `format "oci", this pullship reads "docker-save": upgrade it`,
+		"bad-version.toml":          `the index is version 3, this pullship reads versions 1 to 2: upgrade it`,
+		"bad-split-noversion.toml":  `headers (a split layer) need version = 2`,
+		"bad-split-size.toml":       `a split layer of 1577984 bytes cannot hold 1572864 bytes of contents and a header stream of 4000`,
+		"bad-split-nosum.toml":      `a split layer needs its sha256`,
 		"bad-hardlink.toml":         `type "hardlink" not allowed`,
 		"bad-link-escape.toml":      `points outside the image`,
 		"bad-setuid.toml":           `mode 04755: only permission bits`,

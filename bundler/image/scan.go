@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/pullship/pullship/bundler/shared/chunks"
 	"github.com/pullship/pullship/schema"
 	"github.com/restic/chunker"
 )
@@ -172,13 +173,16 @@ func (r *Reader) Scan(ctx context.Context) (*schema.ImageIndex, error) {
 		ie := e.ImageEntry
 		if e.Type == schema.EntryFile {
 			var err error
-			ie.Chunks, ie.SHA256, err = sc.scanFile(ctx, e, layers[e.Path], inflated, func(n int64) {
+			ie.Chunks, ie.Headers, ie.SHA256, err = sc.scanFile(ctx, e, layers[e.Path], inflated, func(n int64) {
 				done += n
 				r.opts.progress(done, total)
 			})
 			if err != nil {
 				return nil, fmt.Errorf("image %s: %s: %w", r.src, e.Path, err)
 			}
+		}
+		if ie.Split() {
+			idx.Version = schema.ImageIndexVersion
 		}
 		idx.Entries = append(idx.Entries, ie)
 	}
@@ -237,11 +241,13 @@ func newScanner() *scanner {
 
 // scanFile chunks one file, hashing each byte once per digest: chunk
 // sha256, whole-file sha256, and for a gzip layer the sha256 of its inflated
-// stream (its diff_id); the chunks' blobs are encoded in the background.
-func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated map[string]string, progress func(int64)) ([]schema.Chunk, string, error) {
+// stream (its diff_id); the chunks' blobs are encoded in the background. An
+// uncompressed layer is split (see scanSplit): then headers holds the
+// chunks of its header stream and chunks those of its files' contents.
+func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated map[string]string, progress func(int64)) (chunks, headers []schema.Chunk, sum string, err error) {
 	ra, err := e.open()
 	if err != nil {
-		return nil, "", err
+		return nil, nil, "", err
 	}
 	defer ra.Close()
 	var gz *gzipHasher
@@ -250,11 +256,51 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 		if n, _ := ra.ReadAt(magic[:], 0); n == 2 && magic == [2]byte{0x1f, 0x8b} {
 			gz = newGzipHasher()
 			defer gz.abort()
+		} else {
+			var told int64
+			chunks, headers, sum, err = s.scanSplit(ctx, e, func(n int64) { told += n; progress(n) })
+			if !errors.Is(err, errNoSplit) {
+				return chunks, headers, sum, err
+			}
+			// Chunked whole: progress resumes where the split left it.
+			inner := progress
+			progress = func(n int64) {
+				skip := min(n, told)
+				told -= skip
+				if n > skip {
+					inner(n - skip)
+				}
+			}
 		}
 	}
-	sr := io.NewSectionReader(ra, 0, e.Size)
-	s.ch.ResetWithBoundaries(sr, Pol, MinChunk, MaxChunk)
 	s.fsh.Reset()
+	chunks, n, err := s.chunkStream(ctx, io.NewSectionReader(ra, 0, e.Size), func(data []byte) {
+		s.fsh.Write(data)
+		if gz != nil {
+			gz.Write(data)
+		}
+	}, progress)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if n != e.Size {
+		return nil, nil, "", fmt.Errorf("read %d bytes, want %d (file changed or truncated)", n, e.Size)
+	}
+	if gz != nil {
+		sum, err := gz.sum()
+		if err != nil {
+			return nil, nil, "", fmt.Errorf("gzip layer: %w", err)
+		}
+		inflated[e.Path] = sum
+	}
+	return chunks, nil, hex.EncodeToString(s.fsh.Sum(nil)), nil
+}
+
+// chunkStream cuts r into chunks and hashes each, passing its bytes to
+// onData (if set) in order; the chunks' blobs are encoded in the
+// background. It returns the chunks and the bytes read.
+func (s *scanner) chunkStream(ctx context.Context, r io.Reader, onData func([]byte), progress func(int64)) ([]schema.Chunk, int64, error) {
+	s.ch.ResetWithBoundaries(r, Pol, MinChunk, MaxChunk)
 	// Two stages on two buffers: while this goroutine finds the next cut,
 	// another hashes the previous chunk (hashing is over half the work).
 	var chunks []schema.Chunk
@@ -276,14 +322,14 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 			} else {
 				blobs = append(blobs, s.blobs.add(data))
 			}
-			s.fsh.Write(data)
-			if gz != nil {
-				gz.Write(data)
+			if onData != nil {
+				onData(data)
 			}
 			free <- data
 		}
 	}()
 	var n int64
+	var err error
 	for {
 		if err = ctx.Err(); err != nil {
 			break
@@ -311,19 +357,9 @@ func (s *scanner) scanFile(ctx context.Context, e entry, layer bool, inflated ma
 		chunks[i].Blob, chunks[i].BlobSize = b.id, b.size
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, n, err
 	}
-	if n != e.Size {
-		return nil, "", fmt.Errorf("read %d bytes, want %d (file changed or truncated)", n, e.Size)
-	}
-	if gz != nil {
-		sum, err := gz.sum()
-		if err != nil {
-			return nil, "", fmt.Errorf("gzip layer: %w", err)
-		}
-		inflated[e.Path] = sum
-	}
-	return chunks, hex.EncodeToString(s.fsh.Sum(nil)), nil
+	return chunks, n, nil
 }
 
 // chunk hashes a chunk; its blob is encoded in the background.
@@ -378,61 +414,50 @@ func (g *gzipHasher) abort() {
 }
 
 // Chunks delivers, in stream order, the content of every distinct chunk of
-// the scanned index whose git blob id want accepts (nil: all), checking that
-// the source still holds the bytes Scan indexed. It reads only those chunks.
-// data is valid only during the call to fn.
+// the scanned index whose git blob id want accepts (nil: all), decoded from
+// the blobs the scan encoded and checked against the index. A chunk Scan
+// was told it knows ([Reader.Know]) has no blob here and is an error if
+// wanted. data is valid only during the call to fn.
 func (r *Reader) Chunks(ctx context.Context, want func(blob string) bool, fn func(c schema.Chunk, data []byte) error) error {
 	if r.idx == nil {
 		return fmt.Errorf("image %s: Chunks called before a successful Scan", r.src)
 	}
 	if r.buf == nil {
-		r.buf = make([]byte, MaxChunk)
+		r.buf = make([]byte, MaxChunk+1)
 	}
-	total := r.idx.TotalSize()
+	total := r.idx.StoredSize()
 	var done int64
 	sent := map[string]bool{}
 	h := sha256.New()
-	for i, ie := range r.idx.Entries {
-		if ie.Type != schema.EntryFile {
-			continue
-		}
-		err := func() error {
-			var ra readerAt
-			var off int64
-			for _, c := range ie.Chunks {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				if !sent[c.Blob] && (want == nil || want(c.Blob)) {
-					if ra == nil {
-						var err error
-						if ra, err = r.fs.entries[i].open(); err != nil {
-							return fmt.Errorf("image %s: %s: %w", r.src, ie.Path, err)
-						}
-						defer ra.Close()
-					}
-					data := r.buf[:c.Size]
-					if _, err := ra.ReadAt(data, off); err != nil {
-						return fmt.Errorf("image %s: %s: chunk %s: %w", r.src, ie.Path, short(c.SHA256), err)
-					}
-					h.Reset()
-					h.Write(data)
-					if hex.EncodeToString(h.Sum(nil)) != c.SHA256 {
-						return fmt.Errorf("image %s: %s: chunk %s: content changed since the scan", r.src, ie.Path, short(c.SHA256))
-					}
-					sent[c.Blob] = true
-					if err := fn(c, data); err != nil {
-						return err
-					}
-				}
-				off += c.Size
-				done += c.Size
-				r.opts.progress(done, total)
+	for _, ie := range r.idx.Entries {
+		for _, c := range ie.StreamChunks() {
+			if err := ctx.Err(); err != nil {
+				return err
 			}
-			return nil
-		}()
-		if err != nil {
-			return err
+			if sent[c.Blob] || want != nil && !want(c.Blob) {
+				continue
+			}
+			sent[c.Blob] = true
+			rc, err := r.OpenChunk(c.Blob)
+			if err == nil {
+				rc, err = chunks.Decode(rc, c)
+			}
+			if err != nil {
+				return fmt.Errorf("image %s: %s: chunk %s: %w", r.src, ie.Path, short(c.SHA256), err)
+			}
+			n, err := io.ReadFull(rc, r.buf[:c.Size+1])
+			rc.Close()
+			data := r.buf[:n]
+			h.Reset()
+			h.Write(data)
+			if int64(n) != c.Size || hex.EncodeToString(h.Sum(nil)) != c.SHA256 {
+				return fmt.Errorf("image %s: %s: chunk %s: its blob does not hold it (%v)", r.src, ie.Path, short(c.SHA256), err)
+			}
+			if err := fn(c, data); err != nil {
+				return err
+			}
+			done += c.StoredSize()
+			r.opts.progress(done, total)
 		}
 	}
 	return nil

@@ -59,6 +59,9 @@ type Image struct {
 	RepoTags   []string // e.g. "pullship-test/hello:1"; in OCI layouts the first one is the image name annotation
 	Layout     Layout
 	Gzip       bool // gzip layers (OCI and OCIDockerSave layouts only)
+	// ModTime is the mtime of every entry of the layers (zero: a fixed
+	// date), as a rebuild from a fresh checkout changes them all.
+	ModTime time.Time
 }
 
 // Built is what Write produced.
@@ -97,7 +100,7 @@ func Write(w io.Writer, img Image) (Built, error) {
 		}
 	}()
 	for i, files := range img.Layers {
-		l, err := tempBlob(func(w io.Writer) error { return writeLayer(w, files) })
+		l, err := tempBlob(func(w io.Writer) error { return writeLayer(w, files, img.ModTime) })
 		if err != nil {
 			return b, fmt.Errorf("layer %d: %w", i, err)
 		}
@@ -302,7 +305,10 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // writeLayer writes a layer tar: parent directories first, then files.
-func writeLayer(w io.Writer, files []File) error {
+func writeLayer(w io.Writer, files []File, mt time.Time) error {
+	if mt.IsZero() {
+		mt = mtime
+	}
 	tw := tar.NewWriter(w)
 	dirs := map[string]bool{}
 	for _, f := range files {
@@ -316,7 +322,7 @@ func writeLayer(w io.Writer, files []File) error {
 	}
 	sort.Strings(ds)
 	for _, d := range ds {
-		if err := writeDir(tw, d); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d + "/", Mode: 0o755, ModTime: mt}); err != nil {
 			return err
 		}
 	}
@@ -332,7 +338,7 @@ func writeLayer(w io.Writer, files []File) error {
 		} else {
 			r = io.LimitReader(f.Content(), f.Size)
 		}
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.Path, Mode: mode, Size: size, ModTime: mtime}); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: f.Path, Mode: mode, Size: size, ModTime: mt}); err != nil {
 			return err
 		}
 		if _, err := io.Copy(tw, r); err != nil {
@@ -397,4 +403,19 @@ func GoBinary(t testing.TB, src string) []byte {
 		t.Fatal(err)
 	}
 	return bin
+}
+
+// TarEntry returns the content of the entry called name of the tar stream
+// data (a rebuilt `docker save` stream, a layer).
+func TarEntry(data []byte, name string) ([]byte, error) {
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			return nil, fmt.Errorf("no %s in the stream: %w", name, err)
+		}
+		if hdr.Name == name {
+			return io.ReadAll(tr)
+		}
+	}
 }

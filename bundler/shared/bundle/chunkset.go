@@ -6,12 +6,13 @@ import "github.com/pullship/pullship/schema"
 type ChunkSet struct{ list []schema.Chunk }
 
 // NewChunkSet collects idx's distinct chunks (by blob id) in stream order,
-// the order image.Reader.Chunks delivers them in.
+// the order image.Reader.Chunks delivers them in: for a split layer its
+// header stream's chunks, then its contents'.
 func NewChunkSet(idx *schema.ImageIndex) *ChunkSet {
 	seen := map[string]bool{}
 	cs := &ChunkSet{}
 	for _, e := range idx.Entries {
-		for _, c := range e.Chunks {
+		for _, c := range e.StreamChunks() {
 			if !seen[c.Blob] {
 				seen[c.Blob] = true
 				cs.list = append(cs.list, c)

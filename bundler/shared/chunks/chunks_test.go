@@ -1,7 +1,6 @@
 package chunks
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -116,20 +115,11 @@ func TestZstdChunks(t *testing.T) {
 // tarFile returns the content of the entry name of the tar stream data.
 func tarFile(t *testing.T, data []byte, name string) []byte {
 	t.Helper()
-	tr := tar.NewReader(bytes.NewReader(data))
-	for {
-		hdr, err := tr.Next()
-		if err != nil {
-			t.Fatalf("no %s in the stream: %v", name, err)
-		}
-		if hdr.Name == name {
-			b, err := io.ReadAll(tr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return b
-		}
+	b, err := imagetest.TarEntry(data, name)
+	if err != nil {
+		t.Fatal(err)
 	}
+	return b
 }
 
 // FuzzDecodeChunk: whatever a blob holds, decoding yields at most the

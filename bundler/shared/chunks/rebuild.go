@@ -57,6 +57,8 @@ type Progress func(done, total int64)
 // written, so w never receives unverified data; the first bad chunk stops
 // the stream with a [*Error]. Tar headers are normalised (mtime 0,
 // uid/gid 0, no user names): the files are exact, the headers deterministic.
+// A split layer is reassembled from its header stream and its contents
+// (see [Assemble]) and its sha256 checked at its end. Memory: two chunks.
 // A nil progress is not told anything.
 func Rebuild(ctx context.Context, idx *schema.ImageIndex, src Source, w io.Writer, progress Progress) error {
 	if err := idx.Validate(); err != nil {
@@ -67,8 +69,8 @@ func Rebuild(ctx context.Context, idx *schema.ImageIndex, src Source, w io.Write
 	}
 	total := idx.TotalSize()
 	var done int64
-	var buf []byte
-	h := sha256.New()
+	content := &chunkReader{ctx: ctx, src: src, h: sha256.New()}
+	headers := &chunkReader{ctx: ctx, src: src, h: content.h}
 	tw := tar.NewWriter(w)
 	for _, e := range idx.Entries {
 		hdr := &tar.Header{Name: e.Path, Mode: e.Mode, ModTime: epoch}
@@ -83,22 +85,27 @@ func Rebuild(ctx context.Context, idx *schema.ImageIndex, src Source, w io.Write
 		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("rebuild %s: %w", e.Path, err)
 		}
-		for _, c := range e.Chunks {
-			if err := ctx.Err(); err != nil {
-				return err
+		count := func(n int64) { done += n; progress(done, total) }
+		if !e.Split() {
+			content.reset(e.Path, e.Chunks, count)
+			for {
+				data, err := content.next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return err
+				}
+				if _, err := tw.Write(data); err != nil {
+					return fmt.Errorf("rebuild %s: %w", e.Path, err)
+				}
 			}
-			if int64(cap(buf)) < c.Size+1 {
-				buf = make([]byte, c.Size+1, max(c.Size+1, 1<<20))
-			}
-			data, err := readChunk(src, c, buf[:c.Size+1], h)
-			if err != nil {
-				return &Error{Path: e.Path, Chunk: c, Err: err}
-			}
-			if _, err := tw.Write(data); err != nil {
-				return fmt.Errorf("rebuild %s: %w", e.Path, err)
-			}
-			done += c.Size
-			progress(done, total)
+			continue
+		}
+		content.reset(e.Path, e.Chunks, nil)
+		headers.reset(e.Path, e.Headers, nil)
+		if err := assemble(tw, &e, headers, content, count); err != nil {
+			return err
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -107,13 +114,84 @@ func Rebuild(ctx context.Context, idx *schema.ImageIndex, src Source, w io.Write
 	return nil
 }
 
-// readChunk reads chunk c into buf (len c.Size+1, to see data beyond the
-// declared length) and verifies it.
-func readChunk(chunks Source, c schema.Chunk, buf []byte, h interface {
+// chunkReader reads a list of chunks in order, each verified whole before
+// any of its bytes are handed out.
+type chunkReader struct {
+	ctx    context.Context
+	src    Source
+	h      hasher
+	path   string
+	list   []schema.Chunk
+	buf    []byte
+	cur    []byte // what is left of the current chunk
+	onRead func(int64)
+}
+
+type hasher interface {
 	Reset()
 	Write([]byte) (int, error)
 	Sum([]byte) []byte
-}) ([]byte, error) {
+}
+
+func (r *chunkReader) reset(path string, list []schema.Chunk, onRead func(int64)) {
+	r.path, r.list, r.cur, r.onRead = path, list, nil, onRead
+}
+
+// next returns the rest of the current chunk, or the next chunk whole.
+func (r *chunkReader) next() ([]byte, error) {
+	if len(r.cur) > 0 {
+		data := r.cur
+		r.cur = nil
+		return data, nil
+	}
+	if len(r.list) == 0 {
+		return nil, io.EOF
+	}
+	if err := r.ctx.Err(); err != nil {
+		return nil, err
+	}
+	c := r.list[0]
+	r.list = r.list[1:]
+	if int64(cap(r.buf)) < c.Size+1 {
+		r.buf = make([]byte, c.Size+1, max(c.Size+1, 1<<20))
+	}
+	data, err := readChunk(r.src, c, r.buf[:c.Size+1], r.h)
+	if err != nil {
+		return nil, &Error{Path: r.path, Chunk: c, Err: err}
+	}
+	if r.onRead != nil {
+		r.onRead(c.Size)
+	}
+	return data, nil
+}
+
+// take returns up to n bytes of the chunks (fewer at a chunk's end).
+func (r *chunkReader) take(n int64) ([]byte, error) {
+	if len(r.cur) == 0 {
+		data, err := r.next()
+		if err != nil {
+			return nil, err
+		}
+		r.cur = data
+	}
+	k := min(n, int64(len(r.cur)))
+	data := r.cur[:k]
+	r.cur = r.cur[k:]
+	return data, nil
+}
+
+// ReadByte reads one byte of the chunks (for binary.ReadUvarint).
+func (r *chunkReader) ReadByte() (byte, error) {
+	data, err := r.take(1)
+	if err != nil {
+		return 0, err
+	}
+	return data[0], nil
+}
+
+// readChunk reads chunk c into buf (len c.Size+1, to see data beyond the
+// declared length) and verifies it.
+func readChunk(chunks Source, c schema.Chunk, buf []byte, h hasher) ([]byte, error) {
 	rc, err := chunks.Open(c)
 	if err != nil {
 		return nil, err
