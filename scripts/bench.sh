@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # make bench: pullship's release path against baselines measured in the same
-# run (the git CLI, the layer size), then the Go micro-benchmarks.
+# run (the git CLI, the layer size), the agent (scripts/bench-agent.sh), the
+# peers a user would pick instead (scripts/bench-peers.sh: a registry,
+# docker save | zstd), then the Go micro-benchmarks.
 #
 #   scripts/bench.sh [flags of bundler/internal/bench, e.g. -git-update=false]
 #
@@ -27,6 +29,10 @@ go run ./bundler/internal/bench -pullship bin/pullship -cache .bench "$@"
 echo
 echo "== agent (fetch + verify + load vs docker load, same image)"
 bash scripts/bench-agent.sh
+
+echo
+echo "== peers (pullship vs a registry and docker save | zstd, same images)"
+bash scripts/bench-peers.sh
 
 echo
 echo "== Go benchmarks"

@@ -37,24 +37,47 @@ func buildPingsrv(moduleRoot, dir string) ([]byte, error) {
 // only tag. The big layers are copied byte for byte (streamed), so the image
 // is src's plus a few MiB. It returns the new image ID.
 func withEntrypoint(src, dst string, bin []byte, tag string) (string, error) {
+	layer, err := layerTar([]layerFile{{name: "pingsrv", mode: 0o755, data: bin}})
+	if err != nil {
+		return "", err
+	}
+	return addLayer(src, dst, layer, tag, "/pingsrv", []string{"/pingsrv"})
+}
+
+type layerFile struct {
+	name string
+	mode int64
+	data []byte
+}
+
+// layerTar is a layer tar holding files.
+func layerTar(files []layerFile) ([]byte, error) {
+	var layer bytes.Buffer
+	lw := tar.NewWriter(&layer)
+	for _, f := range files {
+		if err := lw.WriteHeader(&tar.Header{Name: f.name, Mode: f.mode, Size: int64(len(f.data)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
+			return nil, err
+		}
+		if _, err := lw.Write(f.data); err != nil {
+			return nil, err
+		}
+	}
+	if err := lw.Close(); err != nil {
+		return nil, err
+	}
+	return layer.Bytes(), nil
+}
+
+// addLayer copies the legacy `docker save` tarball src to dst with layer on
+// top (what, in the history) and tag as its only tag; a non-nil entrypoint
+// replaces the image's entrypoint and command. The layers of src are copied
+// byte for byte (streamed). It returns the new image ID.
+func addLayer(src, dst string, layer []byte, tag, what string, entrypoint []string) (string, error) {
 	manifest, config, err := readMeta(src)
 	if err != nil {
 		return "", fmt.Errorf("image %s: %w", src, err)
 	}
-
-	// The extra layer: a tar holding /pingsrv.
-	var layer bytes.Buffer
-	lw := tar.NewWriter(&layer)
-	if err := lw.WriteHeader(&tar.Header{Name: "pingsrv", Mode: 0o755, Size: int64(len(bin)), Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
-		return "", err
-	}
-	if _, err := lw.Write(bin); err != nil {
-		return "", err
-	}
-	if err := lw.Close(); err != nil {
-		return "", err
-	}
-	diffID := sha256.Sum256(layer.Bytes())
+	diffID := sha256.Sum256(layer)
 	layerDir := "pullship-bench-" + hex.EncodeToString(diffID[:8])
 
 	var cfg map[string]any
@@ -68,15 +91,17 @@ func withEntrypoint(src, dst string, bin []byte, tag string) (string, error) {
 	}
 	rootfs["diff_ids"] = append(diffIDs, "sha256:"+hex.EncodeToString(diffID[:]))
 	if h, ok := cfg["history"].([]any); ok {
-		cfg["history"] = append(h, map[string]any{"created": "2024-01-01T00:00:00Z", "created_by": "pullship agentbench: /pingsrv"})
+		cfg["history"] = append(h, map[string]any{"created": "2024-01-01T00:00:00Z", "created_by": "pullship agentbench: " + what})
 	}
-	c, _ := cfg["config"].(map[string]any)
-	if c == nil {
-		c = map[string]any{}
-		cfg["config"] = c
+	if entrypoint != nil {
+		c, _ := cfg["config"].(map[string]any)
+		if c == nil {
+			c = map[string]any{}
+			cfg["config"] = c
+		}
+		c["Entrypoint"] = entrypoint
+		c["Cmd"] = nil
 	}
-	c["Entrypoint"] = []string{"/pingsrv"}
-	c["Cmd"] = nil
 	newCfg, err := json.Marshal(cfg)
 	if err != nil {
 		return "", err
@@ -124,7 +149,7 @@ func withEntrypoint(src, dst string, bin []byte, tag string) (string, error) {
 	}{
 		{layerDir + "/VERSION", []byte("1.0")},
 		{layerDir + "/json", []byte(`{"id":"` + layerDir + `"}`)},
-		{layerDir + "/layer.tar", layer.Bytes()},
+		{layerDir + "/layer.tar", layer},
 		{cfgHex + ".json", newCfg},
 		{"manifest.json", newManifest},
 		{"repositories", repos},

@@ -30,6 +30,10 @@
 //     of its tarball against the agent's fetch+verify+load, in rounds.
 //
 //     go run ./agent/internal/agentbench -image .bench/image-v2-200-100-1.tar
+//
+// With -peers it measures instead pullship against a registry (docker push,
+// docker pull) and docker save | zstd -3 | docker load, on three versions of
+// the image (peers.go; scripts/bench-peers.sh runs it).
 package main
 
 import (
@@ -59,6 +63,10 @@ type options struct {
 	keep                         bool
 	rounds                       int
 	cpuProfile                   string
+	// The peers bench (peers.go).
+	peers            bool
+	image2, registry string
+	newLayerMiB      int64
 }
 
 func main() {
@@ -70,6 +78,10 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (agent logs, configs) for inspection")
 	flag.IntVar(&c.rounds, "rounds", 5, "rounds of the new-image scenarios (docker load, then the agent), compared by their medians")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "also apply the release in-process (agent.New + Once) with a CPU profile, heap profile and execution trace written to FILE, FILE.heap and FILE.trace")
+	flag.BoolVar(&c.peers, "peers", false, "instead: pullship against a registry (docker push, docker pull) and docker save | zstd -3 | docker load, on -image, -image2 and -image2 plus a new layer (peers.go)")
+	flag.StringVar(&c.image2, "image2", "", "with -peers: the second version of -image (default: its -2.tar sibling of the release bench)")
+	flag.StringVar(&c.registry, "registry", "", "with -peers: the reference registry binary (distribution's cmd/registry)")
+	flag.Int64Var(&c.newLayerMiB, "new-layer-mib", 20, "with -peers: size of the layer the third version adds, in MiB")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "agentbench:", err)
@@ -86,7 +98,10 @@ func run(c options) (err error) {
 		}
 		c.image = m[0]
 	}
-	for _, p := range []*string{&c.image, &c.pullship, &c.agent} {
+	for _, p := range []*string{&c.image, &c.pullship, &c.agent, &c.image2, &c.registry} {
+		if *p == "" {
+			continue
+		}
 		if *p, err = filepath.Abs(*p); err != nil {
 			return err
 		}
@@ -129,6 +144,9 @@ func run(c options) (err error) {
 		}
 		os.Exit(130)
 	}()
+	if c.peers {
+		return b.runPeers()
+	}
 	return b.run()
 }
 
@@ -158,6 +176,8 @@ type bench struct {
 	imageID string
 	srv     *gitServer
 	rows    []row
+	// onCleanup runs before the rest of cleanup (what the peers bench starts).
+	onCleanup []func()
 }
 
 type row = bundlertest.BenchRow
@@ -168,6 +188,9 @@ func (b *bench) container() string { return b.name + "-cn" }
 
 // cleanup removes the containers, the image and the git daemon it made.
 func (b *bench) cleanup() {
+	for _, f := range b.onCleanup {
+		f()
+	}
 	if b.srv != nil {
 		b.srv.Close()
 	}
@@ -280,17 +303,8 @@ func (b *bench) run() error {
 	if b.srv, err = startGitServer(srvDir, b.env, dlog); err != nil {
 		return err
 	}
-	// agent.toml for node cn following remote, with its own state directory.
 	writeAgentToml := func(path, remote, state string) error {
-		return os.WriteFile(path, []byte(fmt.Sprintf(`remotes = [%q]
-root = %q
-state_dir = %q
-allowed_dirs = [%q]
-
-[[node]]
-name = "cn"
-key = %q
-`, remote, filepath.Join(keys, "root-1.toml"), state, etc, filepath.Join(keys, "cn.key"))), 0o644)
+		return writeAgentConfig(path, remote, state, keys, etc)
 	}
 	agentToml := filepath.Join(w, "agent.toml")
 	if err := writeAgentToml(agentToml, "git://"+b.srv.Addr()+"/releases.git", filepath.Join(w, "state")); err != nil {
@@ -641,6 +655,21 @@ func (b *bench) quiet(dir, name string, args ...string) error {
 		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// writeAgentConfig writes the agent.toml of node cn following remote, with
+// its own state directory, the trust root and node key from keys, and etc
+// the directory it may write.
+func writeAgentConfig(path, remote, state, keys, etc string) error {
+	return os.WriteFile(path, []byte(fmt.Sprintf(`remotes = [%q]
+root = %q
+state_dir = %q
+allowed_dirs = [%q]
+
+[[node]]
+name = "cn"
+key = %q
+`, remote, filepath.Join(keys, "root-1.toml"), state, etc, filepath.Join(keys, "cn.key"))), 0o644)
 }
 
 func appTemplate(v int) string {

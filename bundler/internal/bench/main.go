@@ -61,6 +61,7 @@ func main() {
 	flag.Int64Var(&c.baseMiB, "base-mib", 200, "size of the base layer in MiB")
 	flag.Int64Var(&c.appMiB, "app-mib", 100, "size of the app layer (the one with the changed file) in MiB")
 	flag.BoolVar(&c.gitUpdate, "git-update", true, "also push the one-file-changed image with the git CLI (slow: git delta-compresses it)")
+	flag.BoolVar(&c.imagesOnly, "images-only", false, "generate the images into the cache directory (when absent), print the first image's path and exit")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -71,7 +72,7 @@ func main() {
 type config struct {
 	pullship, cache, work string
 	baseMiB, appMiB       int64
-	gitUpdate             bool
+	gitUpdate, imagesOnly bool
 }
 
 // images describes the generated tarballs.
@@ -110,6 +111,10 @@ func run(c config) error {
 	img, err := prepareImages(c)
 	if err != nil {
 		return err
+	}
+	if c.imagesOnly {
+		fmt.Println(img.v1)
+		return nil
 	}
 	// Both paths read the same tarballs: warm the page cache for both alike.
 	for _, p := range []string{img.v1, img.v2} {

@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// registry is the reference registry (distribution's `registry serve`) on
+// loopback with filesystem storage in its own directory, behind a counting
+// proxy: the engine is given the proxy's address, so every byte docker push
+// and docker pull move is counted. The engine allows a registry on
+// 127.0.0.0/8 without TLS.
+type registry struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	dir    string
+	proxy  *countingProxy
+}
+
+// startRegistry runs bin with its storage and configuration in dir (a new
+// directory, removed by Close); its log goes to log.
+func startRegistry(bin, dir string, env []string, log io.Writer) (*registry, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "storage"), 0o755); err != nil {
+		return nil, err
+	}
+	// The registry takes an address, not a listener: pick a free port.
+	// Another process could take it in between; then the start fails
+	// clearly below.
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := pl.Addr().String()
+	pl.Close()
+	cfg := fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+  delete:
+    enabled: true
+http:
+  addr: %s
+  secret: pullship-bench
+`, filepath.Join(dir, "storage"), addr)
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	r := &registry{dir: dir, exited: make(chan struct{})}
+	r.cmd = exec.Command(bin, "serve", cfgPath)
+	// No telemetry exporter: nothing leaves loopback.
+	r.cmd.Env = append(env, "OTEL_TRACES_EXPORTER=none", "OTEL_METRICS_EXPORTER=none", "OTEL_LOGS_EXPORTER=none")
+	r.cmd.Stdout, r.cmd.Stderr = log, log
+	if err := r.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start registry: %w", err)
+	}
+	go func() { r.cmd.Wait(); close(r.exited) }()
+	if err := r.ready(addr, 30*time.Second); err != nil {
+		r.cmd.Process.Kill()
+		<-r.exited
+		return nil, err
+	}
+	if r.proxy, err = newCountingProxy(addr); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// ready waits until the registry answers GET /v2/ with 200.
+func (r *registry) ready(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get("http://" + addr + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("GET /v2/: %s", resp.Status)
+		}
+		select {
+		case <-r.exited:
+			return fmt.Errorf("registry on %s exited at start (see its log)", addr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("registry on %s: not ready after %s: %w", addr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Addr is the proxy's address, the one image references name.
+func (r *registry) Addr() string { return r.proxy.Addr() }
+
+// Close stops the proxy and the registry and removes its storage.
+func (r *registry) Close() {
+	if r.proxy != nil {
+		r.proxy.Close()
+	}
+	r.cmd.Process.Kill()
+	<-r.exited
+	os.RemoveAll(r.dir)
+}
+
+// countingProxy forwards every connection to target and counts the bytes
+// each way as they pass. A byte is counted before it is written on, so once
+// the client has what it asked for, the count holds it: no need to wait for
+// the connection to close (the engine keeps its registry connections open).
+type countingProxy struct {
+	target   string
+	l        net.Listener
+	up, down atomic.Int64 // client→target, target→client
+	conns    atomic.Int64
+}
+
+func newCountingProxy(target string) (*countingProxy, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	p := &countingProxy{target: target, l: l}
+	go p.serve()
+	return p, nil
+}
+
+func (p *countingProxy) Addr() string { return p.l.Addr().String() }
+
+// Close stops accepting; open connections end with their peers.
+func (p *countingProxy) Close() { p.l.Close() }
+
+func (p *countingProxy) serve() {
+	for {
+		c, err := p.l.Accept()
+		if err != nil {
+			return
+		}
+		p.conns.Add(1)
+		go p.handle(c)
+	}
+}
+
+func (p *countingProxy) handle(c net.Conn) {
+	defer c.Close()
+	d, err := net.Dial("tcp", p.target)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	done := make(chan struct{})
+	go func() {
+		countCopy(d, c, &p.up)
+		d.(*net.TCPConn).CloseWrite()
+		close(done)
+	}()
+	countCopy(c, d, &p.down)
+	c.(*net.TCPConn).CloseWrite()
+	<-done
+}
+
+// countCopy copies src to dst, adding each read's length to n before
+// writing it.
+func countCopy(dst io.Writer, src io.Reader, n *atomic.Int64) {
+	buf := make([]byte, 64<<10)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			n.Add(int64(k))
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// wire is what a proxy counted over one step.
+type wire struct {
+	conns    int64
+	up, down int64
+}
+
+func (w wire) total() int64 { return w.up + w.down }
+
+// mark returns a function that reports what passed since mark was called.
+func (p *countingProxy) mark() func() wire {
+	c0, u0, d0 := p.conns.Load(), p.up.Load(), p.down.Load()
+	return func() wire {
+		return wire{p.conns.Load() - c0, p.up.Load() - u0, p.down.Load() - d0}
+	}
+}
+
+// fileServer serves one file to every connection (the sending host of a
+// `docker save | zstd | ssh host 'zstd -d | docker load'` pipe), behind a
+// counting proxy.
+type fileServer struct {
+	l     net.Listener
+	path  atomic.Value // string
+	proxy *countingProxy
+}
+
+func newFileServer() (*fileServer, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &fileServer{l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				f, err := os.Open(s.path.Load().(string))
+				if err != nil {
+					return
+				}
+				defer f.Close()
+				io.Copy(c, f)
+			}()
+		}
+	}()
+	if s.proxy, err = newCountingProxy(l.Addr().String()); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *fileServer) serve(path string) { s.path.Store(path) }
+
+// Port is the proxy's port, for bash's /dev/tcp/127.0.0.1/PORT.
+func (s *fileServer) Port() string {
+	return strconv.Itoa(s.proxy.l.Addr().(*net.TCPAddr).Port)
+}
+
+func (s *fileServer) Close() {
+	s.proxy.Close()
+	s.l.Close()
+}
+
+// rssSampler records the peak resident set of one process (the engine's
+// daemon: docker pull and docker load do their work there, not in the CLI)
+// every 20 ms, from /proc/PID/status.
+type rssSampler struct {
+	pid     int
+	peak    atomic.Int64 // KiB
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+// dockerdPID is the local engine daemon's process id, or 0.
+func dockerdPID() int {
+	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, p := range comms {
+		data, err := os.ReadFile(p)
+		if err == nil && strings.TrimSpace(string(data)) == "dockerd" {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			return pid
+		}
+	}
+	return 0
+}
+
+// vmRSS is VmRSS of pid in KiB.
+func vmRSS(pid int) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range bytes.Split(data, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(l, []byte("VmRSS:")); ok {
+			f := strings.Fields(string(v))
+			if len(f) == 0 {
+				break
+			}
+			return strconv.ParseInt(f[0], 10, 64)
+		}
+	}
+	return 0, errors.New("no VmRSS line")
+}
+
+// sampleRSS starts sampling pid (0: samples nothing, Stop returns 0).
+func sampleRSS(pid int) *rssSampler {
+	s := &rssSampler{pid: pid, stop: make(chan struct{}), stopped: make(chan struct{})}
+	go func() {
+		defer close(s.stopped)
+		if pid == 0 {
+			<-s.stop
+			return
+		}
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if k, err := vmRSS(pid); err == nil && k > s.peak.Load() {
+				s.peak.Store(k)
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends sampling and returns the peak in KiB.
+func (s *rssSampler) Stop() int64 {
+	close(s.stop)
+	<-s.stopped
+	return s.peak.Load()
+}
