@@ -2,11 +2,13 @@
 # make bench, agent side: pullship-agent fetching, verifying and loading the
 # release bench's ~300 MiB image against plain `docker load` of the same tar,
 # its peak RSS, the bytes it fetches for a config-only release and an idle
-# poll, the same image from a directory remote, and a generated image of 11
-# small layers against docker load of it, all measured in the same run
-# (agent/internal/agentbench).
+# poll, the same image from a directory remote, a generated image of 11
+# small layers against docker load of it, and image updates (one file
+# changed in a 100 MiB layer, the layer rebuilt with every mtime new, a new
+# 20 MiB layer) against the chunks the release stored as new and docker load,
+# all measured in the same run (agent/internal/agentbench).
 #
-#   scripts/bench-agent.sh [flags of agent/internal/agentbench, e.g. -keep -cpuprofile agent.cpu]
+#   scripts/bench-agent.sh [flags of agent/internal/agentbench, e.g. -keep -cpuprofile agent.cpu, -only-updates]
 #
 # Reuses the image the release bench generated in .bench/ (scripts/bench.sh
 # runs that first). Needs Docker, git and GNU time (/usr/bin/time); without a

@@ -29,6 +29,13 @@
 //     2 MiB, the entrypoint layer), released over the first: docker load
 //     of its tarball against the agent's fetch+verify+load, in rounds.
 //
+//  6. Image updates (update.go): an agent running an image of a ~100 MiB
+//     layer of ~600 files applies (a) one file changed in it, (b) the layer
+//     rebuilt with every mtime new, (c) a new 20 MiB layer on top: the
+//     bytes git-daemon sent it against the chunks the release stored as new,
+//     the layer, and the new layer's gzip size; its time to image loaded
+//     against docker load of the new image (-only-updates runs this alone).
+//
 //     go run ./agent/internal/agentbench -image .bench/image-v2-200-100-1.tar
 //
 // With -peers it measures instead pullship against a registry (docker push,
@@ -60,7 +67,7 @@ import (
 
 type options struct {
 	image, pullship, agent, work string
-	keep                         bool
+	keep, updates, onlyUpdates   bool
 	rounds                       int
 	cpuProfile                   string
 	// The peers bench (peers.go).
@@ -76,6 +83,8 @@ func main() {
 	flag.StringVar(&c.agent, "agent", "bin/pullship-agent", "the pullship-agent binary to measure")
 	flag.StringVar(&c.work, "work", "", "scratch directory (default: a new temporary directory, removed at the end)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the scratch directory (agent logs, configs) for inspection")
+	flag.BoolVar(&c.updates, "updates", true, "run scenario 6, image updates (a) one file changed, (b) every mtime new, (c) a new layer")
+	flag.BoolVar(&c.onlyUpdates, "only-updates", false, "run scenario 6 alone (no -image needed)")
 	flag.IntVar(&c.rounds, "rounds", 5, "rounds of the new-image scenarios (docker load, then the agent), compared by their medians")
 	flag.StringVar(&c.cpuProfile, "cpuprofile", "", "also apply the release in-process (agent.New + Once) with a CPU profile, heap profile and execution trace written to FILE, FILE.heap and FILE.trace")
 	flag.BoolVar(&c.peers, "peers", false, "instead: pullship against a registry (docker push, docker pull) and docker save | zstd -3 | docker load, on -image, -image2 and -image2 plus a new layer (peers.go)")
@@ -90,7 +99,7 @@ func main() {
 }
 
 func run(c options) (err error) {
-	if c.image == "" {
+	if c.image == "" && !c.onlyUpdates {
 		m, _ := filepath.Glob(".bench/image-*-1.tar")
 		sort.Slice(m, func(i, j int) bool { return modTime(m[i]).After(modTime(m[j])) })
 		if len(m) == 0 {
@@ -226,25 +235,31 @@ func (b *bench) loadPhase(m measure, what string) (time.Duration, error) {
 
 func (b *bench) run() error {
 	w := b.c.work
-	fmt.Printf("image: %s (%s); building the entrypoint layer\n", filepath.Base(b.c.image), mib(fileSize(b.c.image)))
+	if !b.c.onlyUpdates {
+		fmt.Printf("image: %s (%s); building the entrypoint layer\n", filepath.Base(b.c.image), mib(fileSize(b.c.image)))
+	}
 	bin, err := buildPingsrv(b.root, w)
 	if err != nil {
 		return err
 	}
 	tag := b.name + "/app:1"
 	img := filepath.Join(w, "image.tar")
-	if b.imageID, err = withEntrypoint(b.c.image, img, bin, tag); err != nil {
-		return err
+	if !b.c.onlyUpdates {
+		if b.imageID, err = withEntrypoint(b.c.image, img, bin, tag); err != nil {
+			return err
+		}
 	}
 	size := fileSize(img)
-	// Warm the page cache: docker load reads the tar, the agent its fetched
-	// objects (just written, so cached too).
-	if err := readAll(img); err != nil {
-		return err
-	}
-	fmt.Printf("bench image %s: %s, %s (base image + pingsrv layer)\n", tag, b.imageID[:19], mib(size))
-	if err := layersAbsent(b.c.image); err != nil {
-		return err
+	if !b.c.onlyUpdates {
+		// Warm the page cache: docker load reads the tar, the agent its
+		// fetched objects (just written, so cached too).
+		if err := readAll(img); err != nil {
+			return err
+		}
+		fmt.Printf("bench image %s: %s, %s (base image + pingsrv layer)\n", tag, b.imageID[:19], mib(size))
+		if err := layersAbsent(b.c.image); err != nil {
+			return err
+		}
 	}
 
 	// --- Baseline: docker load of the same tar (once per round, below).
@@ -325,11 +340,6 @@ func (b *bench) run() error {
 		return b.timed(w, nil, b.c.pullship, "release", "--repo", bare, "--cache", cache,
 			"--fleet", filepath.Join(fleet, "fleet.toml"), "--image", img, "--key", filepath.Join(keys, "rel.key"), "--quiet")
 	}
-	rel, err := release(img)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("release 1 cut: %.2fs\n", rel.wall.Seconds())
 	pass := 0
 	once := func(want int) (measure, map[string]traffic, []conn, error) {
 		pass++
@@ -349,6 +359,19 @@ func (b *bench) run() error {
 		}
 		return m, t, conns, err
 	}
+
+	if b.c.onlyUpdates {
+		if err := b.updates(w, bin, tag, release, once, dockerLoad); err != nil {
+			return err
+		}
+		b.print()
+		return nil
+	}
+	rel, err := release(img)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("release 1 cut: %.2fs\n", rel.wall.Seconds())
 
 	// --- Scenario 1: the new image, in rounds that alternate the baseline
 	// and the agent (a fresh state directory, no image, no container), so
@@ -556,6 +579,13 @@ func (b *bench) run() error {
 	b.add(bundlertest.Row(sc, "image size", mib(fileSize(imgLayers)), "-", "-", "-", "-"))
 	b.add(bundlertest.Row(sc, "agent CPU time (whole once, last round)", secs(a5.cpu), "-", "-", "-", "-"))
 	b.add(bundlertest.Row(sc, "agent peak RSS (last round)", kib(a5.rss), "-", "-", "≤ 64 MiB", yes(a5.rss <= 64<<10)))
+
+	// --- Scenario 6: image updates over the release of scenario 5.
+	if b.c.updates {
+		if err := b.updates(w, bin, tag, release, once, dockerLoad); err != nil {
+			return err
+		}
+	}
 
 	b.print()
 	fmt.Printf("\n%d CPUs; load average at start: %s, at end: %s (wall times are only comparable within one run)\n",
