@@ -39,9 +39,22 @@ const LabelSpec = "pullship.spec"
 // previous release was restored there.
 var ErrRolledBack = errors.New("health check failed; previous release restored")
 
+// oneService refuses a node of a [[service]] fleet, which lists its
+// containers as services: applying several as one unit is not done here
+// yet, and applying part of them would break the node's stack.
+func oneService(rn *schema.ReleaseNode) error {
+	if len(rn.Services) > 0 {
+		return fmt.Errorf("node %s: release lists %d services ([[node.service]]); this agent applies one-service nodes only", rn.Name, len(rn.Services))
+	}
+	return nil
+}
+
 // converge brings one node onto the target release.
 func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *schema.ReleaseNode) (Outcome, error) {
 	rel := t.v.Release
+	if err := oneService(rn); err != nil {
+		return Failed, err
+	}
 	ns := st.Nodes[rn.Name]
 	if ns == nil {
 		ns = &state.Node{}

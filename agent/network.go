@@ -172,7 +172,7 @@ func (a *Agent) loadManaged() {
 		return
 	}
 	for _, n := range a.cfg.Nodes {
-		if rn, ok := rel.Node(n.Name); ok {
+		if rn, ok := rel.Node(n.Name); ok && oneService(rn) == nil {
 			a.managed.set(rn)
 		}
 	}

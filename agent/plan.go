@@ -34,6 +34,10 @@ func (a *Agent) Plan(ctx context.Context, w io.Writer) error {
 
 func (a *Agent) planNode(ctx context.Context, w io.Writer, t *target, ns *state.Node, rn *schema.ReleaseNode) error {
 	rel := t.v.Release
+	if err := oneService(rn); err != nil {
+		fmt.Fprintf(w, "node %s: %v\n", rn.Name, err)
+		return nil
+	}
 	var applied int64
 	if ns != nil {
 		applied = ns.Applied

@@ -100,6 +100,13 @@ func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int6
 		}
 		st.Files = append(st.Files, schema.StatusFile{Target: f.Target, SHA256: sum})
 	}
+	if rn.Container == nil {
+		// A node of services is not applied by this agent (oneService).
+		st.Container.State = "missing"
+		errs = append(errs, oneService(rn).Error())
+		st.LastError = bound(strings.Join(errs, "; "), schema.MaxStringLen)
+		return st
+	}
 	cs, found, err := a.eng.Inspect(ctx, rn.Container.Name)
 	switch {
 	case err != nil:

@@ -67,14 +67,7 @@ func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
 			na = &schema.ReleaseNode{}
 		}
 		var out strings.Builder
-		if na.Image != nb.Image {
-			fmt.Fprintf(&out, "  image: %s → %s\n", na.Image, nb.Image)
-		}
-		if !reflect.DeepEqual(na.Container, nb.Container) {
-			for _, line := range containerChanges(na.Container, nb.Container) {
-				fmt.Fprintf(&out, "  container %s\n", line)
-			}
-		}
+		serviceChanges(&out, na.Units(), nb.Units())
 		if na.Network != nb.Network {
 			fmt.Fprintf(&out, "  network: %+v → %+v\n", na.Network, nb.Network)
 		}
@@ -150,6 +143,46 @@ func (r *Repository) Diff(ctx context.Context, a, b int64, w io.Writer) error {
 }
 
 // containerChanges lists the container settings that differ, one line each.
+// serviceChanges writes what changed between two nodes' services: per
+// service by name (the one service of a one-service node is unnamed, and
+// written as before nodes had several).
+func serviceChanges(out *strings.Builder, a, b []schema.NodeService) {
+	prefix := func(u schema.NodeService) string {
+		if u.Name == "" {
+			return "  "
+		}
+		return "  service " + u.Name + ": "
+	}
+	old := map[string]schema.NodeService{}
+	for _, u := range a {
+		old[u.Name] = u
+	}
+	for _, ub := range b {
+		ua, had := old[ub.Name]
+		delete(old, ub.Name)
+		if !had && ub.Name != "" {
+			fmt.Fprintf(out, "%sadded (image %s, container %s)\n", prefix(ub), ub.Image, ub.Container.Name)
+			continue
+		}
+		if ua.Image != ub.Image {
+			fmt.Fprintf(out, "%simage: %s → %s\n", prefix(ub), ua.Image, ub.Image)
+		}
+		if !reflect.DeepEqual(ua.DependsOn, ub.DependsOn) || ua.Attach != ub.Attach {
+			fmt.Fprintf(out, "%sdepends_on %v attach %v → depends_on %v attach %v\n", prefix(ub), ua.DependsOn, ua.Attach, ub.DependsOn, ub.Attach)
+		}
+		if !reflect.DeepEqual(ua.Container, ub.Container) {
+			for _, line := range containerChanges(ua.Container, ub.Container) {
+				fmt.Fprintf(out, "%scontainer %s\n", prefix(ub), line)
+			}
+		}
+	}
+	for _, ua := range a {
+		if _, gone := old[ua.Name]; gone {
+			fmt.Fprintf(out, "%sremoved\n", prefix(ua))
+		}
+	}
+}
+
 func containerChanges(a, b schema.Container) []string {
 	var out []string
 	field := func(name string, x, y any) {

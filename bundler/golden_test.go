@@ -80,3 +80,14 @@ func checkGolden(t *testing.T, name string, got []byte) {
 func TestReleaseGoldenOneService(t *testing.T) {
 	checkGolden(t, "legacy-release.toml", cutGolden(t, "legacy", nil))
 }
+
+// A [[service]] fleet pins each service's image and container per node, in
+// start order, and only the files of the services a node runs.
+func TestReleaseGoldenServices(t *testing.T) {
+	got := cutGolden(t, "multi", func(o *bundler.ReleaseOptions, dir string) {
+		hook, _ := bundlertest.WriteImage(t, filepath.Join(dir, "hook.tar"), imagetest.File{Path: "hook", Data: []byte("golden hook\n")})
+		o.Images = map[string]image.Source{"broker": o.Image, "webhook": image.TarFile(hook)}
+		o.Image = nil
+	})
+	checkGolden(t, "multi-release.toml", got)
+}

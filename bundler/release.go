@@ -35,8 +35,12 @@ var ErrNotInitialised = errors.New("not a pullship release repository (run pulls
 
 // ReleaseOptions is the input of one release.
 type ReleaseOptions struct {
-	Fleet   string             // path of fleet.toml
-	Image   image.Source       // the image to pack
+	Fleet string       // path of fleet.toml
+	Image image.Source // the image to pack when the fleet's services use one
+	// Images are the images to pack by service name, for fleets whose
+	// services use several (one source per image: services sharing an
+	// image share it). Image stands in for a fleet of one image.
+	Images  map[string]image.Source
 	Signers []signature.Signer // every --key
 	Roots   []string           // newer root-N.toml files to publish (each with its .sig beside it)
 	Now     []string           // nodes exempt from wave gating (emergency override)
@@ -64,15 +68,24 @@ type ReleaseOptions struct {
 type ReleaseResult struct {
 	Version      int64
 	Commit       plumbing.Hash
-	Image        string // image digest
-	ImageTag     string
-	NewImage     bool  // the image tag was created by this release
-	Chunks       int   // distinct chunks of the image
-	NewChunks    int   // chunks the remote lacked
-	NewBytes     int64 // their size
+	Image        string // the first image's digest
+	ImageTag     string // its tag
+	NewImage     bool   // some image tag was created by this release
+	Chunks       int    // distinct chunks of the release's images
+	NewChunks    int    // chunks the remote lacked
+	NewBytes     int64  // their size
+	Images       []ReleasedImage
 	PackBytes    int64 // bytes pushed
 	NodesChanged []string
 	Signatures   *schema.ThresholdResult
+}
+
+// ReleasedImage says what a release did with one of its images.
+type ReleasedImage struct {
+	Name, Digest, Tag string
+	New               bool // its tag was created by this release
+	Chunks, NewChunks int  // distinct chunks; those sent by this release
+	NewBytes          int64
 }
 
 // Release renders the fleet, packs the image, signs the manifest with every
@@ -141,17 +154,30 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		return nil, err
 	}
 
-	// The image, scanned (pass 1).
-	img, err := image.Open(ctx, o.Image, image.WithProgress(func(done, total int64) { progress("scan", done, total) }))
+	// The images, scanned (pass 1).
+	srcs, err := imageSources(fleet, rendered, o)
 	if err != nil {
 		return nil, err
 	}
-	defer img.Close()
-	idx, indexData, err := r.imageIndex(ctx, img, fleet.ImageName(), head, prev, prevRel)
-	if err != nil {
-		return nil, err
+	type packed struct {
+		img  *image.Reader
+		idx  *schema.ImageIndex
+		data []byte
 	}
-	indexSum := sha256.Sum256(indexData)
+	images := make([]packed, 0, len(srcs))
+	for _, src := range srcs {
+		img, err := image.Open(ctx, src.src, image.WithProgress(func(done, total int64) { progress("scan", done, total) }))
+		if err != nil {
+			return nil, err
+		}
+		defer img.Close()
+		idx, indexData, err := r.imageIndex(ctx, img, src.name, head, prev, prevRel)
+		if err != nil {
+			return nil, err
+		}
+		images = append(images, packed{img, idx, indexData})
+	}
+	idx := images[0].idx
 
 	// The manifest.
 	created := now().UTC().Truncate(time.Second)
@@ -165,15 +191,15 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		Expires:     created.Add(lifetime),
 		RootVersion: root.Version,
 		Source:      source,
-		Images: []schema.ReleaseImage{{
-			Name: idx.Name, Digest: idx.Digest,
-			IndexSHA256: hex.EncodeToString(indexSum[:]), IndexLength: int64(len(indexData)),
-		}},
-		Nodes:   rendered.ReleaseNodes(),
-		Rollout: schema.Rollout{Soak: fleet.Rollout.Soak, Now: o.Now},
+		Nodes:       rendered.ReleaseNodes(),
+		Rollout:     schema.Rollout{Soak: fleet.Rollout.Soak, Now: o.Now},
 	}
-	for i := range rel.Nodes {
-		rel.Nodes[i].Image = idx.Name
+	for _, p := range images {
+		sum := sha256.Sum256(p.data)
+		rel.Images = append(rel.Images, schema.ReleaseImage{
+			Name: p.idx.Name, Digest: p.idx.Digest,
+			IndexSHA256: hex.EncodeToString(sum[:]), IndexLength: int64(len(p.data)),
+		})
 	}
 	if o.ResetVersion && len(o.Roots) == 0 {
 		return nil, errors.New("a version reset needs a new root (--publish-root): agents accept it only under a newer root")
@@ -214,12 +240,16 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 
 	// Objects: the chunks the remote lacks (pass 2, streamed), the image tag
 	// and the release commit.
-	tag := bundle.ImageTag(idx.Digest)
-	out := &ReleaseResult{Version: rel.Version, Image: idx.Digest, ImageTag: tag, Signatures: res,
+	out := &ReleaseResult{Version: rel.Version, Image: idx.Digest, ImageTag: bundle.ImageTag(idx.Digest), Signatures: res,
 		NodesChanged: nodesChanged(prevRel, rel)}
 	var pushed atomic.Int64
 	var newBytes int64
+	chunkImage := map[plumbing.Hash]*image.Reader{} // a new chunk's blob → an image holding it
 	objs := repo.NewObjectStream(func(o repo.Object) (io.ReadCloser, error) {
+		img := chunkImage[o.ID]
+		if img == nil {
+			return nil, fmt.Errorf("chunk %s: in no image of the release", o.ID)
+		}
 		rc, err := img.OpenChunk(o.ID.String())
 		if err != nil {
 			return nil, err
@@ -227,30 +257,42 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 		return &countingReader{ReadCloser: rc, add: func(n int64) { progress("push", pushed.Add(n), newBytes) }}, nil
 	})
 	var updates []repo.RefUpdate
-	if head.Refs[tag].IsZero() {
-		have, err := r.remoteChunks(head)
-		if err != nil {
-			return nil, err
-		}
-		chunks := bundle.NewChunkSet(idx)
-		out.Chunks = chunks.Len()
-		for _, c := range chunks.List() {
-			if have[c.Blob] {
-				continue
+	var have map[string]bool // chunks on the remote, read once when needed
+	for _, p := range images {
+		tag := bundle.ImageTag(p.idx.Digest)
+		chunks := bundle.NewChunkSet(p.idx)
+		ri := ReleasedImage{Name: p.idx.Name, Digest: p.idx.Digest, Tag: tag, Chunks: chunks.Len()}
+		if head.Refs[tag].IsZero() {
+			if have == nil {
+				if have, err = r.remoteChunks(head); err != nil {
+					return nil, err
+				}
 			}
-			objs.Add(repo.Object{ID: plumbing.NewHash(c.Blob), Type: plumbing.BlobObject, Size: c.StoredSize(), Precompressed: c.Encoded()})
-			out.NewChunks++
-			out.NewBytes += c.Size
-			newBytes += c.StoredSize()
+			for _, c := range chunks.List() {
+				// Chunks shared with an image listed earlier are sent once.
+				if have[c.Blob] {
+					continue
+				}
+				have[c.Blob] = true
+				id := plumbing.NewHash(c.Blob)
+				chunkImage[id] = p.img
+				objs.Add(repo.Object{ID: id, Type: plumbing.BlobObject, Size: c.StoredSize(), Precompressed: c.Encoded()})
+				ri.NewChunks++
+				ri.NewBytes += c.Size
+				newBytes += c.StoredSize()
+			}
+			tagCommit, err := imageTagCommit(objs, p.idx, created)
+			if err != nil {
+				return nil, err
+			}
+			updates = append(updates, repo.RefUpdate{Name: tag, New: tagCommit})
+			ri.New = true
 		}
-		tagCommit, err := imageTagCommit(objs, idx, created)
-		if err != nil {
-			return nil, err
-		}
-		updates = append(updates, repo.RefUpdate{Name: tag, New: tagCommit})
-		out.NewImage = true
-	} else {
-		out.Chunks = bundle.NewChunkSet(idx).Len()
+		out.Images = append(out.Images, ri)
+		out.NewImage = out.NewImage || ri.New
+		out.Chunks += ri.Chunks
+		out.NewChunks += ri.NewChunks
+		out.NewBytes += ri.NewBytes
 	}
 	tb := repo.NewTreeBuilder()
 	// Blobs the previous release holds are on the server already: name
@@ -281,8 +323,10 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 			}
 		}
 	}
-	if err := add(bundle.ImagesDir+"/"+idx.Name+".toml", indexData, filemode.Regular); err != nil {
-		return nil, err
+	for _, p := range images {
+		if err := add(bundle.ImagesDir+"/"+p.idx.Name+".toml", p.data, filemode.Regular); err != nil {
+			return nil, err
+		}
 	}
 	for _, n := range rendered.Nodes {
 		for _, f := range n.Files {
@@ -301,7 +345,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 	}
 	who := repo.Signature{Name: "pullship", Email: "pullship@localhost", When: created}
 	commitData, commit, err := repo.EncodeCommit(repo.Commit{Tree: tree, Parents: parents, Author: who, Committer: who,
-		Message: releaseMessage(rel, idx, out.NodesChanged)})
+		Message: releaseMessage(rel, out.NodesChanged)})
 	if err != nil {
 		return nil, err
 	}
@@ -476,16 +520,13 @@ func sameContent(a, b *schema.Release) bool {
 		reflect.DeepEqual(a.Nodes, b.Nodes) && reflect.DeepEqual(a.Rollout, b.Rollout)
 }
 
-// nodesChanged lists the nodes whose entry or image differs from the
-// previous release.
+// nodesChanged lists the nodes whose entry or any service's image differs
+// from the previous release.
 func nodesChanged(prev, cur *schema.Release) []string {
 	var out []string
 	for _, n := range cur.Nodes {
 		if prev != nil {
-			p, ok := prev.Node(n.Name)
-			pi, _ := prev.ImageByName(n.Image)
-			ci, _ := cur.ImageByName(n.Image)
-			if ok && reflect.DeepEqual(*p, n) && pi != nil && ci != nil && pi.Digest == ci.Digest {
+			if p, ok := prev.Node(n.Name); ok && reflect.DeepEqual(*p, n) && sameImages(prev, cur, n.Units()) {
 				continue
 			}
 		}
@@ -494,9 +535,85 @@ func nodesChanged(prev, cur *schema.Release) []string {
 	return out
 }
 
-func releaseMessage(rel *schema.Release, idx *schema.ImageIndex, changed []string) string {
+// sameImages reports whether every image the services use has the same
+// digest in both releases.
+func sameImages(prev, cur *schema.Release, units []schema.NodeService) bool {
+	for _, u := range units {
+		pi, _ := prev.ImageByName(u.Image)
+		ci, _ := cur.ImageByName(u.Image)
+		if pi == nil || ci == nil || pi.Digest != ci.Digest {
+			return false
+		}
+	}
+	return true
+}
+
+// imageSource is one image a release packs.
+type imageSource struct {
+	name string // release image name
+	src  image.Source
+}
+
+// imageSources returns the images the rendered nodes' services use, in
+// fleet order, each with its source: o.Images of a service using it, or
+// o.Image when the release packs one image.
+func imageSources(f *schema.Fleet, rendered *render.Rendered, o ReleaseOptions) ([]imageSource, error) {
+	used := map[string]bool{}
+	for _, n := range rendered.Nodes {
+		for _, u := range n.Release.Units() {
+			used[u.Image] = true
+		}
+	}
+	var out []imageSource
+	at := map[string]int{} // image name → index in out
+	for _, s := range f.All() {
+		name := s.ReleaseImageName()
+		if !used[name] {
+			continue
+		}
+		k, ok := at[name]
+		if !ok {
+			k = len(out)
+			at[name] = k
+			out = append(out, imageSource{name: name})
+		}
+		src := o.Images[s.Name]
+		if src == nil {
+			continue
+		}
+		if cur := out[k].src; cur != nil && cur.String() != src.String() {
+			return nil, fmt.Errorf("service %q: image %s has a source already (%s), another service's: services sharing an image share its source", s.Name, name, cur)
+		}
+		out[k].src = src
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no node runs a service")
+	}
+	for k := range out {
+		if out[k].src == nil && len(out) == 1 {
+			out[k].src = o.Image
+		}
+		if out[k].src == nil {
+			return nil, fmt.Errorf("image %s: no source (the release packs %d images: give each service's, --image SERVICE=SRC)", out[k].name, len(out))
+		}
+	}
+	return out, nil
+}
+
+func releaseMessage(rel *schema.Release, changed []string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "release %d: image %s %s\n\n", rel.Version, idx.Name, shortHex(strings.TrimPrefix(idx.Digest, "sha256:")))
+	word := "image"
+	if len(rel.Images) > 1 {
+		word = "images"
+	}
+	fmt.Fprintf(&b, "release %d: %s", rel.Version, word)
+	for i, im := range rel.Images {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, " %s %s", im.Name, shortHex(strings.TrimPrefix(im.Digest, "sha256:")))
+	}
+	b.WriteString("\n\n")
 	if len(changed) == 0 {
 		b.WriteString("nodes changed: none\n")
 	} else {

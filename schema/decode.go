@@ -144,6 +144,18 @@ func fieldFor(t reflect.Type, key string) (ft reflect.Type, exact bool, fold str
 			fold = name
 		}
 	}
+	// Fields of embedded structs, which outer fields shadow (as the
+	// decoder does).
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct && f.Tag.Get("toml") == "" {
+			if ft, exact, efold := fieldFor(f.Type, key); exact {
+				return ft, true, ""
+			} else if fold == "" {
+				fold = efold
+			}
+		}
+	}
 	return nil, false, fold
 }
 

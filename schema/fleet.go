@@ -15,7 +15,17 @@ import (
 // "template" are Go text/template text rendered per node by bundler/render;
 // everything else is literal. See docs/format.md.
 type Fleet struct {
-	Service   Service        `toml:"service"`
+	// Service is the single [service] table of a one-service fleet. A
+	// fleet lists either it or [[service]] tables; Services holds the
+	// fleet's services in both forms once ParseFleet returns.
+	Service Service `toml:"service"`
+	// Services are the [[service]] tables in fleet order (nil in the
+	// [service] form); see [Fleet.All] for the services of either form.
+	Services []Service `toml:"-"`
+	// Multi says the fleet used [[service]] tables: its releases list every
+	// node's services by name ([[node.service]]). A [service] fleet keeps
+	// the one-container manifest form.
+	Multi     bool           `toml:"-"`
 	Templates []Template     `toml:"template"`
 	Vars      map[string]any `toml:"vars"`   // shared template variables
 	Attach    Attach         `toml:"attach"` // default attachment of every node
@@ -33,12 +43,22 @@ type FleetSecrets struct {
 	Recipients []string `toml:"recipients,omitempty"`
 }
 
-// Service is the container every node runs.
+// Service is one container every node (or every node naming it) runs.
 type Service struct {
+	// Name names the service in a [[service]] fleet; unique, and empty in
+	// the [service] form.
+	Name string `toml:"name,omitempty"`
+	// DependsOn names the services started before this one ([[service]]
+	// only); a cycle is an error.
+	DependsOn []string `toml:"depends_on,omitempty"`
+	// Attach says the node's overlay address is attached to this service's
+	// container ([[service]] only). When no service of a node sets it, the
+	// node's first service is attached.
+	Attach *bool `toml:"attach,omitempty"`
 	// Image is the Docker reference the bundler packs ("airdroid/vernemq:1.6.1").
 	Image string `toml:"image"`
 	// ImageName names the image inside the release (images/<name>.toml);
-	// empty means derived from Image, see Fleet.ImageName.
+	// empty means derived from Image, see ReleaseImageName.
 	ImageName string `toml:"image_name,omitempty"`
 	// Container is the container name (template), e.g. "vernemq-release-{{.Node}}-1".
 	Container  string            `toml:"container"`
@@ -88,6 +108,10 @@ type Template struct {
 	Source string   `toml:"source"`         // template file, relative to fleet.toml
 	Target string   `toml:"target"`         // absolute path on the host; a template (per node)
 	Mode   FileMode `toml:"mode,omitempty"` // default 0644
+	// Service names the [[service]] whose reload a change of this file
+	// triggers; nodes not running it do not get the file. Required when the
+	// fleet has more than one service.
+	Service string `toml:"service,omitempty"`
 }
 
 // Attach is a node's overlay-network attachment driver.
@@ -102,10 +126,13 @@ type FleetNode struct {
 	Region  string `toml:"region"`
 	Wave    int    `toml:"wave"`    // rollout wave, 1 first
 	Address string `toml:"address"` // overlay address with prefix, "10.0.0.1/24"
-	// Container overrides Service.Container (template) for this node.
-	Container string         `toml:"container,omitempty"`
-	Attach    *Attach        `toml:"attach,omitempty"` // overrides Fleet.Attach
-	Vars      map[string]any `toml:"vars,omitempty"`   // override the shared vars
+	// Container overrides Service.Container (template) for this node; the
+	// [service] form only.
+	Container string `toml:"container,omitempty"`
+	// Services names the [[service]] tables this node runs; empty means all.
+	Services []string       `toml:"services,omitempty"`
+	Attach   *Attach        `toml:"attach,omitempty"` // overrides Fleet.Attach
+	Vars     map[string]any `toml:"vars,omitempty"`   // override the shared vars
 	// StatusKey is the node's status public key: a PEM block, or a path
 	// relative to fleet.toml of a file holding one.
 	StatusKey string `toml:"status_key"`
@@ -138,12 +165,14 @@ const MaxReleaseLifetime = 366 * 24 * time.Hour
 // name). Defaults are filled in: restart policy, file modes, release
 // lifetime. It does not read template sources or key files.
 func ParseFleet(name string, data []byte) (*Fleet, error) {
-	var f Fleet
-	if err := DecodeStrict(name, data, &f); err != nil {
+	f, err := decodeFleet(name, data)
+	if err != nil {
 		return nil, err
 	}
-	if f.Service.Restart == "" {
-		f.Service.Restart = DefaultRestart
+	for _, s := range f.All() {
+		if s.Restart == "" {
+			s.Restart = DefaultRestart
+		}
 	}
 	for i := range f.Templates {
 		if f.Templates[i].Mode == 0 {
@@ -156,17 +185,23 @@ func ParseFleet(name string, data []byte) (*Fleet, error) {
 	if err := f.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	return &f, nil
+	return f, nil
 }
 
-// ImageName is the image's name inside the release: Service.ImageName, or
-// else the last path element of Service.Image with its tag appended
-// ("airdroid/vernemq:1.6.1" → "vernemq-1.6.1"), lowercased.
+// ImageName is the image's name inside the release of the fleet's first
+// service; see [Service.ReleaseImageName].
 func (f *Fleet) ImageName() string {
-	if f.Service.ImageName != "" {
-		return f.Service.ImageName
+	return f.All()[0].ReleaseImageName()
+}
+
+// ReleaseImageName is the service's image name inside the release:
+// ImageName, or else the last path element of Image with its tag appended
+// ("airdroid/vernemq:1.6.1" → "vernemq-1.6.1"), lowercased.
+func (s *Service) ReleaseImageName() string {
+	if s.ImageName != "" {
+		return s.ImageName
 	}
-	ref, _, _ := strings.Cut(f.Service.Image, "@")
+	ref, _, _ := strings.Cut(s.Image, "@")
 	base := path.Base(ref)
 	if repo, tag, ok := strings.Cut(base, ":"); ok {
 		base = repo + "-" + tag
@@ -184,44 +219,9 @@ func (f *Fleet) AttachOf(n *FleetNode) Attach {
 
 // Validate checks everything ParseFleet checks after decoding.
 func (f *Fleet) Validate() error {
-	s := &f.Service
-	if s.Image == "" || len(s.Image) > 255 || strings.ContainsAny(s.Image, " \t\r\n\x00") {
-		return fmt.Errorf("service: image %q: want a Docker image reference", s.Image)
-	}
-	if err := CheckName(f.ImageName()); err != nil {
-		return fmt.Errorf("service: image name (set image_name): %w", err)
-	}
-	if err := checkTemplateText("service: container", s.Container); err != nil {
+	if err := f.validateServices(); err != nil {
 		return err
 	}
-	if err := checkContainerCommon(s.Ports, s.Binds, s.Env, s.Restart, s.Command, s.Entrypoint, s.Reload, s.Health); err != nil {
-		return fmt.Errorf("service: %w", err)
-	}
-	if c := s.Cluster; c != nil {
-		if err := checkArgv("service: cluster: show", c.Show, true); err != nil {
-			return err
-		}
-		if err := checkClusterFormat(c.Format); err != nil {
-			return fmt.Errorf("service: %w", err)
-		}
-		if err := checkArgv("service: cluster: join", c.Join, true); err != nil {
-			return err
-		}
-		peerSeen := false
-		for i, a := range c.Join {
-			if err := checkTemplateText(fmt.Sprintf("service: cluster: join argument %d", i), a); err != nil {
-				return err
-			}
-			peerSeen = peerSeen || strings.Contains(a, ".Peer")
-		}
-		if !peerSeen {
-			return fmt.Errorf("service: cluster: join must use {{.Peer}}")
-		}
-		if err := checkTemplateText("service: cluster: peer", c.Peer); err != nil {
-			return err
-		}
-	}
-
 	if len(f.Templates) > MaxFilesPerNode {
 		return fmt.Errorf("%d templates, at most %d allowed", len(f.Templates), MaxFilesPerNode)
 	}
@@ -339,6 +339,48 @@ func (n *FleetNode) validate(f *Fleet) error {
 	return nil
 }
 
+// validateService checks one service; what names it in errors ("service"
+// or `service "NAME"`).
+func (s *Service) validate(what string) error {
+	if s.Image == "" || len(s.Image) > 255 || strings.ContainsAny(s.Image, " \t\r\n\x00") {
+		return fmt.Errorf("%s: image %q: want a Docker image reference", what, s.Image)
+	}
+	if err := CheckName(s.ReleaseImageName()); err != nil {
+		return fmt.Errorf("%s: image name (set image_name): %w", what, err)
+	}
+	if err := checkTemplateText(what+": container", s.Container); err != nil {
+		return err
+	}
+	if err := checkContainerCommon(s.Ports, s.Binds, s.Env, s.Restart, s.Command, s.Entrypoint, s.Reload, s.Health); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if c := s.Cluster; c != nil {
+		if err := checkArgv(what+": cluster: show", c.Show, true); err != nil {
+			return err
+		}
+		if err := checkClusterFormat(c.Format); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		if err := checkArgv(what+": cluster: join", c.Join, true); err != nil {
+			return err
+		}
+		peerSeen := false
+		for i, a := range c.Join {
+			if err := checkTemplateText(fmt.Sprintf("%s: cluster: join argument %d", what, i), a); err != nil {
+				return err
+			}
+			peerSeen = peerSeen || strings.Contains(a, ".Peer")
+		}
+		if !peerSeen {
+			return fmt.Errorf("%s: cluster: join must use {{.Peer}}", what)
+		}
+		if err := checkTemplateText(what+": cluster: peer", c.Peer); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // CheckAgeRecipient requires an age X25519 recipient ("age1…").
 func CheckAgeRecipient(s string) error {
 	if len(s) > 128 {
@@ -391,12 +433,16 @@ type TemplateText struct{ What, Text string }
 // schema holds no template code, so the agent, which imports schema, links
 // none.
 func (f *Fleet) TemplateTexts() []TemplateText {
-	out := []TemplateText{{"service: container", f.Service.Container}}
-	if c := f.Service.Cluster; c != nil {
-		for i, a := range c.Join {
-			out = append(out, TemplateText{fmt.Sprintf("service: cluster: join argument %d", i), a})
+	var out []TemplateText
+	for _, s := range f.All() {
+		what := f.serviceWhat(s)
+		out = append(out, TemplateText{what + ": container", s.Container})
+		if c := s.Cluster; c != nil {
+			for j, a := range c.Join {
+				out = append(out, TemplateText{fmt.Sprintf("%s: cluster: join argument %d", what, j), a})
+			}
+			out = append(out, TemplateText{what + ": cluster: peer", c.Peer})
 		}
-		out = append(out, TemplateText{"service: cluster: peer", c.Peer})
 	}
 	for _, n := range f.Nodes {
 		if n.Container != "" {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,18 +43,58 @@ type ReleaseImage struct {
 
 // ReleaseNode is everything one node applies.
 type ReleaseNode struct {
-	Name        string `toml:"name"`
-	Region      string `toml:"region"`
-	Wave        int    `toml:"wave"`
-	Image       string `toml:"image"`        // a ReleaseImage name
+	Name   string `toml:"name"`
+	Region string `toml:"region"`
+	Wave   int    `toml:"wave"`
+	// Image (a ReleaseImage name) and Container are the node's one
+	// container in the one-service form; a node of a [[service]] fleet
+	// lists Services instead and leaves both empty. See [ReleaseNode.Units].
+	Image       string `toml:"image,omitempty"`
 	StatusKeyID string `toml:"status_keyid"` // key id of StatusKey
 	StatusKey   string `toml:"status_key"`   // PEM public key verifying the node's status.toml.sig
 	// AgeRecipient is the node's age recipient its encrypted files are
 	// encrypted to; set when the fleet names one (docs/secrets.md).
-	AgeRecipient string    `toml:"age_recipient,omitempty"`
-	Container    Container `toml:"container"`
-	Network      Network   `toml:"network"`
-	Files        []File    `toml:"file"`
+	AgeRecipient string     `toml:"age_recipient,omitempty"`
+	Container    *Container `toml:"container,omitempty"`
+	Network      Network    `toml:"network"`
+	Files        []File     `toml:"file"`
+	// Services are the node's containers in start order (every service's
+	// DependsOn earlier in the list), applied and rolled back as one unit.
+	Services []NodeService `toml:"service,omitempty"`
+}
+
+// NodeService is one service of a node: a container of a release image.
+type NodeService struct {
+	Name  string `toml:"name"`
+	Image string `toml:"image"` // a ReleaseImage name
+	// DependsOn names services listed before this one that start first.
+	DependsOn []string `toml:"depends_on,omitempty"`
+	// Attach says the node's overlay address is attached to this container.
+	Attach    bool      `toml:"attach,omitempty"`
+	Container Container `toml:"container"`
+}
+
+// Units returns the node's services in start order. A one-service node
+// (Image and Container set) is one unnamed, attached service.
+func (n *ReleaseNode) Units() []NodeService {
+	if len(n.Services) > 0 {
+		return n.Services
+	}
+	if n.Container == nil {
+		return nil
+	}
+	return []NodeService{{Image: n.Image, Attach: true, Container: *n.Container}}
+}
+
+// Clustered returns the node's service with a cluster spec, if any.
+func (n *ReleaseNode) Clustered() (*NodeService, bool) {
+	u := n.Units()
+	for i := range u {
+		if u[i].Container.Cluster != nil {
+			return &u[i], true
+		}
+	}
+	return nil, false
 }
 
 // Container is the literal container spec of one node.
@@ -100,6 +141,9 @@ type File struct {
 	// age-encrypted to the node's AgeRecipient, SHA256 and Length pin that
 	// ciphertext, and the agent writes the decrypted plaintext to Target.
 	Encrypted bool `toml:"encrypted,omitempty"`
+	// Service names the node's service whose reload a change of this file
+	// triggers: set exactly when the node lists Services.
+	Service string `toml:"service,omitempty"`
 }
 
 // Rollout controls wave gating.
@@ -242,8 +286,8 @@ func (r *Release) Validate() error {
 			return fmt.Errorf("node %q: listed twice", n.Name)
 		}
 		nodes[n.Name] = true
-		if !images[n.Image] {
-			return fmt.Errorf("node %q: image %q is not in [[image]]", n.Name, n.Image)
+		if err := n.validateServices(images); err != nil {
+			return fmt.Errorf("node %q: %w", n.Name, err)
 		}
 		if err := n.validate(); err != nil {
 			return fmt.Errorf("node %q: %w", n.Name, err)
@@ -290,46 +334,6 @@ func (n *ReleaseNode) validate() error {
 	}
 	if n.StatusKeyID != id {
 		return fmt.Errorf("status_keyid %q does not match status_key (key id %s)", n.StatusKeyID, id)
-	}
-	c := &n.Container
-	if err := CheckName(c.Name); err != nil {
-		return fmt.Errorf("container: %w", err)
-	}
-	if err := checkContainerCommon(c.Ports, c.Binds, c.Env, c.Restart, c.Command, c.Entrypoint, c.Reload, c.Health); err != nil {
-		return fmt.Errorf("container: %w", err)
-	}
-	if cl := c.Cluster; cl != nil {
-		if err := checkArgv("cluster: show", cl.Show, true); err != nil {
-			return err
-		}
-		if err := checkClusterFormat(cl.Format); err != nil {
-			return err
-		}
-		if cl.Self == "" {
-			return fmt.Errorf("cluster: self: missing")
-		}
-		if err := checkString("cluster: self", cl.Self, 255); err != nil {
-			return err
-		}
-		if len(cl.Peers) != len(cl.Join) {
-			return fmt.Errorf("cluster: %d peers but %d join commands", len(cl.Peers), len(cl.Join))
-		}
-		if len(cl.Peers) >= MaxNodes {
-			return fmt.Errorf("cluster: %d peers, at most %d allowed", len(cl.Peers), MaxNodes-1)
-		}
-		seen := map[string]bool{cl.Self: true}
-		for i, p := range cl.Peers {
-			if p == "" || seen[p] {
-				return fmt.Errorf("cluster: peer %q: empty, duplicate or self", p)
-			}
-			seen[p] = true
-			if err := checkString("cluster: peer", p, 255); err != nil {
-				return err
-			}
-			if err := checkArgv(fmt.Sprintf("cluster: join %d", i+1), cl.Join[i], true); err != nil {
-				return err
-			}
-		}
 	}
 	if err := checkAttach(n.Network.Driver, n.Network.Network); err != nil {
 		return err
@@ -388,6 +392,123 @@ func (n *ReleaseNode) validate() error {
 	if n.AgeRecipient != "" {
 		if err := CheckAgeRecipient(n.AgeRecipient); err != nil {
 			return fmt.Errorf("age_recipient: %w", err)
+		}
+	}
+	return nil
+}
+
+// validateServices checks the node's containers in either form, and that
+// every file names a service of the node exactly when it lists Services.
+func (n *ReleaseNode) validateServices(images map[string]bool) error {
+	if len(n.Services) == 0 {
+		if !images[n.Image] {
+			return fmt.Errorf("image %q is not in [[image]]", n.Image)
+		}
+		for _, f := range n.Files {
+			if f.Service != "" {
+				return fmt.Errorf("file %q: service %q: the node has one unnamed service", f.Path, f.Service)
+			}
+		}
+		if n.Container == nil {
+			return fmt.Errorf("container: missing (or list [[node.service]])")
+		}
+		return checkContainer("container", n.Container)
+	}
+	if n.Image != "" || n.Container != nil {
+		return fmt.Errorf("image and container are set besides [[node.service]]: a node lists one or the other")
+	}
+	if len(n.Services) > MaxServices {
+		return fmt.Errorf("%d services, at most %d allowed", len(n.Services), MaxServices)
+	}
+	names, containers := map[string]bool{}, map[string]string{}
+	clustered := ""
+	for i := range n.Services {
+		s := &n.Services[i]
+		if err := CheckName(s.Name); err != nil {
+			return fmt.Errorf("service %d: name: %w", i+1, err)
+		}
+		if names[s.Name] {
+			return fmt.Errorf("service %q: listed twice", s.Name)
+		}
+		if !images[s.Image] {
+			return fmt.Errorf("service %q: image %q is not in [[image]]", s.Name, s.Image)
+		}
+		if len(s.DependsOn) > MaxServices {
+			return fmt.Errorf("service %q: depends_on: %d entries, at most %d allowed", s.Name, len(s.DependsOn), MaxServices)
+		}
+		seen := map[string]bool{}
+		for _, d := range s.DependsOn {
+			if !names[d] || seen[d] {
+				return fmt.Errorf("service %q: depends_on %q: not a service listed before it, or listed twice", s.Name, d)
+			}
+			seen[d] = true
+		}
+		names[s.Name] = true
+		what := fmt.Sprintf("service %q: container", s.Name)
+		if err := checkContainer("container", &s.Container); err != nil {
+			return fmt.Errorf("service %q: %w", s.Name, err)
+		}
+		if o, dup := containers[s.Container.Name]; dup {
+			return fmt.Errorf("%s: name %q already used by service %q", what, s.Container.Name, o)
+		}
+		containers[s.Container.Name] = s.Name
+		if s.Container.Cluster != nil {
+			if clustered != "" {
+				return fmt.Errorf("%s: cluster: service %q is the clustered service already", what, clustered)
+			}
+			clustered = s.Name
+		}
+	}
+	for _, f := range n.Files {
+		if !names[f.Service] {
+			return fmt.Errorf("file %q: service %q is not a service of the node", f.Path, f.Service)
+		}
+	}
+	if n.Network.Driver != DriverNone && !slices.ContainsFunc(n.Services, func(s NodeService) bool { return s.Attach }) {
+		return fmt.Errorf("network: driver %s, but no service is attached", n.Network.Driver)
+	}
+	return nil
+}
+
+// checkContainer checks one literal container spec; what names it.
+func checkContainer(what string, c *Container) error {
+	if err := CheckName(c.Name); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := checkContainerCommon(c.Ports, c.Binds, c.Env, c.Restart, c.Command, c.Entrypoint, c.Reload, c.Health); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if cl := c.Cluster; cl != nil {
+		if err := checkArgv("cluster: show", cl.Show, true); err != nil {
+			return err
+		}
+		if err := checkClusterFormat(cl.Format); err != nil {
+			return err
+		}
+		if cl.Self == "" {
+			return fmt.Errorf("cluster: self: missing")
+		}
+		if err := checkString("cluster: self", cl.Self, 255); err != nil {
+			return err
+		}
+		if len(cl.Peers) != len(cl.Join) {
+			return fmt.Errorf("cluster: %d peers but %d join commands", len(cl.Peers), len(cl.Join))
+		}
+		if len(cl.Peers) >= MaxNodes {
+			return fmt.Errorf("cluster: %d peers, at most %d allowed", len(cl.Peers), MaxNodes-1)
+		}
+		seen := map[string]bool{cl.Self: true}
+		for i, p := range cl.Peers {
+			if p == "" || seen[p] {
+				return fmt.Errorf("cluster: peer %q: empty, duplicate or self", p)
+			}
+			seen[p] = true
+			if err := checkString("cluster: peer", p, 255); err != nil {
+				return err
+			}
+			if err := checkArgv(fmt.Sprintf("cluster: join %d", i+1), cl.Join[i], true); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

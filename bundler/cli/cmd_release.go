@@ -26,7 +26,8 @@ import (
 
 type releaseOptions struct {
 	repoFlags
-	fleet, image string
+	fleet        string
+	images       []string
 	keys, roots  []string
 	now          []string
 	passwordFile string
@@ -51,8 +52,10 @@ pushed when the signatures would not meet the trust root's threshold, when
 nothing changed since the current release, or when any input is bad.
 
 SRC is a docker save tarball, an OCI image layout (directory or tar), or
-docker://NAME to read the image from the local Docker engine; without --image,
-the fleet's service.image is read from the local engine.
+docker://NAME to read the image from the local Docker engine. A fleet of
+several services ([[service]]) takes one --image SERVICE=SRC per service; a
+service without one, and a fleet without --image, read each service's image
+from the local engine by the reference the fleet names.
 
 KEY is a private key file (encrypted keys read their password from
 --password-file, $PULLSHIP_PASSWORD or the terminal) or a KMS key URI of a
@@ -66,7 +69,7 @@ sigstore KMS provider compiled into this binary.`,
 	o.repoFlags.register(cmd)
 	f := cmd.Flags()
 	f.StringVar(&o.fleet, "fleet", "", "fleet.toml (its templates are read relative to it)")
-	f.StringVar(&o.image, "image", "", "image: a docker save tarball, an OCI layout, or docker://NAME (default: docker://<the fleet's service.image>)")
+	f.StringArrayVar(&o.images, "image", nil, "image: a docker save tarball, an OCI layout, or docker://NAME; SERVICE=SRC for one of several services (default: docker://<the service's image>)")
 	f.StringArrayVar(&o.keys, "key", nil, "signing key file or KMS URI (repeat for a threshold)")
 	f.StringArrayVar(&o.roots, "publish-root", nil, "a newer root-N.toml (with its .sig) to publish with this release")
 	f.StringArrayVar(&o.now, "now", nil, "node exempt from wave gating (emergency override; repeatable)")
@@ -87,19 +90,6 @@ func runRelease(ctx context.Context, env Env, o releaseOptions) error {
 	if o.expires < 0 {
 		return cliutil.Usage(fmt.Errorf("release: --expires %s: a lifetime is positive", cliutil.FormatDuration(o.expires)))
 	}
-	img := o.image
-	if img == "" {
-		// The fleet names its image: read it from the local engine.
-		data, err := os.ReadFile(o.fleet)
-		if err != nil {
-			return fmt.Errorf("release: %w", err)
-		}
-		f, err := render.ParseFleet(o.fleet, data)
-		if err != nil {
-			return fmt.Errorf("release: %w", err)
-		}
-		img = "docker://" + f.Service.Image
-	}
 	r, err := o.open(ctx)
 	if err != nil {
 		return err
@@ -108,14 +98,56 @@ func runRelease(ctx context.Context, env Env, o releaseOptions) error {
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
-	src, err := imageSource(img)
+	data, err := os.ReadFile(o.fleet)
 	if err != nil {
-		return cliutil.Usage(fmt.Errorf("release: %w", err))
+		return fmt.Errorf("release: %w", err)
+	}
+	f, err := render.ParseFleet(o.fleet, data)
+	if err != nil {
+		return fmt.Errorf("release: %w", err)
+	}
+	// Each --image is SERVICE=SRC, or SRC alone for the image every
+	// service names; a service without one is read from the local engine
+	// by the reference the fleet names.
+	refs := map[string]string{}
+	single := ""
+	for _, ref := range o.images {
+		if name, src, ok := strings.Cut(ref, "="); ok && f.Multi {
+			if _, known := f.ServiceByName(name); known {
+				refs[name] = src
+				continue
+			}
+		}
+		if single != "" {
+			return cliutil.Usage(fmt.Errorf("release: --image %s: a second image without a service name (write --image SERVICE=SRC)", ref))
+		}
+		single = ref
+	}
+	srcs := map[string]image.Source{}
+	bySingle := map[string]bool{} // image names read from the bare --image
+	for _, s := range f.All() {
+		ref := refs[s.Name]
+		switch {
+		case ref != "":
+		case single != "":
+			ref = single
+			bySingle[s.ReleaseImageName()] = true
+		default:
+			ref = "docker://" + s.Image
+		}
+		src, err := imageSource(ref)
+		if err != nil {
+			return cliutil.Usage(fmt.Errorf("release: %w", err))
+		}
+		srcs[s.Name] = src
+	}
+	if len(bySingle) > 1 {
+		return cliutil.Usage(fmt.Errorf("release: --image %s: the services use %d images; name the service of each (--image SERVICE=SRC)", single, len(bySingle)))
 	}
 	prog := newProgress(env.Stderr, o.quiet)
 	defer prog.finish()
 	res, err := r.Release(ctx, bundler.ReleaseOptions{
-		Fleet: o.fleet, Image: src, Signers: signers, Roots: o.roots, Now: o.now,
+		Fleet: o.fleet, Images: srcs, Signers: signers, Roots: o.roots, Now: o.now,
 		Lifetime: o.expires, SourceCommit: o.sourceCommit, AllowDirty: o.allowDirty, Progress: prog.update,
 		SecretsIdentity: o.secretsID, ResetVersion: o.resetVersion,
 	})
@@ -123,16 +155,23 @@ func runRelease(ctx context.Context, env Env, o releaseOptions) error {
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
-	image := "reused"
-	if res.NewImage {
-		image = fmt.Sprintf("%d of %d chunks new (%s)", res.NewChunks, res.Chunks, humanBytes(res.NewBytes))
-	}
 	changed := strings.Join(res.NodesChanged, ", ")
 	if changed == "" {
 		changed = "none"
 	}
-	fmt.Fprintf(env.Stdout, "release %d published: commit %s\n  image %s: %s\n  nodes changed: %s\n  signed by %s\n  pushed %s\n",
-		res.Version, shortID(res.Commit.String()), res.Image, image, changed,
+	fmt.Fprintf(env.Stdout, "release %d published: commit %s\n", res.Version, shortID(res.Commit.String()))
+	for _, im := range res.Images {
+		what := "reused"
+		if im.New {
+			what = fmt.Sprintf("%d of %d chunks new (%s)", im.NewChunks, im.Chunks, humanBytes(im.NewBytes))
+		}
+		if len(res.Images) == 1 {
+			fmt.Fprintf(env.Stdout, "  image %s: %s\n", im.Digest, what)
+		} else {
+			fmt.Fprintf(env.Stdout, "  image %s %s: %s\n", im.Name, im.Digest, what)
+		}
+	}
+	fmt.Fprintf(env.Stdout, "  nodes changed: %s\n  signed by %s\n  pushed %s\n", changed,
 		strings.Join(shortIDs(res.Signatures.Valid), ", "), humanBytes(res.PackBytes))
 	return nil
 }

@@ -43,6 +43,7 @@ applies it, and reports back to git.
 		newVerifyFileCmd(env),
 		newInitCmd(env),
 		newSecretCmd(env),
+		newRenderCmd(env),
 		newReleaseCmd(env),
 		newVerifyCmd(env),
 		newLogCmd(env),

@@ -96,6 +96,9 @@ type Data struct {
 	Vars    map[string]any
 	Nodes   []Data
 	Peer    string
+	// Service is the name of the [[service]] whose strings or files are
+	// being rendered; empty in a [service] fleet.
+	Service string
 }
 
 // ParseFleet parses and validates fleet.toml (schema.ParseFleet) and checks
@@ -184,18 +187,6 @@ func nodeData(f *schema.Fleet, n *schema.FleetNode, all []Data) Data {
 }
 
 func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmpls []*template.Template, all []Data, order []int, o Options) (Node, error) {
-	s := &f.Service
-	pattern := s.Container
-	if n.Container != "" {
-		pattern = n.Container
-	}
-	cname, err := execString("container name", pattern, d)
-	if err != nil {
-		return Node{}, err
-	}
-	if err := schema.CheckName(cname); err != nil {
-		return Node{}, fmt.Errorf("container name: %w", err)
-	}
 	keyPEM, err := statusKey(root, n.StatusKey)
 	if err != nil {
 		return Node{}, err
@@ -209,69 +200,57 @@ func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmp
 		Name:         n.Name,
 		Region:       n.Region,
 		Wave:         n.Wave,
-		Image:        f.ImageName(),
 		StatusKeyID:  keyID,
 		StatusKey:    keyPEM,
 		AgeRecipient: n.AgeRecipient,
-		Container: schema.Container{
-			Name:       cname,
-			Ports:      slices.Clone(s.Ports),
-			Binds:      make([]string, 0, len(s.Binds)),
-			Env:        maps.Clone(s.Env),
-			Restart:    s.Restart,
-			Command:    slices.Clone(s.Command),
-			Entrypoint: slices.Clone(s.Entrypoint),
-			Reload:     schema.Reload{Action: s.Reload.Action, Command: slices.Clone(s.Reload.Command)},
-			Health:     s.Health,
-		},
-		Network: schema.Network{Driver: a.Driver, Address: n.Address, Network: a.Network},
+		Network:      schema.Network{Driver: a.Driver, Address: n.Address, Network: a.Network},
 	}
-	rn.Container.Health.Command = slices.Clone(s.Health.Command)
-	// Bind sources and file targets are templates too, so that several
-	// nodes can share one host (a test or demo fleet) without sharing files.
-	for _, b := range s.Binds {
-		bind, err := execString("bind", b, d)
-		if err != nil {
-			return Node{}, err
-		}
-		if _, err := schema.CheckBind(bind); err != nil {
-			return Node{}, fmt.Errorf("bind %q: %w", bind, err)
-		}
-		rn.Container.Binds = append(rn.Container.Binds, bind)
-	}
-	if len(rn.Container.Binds) == 0 {
-		rn.Container.Binds = nil
-	}
-	if c := s.Cluster; c != nil {
-		cl := &schema.Cluster{Show: slices.Clone(c.Show), Format: c.Format}
-		if cl.Self, err = execString("cluster peer", c.Peer, d); err != nil {
-			return Node{}, err
-		}
-		for _, j := range order {
-			if all[j].Node == n.Name {
-				continue
+	services := f.NodeServices(n)
+	runs := map[string]bool{}
+	for _, s := range services {
+		runs[s.Name] = true
+		if !f.Multi {
+			pattern := s.Container
+			if n.Container != "" {
+				pattern = n.Container
 			}
-			peer, err := execString("cluster peer", c.Peer, all[j])
+			c, err := renderContainer(f, s, pattern, n, d, all, order)
 			if err != nil {
-				return Node{}, fmt.Errorf("peer %q: %w", all[j].Node, err)
+				return Node{}, err
 			}
-			jd := d
-			jd.Peer = peer
-			argv := make([]string, len(c.Join))
-			for k, arg := range c.Join {
-				if argv[k], err = execString("cluster join", arg, jd); err != nil {
-					return Node{}, err
-				}
-			}
-			cl.Peers = append(cl.Peers, peer)
-			cl.Join = append(cl.Join, argv)
+			rn.Container = &c
+			rn.Image = s.ReleaseImageName()
+			continue
 		}
-		rn.Container.Cluster = cl
+		sd := d
+		sd.Service = s.Name
+		c, err := renderContainer(f, s, s.Container, n, sd, all, order)
+		if err != nil {
+			return Node{}, fmt.Errorf("service %q: %w", s.Name, err)
+		}
+		for _, o := range rn.Services {
+			if o.Container.Name == c.Name {
+				return Node{}, fmt.Errorf("service %q: container name %q: already the name of service %q", s.Name, c.Name, o.Name)
+			}
+		}
+		rn.Services = append(rn.Services, schema.NodeService{
+			Name: s.Name, Image: s.ReleaseImageName(), DependsOn: slices.Clone(s.DependsOn),
+			Attach: f.Attached(n, s), Container: c,
+		})
 	}
 
 	var files []File
 	var secrets map[string]string // loaded on first use
 	for i, t := range f.Templates {
+		service := t.Service
+		if f.Multi && service == "" {
+			service = f.Services[0].Name // the fleet's one service
+		}
+		if f.Multi && !runs[service] {
+			continue // the node does not run the service the file is for
+		}
+		d := d
+		d.Service = service
 		used := false
 		tmpls[i].Funcs(template.FuncMap{"secret": func(key string) (string, error) {
 			used = true
@@ -313,9 +292,80 @@ func renderNode(f *schema.Fleet, root *os.Root, n *schema.FleetNode, d Data, tmp
 		sum := sha256.Sum256(buf.Bytes())
 		file := File{Path: t.Name, Target: target, Mode: t.Mode, Data: buf.Bytes(), SHA256: hex.EncodeToString(sum[:]), Secret: used}
 		files = append(files, file)
-		rn.Files = append(rn.Files, schema.File{Path: file.Path, Target: file.Target, SHA256: file.SHA256, Length: int64(len(file.Data)), Mode: file.Mode})
+		rn.Files = append(rn.Files, schema.File{Path: file.Path, Target: file.Target, SHA256: file.SHA256, Length: int64(len(file.Data)), Mode: file.Mode, Service: service})
 	}
 	return Node{Release: rn, Files: files}, nil
+}
+
+// runs reports whether node n runs service s.
+func runs(n *schema.FleetNode, s *schema.Service) bool {
+	return len(n.Services) == 0 || slices.Contains(n.Services, s.Name)
+}
+
+// renderContainer renders service s's literal container spec for node n,
+// its name from the template pattern.
+func renderContainer(f *schema.Fleet, s *schema.Service, pattern string, n *schema.FleetNode, d Data, all []Data, order []int) (schema.Container, error) {
+	cname, err := execString("container name", pattern, d)
+	if err != nil {
+		return schema.Container{}, err
+	}
+	if err := schema.CheckName(cname); err != nil {
+		return schema.Container{}, fmt.Errorf("container name: %w", err)
+	}
+	c := schema.Container{
+		Name:       cname,
+		Ports:      slices.Clone(s.Ports),
+		Binds:      make([]string, 0, len(s.Binds)),
+		Env:        maps.Clone(s.Env),
+		Restart:    s.Restart,
+		Command:    slices.Clone(s.Command),
+		Entrypoint: slices.Clone(s.Entrypoint),
+		Reload:     schema.Reload{Action: s.Reload.Action, Command: slices.Clone(s.Reload.Command)},
+		Health:     s.Health,
+	}
+	c.Health.Command = slices.Clone(s.Health.Command)
+	// Bind sources and file targets are templates too, so that several
+	// nodes can share one host (a test or demo fleet) without sharing files.
+	for _, b := range s.Binds {
+		bind, err := execString("bind", b, d)
+		if err != nil {
+			return schema.Container{}, err
+		}
+		if _, err := schema.CheckBind(bind); err != nil {
+			return schema.Container{}, fmt.Errorf("bind %q: %w", bind, err)
+		}
+		c.Binds = append(c.Binds, bind)
+	}
+	if len(c.Binds) == 0 {
+		c.Binds = nil
+	}
+	if cs := s.Cluster; cs != nil {
+		cl := &schema.Cluster{Show: slices.Clone(cs.Show), Format: cs.Format}
+		if cl.Self, err = execString("cluster peer", cs.Peer, d); err != nil {
+			return schema.Container{}, err
+		}
+		for _, j := range order {
+			if all[j].Node == n.Name || !runs(&f.Nodes[j], s) {
+				continue // peers are the other nodes running the service
+			}
+			peer, err := execString("cluster peer", cs.Peer, all[j])
+			if err != nil {
+				return schema.Container{}, fmt.Errorf("peer %q: %w", all[j].Node, err)
+			}
+			jd := d
+			jd.Peer = peer
+			argv := make([]string, len(cs.Join))
+			for k, arg := range cs.Join {
+				if argv[k], err = execString("cluster join", arg, jd); err != nil {
+					return schema.Container{}, err
+				}
+			}
+			cl.Peers = append(cl.Peers, peer)
+			cl.Join = append(cl.Join, argv)
+		}
+		c.Cluster = cl
+	}
+	return c, nil
 }
 
 // noSecret stands in for secret until renderNode binds the node's own.
