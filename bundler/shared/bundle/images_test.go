@@ -3,11 +3,11 @@ package bundle_test
 import (
 	"context"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
@@ -18,10 +18,13 @@ import (
 )
 
 // TestFetchImageOnlyNewChunks: a store holding v1 of an image fetches v2
-// from a stock git server, and the pack the server sends carries v2's new
-// chunks, its tree and its commit: nothing of v1.
+// (one small file changed), then v3 (the same files, every mtime new), from
+// stock git servers and from a directory remote; each time the objects the
+// store receives are the new image's new chunks, its tree and its commit:
+// nothing it held. v3's new chunks are its layer's header stream and the
+// image's small files: no content chunk.
 func TestFetchImageOnlyNewChunks(t *testing.T) {
-	for _, server := range []string{"git-daemon", "http-backend"} {
+	for _, server := range []string{"git-daemon", "http-backend", "directory"} {
 		t.Run(server, func(t *testing.T) {
 			ctx := context.Background()
 			e := bundlertest.NewEnv(t)
@@ -30,9 +33,19 @@ func TestFetchImageOnlyNewChunks(t *testing.T) {
 			big := imagetest.File{Path: "big", Size: 12 << 20, Content: func() io.Reader { return imagetest.Random(1, 12<<20) }}
 			img1, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "v1.tar"), big, imagetest.File{Path: "etc/version", Data: []byte("1\n")})
 			img2, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "v2.tar"), big, imagetest.File{Path: "etc/version", Data: []byte("2\n")})
-			url := gittest.HTTP(t, e.Dir, nil) + "/releases.git"
-			if server == "git-daemon" {
+			img3 := filepath.Join(e.Dir, "v3.tar")
+			if _, err := imagetest.WriteFile(img3, imagetest.Image{Layers: [][]imagetest.File{{big, {Path: "etc/version", Data: []byte("2\n")}}},
+				Cmd: []string{"/app"}, RepoTags: []string{"pullship-test/app:1"}, ModTime: time.Date(2026, 12, 6, 22, 0, 0, 0, time.UTC)}); err != nil {
+				t.Fatal(err)
+			}
+			var url string
+			switch server {
+			case "git-daemon":
 				url = gittest.Daemon(t, e.Dir).URL + "/releases.git"
+			case "http-backend":
+				url = gittest.HTTP(t, e.Dir, nil) + "/releases.git"
+			default:
+				url = e.Repo
 			}
 			rem, err := repo.Open(ctx, url, repo.Options{})
 			must(t, err)
@@ -41,56 +54,54 @@ func TestFetchImageOnlyNewChunks(t *testing.T) {
 			must(t, err)
 
 			e.Cut(t, fleet, img1)
-			idx1 := newestImage(t, rem, st)
-			must(t, bundle.FetchImage(ctx, rem, st, idx1, nil))
-			r2 := e.Cut(t, fleet, img2)
-			idx2 := newestImage(t, rem, st)
-			before := packs(t, dir)
-			must(t, bundle.FetchImage(ctx, rem, st, idx2, nil))
-			if r2.NewChunks == 0 || r2.NewChunks == r2.Chunks {
-				t.Fatalf("v2 has %d of %d chunks new: want some, not all", r2.NewChunks, r2.Chunks)
-			}
-
-			want := map[string]bool{}
-			for _, c := range bundle.NewChunkSet(idx2).List() {
-				want[c.Blob] = true
-			}
-			for _, c := range bundle.NewChunkSet(idx1).List() {
-				delete(want, c.Blob)
-			}
-			tag := gitOut(t, dir, "rev-parse", bundle.ImageTag(idx2.Digest))
-			want[tag] = true
-			want[gitOut(t, dir, "rev-parse", tag+"^{tree}")] = true
-			got := map[string]bool{}
-			for p := range packs(t, dir) {
-				if before[p] {
-					continue
+			prev := newestImage(t, rem, st)
+			must(t, bundle.FetchImage(ctx, rem, st, prev, nil))
+			for i, img := range []string{img2, img3} {
+				rel := e.Cut(t, fleet, img)
+				idx := newestImage(t, rem, st)
+				before := gittest.Packs(t, dir)
+				must(t, bundle.FetchImage(ctx, rem, st, idx, nil))
+				if rel.NewChunks == 0 || rel.NewChunks == rel.Chunks {
+					t.Fatalf("v%d has %d of %d chunks new: want some, not all", i+2, rel.NewChunks, rel.Chunks)
 				}
-				f, err := os.Open(strings.TrimSuffix(p, ".pack") + ".idx")
-				must(t, err)
-				cmd := exec.Command("git", "show-index")
-				cmd.Stdin = f
-				out, err := cmd.Output()
-				f.Close()
-				must(t, err)
-				for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-					if fs := strings.Fields(line); len(fs) >= 2 {
-						got[fs[1]] = true
+				want := map[string]bool{}
+				for _, c := range bundle.NewChunkSet(idx).List() {
+					want[c.Blob] = true
+				}
+				for _, c := range bundle.NewChunkSet(prev).List() {
+					delete(want, c.Blob)
+				}
+				var newBytes int64
+				for _, e := range idx.Entries {
+					for _, c := range e.Chunks {
+						if want[c.Blob] && e.Split() && i == 1 {
+							t.Errorf("v3 (new mtimes only): content chunk %s of %s is new", c.SHA256[:12], e.Path)
+						}
+					}
+					for _, c := range e.StreamChunks() {
+						if want[c.Blob] {
+							newBytes += c.StoredSize()
+						}
 					}
 				}
-			}
-			for id := range got {
-				if !want[id] {
-					t.Errorf("the server sent %s, which the store held already or v2 does not need", id)
+				tag := gitOut(t, dir, "rev-parse", bundle.ImageTag(idx.Digest))
+				want[tag] = true
+				want[gitOut(t, dir, "rev-parse", tag+"^{tree}")] = true
+				got := gittest.NewObjects(t, dir, before)
+				for id := range got {
+					if !want[id] {
+						t.Errorf("v%d: the server sent %s, which the store held already or the image does not need", i+2, id)
+					}
 				}
-			}
-			for id := range want {
-				if !got[id] {
-					t.Errorf("the server did not send %s, which v2 needs", id)
+				for id := range want {
+					if !got[id] {
+						t.Errorf("v%d: the server did not send %s, which the image needs", i+2, id)
+					}
 				}
+				t.Logf("v%d: %d objects fetched for %d new chunks of %d (%d bytes stored)", i+2, len(got), rel.NewChunks, rel.Chunks, newBytes)
+				must(t, bundle.CheckChunks(ctx, st, idx))
+				prev = idx
 			}
-			t.Logf("%d objects fetched for %d new chunks of %d", len(got), r2.NewChunks, r2.Chunks)
-			must(t, bundle.CheckChunks(ctx, st, idx2))
 		})
 	}
 }
@@ -109,17 +120,6 @@ func newestImage(t *testing.T, rem *repo.Remote, st *repo.Store) *schema.ImageIn
 	idx, err := bundle.ReadImageIndex(st, b.Commit, rel.Images[0])
 	must(t, err)
 	return idx
-}
-
-func packs(t *testing.T, dir string) map[string]bool {
-	t.Helper()
-	ms, err := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack"))
-	must(t, err)
-	set := map[string]bool{}
-	for _, m := range ms {
-		set[m] = true
-	}
-	return set
 }
 
 func gitOut(t *testing.T, dir string, args ...string) string {

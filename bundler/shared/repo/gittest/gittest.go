@@ -198,3 +198,47 @@ func storedOnly(e []byte) (bool, error) {
 		}
 	}
 }
+
+// Packs lists the pack files of the git directory dir.
+func Packs(t testing.TB, dir string) map[string]bool {
+	t.Helper()
+	ms, err := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := map[string]bool{}
+	for _, m := range ms {
+		set[m] = true
+	}
+	return set
+}
+
+// NewObjects lists, with `git show-index`, the ids of the objects in the
+// packs of the git directory dir that are not in before (from [Packs]): what
+// a fetch or push since brought.
+func NewObjects(t testing.TB, dir string, before map[string]bool) map[string]bool {
+	t.Helper()
+	got := map[string]bool{}
+	for p := range Packs(t, dir) {
+		if before[p] {
+			continue
+		}
+		f, err := os.Open(strings.TrimSuffix(p, ".pack") + ".idx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("git", "show-index")
+		cmd.Stdin = f
+		out, err := cmd.Output()
+		f.Close()
+		if err != nil {
+			t.Fatalf("git show-index %s: %v", p, err)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if fs := strings.Fields(line); len(fs) >= 2 {
+				got[fs[1]] = true
+			}
+		}
+	}
+	return got
+}
