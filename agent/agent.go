@@ -308,6 +308,7 @@ func (a *Agent) remote(ctx context.Context, url string) (*repo.Remote, error) {
 	if err != nil {
 		return nil, err
 	}
+	opts.StallTimeout = a.cfg.StallTimeout.Duration
 	r, err := repo.Open(ctx, url, opts)
 	if err != nil {
 		return nil, err

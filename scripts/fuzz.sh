@@ -3,7 +3,8 @@
 # (default 10s). Crashers land in the package's testdata/fuzz/ and become
 # regression cases that plain `go test` replays. Targets are found by name; those of the
 # git layer (bundler/shared/repo) assert memory budgets: FuzzIndexPack (pack indexer and delta
-# resolver), FuzzSidebandPack (upload-pack response), FuzzAdvertisement, FuzzDecodeObjects.
+# resolver), FuzzSidebandPack (upload-pack response), FuzzAdvertisement, FuzzReply (the wire
+# client's reply parser: advertisement, ACKs, sideband), FuzzDecodeObjects.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -128,6 +130,55 @@ func TestOncePlanExitCodes(t *testing.T) {
 	}
 	if code, out, stderr := f.run(ctx, "once", "--config", cfg); code != ExitNothingToDo || strings.Contains(stderr, "pullship-agent: nothing") {
 		t.Errorf("second once: exit %d\n%s\n%s", code, out, stderr)
+	}
+}
+
+// TestOnceStalledRemote: a server that accepts the connection and then
+// sends nothing (git://; HTTP after the response headers) makes once exit
+// 1 within stall_timeout, naming the remote without its credentials.
+func TestOnceStalledRemote(t *testing.T) {
+	f := newFixture(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	release := make(chan struct{})
+	defer close(release)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				<-release
+			}()
+		}
+	}()
+	headers := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer headers.Close()
+	secretURL := strings.Replace(headers.URL, "http://", "http://pullship:s3cret-token@", 1) + "/releases.git"
+	for _, c := range []struct{ name, remote, want string }{
+		{"git", "git://" + l.Addr().String() + "/releases.git", "git://" + l.Addr().String() + "/releases.git"},
+		{"http", secretURL, headers.URL + "/releases.git"},
+	} {
+		cfg := f.config("stall-"+c.name, c.remote, f.env.Root, `stall_timeout = "300ms"`)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		code, _, stderr := f.run(ctx, "once", "--config", cfg)
+		cancel()
+		if code != ExitFailure || !strings.Contains(stderr, c.want) || !strings.Contains(stderr, "server stalled") || strings.Contains(stderr, "s3cret") {
+			t.Errorf("%s: exit %d, want %d naming %s and the stall; stderr:\n%s", c.name, code, ExitFailure, c.want, stderr)
+		}
 	}
 }
 

@@ -43,6 +43,10 @@ type Config struct {
 	// Heartbeat is the time between status reports that change nothing
 	// (default 5m).
 	Heartbeat Duration `toml:"heartbeat"`
+	// StallTimeout abandons a poll, fetch or push when the server sends
+	// (or takes) nothing for this long; the next remote is tried
+	// (default 60s).
+	StallTimeout Duration `toml:"stall_timeout"`
 	// DockerHost overrides DOCKER_HOST (e.g. unix:///var/run/docker.sock).
 	DockerHost string `toml:"docker_host"`
 	// MetricsAddr serves Prometheus metrics at /metrics when set.
@@ -205,6 +209,12 @@ func (c *Config) validate() error {
 	}
 	if c.Heartbeat.Duration < time.Second || c.Heartbeat.Duration > 7*24*time.Hour {
 		return fmt.Errorf("heartbeat %s: must be between 1s and 168h", c.Heartbeat)
+	}
+	if c.StallTimeout.Duration == 0 {
+		c.StallTimeout.Duration = 60 * time.Second
+	}
+	if c.StallTimeout.Duration < 100*time.Millisecond || c.StallTimeout.Duration > time.Hour {
+		return fmt.Errorf("stall_timeout %s: must be between 100ms and 1h", c.StallTimeout)
 	}
 	switch c.LogFormat {
 	case "":

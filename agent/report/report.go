@@ -39,7 +39,7 @@ func Ref(node string) string { return RefPrefix + node }
 // Pusher is what the reporter needs from a remote; *repo.Remote is one.
 type Pusher interface {
 	Push(ctx context.Context, updates []repo.RefUpdate, st *repo.ObjectStream) (*repo.PushResult, error)
-	Refs(ctx context.Context) (map[string]plumbing.Hash, error)
+	Refs(ctx context.Context, prefixes ...string) (map[string]plumbing.Hash, error)
 }
 
 // Reporter commits and pushes the status reports of one node. Its methods

@@ -2,9 +2,12 @@ package repo
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 )
 
 // Every HTTP response a remote sends is read through a bound: go-git reads
@@ -26,35 +29,51 @@ func withBodyLimit(ctx context.Context, n int64) context.Context {
 	return context.WithValue(ctx, bodyLimitKey{}, n)
 }
 
-type boundedTransport struct{ base http.RoundTripper }
+// boundedTransport bounds every response body, abandons a request the
+// server makes no progress on for stall ([ErrStalled]), and counts the
+// bodies' bytes.
+type boundedTransport struct {
+	base  http.RoundTripper
+	stall time.Duration
+	c     *counters
+}
 
-// boundedClient is c with every response body bounded.
-func boundedClient(c *http.Client) *http.Client {
-	if _, ok := c.Transport.(boundedTransport); ok {
-		return c
-	}
+// boundedClient is c with every response body bounded and every request
+// under the stall timeout.
+func boundedClient(c *http.Client, stall time.Duration, cnt *counters) *http.Client {
 	b := *c
 	base := c.Transport
+	if bt, ok := base.(boundedTransport); ok {
+		base = bt.base
+	}
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	b.Transport = boundedTransport{base}
+	b.Transport = boundedTransport{base: base, stall: stall, c: cnt}
 	return &b
 }
 
 func (t boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(req.Context())
+	w := &stallWatch{d: t.stall, cancel: cancel, c: t.c}
+	w.timer = time.AfterFunc(t.stall, w.fire)
+	req = req.WithContext(ctx)
+	if req.Body != nil && req.Body != http.NoBody {
+		req.Body = &watchedRequestBody{req.Body, w}
+	}
 	res, err := t.base.RoundTrip(req)
 	if err != nil {
-		return nil, err
+		w.timer.Stop()
+		cancel()
+		return nil, w.explain(err)
 	}
+	w.timer.Stop()
 	limit, what := int64(maxAdvertisement), "response"
+	var body io.Reader = &watchedBody{r: res.Body, w: w}
 	switch {
 	case res.StatusCode/100 != 2:
 		// Only a message: the rest is cut off, not an error.
-		res.Body = struct {
-			io.Reader
-			io.Closer
-		}{io.LimitReader(res.Body, maxErrorBody), res.Body}
+		res.Body = &closeBody{io.LimitReader(body, maxErrorBody), res.Body, cancel}
 		return res, nil
 	case strings.HasSuffix(req.URL.Path, "/info/refs"):
 		what = "ref advertisement"
@@ -64,9 +83,72 @@ func (t boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			limit = n
 		}
 	}
-	res.Body = struct {
-		io.Reader
-		io.Closer
-	}{&limitedReader{r: res.Body, left: limit, what: what}, res.Body}
+	res.Body = &closeBody{&limitedReader{r: body, left: limit, what: what}, res.Body, cancel}
 	return res, nil
+}
+
+// stallWatch cancels a request when its timer fires: the timer runs while
+// pullship waits on the network (for the response, for a body's next
+// bytes, or for a request body's last piece to be taken).
+type stallWatch struct {
+	d      time.Duration
+	timer  *time.Timer
+	cancel context.CancelFunc
+	c      *counters
+	fired  atomic.Bool
+}
+
+func (w *stallWatch) fire() {
+	if w.fired.CompareAndSwap(false, true) {
+		w.c.stalls.Add(1)
+	}
+	w.cancel()
+}
+
+func (w *stallWatch) explain(err error) error {
+	if err != nil && err != io.EOF && w.fired.Load() {
+		return fmt.Errorf("%w (%v)", stallError{w.d}, err)
+	}
+	return err
+}
+
+// watchedRequestBody pauses the watch while the body's writer (pullship's
+// own pack writer) produces the next piece.
+type watchedRequestBody struct {
+	io.ReadCloser
+	w *stallWatch
+}
+
+func (b *watchedRequestBody) Read(p []byte) (int, error) {
+	b.w.timer.Stop()
+	n, err := b.ReadCloser.Read(p)
+	b.w.c.written.Add(int64(n))
+	b.w.timer.Reset(b.w.d)
+	return n, err
+}
+
+// watchedBody runs the watch during each read of a response body.
+type watchedBody struct {
+	r io.Reader
+	w *stallWatch
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.w.timer.Reset(b.w.d)
+	n, err := b.r.Read(p)
+	b.w.timer.Stop()
+	b.w.c.read.Add(int64(n))
+	return n, b.w.explain(err)
+}
+
+type closeBody struct {
+	io.Reader
+	c      io.Closer
+	cancel context.CancelFunc
+}
+
+func (b *closeBody) Close() error {
+	err := b.c.Close()
+	b.cancel()
+	return err
 }

@@ -19,9 +19,19 @@
 // tree, commit and tag decoders (go-git's plumbing/object would link a
 // diff library into the agent), and limits under go-git's HTTP decoders.
 //
-// Remotes: http(s)://, git:// and ssh:// use go-git's transports (HTTP with
-// one shared keep-alive client; the HTTP push is pullship's own streaming
-// POST, because go-git buffers the whole request). A plain directory path
+// Remotes: http(s)://, git:// and ssh:// speak the git wire protocol
+// through pullship's own client (pktline.go, session.go, protocol.go), not
+// go-git's transports: those read the ref advertisement whole, dial with
+// no context or deadline (a server that accepts the connection and then
+// says nothing hangs the caller forever), buffer an HTTP push whole, and,
+// in go-git v5, speak only protocol v0. Every session is dialed with the
+// caller's context and a connect timeout; a server that sends (or takes)
+// nothing for the stall timeout ([Options.StallTimeout]) ends the
+// operation with [ErrStalled]; every reply is read packet by packet within
+// a budget (the advertisement within maxAdvertisement, a pack within the
+// fetch's limit). ssh:// runs over golang.org/x/crypto/ssh with the host
+// key pinned ([Credentials]); HTTP goes through one shared keep-alive
+// client. A plain directory path
 // or a file:// URL is a bare repository accessed in-process, without the git
 // CLI: go-git's file transport would exec git-upload-pack/git-receive-pack,
 // and its in-process server neither checks the old value of a ref update

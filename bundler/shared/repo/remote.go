@@ -1,23 +1,22 @@
 package repo
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/protocol/packp/sideband"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	gitclient "github.com/go-git/go-git/v5/plumbing/transport/git"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
-	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 )
 
 // Options configure a Remote. The zero value is usable.
@@ -28,6 +27,13 @@ type Options struct {
 	// HTTPClient is used for every HTTP request; nil means a package-wide
 	// client with keep-alive, so repeated polls reuse one connection.
 	HTTPClient *http.Client
+	// ConnectTimeout bounds a TCP connect to a git:// or ssh:// server
+	// (0: [DefaultConnectTimeout]; HTTP: the client's dialer).
+	ConnectTimeout time.Duration
+	// StallTimeout abandons an operation when the server sends nothing
+	// (or takes nothing) for this long, with an [ErrStalled] error
+	// (0: [DefaultStallTimeout]). It covers HTTP too.
+	StallTimeout time.Duration
 }
 
 // DefaultHTTPClient is the shared client of remotes opened without one
@@ -45,22 +51,31 @@ const maxAdvertisement = 4 << 20
 // kept out by git's ref locks).
 type Remote struct {
 	url  string
-	dir  *Store // directory remotes
-	ep   *transport.Endpoint
-	tr   transport.Transport
+	dir  *Store   // directory remotes
+	u    *url.URL // network remotes
 	http *http.Client
 	auth transport.AuthMethod
+
+	connectTimeout, stallTimeout time.Duration
+	counters                     counters
 }
 
 // Open addresses the repository at rawURL: http(s)://, git://, ssh://,
 // file:// or a plain directory path (a bare repository; see [Init]). Network
 // remotes are not contacted until used.
 func Open(ctx context.Context, rawURL string, opts Options) (*Remote, error) {
-	r := &Remote{url: rawURL, auth: opts.Auth, http: opts.HTTPClient}
+	r := &Remote{url: rawURL, auth: opts.Auth, http: opts.HTTPClient,
+		connectTimeout: opts.ConnectTimeout, stallTimeout: opts.StallTimeout}
+	if r.connectTimeout <= 0 {
+		r.connectTimeout = DefaultConnectTimeout
+	}
+	if r.stallTimeout <= 0 {
+		r.stallTimeout = DefaultStallTimeout
+	}
 	if r.http == nil {
 		r.http = DefaultHTTPClient
 	}
-	r.http = boundedClient(r.http)
+	r.http = boundedClient(r.http, r.stallTimeout, &r.counters)
 	if !strings.Contains(rawURL, "://") {
 		s, err := OpenStore(rawURL)
 		if err != nil {
@@ -84,20 +99,14 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Remote, error) {
 		}
 		r.dir = s
 		return r, nil
-	case "http", "https":
-		r.tr = githttp.NewClient(r.http)
-	case "git":
-		r.tr = gitclient.DefaultClient
-	case "ssh":
-		r.tr = gitssh.DefaultClient
+	case "http", "https", "git", "ssh":
 	default:
 		return nil, fmt.Errorf("open remote %s: unsupported scheme %q (use http, https, git, ssh, file or a directory)", redact(rawURL), u.Scheme)
 	}
-	ep, err := transport.NewEndpoint(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("open remote %s: %w", redact(rawURL), URLParseError(err))
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("open remote %s: no host", redact(rawURL))
 	}
-	r.ep = ep
+	r.u = u
 	return r, nil
 }
 
@@ -147,30 +156,57 @@ var ErrConnectionCut = errors.New("connection cut before the end of the pack")
 // String is the remote's URL without password.
 func (r *Remote) String() string { return redact(r.url) }
 
-// Refs returns the remote's refs from one ref advertisement (upload-pack):
-// the cheap "did anything move" poll. Over HTTP it is one GET on a reused
-// connection. An empty repository yields an empty map.
-func (r *Remote) Refs(ctx context.Context) (map[string]plumbing.Hash, error) {
+// Counters are what the remote moved over the network and how many
+// operations it abandoned, since it was opened.
+func (r *Remote) Counters() Counters { return r.counters.snapshot() }
+
+// Refs returns the remote's refs: the cheap "did anything move" poll. With
+// prefixes, only the refs whose names start with one of them (and "HEAD"
+// only when a prefix asks for it); without, all of them. An empty
+// repository yields an empty map.
+func (r *Remote) Refs(ctx context.Context, prefixes ...string) (map[string]plumbing.Hash, error) {
 	if r.dir != nil {
 		// Other processes (a release, another agent's status push) add
 		// packs to the directory: look at it afresh.
 		r.dir.reload()
-		return r.dir.Refs()
+		refs, err := r.dir.Refs()
+		if err != nil {
+			return nil, err
+		}
+		return filterRefs(refs, prefixes), nil
 	}
-	var ar *packp.AdvRefs
-	var err error
-	if r.isHTTP() {
-		ar, err = r.httpAdvertisement(ctx, transport.UploadPackServiceName)
-	} else {
-		ar, err = r.sessionAdvertisement(ctx)
-	}
-	if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return map[string]plumbing.Hash{}, nil
-	}
+	refs, err := r.listRefs(ctx, prefixes)
 	if err != nil {
 		return nil, fmt.Errorf("list refs of %s: %w", r, err)
 	}
-	return advRefsMap(ar), nil
+	return filterRefs(refs, prefixes), nil
+}
+
+// listRefs is the refs of the upload-pack service's first reply.
+func (r *Remote) listRefs(ctx context.Context, prefixes []string) (map[string]plumbing.Hash, error) {
+	c, err := r.conv(ctx, transport.UploadPackServiceName)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	h, err := c.hello()
+	if err != nil {
+		return nil, err
+	}
+	return h.refs(), nil
+}
+
+// filterRefs keeps the refs under prefixes (all without any).
+func filterRefs(refs map[string]plumbing.Hash, prefixes []string) map[string]plumbing.Hash {
+	if len(prefixes) == 0 {
+		return refs
+	}
+	for name := range refs {
+		if !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+			delete(refs, name)
+		}
+	}
+	return refs
 }
 
 func advRefsMap(ar *packp.AdvRefs) map[string]plumbing.Hash {
@@ -185,16 +221,7 @@ func advRefsMap(ar *packp.AdvRefs) map[string]plumbing.Hash {
 }
 
 func (r *Remote) isHTTP() bool {
-	return r.ep != nil && (r.ep.Protocol == "http" || r.ep.Protocol == "https")
-}
-
-func (r *Remote) sessionAdvertisement(ctx context.Context) (*packp.AdvRefs, error) {
-	sess, err := r.tr.NewUploadPackSession(r.ep, r.auth)
-	if err != nil {
-		return nil, err
-	}
-	defer sess.Close()
-	return sess.AdvertisedReferencesContext(ctx)
+	return r.u != nil && (r.u.Scheme == "http" || r.u.Scheme == "https")
 }
 
 // baseURL is the HTTP repository URL without userinfo and trailing slash.
@@ -213,39 +240,6 @@ func (r *Remote) authorize(req *http.Request) {
 		pw, _ := u.User.Password()
 		req.SetBasicAuth(u.User.Username(), pw)
 	}
-}
-
-// httpAdvertisement GETs info/refs for service, bounded, and drains the body
-// so the connection goes back to the pool.
-func (r *Remote) httpAdvertisement(ctx context.Context, service string) (*packp.AdvRefs, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.baseURL()+"/info/refs?service="+service, nil)
-	if err != nil {
-		return nil, err
-	}
-	r.authorize(req)
-	res, err := r.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
-		res.Body.Close()
-	}()
-	if res.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET info/refs: %s", res.Status)
-	}
-	if ct := res.Header.Get("Content-Type"); ct != "application/x-"+service+"-advertisement" {
-		return nil, fmt.Errorf("GET info/refs: not a smart git server (content type %q)", ct)
-	}
-	ar := packp.NewAdvRefs()
-	lr := &limitedReader{r: res.Body, left: maxAdvertisement, what: "ref advertisement"}
-	if err := ar.Decode(lr); err != nil {
-		if errors.Is(err, packp.ErrEmptyAdvRefs) {
-			return nil, transport.ErrEmptyRemoteRepository
-		}
-		return nil, fmt.Errorf("decode ref advertisement: %w", err)
-	}
-	return ar, nil
 }
 
 // RefUpdate is one ref a push moves: from Old (zero: the ref must not exist)
@@ -323,38 +317,31 @@ func (r *Remote) Push(ctx context.Context, updates []RefUpdate, st *ObjectStream
 		return r.pushDir(ctx, updates, st)
 	}
 
-	var (
-		ar   *packp.AdvRefs
-		sess transport.ReceivePackSession
-		err  error
-	)
-	if r.isHTTP() {
-		ar, err = r.httpAdvertisement(ctx, transport.ReceivePackServiceName)
-	} else {
-		sess, err = r.tr.NewReceivePackSession(r.ep, r.auth)
-		if err == nil {
-			defer sess.Close()
-			ar, err = sess.AdvertisedReferencesContext(ctx)
-		}
-	}
+	c, err := r.conv(ctx, transport.ReceivePackServiceName)
 	if err != nil {
 		return nil, fmt.Errorf("push to %s: %w", r, err)
 	}
-	current := advRefsMap(ar)
+	defer c.Close()
+	h, err := c.hello()
+	if err != nil {
+		return nil, fmt.Errorf("push to %s: %w", r, err)
+	}
+	current := h.refs()
+	caps := h.caps()
 	for _, u := range updates {
 		if current[u.Name] != u.Old {
 			return nil, fmt.Errorf("push to %s: %w", r, &RefConflictError{Ref: u.Name, Expected: u.Old, Actual: current[u.Name]})
 		}
 	}
 
-	req := packp.NewReferenceUpdateRequestFromCapabilities(ar.Capabilities)
-	if !ar.Capabilities.Supports(capability.ReportStatus) {
+	req := packp.NewReferenceUpdateRequestFromCapabilities(caps)
+	if !caps.Supports(capability.ReportStatus) {
 		return nil, fmt.Errorf("push to %s: server does not support report-status", r)
 	}
-	if ar.Capabilities.Supports(capability.Sideband64k) {
+	if caps.Supports(capability.Sideband64k) {
 		req.Capabilities.Set(capability.Sideband64k)
 	}
-	if ar.Capabilities.Supports(capability.Atomic) && len(updates) > 1 {
+	if caps.Supports(capability.Atomic) && len(updates) > 1 {
 		req.Capabilities.Set(capability.Atomic)
 	}
 	needPack := false
@@ -387,7 +374,7 @@ func (r *Remote) Push(ctx context.Context, updates []RefUpdate, st *ObjectStream
 	if r.isHTTP() {
 		report, err = r.httpReceivePack(ctx, req)
 	} else {
-		report, err = sess.ReceivePack(ctx, req)
+		report, err = c.(sessionConv).s.receivePack(req)
 	}
 	if packErr != nil {
 		// Unblock a writer the server stopped reading; a real pack error
@@ -471,6 +458,24 @@ func (r *Remote) httpReceivePack(ctx context.Context, upd *packp.ReferenceUpdate
 		return nil, fmt.Errorf("decode push report: %w", err)
 	}
 	io.Copy(io.Discard, io.LimitReader(res.Body, 64<<10))
+	return report, nil
+}
+
+// receivePack sends a push request with its pack streamed, and reads the
+// server's report within a bound.
+func (s *session) receivePack(upd *packp.ReferenceUpdateRequest) (*packp.ReportStatus, error) {
+	if err := upd.Encode(s.w); err != nil {
+		return nil, s.fail(err)
+	}
+	s.pkt.budget(maxAdvertisement, "push report", nil)
+	var rd io.Reader = pktRaw{s.pkt}
+	if upd.Capabilities.Supports(capability.Sideband64k) {
+		rd = &sidebandReader{p: s.pkt}
+	}
+	report := packp.NewReportStatus()
+	if err := report.Decode(rd); err != nil {
+		return nil, s.fail(fmt.Errorf("decode push report: %w", err))
+	}
 	return report, nil
 }
 
@@ -576,24 +581,22 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 
 	var (
 		remoteRefs map[string]plumbing.Hash
-		sess       transport.UploadPackSession
-		ar         *packp.AdvRefs
+		c          conv
+		h          *hello
 		err        error
 	)
 	if r.dir != nil {
 		r.dir.reload()
 		remoteRefs, err = r.dir.Refs()
 	} else {
-		sess, err = r.tr.NewUploadPackSession(r.ep, r.auth)
+		// The HTTP response of the pack is bounded by the pack's limit.
+		c, err = r.conv(withBodyLimit(ctx, limit+maxUploadPackPrelude), transport.UploadPackServiceName)
 		if err == nil {
-			defer sess.Close()
-			ar, err = sess.AdvertisedReferencesContext(ctx)
-			if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-				ar, err = packp.NewAdvRefs(), nil
-			}
+			defer c.Close()
+			h, err = c.hello()
 		}
-		if ar != nil {
-			remoteRefs = advRefsMap(ar)
+		if err == nil {
+			remoteRefs = h.refs()
 		}
 	}
 	if err != nil {
@@ -633,8 +636,10 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 			if maxObjects <= 0 {
 				maxObjects = defaultMaxObjects(limit)
 			}
-			err = r.fetchPack(ctx, sess, ar, local, wants, fr.Haves, limit, packLimits{inflate: inflateLimit, objects: maxObjects}, fr.Live)
-			if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = r.fetchPack(c, h, local, wants, fr.Haves, limit, packLimits{inflate: inflateLimit, objects: maxObjects}, fr.Live)
+			if cerr := ctx.Err(); err != nil && cerr != nil {
+				err = cerr
+			} else if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrStalled) {
 				err = fmt.Errorf("%w: %w", ErrConnectionCut, err)
 			}
 		}
@@ -653,44 +658,30 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 	return got, nil
 }
 
-func (r *Remote) fetchPack(ctx context.Context, sess transport.UploadPackSession, ar *packp.AdvRefs,
-	local *Store, wants, haves []plumbing.Hash, limit int64, lim packLimits, live *LivePack) error {
-	req := packp.NewUploadPackRequestFromCapabilities(ar.Capabilities)
-	// Thin packs would need bases resolved from the store mid-parse; tags
-	// other than the ones asked for are not wanted.
-	req.Capabilities.Delete(capability.ThinPack)
-	if ar.Capabilities.Supports(capability.NoProgress) {
-		req.Capabilities.Set(capability.NoProgress)
-	}
-	req.Wants = wants
+func (r *Remote) fetchPack(c conv, h *hello, local *Store, wants, haves []plumbing.Hash, limit int64, lim packLimits, live *LivePack) error {
+	var have []plumbing.Hash
 	for _, h := range haves {
 		if h.IsZero() || !local.HasObject(h) {
 			continue
 		}
-		req.Haves = append(req.Haves, h)
+		have = append(have, h)
 		// The commit's root tree too: git leaves out the objects under a
 		// tree named as "have", while a commit's own objects are left out
 		// only when it is a parent of what is wanted. Image tags share no
 		// history, so without their trees a server sends an update's
 		// every chunk again.
 		if tree, err := local.commitTree(h); err == nil {
-			req.Haves = append(req.Haves, tree)
+			have = append(have, tree)
 		}
 	}
-	resp, err := sess.UploadPack(withBodyLimit(ctx, limit+maxUploadPackPrelude), req)
+	req, sideband := uploadRequestV0(h.caps(), wants, have)
+	p, err := c.request(req)
 	if err != nil {
 		return err
 	}
-	defer resp.Close()
-	// go-git reads the response through a reader that starts a goroutine and
-	// allocates a buffer for every Read: reading it in large pieces keeps
-	// those, and the syscalls, few (docs/operations.md, "Why the agent is
-	// tuned as it is").
-	var pack io.Reader = &limitedReader{r: bufio.NewReaderSize(resp, responseBuffer), left: limit, what: "pack", err: ErrPackTooLarge}
-	if req.Capabilities.Supports(capability.Sideband64k) {
-		pack = sideband.NewDemuxer(sideband.Sideband64k, pack)
-	} else if req.Capabilities.Supports(capability.Sideband) {
-		pack = sideband.NewDemuxer(sideband.Sideband, pack)
+	pack, err := packAfterAcksV0(c, p, sideband, limit)
+	if err != nil {
+		return err
 	}
 	lim.wants = wants
 	return local.receivePack(pack, lim, live)

@@ -1,0 +1,323 @@
+package repo
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// silentListener accepts connections and never sends a byte (the
+// connections stay open until the test ends).
+func silentListener(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// sshServer is an in-process SSH server on loopback that lets any client
+// in and runs serve for each exec request; its host key is pinned in
+// KnownHosts, and Key is a client key for [Credentials].
+type sshServer struct {
+	Addr, KnownHosts, Key string
+}
+
+func newSSHServer(t *testing.T, serve func(cmd string, env []string, ch ssh.Channel)) *sshServer {
+	dir := t.TempDir()
+	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	must(t, err)
+	hostSigner, err := ssh.NewSignerFromKey(hostPriv)
+	must(t, err)
+	_, clientPriv, err := ed25519.GenerateKey(rand.Reader)
+	must(t, err)
+	block, err := ssh.MarshalPrivateKey(clientPriv, "")
+	must(t, err)
+	s := &sshServer{KnownHosts: filepath.Join(dir, "known_hosts"), Key: filepath.Join(dir, "key")}
+	must(t, os.WriteFile(s.Key, pem.EncodeToMemory(block), 0o600))
+	cfg := &ssh.ServerConfig{NoClientAuth: true}
+	cfg.AddHostKey(hostSigner)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	t.Cleanup(func() { l.Close() })
+	s.Addr = l.Addr().String()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	must(t, os.WriteFile(s.KnownHosts, []byte("[127.0.0.1]:"+port+" "+string(ssh.MarshalAuthorizedKey(hostSigner.PublicKey()))), 0o644))
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				sc, chans, reqs, err := ssh.NewServerConn(c, cfg)
+				if err != nil {
+					return
+				}
+				defer sc.Close()
+				go ssh.DiscardRequests(reqs)
+				for nc := range chans {
+					ch, creqs, err := nc.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer ch.Close()
+						var env []string
+						for req := range creqs {
+							switch req.Type {
+							case "env":
+								var kv struct{ Name, Value string }
+								ssh.Unmarshal(req.Payload, &kv)
+								env = append(env, kv.Name+"="+kv.Value)
+								req.Reply(true, nil)
+							case "exec":
+								var cmd struct{ Command string }
+								ssh.Unmarshal(req.Payload, &cmd)
+								req.Reply(true, nil)
+								go func() {
+									serve(cmd.Command, env, ch)
+									ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{0}))
+									ch.Close()
+								}()
+							default:
+								req.Reply(false, nil)
+							}
+						}
+					}()
+				}
+			}()
+		}
+	}()
+	return s
+}
+
+func (s *sshServer) remote(t *testing.T, path string, opts Options) *Remote {
+	url := "ssh://git@" + s.Addr + path
+	o, err := Credentials{SSHKey: s.Key, KnownHosts: s.KnownHosts}.Options(url)
+	must(t, err)
+	o.StallTimeout, o.ConnectTimeout = opts.StallTimeout, opts.ConnectTimeout
+	r, err := Open(context.Background(), url, o)
+	must(t, err)
+	return r
+}
+
+// TestStalledServer: a server that accepts the connection and then sends
+// nothing (git://, ssh:// before the SSH handshake, ssh:// after it, and
+// HTTP after the response headers) fails a poll and a fetch within the
+// stall timeout, as a network error (ErrStalled; for the fetch also
+// ErrConnectionCut), never by the caller's deadline.
+func TestStalledServer(t *testing.T) {
+	const stall = 300 * time.Millisecond
+	opts := Options{StallTimeout: stall}
+
+	silentSSH := newSSHServer(t, func(cmd string, env []string, ch ssh.Channel) {
+		io.Copy(io.Discard, ch) // the service starts, and says nothing
+	})
+	headers := make(chan struct{})
+	httpSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		<-headers
+	}))
+	t.Cleanup(httpSrv.Close)
+	t.Cleanup(func() { close(headers) }) // before Close, which waits for the handlers
+
+	remotes := map[string]func() *Remote{
+		"git://": func() *Remote {
+			r, err := Open(context.Background(), "git://"+silentListener(t)+"/r.git", opts)
+			must(t, err)
+			return r
+		},
+		"ssh:// handshake": func() *Remote {
+			silent := &sshServer{Addr: silentListener(t), KnownHosts: silentSSH.KnownHosts, Key: silentSSH.Key}
+			return silent.remote(t, "/r.git", opts)
+		},
+		"ssh:// service": func() *Remote { return silentSSH.remote(t, "/r.git", opts) },
+		"http:// after headers": func() *Remote {
+			r, err := Open(context.Background(), httpSrv.URL+"/r.git", opts)
+			must(t, err)
+			return r
+		},
+	}
+	for name, open := range remotes {
+		t.Run(name, func(t *testing.T) {
+			r := open()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, err := r.Refs(ctx)
+			if !errors.Is(err, ErrStalled) || ctx.Err() != nil {
+				t.Fatalf("refs: %v, want a stall", err)
+			}
+			st, err := Init(t.TempDir())
+			must(t, err)
+			_, err = r.Fetch(ctx, st, FetchRequest{Refs: []string{"refs/heads/releases"}})
+			if !errors.Is(err, ErrStalled) || ctx.Err() != nil || !strings.Contains(err.Error(), r.String()) {
+				t.Fatalf("fetch: %v, want a stall naming %s", err, r)
+			}
+			if got := r.Counters().Stalls; got != 2 {
+				t.Errorf("stalls counted: %d, want 2", got)
+			}
+		})
+	}
+}
+
+// TestCanceledDial: the caller's context ends a session that waits on a
+// silent server, long before the stall timeout.
+func TestCanceledDial(t *testing.T) {
+	for _, url := range []string{"git://" + silentListener(t) + "/r.git"} {
+		r, err := Open(context.Background(), url, Options{StallTimeout: time.Hour})
+		must(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := make(chan error, 1)
+		go func() {
+			_, err := r.Refs(ctx)
+			errc <- err
+		}()
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: %v, want canceled", url, err)
+		}
+	}
+}
+
+// floodAdvertisement writes an advertisement of n MiB of refs to w.
+func floodAdvertisement(w io.Writer, mib int) {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	defer bw.Flush()
+	fmt.Fprint(bw, pktLine(strings.Repeat("1", 40)+" refs/heads/releases\x00ofs-delta side-band-64k\n"))
+	for i, n := 0, 0; n < mib<<20; i++ {
+		l := pktLine(fmt.Sprintf("%040x refs/heads/status/node-%d\n", i, i))
+		if _, err := bw.WriteString(l); err != nil {
+			return
+		}
+		n += len(l)
+	}
+	fmt.Fprint(bw, "0000")
+}
+
+// floodDaemon is a git:// server that answers every request with mib MiB
+// of refs.
+func floodDaemon(t *testing.T, mib int) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				floodAdvertisement(c, mib)
+			}()
+		}
+	}()
+	return "git://" + l.Addr().String() + "/r.git"
+}
+
+// TestSessionAdvertisementMemory: a git:// or ssh:// server advertising
+// 100 MiB of refs is read only up to a bound, and the host's heap stays
+// under 64 MiB.
+func TestSessionAdvertisementMemory(t *testing.T) {
+	const env = "PULLSHIP_TEST_SESSION_ADVERTISEMENT"
+	if which := os.Getenv(env); which != "" {
+		childMemory(t, func() {
+			var r *Remote
+			if which == "git://" {
+				var err error
+				r, err = Open(context.Background(), floodDaemon(t, 100), Options{})
+				must(t, err)
+			} else {
+				srv := newSSHServer(t, func(cmd string, env []string, ch ssh.Channel) { floodAdvertisement(ch, 100) })
+				r = srv.remote(t, "/r.git", Options{})
+			}
+			st, err := Init(t.TempDir())
+			must(t, err)
+			_, err = r.Fetch(context.Background(), st, FetchRequest{Refs: []string{"refs/heads/releases"}})
+			t.Logf("fetch: %v", err)
+			if err == nil || !strings.Contains(err.Error(), "limit") {
+				t.Errorf("fetch: %v, want a size limit", err)
+			}
+			_, err = r.Refs(context.Background())
+			t.Logf("refs: %v", err)
+			if err == nil || !strings.Contains(err.Error(), "limit") {
+				t.Errorf("refs: %v, want a size limit", err)
+			}
+		})
+		return
+	}
+	hostileMemory(t, "TestSessionAdvertisementMemory", env, map[string][]byte{"git://": nil, "ssh://": nil}, 64<<20)
+}
+
+// FuzzReply: a server's reply as pullship's client reads it (over a
+// session; HTTP differs only in its first line) — the ref advertisement,
+// the ACK/NAK before a pack, the sideband stream — allocates within a
+// budget and never panics.
+func FuzzReply(f *testing.F) {
+	adv := pktLine(strings.Repeat("1", 40)+" refs/heads/releases\x00ofs-delta side-band-64k agent=git/2\n") + pktLine(strings.Repeat("2", 40)+" refs/heads/status/a\n") + "0000"
+	f.Add([]byte(adv + pktLine("NAK\n") + pktLine("\x01PACK") + pktLine("\x02progress\n") + "0000"))
+	f.Add([]byte(adv + pktLine("ACK "+strings.Repeat("2", 40)+"\n") + pktLine("\x03fatal: no\n")))
+	f.Add([]byte(pktLine("ERR access denied\n")))
+	f.Add([]byte("0000"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		p := newPktReader(bytes.NewReader(data))
+		p.budget(maxAdvertisement, "ref advertisement", nil)
+		h, err := readAdvertisement(p)
+		if err == nil {
+			_ = h.refs()
+			c := sessionConv{&session{pkt: p}}
+			pack, err := packAfterAcksV0(c, p, h.caps().Supports("side-band-64k"), 1<<20)
+			if err == nil {
+				io.Copy(io.Discard, pack)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > uint64(64*len(data))+1<<20 {
+			t.Fatalf("reading %d bytes allocated %d", len(data), got)
+		}
+	})
+}
