@@ -542,10 +542,17 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 			live.Finish(err)
 			fetched <- err
 		}()
+		// The rebuild reads the chunks the store holds already (an update's
+		// unchanged ones) through a Store of its own, while the fetch
+		// writes to a.objects.
+		held, herr := repo.Init(a.objects.Dir())
+		if herr != nil {
+			held = nil
+		}
 		pr, pw := io.Pipe()
 		rebuilt := make(chan error, 1)
 		go func() {
-			err := chunks.Rebuild(ctx, idx, bundle.LiveChunks{Ctx: ctx, Pack: live}, pw, nil)
+			err := chunks.Rebuild(ctx, idx, bundle.LiveChunks{Ctx: ctx, Pack: live, Held: held}, pw, nil)
 			live.StopReading() // the fetch no longer keeps blobs for it
 			pw.CloseWithError(err)
 			rebuilt <- err

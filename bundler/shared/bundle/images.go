@@ -74,11 +74,22 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 type LiveChunks struct {
 	Ctx  context.Context
 	Pack *repo.LivePack
+	// Held, if set, is a Store of the reader's own on the directory of the
+	// store the fetch writes to (a Store serves one goroutine at a time):
+	// a chunk it held before the fetch, such as every unchanged chunk of
+	// an update, is read from it at once instead of once the fetch is over.
+	Held *repo.Store
 }
 
 // Open returns the chunk's bytes, waiting for them to arrive.
 func (l LiveChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
-	rc, err := l.Pack.OpenBlob(l.Ctx, plumbing.NewHash(c.Blob), c.StoredSize())
+	id := plumbing.NewHash(c.Blob)
+	if l.Held != nil && l.Held.HasObject(id) {
+		if rc, err := l.Held.OpenBlob(id, c.StoredSize()); err == nil {
+			return chunks.Decode(rc, c)
+		}
+	}
+	rc, err := l.Pack.OpenBlob(l.Ctx, id, c.StoredSize())
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,11 @@
 package bundle_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"io"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
 	"github.com/pullship/pullship/bundler/shared/bundle"
@@ -135,5 +140,35 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLiveChunksHeld: a chunk the store held before the fetch is read
+// through LiveChunks.Held at once, however long the fetch runs; without
+// Held it waits for the fetch (here: until its context ends).
+func TestLiveChunksHeld(t *testing.T) {
+	st, err := repo.Init(t.TempDir())
+	must(t, err)
+	data := []byte("a chunk of an earlier image\n")
+	objs := repo.NewObjectStream(nil)
+	id := objs.AddBytes(plumbing.BlobObject, data)
+	must(t, st.Write(context.Background(), objs))
+	sum := sha256.Sum256(data)
+	c := schema.Chunk{SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Blob: id.String()}
+	live := repo.NewLivePack(st) // a fetch that has brought nothing yet
+	defer live.Close()
+	held, err := repo.Init(st.Dir())
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rc, err := bundle.LiveChunks{Ctx: ctx, Pack: live, Held: held}.Open(c)
+	must(t, err)
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("held chunk read %q, %v", got, err)
+	}
+	if _, err := (bundle.LiveChunks{Ctx: ctx, Pack: live}).Open(c); !errors.Is(err, context.Canceled) {
+		t.Fatalf("without Held: %v, want to wait for the fetch until the context ends", err)
 	}
 }
