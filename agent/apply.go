@@ -39,22 +39,9 @@ const LabelSpec = "pullship.spec"
 // previous release was restored there.
 var ErrRolledBack = errors.New("health check failed; previous release restored")
 
-// oneService refuses a node of a [[service]] fleet, which lists its
-// containers as services: applying several as one unit is not done here
-// yet, and applying part of them would break the node's stack.
-func oneService(rn *schema.ReleaseNode) error {
-	if len(rn.Services) > 0 {
-		return fmt.Errorf("node %s: release lists %d services ([[node.service]]); this agent applies one-service nodes only", rn.Name, len(rn.Services))
-	}
-	return nil
-}
-
 // converge brings one node onto the target release.
 func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *schema.ReleaseNode) (Outcome, error) {
 	rel := t.v.Release
-	if err := oneService(rn); err != nil {
-		return Failed, err
-	}
 	ns := st.Nodes[rn.Name]
 	if ns == nil {
 		ns = &state.Node{}
@@ -101,18 +88,25 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 	case err != nil:
 		return Failed, err
 	}
-	img, _ := rel.ImageByName(rn.Image)
-	var unused string
-	if ns.Image != img.Digest {
-		// Keep the image just replaced for a rollback; the one before it
-		// is no longer needed.
-		unused, ns.PrevImage = ns.PrevImage, ns.Image
+	images := unitImages(rel, rn)
+	var unused []string
+	if !slices.Equal(nodeImages(ns.Image, ns.Images), images) {
+		// Keep the images just replaced for a rollback; the ones before
+		// them are no longer needed.
+		unused = nodeImages(ns.PrevImage, ns.PrevImages)
+		ns.PrevImage, ns.PrevImages = ns.Image, ns.Images
 	}
-	ns.Applied, ns.ManifestSHA256, ns.Image, ns.AppliedAt = rel.Version, t.v.ManifestSHA256, img.Digest, a.now().UTC()
+	ns.Image, ns.Images = images[0], nil
+	if len(rn.Services) > 0 {
+		ns.Images = images
+	}
+	ns.Applied, ns.ManifestSHA256, ns.AppliedAt = rel.Version, t.v.ManifestSHA256, a.now().UTC()
 	if err := a.st.Save(st); err != nil {
 		return Failed, err
 	}
-	a.removeImage(ctx, unused, st)
+	for _, id := range unused {
+		a.removeImage(ctx, id, st)
+	}
 	if err := a.st.ClearJournal(rn.Name); err != nil {
 		return Failed, err
 	}
@@ -121,14 +115,38 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 	return Converged, nil
 }
 
-// removeImage deletes an image this host's nodes no longer need: not the
+// unitImages returns the digests of the images of the node's services, in
+// start order, each once.
+func unitImages(rel *schema.Release, rn *schema.ReleaseNode) []string {
+	var out []string
+	for _, u := range rn.Units() {
+		if img, ok := rel.ImageByName(u.Image); ok && !slices.Contains(out, img.Digest) {
+			out = append(out, img.Digest)
+		}
+	}
+	return out
+}
+
+// nodeImages is a node's image list as state records it: images for a
+// node of several services, else the one image ("" none).
+func nodeImages(image string, images []string) []string {
+	if len(images) > 0 {
+		return images
+	}
+	if image == "" {
+		return nil
+	}
+	return []string{image}
+}
+
+// removeImage deletes an image this host's nodes no longer need: not a
 // current or previous image of any node, and not used by any container.
 func (a *Agent) removeImage(ctx context.Context, id string, st *state.State) {
 	if id == "" {
 		return
 	}
 	for _, ns := range st.Nodes {
-		if ns.Image == id || ns.PrevImage == id {
+		if slices.Contains(nodeImages(ns.Image, ns.Images), id) || slices.Contains(nodeImages(ns.PrevImage, ns.PrevImages), id) {
 			return
 		}
 	}
@@ -157,23 +175,29 @@ func (a *Agent) upkeep(ctx context.Context, rn *schema.ReleaseNode) {
 // drift says what differs between the host and the node's release ("" when
 // nothing does): the container, its image, its spec, or a file.
 func (a *Agent) drift(ctx context.Context, t *target, rn *schema.ReleaseNode) (string, error) {
-	spec, err := containerSpec(t.v.Release, rn)
-	if err != nil {
-		return "", err
-	}
-	cs, found, err := a.eng.Inspect(ctx, rn.Container.Name)
-	if err != nil {
-		return "", err
-	}
-	switch {
-	case !found:
-		return "container missing", nil
-	case cs.ImageID != spec.Image:
-		return "container runs image " + cs.ImageID, nil
-	case cs.Labels[LabelSpec] != spec.Labels[LabelSpec]:
-		return "container spec changed", nil
-	case !cs.Running && cs.Status != "restarting":
-		return "container " + cs.Status, nil
+	for _, u := range rn.Units() {
+		spec, err := containerSpec(t.v.Release, rn, &u)
+		if err != nil {
+			return "", err
+		}
+		cs, found, err := a.eng.Inspect(ctx, u.Container.Name)
+		if err != nil {
+			return "", err
+		}
+		what := "container"
+		if u.Name != "" {
+			what = "service " + u.Name + ": container"
+		}
+		switch {
+		case !found:
+			return what + " missing", nil
+		case cs.ImageID != spec.Image:
+			return what + " runs image " + cs.ImageID, nil
+		case cs.Labels[LabelSpec] != spec.Labels[LabelSpec]:
+			return what + " spec changed", nil
+		case !cs.Running && cs.Status != "restarting":
+			return what + " " + cs.Status, nil
+		}
 	}
 	for _, f := range rn.Files {
 		if !a.fileMatches(t.v.Commit, rn, f) {
@@ -220,36 +244,76 @@ func (a *Agent) fileMatches(commit plumbing.Hash, rn *schema.ReleaseNode, f sche
 	return hex.EncodeToString(want[:]) == sum
 }
 
-// apply runs the journalled steps for one node; on a failed health check
-// it rolls back and returns an error wrapping ErrRolledBack.
+// unit is one service of a node being applied.
+type unit struct {
+	schema.NodeService
+	spec engine.ContainerSpec
+}
+
+// what names the unit in errors and logs.
+func (u *unit) what() string {
+	if u.Name == "" {
+		return "container " + u.Container.Name
+	}
+	return "service " + u.Name
+}
+
+// apply runs the journalled steps for one node, all its services as one
+// unit: every image is loaded and every file read before anything changes;
+// then the files are replaced, the services' containers recreated or
+// reloaded in start order, and every service's health checked. A failure
+// at any step rolls every service back and returns an error wrapping
+// ErrRolledBack that names the service.
 func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) error {
 	rel := t.v.Release
-	spec, err := containerSpec(rel, rn)
-	if err != nil {
-		return err
+	var units []unit
+	for _, u := range rn.Units() {
+		spec, err := containerSpec(rel, rn, &u)
+		if err != nil {
+			return err
+		}
+		units = append(units, unit{u, spec})
 	}
 	// Everything that can be checked is checked before the host changes:
 	// the node's files (read and digest-checked into memory; each is
-	// bounded by the manifest) and the image (loaded from verified chunks).
+	// bounded by the manifest) and the images (loaded from verified chunks).
 	files := make([][]byte, len(rn.Files))
+	changed := map[string]bool{} // services whose files differ on the host
 	for i, f := range rn.Files {
+		var err error
 		if files[i], err = a.nodeFile(t.v.Commit, rn, f); err != nil {
 			return err
 		}
+		if sum, err := a.files().SHA256(f.Target); err != nil || sum != sha256Hex(files[i]) {
+			changed[f.Service] = true
+		}
 	}
-	if err := a.ensureImage(ctx, t, rn); err != nil {
-		return err
+	for _, u := range units {
+		if err := a.ensureImage(ctx, t, rn, u.Image); err != nil {
+			return err
+		}
 	}
 
-	cur, found, err := a.eng.Inspect(ctx, rn.Container.Name)
-	if err != nil {
-		return err
-	}
 	j := &state.Journal{Node: rn.Name, Version: rel.Version, Step: state.StepBegin}
-	if found {
-		j.PrevImage, j.PrevContainer = cur.ImageID, cur.Name
+	for _, u := range units {
+		cur, found, err := a.eng.Inspect(ctx, u.Container.Name)
+		if err != nil {
+			return err
+		}
+		sj := state.ServiceJournal{Name: u.Name, Container: u.Container.Name, Action: u.Container.Reload}
+		if found {
+			sj.PrevImage, sj.PrevContainer = cur.ImageID, cur.Name
+		}
+		sj.Recreate = !found || cur.ImageID != u.spec.Image || cur.Labels[LabelSpec] != u.spec.Labels[LabelSpec]
+		// A one-service node is reloaded on every apply that does not
+		// recreate it; a service among several only when its files change.
+		sj.Reload = !sj.Recreate && (len(rn.Services) == 0 || changed[u.Name])
+		j.Services = append(j.Services, sj)
 	}
-	j.Recreate = !found || cur.ImageID != spec.Image || cur.Labels[LabelSpec] != spec.Labels[LabelSpec]
+	if len(rn.Services) == 0 {
+		sj := j.Services[0]
+		j.PrevImage, j.PrevContainer, j.Recreate = sj.PrevImage, sj.PrevContainer, sj.Recreate
+	}
 	if err := a.st.WriteJournal(j); err != nil {
 		return err
 	}
@@ -261,7 +325,7 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 		return err
 	}
 	for i, f := range rn.Files {
-		b := state.FileBackup{Target: f.Target, Backup: filepath.Join(backupDir, strconv.Itoa(i))}
+		b := state.FileBackup{Target: f.Target, Backup: filepath.Join(backupDir, strconv.Itoa(i)), Service: f.Service}
 		if err := a.backup(&b); err != nil {
 			// Nothing changed yet: no backup is needed any more.
 			return errors.Join(fmt.Errorf("node %s: %w; refusing to replace it", rn.Name, err), os.RemoveAll(backupDir))
@@ -283,8 +347,10 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	if err := a.st.WriteJournal(j); err != nil {
 		return err
 	}
-	if err := a.startContainer(ctx, j, rn, spec); err != nil {
-		return a.fail(ctx, j, rn, err)
+	for k := range units {
+		if err := a.startContainer(ctx, &j.Services[k], &units[k]); err != nil {
+			return a.fail(ctx, j, rn, fmt.Errorf("%s: %w", units[k].what(), err))
+		}
 	}
 	a.managed.set(rn)
 	if _, err := a.ensureAttached(ctx, rn); err != nil {
@@ -297,15 +363,22 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	if err := a.st.WriteJournal(j); err != nil {
 		return err
 	}
-	if err := a.health(ctx, rn); err != nil {
-		return a.fail(ctx, j, rn, err)
+	for k := range units {
+		if err := a.health(ctx, &units[k]); err != nil {
+			if units[k].Name != "" {
+				err = fmt.Errorf("service %s: %w", units[k].Name, err)
+			}
+			return a.fail(ctx, j, rn, err)
+		}
 	}
 	if _, err := a.ensureCluster(ctx, rn); err != nil {
 		a.log.Error("cluster membership", "node", rn.Name, "err", err)
 	}
-	if j.Recreate && found {
-		if err := a.eng.Remove(ctx, rn.Container.Name+engine.PrevSuffix, 10*time.Second); err != nil {
-			a.log.Warn("could not remove the previous container", "node", rn.Name, "err", err)
+	for _, sj := range j.Services {
+		if sj.Recreate && sj.PrevContainer != "" {
+			if err := a.eng.Remove(ctx, sj.Container+engine.PrevSuffix, 10*time.Second); err != nil {
+				a.log.Warn("could not remove the previous container", "node", rn.Name, "container", sj.Container, "err", err)
+			}
 		}
 	}
 	j.Step = state.StepDone
@@ -313,6 +386,11 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 		return err
 	}
 	return os.RemoveAll(backupDir)
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 // files are the host files the agent may touch: those under allowed_dirs,
@@ -355,7 +433,7 @@ func refusedPath(err error) bool {
 // fail rolls back after a failed step and reports why.
 func (a *Agent) fail(ctx context.Context, j *state.Journal, rn *schema.ReleaseNode, cause error) error {
 	a.log.Error("apply failed; rolling back", "node", rn.Name, "version", j.Version, "step", j.Step, "err", cause)
-	refused, err := a.rollback(ctx, j, rn.Container.Name, rn.Container.Reload)
+	refused, err := a.rollback(ctx, j)
 	if err != nil {
 		return fmt.Errorf("release %d: %v; rollback failed too: %w", j.Version, cause, err)
 	}
@@ -371,7 +449,7 @@ func (a *Agent) fail(ctx context.Context, j *state.Journal, rn *schema.ReleaseNo
 // container can plant one under its bind mount) is not restored: refused
 // says which, and the rest of the rollback goes on, so that no planted link
 // keeps the failed release running or the agent from starting.
-func (a *Agent) rollback(ctx context.Context, j *state.Journal, name string, reload schema.Reload) (refused, err error) {
+func (a *Agent) rollback(ctx context.Context, j *state.Journal) (refused, err error) {
 	from := j.Step
 	var refusals []error
 	if from != state.StepRollbackContainer {
@@ -397,15 +475,21 @@ func (a *Agent) rollback(ctx context.Context, j *state.Journal, name string, rel
 		}
 	}
 	refused = errors.Join(refusals...)
-	if err := a.rollbackContainer(ctx, j, from, name, reload); err != nil {
-		return refused, err
+	// Containers in reverse start order: a service goes back before the
+	// ones it depends on.
+	for k := len(j.Services) - 1; k >= 0; k-- {
+		if err := a.rollbackContainer(ctx, j, from, &j.Services[k]); err != nil {
+			return refused, err
+		}
 	}
 	j.Step = state.StepRolledBack
 	return refused, a.st.WriteJournal(j)
 }
 
-// rollbackContainer is rollback's second half: the container as it was.
-func (a *Agent) rollbackContainer(ctx context.Context, j *state.Journal, from state.Step, name string, reload schema.Reload) error {
+// rollbackContainer is rollback's second half: a service's container as
+// it was.
+func (a *Agent) rollbackContainer(ctx context.Context, j *state.Journal, from state.Step, sj *state.ServiceJournal) error {
+	name := sj.Container
 	prev := name + engine.PrevSuffix
 	_, prevFound, err := a.eng.Inspect(ctx, prev)
 	if err != nil {
@@ -422,12 +506,12 @@ func (a *Agent) rollbackContainer(ctx context.Context, j *state.Journal, from st
 		if err := a.eng.Start(ctx, name); err != nil {
 			return err
 		}
-	case j.Recreate && j.PrevContainer == "":
+	case sj.Recreate && sj.PrevContainer == "":
 		// There was no container before this release.
 		if err := a.eng.Remove(ctx, name, 10*time.Second); err != nil {
 			return err
 		}
-	case j.Recreate:
+	case sj.Recreate:
 		// Interrupted before the old container was renamed away: it is
 		// still under its name, maybe stopped.
 		cs, found, err := a.eng.Inspect(ctx, name)
@@ -439,10 +523,10 @@ func (a *Agent) rollbackContainer(ctx context.Context, j *state.Journal, from st
 				return err
 			}
 		}
-	case from != state.StepBegin && from != state.StepFiles && len(j.Files) > 0:
+	case sj.Reload && from != state.StepBegin && from != state.StepFiles && slices.ContainsFunc(j.Files, func(b state.FileBackup) bool { return b.Service == sj.Name }):
 		// The container was reloaded with the new files: reload it again
 		// with the old ones.
-		if err := a.reload(ctx, name, reload); err != nil {
+		if err := a.reload(ctx, name, sj.Action); err != nil {
 			return err
 		}
 	}
@@ -452,8 +536,7 @@ func (a *Agent) rollbackContainer(ctx context.Context, j *state.Journal, from st
 // recover finishes what a crashed pass left: an apply interrupted at any
 // step is rolled back (the pass that follows applies the release again).
 func (a *Agent) recover(ctx context.Context) error {
-	st, err := a.st.Load()
-	if err != nil {
+	if _, err := a.st.Load(); err != nil {
 		return err
 	}
 	for _, n := range a.cfg.Nodes {
@@ -468,8 +551,13 @@ func (a *Agent) recover(ctx context.Context) error {
 		case state.StepDone, state.StepRolledBack:
 		default:
 			a.log.Warn("an apply was interrupted; rolling it back", "node", n.Name, "version", j.Version, "step", j.Step)
-			name, reload := a.containerOf(st, n.Name)
-			refused, err := a.rollback(ctx, j, name, reload)
+			if len(j.Services) == 0 {
+				// Written by an agent that knew one container per node.
+				name, reload := a.containerOf(n.Name)
+				j.Services = []state.ServiceJournal{{Container: name, PrevImage: j.PrevImage, PrevContainer: j.PrevContainer,
+					Recreate: j.Recreate, Reload: !j.Recreate, Action: reload}}
+			}
+			refused, err := a.rollback(ctx, j)
 			if err != nil {
 				return fmt.Errorf("node %s: recover interrupted apply of release %d: %w", n.Name, j.Version, err)
 			}
@@ -488,12 +576,12 @@ func (a *Agent) recover(ctx context.Context) error {
 
 // containerOf finds a node's container name and reload action in the newest
 // accepted release (what an interrupted apply was applying).
-func (a *Agent) containerOf(st *state.State, node string) (string, schema.Reload) {
+func (a *Agent) containerOf(node string) (string, schema.Reload) {
 	commit, err := a.objects.Ref(acceptedRef)
 	if err == nil {
 		if b, err := bundle.Read(a.objects, commit); err == nil {
 			if rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest); err == nil {
-				if rn, ok := rel.Node(node); ok {
+				if rn, ok := rel.Node(node); ok && rn.Container != nil {
 					return rn.Container.Name, rn.Container.Reload
 				}
 			}
@@ -517,10 +605,10 @@ var errLoadOver = errors.New("image load over")
 // error), the other configured remotes are tried in order: chunks are
 // checked against the signed index whoever serves them, so any mirror will
 // do.
-func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNode) error {
-	img, ok := t.v.Release.ImageByName(rn.Image)
+func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNode, name string) error {
+	img, ok := t.v.Release.ImageByName(name)
 	if !ok {
-		return fmt.Errorf("%w: node %s names image %q, not in release %d", ErrVerify, rn.Name, rn.Image, t.v.Release.Version)
+		return fmt.Errorf("%w: node %s names image %q, not in release %d", ErrVerify, rn.Name, name, t.v.Release.Version)
 	}
 	has, err := a.eng.HasImage(ctx, img.Digest)
 	if err != nil || has {
@@ -602,25 +690,29 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	return nil
 }
 
-// startContainer recreates the container (keeping the previous one, stopped
-// and renamed, for rollback) or reloads it.
-func (a *Agent) startContainer(ctx context.Context, j *state.Journal, rn *schema.ReleaseNode, spec engine.ContainerSpec) error {
-	if !j.Recreate {
-		return a.reload(ctx, rn.Container.Name, rn.Container.Reload)
+// startContainer recreates a service's container (keeping the previous
+// one, stopped and renamed, for rollback) or reloads it.
+func (a *Agent) startContainer(ctx context.Context, sj *state.ServiceJournal, u *unit) error {
+	if !sj.Recreate {
+		if !sj.Reload {
+			return nil
+		}
+		return a.reload(ctx, u.Container.Name, u.Container.Reload)
 	}
-	prev := rn.Container.Name + engine.PrevSuffix
-	if j.PrevContainer != "" {
+	name := u.Container.Name
+	prev := name + engine.PrevSuffix
+	if sj.PrevContainer != "" {
 		if err := a.eng.Remove(ctx, prev, 10*time.Second); err != nil {
 			return err
 		}
-		if err := a.eng.Stop(ctx, rn.Container.Name, 10*time.Second); err != nil {
+		if err := a.eng.Stop(ctx, name, 10*time.Second); err != nil {
 			return err
 		}
-		if err := a.eng.Rename(ctx, rn.Container.Name, prev); err != nil {
+		if err := a.eng.Rename(ctx, name, prev); err != nil {
 			return err
 		}
 	}
-	_, err := a.eng.Run(ctx, spec)
+	_, err := a.eng.Run(ctx, u.spec)
 	return err
 }
 
@@ -643,9 +735,9 @@ func (a *Agent) reload(ctx context.Context, name string, r schema.Reload) error 
 	return nil
 }
 
-// health runs the node's health check until it passes or its tries run out.
-func (a *Agent) health(ctx context.Context, rn *schema.ReleaseNode) error {
-	h := rn.Container.Health
+// health runs a service's health check until it passes or its tries run out.
+func (a *Agent) health(ctx context.Context, u *unit) error {
+	h := u.Container.Health
 	timeout, interval := h.Timeout.D(), h.Interval.D()
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -662,7 +754,7 @@ func (a *Agent) health(ctx context.Context, rn *schema.ReleaseNode) error {
 			case <-time.After(interval):
 			}
 		}
-		if last = a.check(ctx, rn.Container.Name, h, timeout); last == nil {
+		if last = a.check(ctx, u.Container.Name, h, timeout); last == nil {
 			return nil
 		}
 	}
@@ -700,13 +792,13 @@ func (a *Agent) writeNodeFile(f schema.File, data []byte) error {
 	return a.files().Write(f.Target, bytes.NewReader(data), os.FileMode(f.Mode))
 }
 
-// containerSpec is the engine spec of a node's container.
-func containerSpec(rel *schema.Release, rn *schema.ReleaseNode) (engine.ContainerSpec, error) {
-	img, ok := rel.ImageByName(rn.Image)
+// containerSpec is the engine spec of one service's container.
+func containerSpec(rel *schema.Release, rn *schema.ReleaseNode, u *schema.NodeService) (engine.ContainerSpec, error) {
+	img, ok := rel.ImageByName(u.Image)
 	if !ok {
-		return engine.ContainerSpec{}, fmt.Errorf("node %s: image %q not in release %d", rn.Name, rn.Image, rel.Version)
+		return engine.ContainerSpec{}, fmt.Errorf("node %s: image %q not in release %d", rn.Name, u.Image, rel.Version)
 	}
-	c := rn.Container
+	c := u.Container
 	env := make([]string, 0, len(c.Env))
 	for k, v := range c.Env {
 		env = append(env, k+"="+v)

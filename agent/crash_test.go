@@ -124,3 +124,114 @@ func testCrash(t *testing.T, h *host, pass crashPass) {
 		t.Fatalf("after rollback: running=%v conf=%q, want %q", c.Running, h.conf(), good)
 	}
 }
+
+// TestCrashAtEveryStepServices is TestCrashAtEveryStep for a node of two
+// services applied as one unit: at every step one service is recreated on
+// a new image and the other reloaded for a changed file.
+func TestCrashAtEveryStepServices(t *testing.T) {
+	h := newHost(t)
+	testCrashServices(t, h, func(step state.Step) (bool, agent.Outcome, string) {
+		if step != "" {
+			crashes.Store(h.cfg.StateDir, step)
+			defer crashes.Delete(h.cfg.StateDir)
+		}
+		var log syncBuffer
+		a := openAgent(t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&teeWriter{&log, &h.log}, nil))})
+		defer a.Close()
+		done, ended := make(chan struct{}), false
+		var out agent.Outcome
+		go func() {
+			defer close(done)
+			out, _ = a.Once(context.Background())
+			ended = true
+		}()
+		<-done
+		return !ended, out, log.String()
+	})
+}
+
+// TestDockerCrashAtEveryStepServices is TestCrashAtEveryStepServices with
+// pullship-agent SIGKILLed after each journal write, on the real engine.
+func TestDockerCrashAtEveryStepServices(t *testing.T) {
+	h := newDockerHost(t)
+	h.cleanupSide()
+	cfgPath := filepath.Join(h.env.Dir, "agent.toml")
+	testCrashServices(t, h, func(step state.Step) (bool, agent.Outcome, string) {
+		bin, env := asAgent(envCrashAt + "=" + string(step))
+		cmd := exec.Command(bin, "once", "--config", cfgPath)
+		cmd.Env = env
+		b, err := cmd.CombinedOutput()
+		out := string(b)
+		var ee *exec.ExitError
+		switch {
+		case err == nil:
+			return false, agent.Converged, out
+		case !errors.As(err, &ee):
+			t.Fatalf("run agent: %v", err)
+		case ee.Sys().(syscall.WaitStatus).Signaled():
+			if sig := ee.Sys().(syscall.WaitStatus).Signal(); sig != syscall.SIGKILL {
+				t.Fatalf("agent died of %v, not SIGKILL\n%s", sig, out)
+			}
+			return true, 0, out
+		case ee.ExitCode() == 10:
+			return false, agent.Nothing, out
+		case ee.ExitCode() == 1:
+			return false, agent.Failed, out
+		}
+		t.Fatalf("agent exited %d\n%s", ee.ExitCode(), out)
+		return false, 0, ""
+	})
+}
+
+func testCrashServices(t *testing.T, h *host, pass crashPass) {
+	ping := `["/pingsrv", "ping"]`
+	imgs := []string{h.image("a"), h.image("b")}
+	side := h.image("s")
+	h.releaseStack(stack{appImage: imgs[1], sideImage: side, appConf: "app 1\n", sideConf: "side 1\n", appHealth: ping})
+	if crashed, out, log := pass(""); crashed || out != agent.Converged {
+		t.Fatalf("first apply: crashed=%v %v\n%s", crashed, out, log)
+	}
+	steps := []state.Step{state.StepBegin, state.StepFiles, state.StepContainer, state.StepHealth, state.StepDone}
+	for i, step := range steps {
+		version := i + 2
+		app, sideConf := "app "+strconv.Itoa(version)+"\n", "side "+strconv.Itoa(version)+"\n"
+		h.releaseStack(stack{appImage: imgs[version%2], sideImage: side, appConf: app, sideConf: sideConf, appHealth: ping})
+		if crashed, out, log := pass(step); !crashed {
+			t.Fatalf("crash at %s: not crashed (%v)\n%s", step, out, log)
+		}
+		if crashed, out, log := pass(""); crashed || out != agent.Converged {
+			t.Fatalf("after crash at %s: crashed=%v %v, want converged\n%s", step, crashed, out, log)
+		}
+		c, s := h.container(), h.side()
+		if !c.Running || !s.Running || c.ImageID != h.images[version%2] || s.ImageID != h.images[2] || h.conf() != app || h.sideConf() != sideConf {
+			t.Fatalf("after crash at %s: app running=%v image=%s (want %s), side running=%v, files %q %q (want %q %q)",
+				step, c.Running, c.ImageID, h.images[version%2], s.Running, h.conf(), h.sideConf(), app, sideConf)
+		}
+		for _, name := range []string{c.Name, s.Name} {
+			if _, found, _ := h.eng.Inspect(context.Background(), name+engine.PrevSuffix); found {
+				t.Fatalf("after crash at %s: previous container of %s left behind", step, name)
+			}
+		}
+		if crashed, out, log := pass(""); crashed || out != agent.Nothing {
+			t.Fatalf("after crash at %s: third pass crashed=%v %v, want nothing to do\n%s", step, crashed, out, log)
+		}
+	}
+
+	// A crash while rolling back a release whose second service fails:
+	// the next start finishes the rollback of both; the release is tried
+	// once more, fails, and the host stays on the last good release.
+	v := len(steps) + 1
+	good, goodSide := "app "+strconv.Itoa(v)+"\n", "side "+strconv.Itoa(v)+"\n"
+	h.releaseStack(stack{appImage: imgs[(v+1)%2], sideImage: side, appConf: "app bad\n", sideConf: "side bad\n", appHealth: `["/pingsrv", "exit", "1"]`})
+	if crashed, out, log := pass(state.StepRollback); !crashed {
+		t.Fatalf("crash at rollback: not crashed (%v)\n%s", out, log)
+	}
+	if crashed, out, log := pass(""); crashed || out != agent.Failed {
+		t.Fatalf("after crash at rollback: crashed=%v %v, want rolled back\n%s", crashed, out, log)
+	}
+	c, s := h.container(), h.side()
+	if !c.Running || !s.Running || c.ImageID != h.images[v%2] || h.conf() != good || h.sideConf() != goodSide {
+		t.Fatalf("after rollback: app running=%v image %s (want %s) side running=%v files %q %q, want %q %q",
+			c.Running, c.ImageID, h.images[v%2], s.Running, h.conf(), h.sideConf(), good, goodSide)
+	}
+}

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -45,22 +47,51 @@ func (d dockerNetworks) Connect(ctx context.Context, network, container, ip stri
 // that holds another address itself.
 func (d dockerNetworks) Disconnect(context.Context, string, string) error { return nil }
 
-// ensureAttached makes the node's container hold its overlay address.
+// attachedContainers returns the names of the node's containers that hold
+// its overlay address (its attached services).
+func attachedContainers(rn *schema.ReleaseNode) []string {
+	var out []string
+	for _, u := range rn.Units() {
+		if u.Attach {
+			out = append(out, u.Container.Name)
+		}
+	}
+	return out
+}
+
+// ensureAttached makes the node's attached containers hold its overlay
+// address; it returns the first one's attachment.
 func (a *Agent) ensureAttached(ctx context.Context, rn *schema.ReleaseNode) (attach.Attachment, error) {
+	var first attach.Attachment
+	var errs []error
+	for i, name := range attachedContainers(rn) {
+		at, err := a.ensureAttachedTo(ctx, rn, name)
+		if i == 0 {
+			first = at
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return first, errors.Join(errs...)
+}
+
+// ensureAttachedTo makes container name hold the node's overlay address.
+func (a *Agent) ensureAttachedTo(ctx context.Context, rn *schema.ReleaseNode, name string) (attach.Attachment, error) {
 	if rn.Network.Driver == schema.DriverNone || rn.Network.Driver == "" {
 		return attach.Attachment{Attached: true}, nil
 	}
 	d := a.driver(rn.Network)
-	cur, err := d.Check(ctx, rn.Container.Name)
+	cur, err := d.Check(ctx, name)
 	if err == nil && hasAddress(cur, rn.Network.Address) {
 		return cur, nil
 	}
-	got, err := d.Ensure(ctx, rn.Container.Name, rn.Network.Address)
+	got, err := d.Ensure(ctx, name, rn.Network.Address)
 	if err != nil {
-		return got, fmt.Errorf("attach %s to %s: %w", rn.Network.Address, rn.Container.Name, err)
+		return got, fmt.Errorf("attach %s to %s: %w", rn.Network.Address, name, err)
 	}
 	a.metrics.Reattachments.WithLabelValues(rn.Name).Inc()
-	a.log.Info("network address attached", "node", rn.Name, "container", rn.Container.Name, "address", rn.Network.Address, "driver", rn.Network.Driver)
+	a.log.Info("network address attached", "node", rn.Name, "container", name, "address", rn.Network.Address, "driver", rn.Network.Driver)
 	return got, nil
 }
 
@@ -87,27 +118,32 @@ func (r execRunner) Exec(ctx context.Context, argv []string, timeout time.Durati
 	return res.Output, res.ExitCode, err
 }
 
-func clusterSpec(rn *schema.ReleaseNode) cluster.Spec {
-	c := rn.Container.Cluster
+func clusterSpec(c *schema.Cluster) cluster.Spec {
 	return cluster.Spec{Show: c.Show, Format: c.Format, Join: c.Join, Self: c.Self}
 }
 
-// clusterView reads the node's cluster view.
+// clusterView reads the node's cluster view from its clustered service.
 func (a *Agent) clusterView(ctx context.Context, rn *schema.ReleaseNode) (cluster.View, error) {
-	return cluster.Check(ctx, execRunner{a.eng, rn.Container.Name}, clusterSpec(rn))
+	u, ok := rn.Clustered()
+	if !ok {
+		return cluster.View{}, nil
+	}
+	return cluster.Check(ctx, execRunner{a.eng, u.Container.Name}, clusterSpec(u.Container.Cluster))
 }
 
 // ensureCluster joins the node to its cluster when it is not a member.
 func (a *Agent) ensureCluster(ctx context.Context, rn *schema.ReleaseNode) (cluster.View, error) {
-	if rn.Container.Cluster == nil {
+	u, ok := rn.Clustered()
+	if !ok {
 		return cluster.View{}, nil
 	}
-	r := execRunner{a.eng, rn.Container.Name}
-	v, err := cluster.Check(ctx, r, clusterSpec(rn))
-	if err == nil && (v.Joined || len(rn.Container.Cluster.Join) == 0) {
+	c := u.Container.Cluster
+	r := execRunner{a.eng, u.Container.Name}
+	v, err := cluster.Check(ctx, r, clusterSpec(c))
+	if err == nil && (v.Joined || len(c.Join) == 0) {
 		return v, nil
 	}
-	v, err = cluster.Ensure(ctx, r, clusterSpec(rn), a.joinBackoff)
+	v, err = cluster.Ensure(ctx, r, clusterSpec(c), a.joinBackoff)
 	if err != nil {
 		return v, fmt.Errorf("cluster: %w", err)
 	}
@@ -118,7 +154,7 @@ func (a *Agent) ensureCluster(ctx context.Context, rn *schema.ReleaseNode) (clus
 // managed tracks the nodes' current release entries for the watcher.
 type managed struct {
 	mu    sync.Mutex
-	nodes map[string]*schema.ReleaseNode // by container name
+	nodes map[string]*schema.ReleaseNode // by the name of each of its containers
 }
 
 func (m *managed) set(rn *schema.ReleaseNode) {
@@ -127,7 +163,14 @@ func (m *managed) set(rn *schema.ReleaseNode) {
 	if m.nodes == nil {
 		m.nodes = map[string]*schema.ReleaseNode{}
 	}
-	m.nodes[rn.Container.Name] = rn
+	for name, old := range m.nodes {
+		if old.Name == rn.Name {
+			delete(m.nodes, name) // its containers may have been renamed
+		}
+	}
+	for _, u := range rn.Units() {
+		m.nodes[u.Container.Name] = rn
+	}
 }
 
 func (m *managed) get(container string) *schema.ReleaseNode {
@@ -152,7 +195,9 @@ func (m *managed) all() []*schema.ReleaseNode {
 	defer m.mu.Unlock()
 	out := make([]*schema.ReleaseNode, 0, len(m.nodes))
 	for _, rn := range m.nodes {
-		out = append(out, rn)
+		if !slices.Contains(out, rn) {
+			out = append(out, rn)
+		}
 	}
 	return out
 }
@@ -172,7 +217,7 @@ func (a *Agent) loadManaged() {
 		return
 	}
 	for _, n := range a.cfg.Nodes {
-		if rn, ok := rel.Node(n.Name); ok && oneService(rn) == nil {
+		if rn, ok := rel.Node(n.Name); ok {
 			a.managed.set(rn)
 		}
 	}
@@ -189,7 +234,9 @@ func (a *Agent) Watch(ctx context.Context) {
 	for ctx.Err() == nil {
 		evs, errs := a.eng.Events(ctx)
 		for _, rn := range a.managed.all() {
-			a.reattach(ctx, rn)
+			for _, name := range attachedContainers(rn) {
+				a.reattach(ctx, rn, name)
+			}
 		}
 	stream:
 		for {
@@ -202,7 +249,7 @@ func (a *Agent) Watch(ctx context.Context) {
 					continue
 				}
 				if rn := a.managed.get(ev.Name); rn != nil {
-					a.reattach(ctx, rn)
+					a.reattach(ctx, rn, ev.Name)
 				}
 			case err := <-errs:
 				if ctx.Err() == nil {
@@ -218,15 +265,18 @@ func (a *Agent) Watch(ctx context.Context) {
 	}
 }
 
-func (a *Agent) reattach(ctx context.Context, rn *schema.ReleaseNode) {
+func (a *Agent) reattach(ctx context.Context, rn *schema.ReleaseNode, name string) {
 	if rn.Network.Driver == schema.DriverNone || rn.Network.Driver == "" {
 		return
 	}
-	cs, found, err := a.eng.Inspect(ctx, rn.Container.Name)
+	if !slices.Contains(attachedContainers(rn), name) {
+		return
+	}
+	cs, found, err := a.eng.Inspect(ctx, name)
 	if err != nil || !found || !cs.Running {
 		return
 	}
-	if _, err := a.ensureAttached(ctx, rn); err != nil {
+	if _, err := a.ensureAttachedTo(ctx, rn, name); err != nil {
 		a.log.Error("re-attach failed", "node", rn.Name, "err", err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/schema"
 )
@@ -34,10 +35,6 @@ func (a *Agent) Plan(ctx context.Context, w io.Writer) error {
 
 func (a *Agent) planNode(ctx context.Context, w io.Writer, t *target, ns *state.Node, rn *schema.ReleaseNode) error {
 	rel := t.v.Release
-	if err := oneService(rn); err != nil {
-		fmt.Fprintf(w, "node %s: %v\n", rn.Name, err)
-		return nil
-	}
 	var applied int64
 	if ns != nil {
 		applied = ns.Applied
@@ -46,52 +43,79 @@ func (a *Agent) planNode(ctx context.Context, w io.Writer, t *target, ns *state.
 			return nil
 		}
 	}
-	spec, err := containerSpec(rel, rn)
-	if err != nil {
-		return err
-	}
 	var actions []string
-	has, err := a.eng.HasImage(ctx, spec.Image)
-	if err != nil {
-		return err
+	units := rn.Units()
+	specs := make([]engine.ContainerSpec, len(units))
+	loaded := map[string]bool{}
+	for k := range units {
+		spec, err := containerSpec(rel, rn, &units[k])
+		if err != nil {
+			return err
+		}
+		specs[k] = spec
+		if loaded[spec.Image] {
+			continue
+		}
+		loaded[spec.Image] = true
+		has, err := a.eng.HasImage(ctx, spec.Image)
+		if err != nil {
+			return err
+		}
+		if !has {
+			actions = append(actions, servicePrefix(&units[k])+"load image "+units[k].Image+" "+spec.Image)
+		}
 	}
-	if !has {
-		actions = append(actions, "load image "+rn.Image+" "+spec.Image)
-	}
-	changedFiles := 0
+	changed := map[string]bool{} // services whose files differ
 	for _, f := range rn.Files {
 		if _, err := a.files().Lstat(f.Target); err != nil {
 			actions = append(actions, "create "+f.Target)
-			changedFiles++
+			changed[f.Service] = true
 		} else if !a.fileMatches(t.v.Commit, rn, f) {
 			actions = append(actions, "replace "+f.Target)
-			changedFiles++
+			changed[f.Service] = true
 		}
 	}
-	cs, found, err := a.eng.Inspect(ctx, rn.Container.Name)
-	if err != nil {
-		return err
-	}
-	switch {
-	case !found:
-		actions = append(actions, "create container "+rn.Container.Name)
-	case cs.ImageID != spec.Image || cs.Labels[LabelSpec] != spec.Labels[LabelSpec]:
-		actions = append(actions, "recreate container "+rn.Container.Name+" (previous kept for rollback)")
-	case changedFiles > 0 && rn.Container.Reload.Action != schema.ReloadNone:
-		actions = append(actions, "reload container "+rn.Container.Name+" ("+rn.Container.Reload.Action+")")
-	case !cs.Running:
-		actions = append(actions, "start container "+rn.Container.Name)
+	var checks []string
+	for k, u := range units {
+		spec, prefix := specs[k], servicePrefix(&u)
+		// A one-service node reloads whenever its files change; a service
+		// among several when its own files do.
+		reload := changed[u.Name] || (len(rn.Services) == 0 && len(changed) > 0)
+		name := u.Container.Name
+		cs, found, err := a.eng.Inspect(ctx, name)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !found:
+			actions = append(actions, prefix+"create container "+name)
+		case cs.ImageID != spec.Image || cs.Labels[LabelSpec] != spec.Labels[LabelSpec]:
+			actions = append(actions, prefix+"recreate container "+name+" (previous kept for rollback)")
+		case reload && u.Container.Reload.Action != schema.ReloadNone:
+			actions = append(actions, prefix+"reload container "+name+" ("+u.Container.Reload.Action+")")
+		case !cs.Running:
+			actions = append(actions, prefix+"start container "+name)
+		}
+		if len(u.Container.Health.Command) > 0 {
+			checks = append(checks, prefix+"check health: "+fmt.Sprint(u.Container.Health.Command))
+		}
 	}
 	if len(actions) == 0 {
 		fmt.Fprintf(w, "node %s: up to date on release %d\n", rn.Name, rel.Version)
 		return nil
 	}
-	if len(rn.Container.Health.Command) > 0 {
-		actions = append(actions, "check health: "+fmt.Sprint(rn.Container.Health.Command))
-	}
+	actions = append(actions, checks...)
 	fmt.Fprintf(w, "node %s: release %d → %d\n", rn.Name, applied, rel.Version)
 	for _, s := range actions {
 		fmt.Fprintf(w, "  %s\n", s)
 	}
 	return nil
+}
+
+// servicePrefix names a service in plan lines ("" for a one-service node).
+func servicePrefix(u *schema.NodeService) string {
+	if u.Name == "" {
+		return ""
+	}
+	return "service " + u.Name + ": "
 }

@@ -100,53 +100,79 @@ func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int6
 		}
 		st.Files = append(st.Files, schema.StatusFile{Target: f.Target, SHA256: sum})
 	}
-	if rn.Container == nil {
-		// A node of services is not applied by this agent (oneService).
-		st.Container.State = "missing"
-		errs = append(errs, oneService(rn).Error())
-		st.LastError = bound(strings.Join(errs, "; "), schema.MaxStringLen)
-		return st
-	}
-	cs, found, err := a.eng.Inspect(ctx, rn.Container.Name)
-	switch {
-	case err != nil:
-		st.Container.State = "missing"
-		errs = append(errs, err.Error())
-	case !found:
-		st.Container.State = "missing"
-	default:
-		st.Container.ID, st.Image = cs.ID, cs.ImageID
-		st.Container.State = cs.Status
-		if !slices.Contains(schema.ContainerStates, cs.Status) {
-			st.Container.State = "dead"
-		}
-		if !cs.StartedAt.IsZero() {
-			t := cs.StartedAt.UTC().Truncate(time.Second)
-			st.Container.StartedAt = &t
-		}
-	}
-	if found && cs.Running {
-		if at, err := a.driver(rn.Network).Check(ctx, rn.Container.Name); err == nil {
-			st.Network.Attached = rn.Network.Driver == schema.DriverNone || rn.Network.Driver == "" || hasAddress(at, rn.Network.Address)
-		} else {
+	units := rn.Units()
+	primary := primaryUnit(units)
+	var unhealthy []string
+	for k := range units {
+		u := &units[k]
+		var sv schema.StatusService
+		sv.Name = u.Name
+		cs, found, err := a.eng.Inspect(ctx, u.Container.Name)
+		switch {
+		case err != nil:
+			sv.Container.State = "missing"
 			errs = append(errs, err.Error())
+		case !found:
+			sv.Container.State = "missing"
+		default:
+			sv.Container.ID, sv.Image = cs.ID, cs.ImageID
+			sv.Container.State = cs.Status
+			if !slices.Contains(schema.ContainerStates, cs.Status) {
+				sv.Container.State = "dead"
+			}
+			if !cs.StartedAt.IsZero() {
+				t := cs.StartedAt.UTC().Truncate(time.Second)
+				sv.Container.StartedAt = &t
+			}
 		}
-		herr := a.check(ctx, rn.Container.Name, rn.Container.Health, 10*time.Second)
-		st.Health.OK = herr == nil
-		st.Health.CheckedAt = &now
-		if herr != nil {
-			st.Health.Output = bound(herr.Error(), schema.MaxOutputLen)
+		if found && cs.Running {
+			herr := a.check(ctx, u.Container.Name, u.Container.Health, 10*time.Second)
+			sv.Health.OK = herr == nil
+			sv.Health.CheckedAt = &now
+			if herr != nil {
+				sv.Health.Output = bound(herr.Error(), schema.MaxServiceOutputLen)
+				if u.Name != "" {
+					unhealthy = append(unhealthy, "service "+u.Name+": "+herr.Error())
+				} else {
+					unhealthy = append(unhealthy, herr.Error())
+				}
+			}
+		} else if u.Name != "" {
+			unhealthy = append(unhealthy, "service "+u.Name+": container "+sv.Container.State)
 		}
-		if rn.Container.Cluster != nil {
-			v, err := a.clusterView(ctx, rn)
-			if err != nil {
+		if k != primary {
+			if len(rn.Services) > 0 {
+				st.Services = append(st.Services, sv)
+			}
+			continue
+		}
+		st.Container, st.Image = sv.Container, sv.Image
+		if found && cs.Running {
+			if at, err := a.driver(rn.Network).Check(ctx, u.Container.Name); err == nil {
+				st.Network.Attached = rn.Network.Driver == schema.DriverNone || rn.Network.Driver == "" || hasAddress(at, rn.Network.Address)
+			} else {
 				errs = append(errs, err.Error())
 			}
-			st.Cluster.Joined = v.Joined
-			for _, m := range v.Members {
-				st.Cluster.Members = append(st.Cluster.Members, schema.StatusMember{Node: m.Node, Running: m.Running})
+			st.Health.CheckedAt = &now
+			if u.Container.Cluster != nil {
+				v, err := a.clusterView(ctx, rn)
+				if err != nil {
+					errs = append(errs, err.Error())
+				}
+				st.Cluster.Joined = v.Joined
+				for _, m := range v.Members {
+					st.Cluster.Members = append(st.Cluster.Members, schema.StatusMember{Node: m.Node, Running: m.Running})
+				}
 			}
 		}
+		if len(rn.Services) > 0 {
+			st.Services = append(st.Services, sv)
+		}
+	}
+	// The node is healthy when every service is.
+	st.Health.OK = st.Health.CheckedAt != nil && len(unhealthy) == 0
+	if len(unhealthy) > 0 {
+		st.Health.Output = bound(strings.Join(unhealthy, "; "), schema.MaxOutputLen)
 	}
 	st.LastError = bound(strings.Join(errs, "; "), schema.MaxStringLen)
 	return st
@@ -157,6 +183,23 @@ func bound(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n-3], "") + "..."
+}
+
+// primaryUnit is the index of the service whose container a status report
+// names at its top level: the clustered one, else the first attached, else
+// the first.
+func primaryUnit(units []schema.NodeService) int {
+	for k := range units {
+		if units[k].Container.Cluster != nil {
+			return k
+		}
+	}
+	for k := range units {
+		if units[k].Attach {
+			return k
+		}
+	}
+	return 0
 }
 
 // Status writes, for every node of this host, the report it would send now

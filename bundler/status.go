@@ -199,8 +199,8 @@ func statusSeenRef(node string) string { return "refs/pullship/status-seen/" + n
 func buildMatrix(rel *schema.Release, nodes []bundle.NodeReport) Matrix {
 	alias := map[string]string{} // member name → node name
 	for _, n := range rel.Nodes {
-		if c := n.Container.Cluster; c != nil && c.Self != "" {
-			alias[c.Self] = n.Name
+		if u, ok := n.Clustered(); ok && u.Container.Cluster.Self != "" {
+			alias[u.Container.Cluster.Self] = n.Name
 		}
 	}
 	name := func(member string) string {
@@ -213,7 +213,7 @@ func buildMatrix(rel *schema.Release, nodes []bundle.NodeReport) Matrix {
 	cols := map[string]int{}
 	// Fleet nodes first, in release order, so the diagonal lines up.
 	for _, n := range rel.Nodes {
-		if n.Container.Cluster != nil && n.Container.Cluster.Self != "" {
+		if u, ok := n.Clustered(); ok && u.Container.Cluster.Self != "" {
 			cols[n.Name] = len(m.Columns)
 			m.Columns = append(m.Columns, n.Name)
 		}
@@ -351,6 +351,10 @@ func flattenReport(nr *bundle.NodeReport) {
 	}
 	for i := range s.Cluster.Members {
 		s.Cluster.Members[i].Node = Flatten(s.Cluster.Members[i].Node)
+	}
+	for i := range s.Services {
+		sv := &s.Services[i]
+		sv.Name, sv.Image, sv.Container.State, sv.Health.Output = Flatten(sv.Name), Flatten(sv.Image), Flatten(sv.Container.State), Flatten(sv.Health.Output)
 	}
 }
 

@@ -31,7 +31,23 @@ type Status struct {
 	Network         StatusNetwork   `toml:"network"`
 	Health          StatusHealth    `toml:"health"`
 	Cluster         StatusCluster   `toml:"cluster"`
+	// Services are a node of several services' containers, in start order
+	// (absent for a one-service node). Container and Image above are then
+	// the clustered service's (else the first attached one's), and Health
+	// is the node's: OK only when every service is healthy.
+	Services []StatusService `toml:"service,omitempty"`
 }
+
+// StatusService is one service of a node as the host runs it.
+type StatusService struct {
+	Name      string          `toml:"name"`
+	Image     string          `toml:"image,omitempty"` // running image ID "sha256:<hex>"
+	Container StatusContainer `toml:"container"`
+	Health    StatusHealth    `toml:"health"` // output at most MaxServiceOutputLen
+}
+
+// MaxServiceOutputLen bounds the health output of one service in a report.
+const MaxServiceOutputLen = 1024
 
 // StatusFile is the digest of one file as found on the host.
 type StatusFile struct {
@@ -157,22 +173,37 @@ func (s *Status) Validate() error {
 			}
 		}
 	}
-	c := &s.Container
-	if c.ID != "" {
-		if err := checkHex64("container: id", c.ID); err != nil {
+	if err := s.Container.validate("container"); err != nil {
+		return err
+	}
+	if len(s.Services) > MaxServices {
+		return fmt.Errorf("%d services, at most %d allowed", len(s.Services), MaxServices)
+	}
+	services := map[string]bool{}
+	for _, sv := range s.Services {
+		if err := CheckName(sv.Name); err != nil {
+			return fmt.Errorf("service: %w", err)
+		}
+		if services[sv.Name] {
+			return fmt.Errorf("service %q: listed twice", sv.Name)
+		}
+		services[sv.Name] = true
+		what := fmt.Sprintf("service %q", sv.Name)
+		if sv.Image != "" {
+			if err := checkDigest(what+": image", sv.Image); err != nil {
+				return err
+			}
+		}
+		if err := sv.Container.validate(what + ": container"); err != nil {
 			return err
 		}
-	}
-	known := false
-	for _, st := range ContainerStates {
-		known = known || c.State == st
-	}
-	if !known {
-		return fmt.Errorf("container: state %q: want one of %v", c.State, ContainerStates)
-	}
-	if c.StartedAt != nil {
-		if err := checkUTC("container: started_at", *c.StartedAt); err != nil {
+		if err := checkString(what+": health: output", sv.Health.Output, MaxServiceOutputLen); err != nil {
 			return err
+		}
+		if sv.Health.CheckedAt != nil {
+			if err := checkUTC(what+": health: checked_at", *sv.Health.CheckedAt); err != nil {
+				return err
+			}
 		}
 	}
 	n := &s.Network
@@ -207,6 +238,27 @@ func (s *Status) Validate() error {
 			return fmt.Errorf("cluster: member %q listed twice", m.Node)
 		}
 		members[m.Node] = true
+	}
+	return nil
+}
+
+func (c *StatusContainer) validate(what string) error {
+	if c.ID != "" {
+		if err := checkHex64(what+": id", c.ID); err != nil {
+			return err
+		}
+	}
+	known := false
+	for _, st := range ContainerStates {
+		known = known || c.State == st
+	}
+	if !known {
+		return fmt.Errorf("%s: state %q: want one of %v", what, c.State, ContainerStates)
+	}
+	if c.StartedAt != nil {
+		if err := checkUTC(what+": started_at", *c.StartedAt); err != nil {
+			return err
+		}
 	}
 	return nil
 }

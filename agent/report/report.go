@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -221,7 +222,8 @@ func (r *Reporter) readReport(commit plumbing.Hash) (*schema.Status, plumbing.Ha
 }
 
 // IsHeartbeat reports whether next says nothing prev did not: the two are
-// equal but for sequence, time and health.checked_at.
+// equal but for sequence, time and health.checked_at (the node's and its
+// services').
 func IsHeartbeat(prev, next *schema.Status) bool {
 	a, b := *prev, *next
 	// Compare canonical encodings: times decoded from TOML and times made
@@ -230,6 +232,10 @@ func IsHeartbeat(prev, next *schema.Status) bool {
 		s.Sequence = 1
 		s.Time = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 		s.Health.CheckedAt = nil
+		s.Services = slices.Clone(s.Services)
+		for i := range s.Services {
+			s.Services[i].Health.CheckedAt = nil
+		}
 	}
 	ea, erra := a.Encode()
 	eb, errb := b.Encode()

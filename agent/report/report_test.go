@@ -329,4 +329,23 @@ func TestIsHeartbeat(t *testing.T) {
 	if IsHeartbeat(a, b) {
 		t.Fatal("cluster change is a heartbeat")
 	}
+
+	// A node of services: each service's check time is a heartbeat's too,
+	// its state is not.
+	sv := func(at time.Time, state string) []schema.StatusService {
+		return []schema.StatusService{{Name: "hook", Container: schema.StatusContainer{State: state},
+			Health: schema.StatusHealth{OK: true, CheckedAt: &at}}}
+	}
+	a, b = status("eu", 1, t0), status("eu", 1, t0.Add(time.Hour))
+	a.Services, b.Services = sv(t0, "running"), sv(t0.Add(time.Hour), "running")
+	if !IsHeartbeat(a, b) {
+		t.Fatal("services' check times alone make no report")
+	}
+	if a.Services[0].Health.CheckedAt.Equal(*b.Services[0].Health.CheckedAt) {
+		t.Fatal("IsHeartbeat changed its arguments")
+	}
+	b.Services = sv(t0, "exited")
+	if IsHeartbeat(a, b) {
+		t.Fatal("a service's container state change is a heartbeat")
+	}
 }

@@ -35,11 +35,15 @@ type State struct {
 
 // Node is what one node has applied.
 type Node struct {
-	Applied        int64     `toml:"applied"`
-	ManifestSHA256 string    `toml:"manifest_sha256"`
-	Image          string    `toml:"image"`
-	PrevImage      string    `toml:"prev_image"` // the image before, kept for a manual rollback
-	AppliedAt      time.Time `toml:"applied_at"`
+	Applied        int64  `toml:"applied"`
+	ManifestSHA256 string `toml:"manifest_sha256"`
+	Image          string `toml:"image"`
+	PrevImage      string `toml:"prev_image"` // the image before, kept for a manual rollback
+	// Images and PrevImages are every image of a node of several services
+	// (Image and PrevImage then name the first's).
+	Images     []string  `toml:"images,omitempty"`
+	PrevImages []string  `toml:"prev_images,omitempty"`
+	AppliedAt  time.Time `toml:"applied_at"`
 	// Failed is the newest version that failed its health check here and
 	// was rolled back; it is not retried until a newer release arrives.
 	Failed      int64  `toml:"failed"`
@@ -60,6 +64,27 @@ type Journal struct {
 	Recreate bool `toml:"recreate"`
 	// Files are the node files this apply replaces, with their backups.
 	Files []FileBackup `toml:"file"`
+	// Services are the node's containers this apply recreates or reloads,
+	// in start order (one for a one-service node, which also fills the
+	// fields above); rollback undoes them in reverse. A journal without
+	// them was written by an agent that knew one container per node.
+	Services []ServiceJournal `toml:"service,omitempty"`
+}
+
+// ServiceJournal is what an apply does to one service's container, and
+// what restores it.
+type ServiceJournal struct {
+	Name      string `toml:"name"`      // the service ("" for a one-service node)
+	Container string `toml:"container"` // the container's name
+	// PrevImage and PrevContainer describe what ran before, to roll back to.
+	PrevImage     string `toml:"prev_image"`
+	PrevContainer string `toml:"prev_container"`
+	// Recreate: the container is replaced (the previous one kept, renamed,
+	// until every service is healthy). Otherwise, Reload: it is reloaded
+	// because its files changed, and reloaded again if they are restored.
+	Recreate bool          `toml:"recreate"`
+	Reload   bool          `toml:"reload"`
+	Action   schema.Reload `toml:"action"` // its reload action (the release's)
 }
 
 // FileBackup is one replaced file: Backup holds the previous content when
@@ -69,6 +94,8 @@ type FileBackup struct {
 	Backup  string `toml:"backup"`
 	Existed bool   `toml:"existed"`
 	Mode    uint32 `toml:"mode"`
+	// Service is the service whose file it is ("" on a one-service node).
+	Service string `toml:"service,omitempty"`
 }
 
 // Step is an apply step, in order.

@@ -161,9 +161,47 @@ func printFleet(w io.Writer, f *bundler.Fleet, asJSON bool) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := printServices(w, f); err != nil {
+		return err
+	}
 	printWaves(w, f)
 	printMatrix(w, &f.Matrix)
 	return nil
+}
+
+// printServices lists, for the nodes of several services, each service's
+// image, container state and health.
+func printServices(w io.Writer, f *bundler.Fleet) error {
+	var tw *tabwriter.Writer
+	for _, n := range f.Nodes {
+		if n.Status == nil {
+			continue
+		}
+		for _, sv := range n.Status.Services {
+			if tw == nil {
+				fmt.Fprintln(w, "\nservices")
+				tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "  NODE\tSERVICE\tIMAGE\tHEALTH\tOUTPUT")
+			}
+			h := "fail"
+			if sv.Health.OK {
+				h = "ok"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s/%s\t%s\n", n.Node, sv.Name, dash(shortImage(sv.Image)), h, sv.Container.State, dash(oneLine(sv.Health.Output, 80)))
+		}
+	}
+	if tw == nil {
+		return nil
+	}
+	return tw.Flush()
+}
+
+// shortImage is an image ID's first 12 hex digits.
+func shortImage(id string) string {
+	if hex, ok := strings.CutPrefix(id, "sha256:"); ok && len(hex) > 12 {
+		return hex[:12]
+	}
+	return id
 }
 
 // printWaves shows the rollout of the release wave by wave and why a wave waits.

@@ -1,0 +1,298 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/pullship/pullship/agent"
+	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/image"
+	"github.com/pullship/pullship/schema"
+)
+
+// stack is one release of a two-service node: "side" starts first, "app"
+// depends on it. Images are tarball paths (host.image).
+type stack struct {
+	appImage, sideImage string
+	appConf, sideConf   string
+	appHealth           string // health argv of app (TOML array)
+}
+
+// sideName is the side service's container.
+func (h *host) sideName() string { return "pullship-test-" + h.node + "-side" }
+
+// releaseStack cuts a release of a [[service]] fleet running s on the host's
+// node.
+func (h *host) releaseStack(s stack) {
+	h.t.Helper()
+	dir := filepath.Join(h.env.Dir, "stack")
+	must(h.t, os.MkdirAll(dir, 0o755))
+	must(h.t, os.WriteFile(filepath.Join(dir, "app.tmpl"), []byte(s.appConf), 0o644))
+	must(h.t, os.WriteFile(filepath.Join(dir, "side.tmpl"), []byte(s.sideConf), 0o644))
+	must(h.t, os.WriteFile(filepath.Join(dir, "node.pub"), h.key.PubPEM, 0o644))
+	health := func(argv string) string {
+		return "health = { command = " + argv + ", expect = \"pong\", timeout = \"5s\", retries = 2, interval = \"200ms\" }"
+	}
+	fleet := fmt.Sprintf(`[[service]]
+name = "app"
+image = "pullship-test/ping:1"
+container = "pullship-test-{{.Node}}"
+depends_on = ["side"]
+entrypoint = ["/pingsrv"]
+reload = { action = "restart" }
+%s
+
+[[service]]
+name = "side"
+image = "pullship-test/side:1"
+container = "pullship-test-{{.Node}}-side"
+entrypoint = ["/pingsrv"]
+reload = { action = "restart" }
+%s
+
+[[template]]
+name = "app.conf"
+source = "app.tmpl"
+target = %q
+service = "app"
+
+[[template]]
+name = "side.conf"
+source = "side.tmpl"
+target = %q
+service = "side"
+
+[attach]
+driver = "none"
+
+[[node]]
+name = %q
+region = "test"
+wave = 1
+address = "10.0.0.1/24"
+status_key = "node.pub"
+`, health(s.appHealth), health(`["/pingsrv", "ping"]`), filepath.Join(h.etc, "app", "app.conf"), filepath.Join(h.etc, "side", "side.conf"), h.node)
+	h.fleet = filepath.Join(dir, "fleet.toml")
+	must(h.t, os.WriteFile(h.fleet, []byte(fleet), 0o644))
+	if _, err := h.env.Release.Release(context.Background(), bundler.ReleaseOptions{
+		Fleet:   h.fleet,
+		Images:  map[string]image.Source{"app": image.TarFile(s.appImage), "side": image.TarFile(s.sideImage)},
+		Signers: []signature.Signer{h.env.Key.Signer},
+	}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *host) side() engine.ContainerState {
+	cs, found, err := h.eng.Inspect(context.Background(), h.sideName())
+	if err != nil || !found {
+		h.t.Fatalf("side container: found=%v err=%v", found, err)
+	}
+	return cs
+}
+
+func (h *host) sideConf() string {
+	b, err := os.ReadFile(filepath.Join(h.etc, "side", "side.conf"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// cleanupSide removes the side container a Docker host made.
+func (h *host) cleanupSide() {
+	if !h.docker {
+		return
+	}
+	h.t.Cleanup(func() {
+		ctx := context.Background()
+		h.eng.Remove(ctx, h.sideName(), time.Second)
+		h.eng.Remove(ctx, h.sideName()+engine.PrevSuffix, time.Second)
+	})
+}
+
+// startOrder runs fn and returns the names of the containers started while
+// it ran, in the order the engine reports them, once want starts are seen.
+func (h *host) startOrder(want int, fn func()) []string {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	evs, _ := h.eng.Events(ctx)
+	fn()
+	var names []string
+	deadline := time.After(30 * time.Second)
+	for len(names) < want {
+		select {
+		case ev, ok := <-evs:
+			if !ok {
+				h.t.Fatalf("event stream ended after starts %v", names)
+			}
+			if ev.Action == "start" && strings.HasPrefix(ev.Name, "pullship-test-"+h.node) {
+				names = append(names, ev.Name)
+			}
+		case <-deadline:
+			h.t.Fatalf("saw starts %v, want %d", names, want)
+		}
+	}
+	return names
+}
+
+// TestServicesApplyReloadRecreateRollback: a node of two services applies
+// both in dependency order, a config change of one reloads only that one,
+// a new image of one recreates only that one, and a failed health check of
+// the second rolls both back (images, containers, files).
+func TestServicesApplyReloadRecreateRollback(t *testing.T) { testServices(t, newHost(t)) }
+
+// TestDockerServicesApplyReloadRecreateRollback is the same on the real
+// engine.
+func TestDockerServicesApplyReloadRecreateRollback(t *testing.T) {
+	h := newDockerHost(t)
+	h.cleanupSide()
+	testServices(t, h)
+}
+
+func testServices(t *testing.T, h *host) {
+	ping := `["/pingsrv", "ping"]`
+	imgA, imgS := h.image("a"), h.image("s1")
+	ctx := context.Background()
+
+	// Release 1: both images loaded, side started before app.
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 1\n", sideConf: "side 1\n", appHealth: ping})
+	var out agent.Outcome
+	var err error
+	order := h.startOrder(2, func() { out, err = h.once() })
+	if err != nil || out != agent.Converged {
+		t.Fatalf("first once: %v %v", out, err)
+	}
+	if order[0] != h.sideName() || order[1] != "pullship-test-"+h.node {
+		t.Fatalf("start order %v: want side before app", order)
+	}
+	app1, side1 := h.container(), h.side()
+	if !app1.Running || !side1.Running || app1.ImageID != h.images[0] || side1.ImageID != h.images[1] {
+		t.Fatalf("after release 1: app %+v side %+v", app1, side1)
+	}
+	if h.conf() != "app 1\n" || h.sideConf() != "side 1\n" {
+		t.Fatalf("files after release 1: %q %q", h.conf(), h.sideConf())
+	}
+	if out, err := h.once(); err != nil || out != agent.Nothing {
+		t.Fatalf("second once: %v %v", out, err)
+	}
+
+	// Release 2: only side's file changes: side restarts, app is untouched.
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 1\n", sideConf: "side 2\n", appHealth: ping})
+	plan := h.plan()
+	if !strings.Contains(plan, "  service side: reload container "+h.sideName()+" (restart)\n") ||
+		strings.Contains(plan, "service app: reload") || strings.Contains(plan, "recreate") ||
+		!strings.Contains(plan, "  service app: check health: [/pingsrv ping]\n") {
+		t.Fatalf("plan for a change of side's file:\n%s", plan)
+	}
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("side config once: %v %v", out, err)
+	}
+	app2, side2 := h.container(), h.side()
+	if side2.ID != side1.ID || !side2.StartedAt.After(side1.StartedAt) || h.sideConf() != "side 2\n" {
+		t.Fatalf("side not reloaded: %s→%s started %v→%v conf %q", side1.ID[:12], side2.ID[:12], side1.StartedAt, side2.StartedAt, h.sideConf())
+	}
+	if app2.ID != app1.ID || !app2.StartedAt.Equal(app1.StartedAt) {
+		t.Fatalf("app touched by a change of side's file: started %v→%v", app1.StartedAt, app2.StartedAt)
+	}
+
+	// Release 3: only app's image changes: app is recreated, side untouched.
+	imgB := h.image("b")
+	h.releaseStack(stack{appImage: imgB, sideImage: imgS, appConf: "app 1\n", sideConf: "side 2\n", appHealth: ping})
+	if plan := h.plan(); !strings.Contains(plan, "  service app: load image ping-1 "+h.images[2]+"\n") ||
+		!strings.Contains(plan, "  service app: recreate container pullship-test-"+h.node+" (previous kept for rollback)\n") ||
+		strings.Contains(plan, "service side: re") {
+		t.Fatalf("plan for a new image of app:\n%s", plan)
+	}
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("app image once: %v %v", out, err)
+	}
+	app3, side3 := h.container(), h.side()
+	if app3.ID == app2.ID || app3.ImageID != h.images[2] {
+		t.Fatalf("app not recreated on its new image: %+v", app3)
+	}
+	if side3.ID != side2.ID || !side3.StartedAt.Equal(side2.StartedAt) {
+		t.Fatalf("side touched by app's new image: started %v→%v", side2.StartedAt, side3.StartedAt)
+	}
+	if _, found, _ := h.eng.Inspect(ctx, "pullship-test-"+h.node+engine.PrevSuffix); found {
+		t.Fatal("previous app container left behind")
+	}
+
+	// Release 4: side gets a new image and file, app a new file and a
+	// failing health check. Side (first) is applied and healthy, app
+	// fails: both go back.
+	imgS2 := h.image("s2")
+	h.releaseStack(stack{appImage: imgB, sideImage: imgS2, appConf: "app 4\n", sideConf: "side 4\n", appHealth: `["/pingsrv", "exit", "1"]`})
+	out, err = h.once()
+	if out != agent.Failed || !errors.Is(err, agent.ErrRolledBack) || !strings.Contains(err.Error(), "service app: health check") {
+		t.Fatalf("unhealthy once: %v %v", out, err)
+	}
+	app4, side4 := h.container(), h.side()
+	if app4.ID != app3.ID || !app4.Running || side4.ID != side3.ID || !side4.Running || side4.ImageID != h.images[1] {
+		t.Fatalf("after rollback: app %s (want %s) side %s (want %s) on %s", app4.ID[:12], app3.ID[:12], side4.ID[:12], side3.ID[:12], side4.ImageID)
+	}
+	if h.conf() != "app 1\n" || h.sideConf() != "side 2\n" {
+		t.Fatalf("files after rollback: %q %q", h.conf(), h.sideConf())
+	}
+	for _, name := range []string{"pullship-test-" + h.node, h.sideName()} {
+		if _, found, _ := h.eng.Inspect(ctx, name+engine.PrevSuffix); found {
+			t.Fatalf("previous container of %s left behind after rollback", name)
+		}
+		res, err := h.eng.Exec(ctx, name, []string{"/pingsrv", "ping"}, 5*time.Second)
+		if err != nil || !strings.Contains(string(res.Output), "pong") {
+			t.Fatalf("%s does not answer after rollback: %q %v", name, res.Output, err)
+		}
+	}
+	// Not retried; the node's status names the failing service.
+	if out, err := h.once(); err != nil || out != agent.Nothing {
+		t.Fatalf("after rollback once: %v %v", out, err)
+	}
+	st := h.status()
+	if st.FailedVersion != 4 || !strings.Contains(st.LastError, "service app: health check") || len(st.Services) != 2 {
+		t.Fatalf("status after rollback: failed %d error %q services %+v", st.FailedVersion, st.LastError, st.Services)
+	}
+	// Reported in start order; side runs its previous image, healthy.
+	// (Health is checked as the newest accepted release says: app's
+	// check is the failing one.)
+	side, app := st.Services[0], st.Services[1]
+	if side.Name != "side" || app.Name != "app" || side.Container.State != "running" || app.Container.State != "running" ||
+		!side.Health.OK || side.Image != h.images[1] || app.Image != h.images[2] || app.Health.OK {
+		t.Errorf("services in the status: %+v", st.Services)
+	}
+}
+
+// status is the report the host's node would send now.
+func (h *host) status() *schema.Status {
+	h.t.Helper()
+	a := openAgent(h.t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
+	defer a.Close()
+	var b bytes.Buffer
+	must(h.t, a.Status(context.Background(), &b))
+	st, err := schema.ParseStatus("status", b.Bytes())
+	if err != nil {
+		h.t.Fatalf("%v\n%s", err, b.String())
+	}
+	return st
+}
+
+// plan is what pullship-agent plan prints now.
+func (h *host) plan() string {
+	h.t.Helper()
+	a := openAgent(h.t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
+	defer a.Close()
+	var b bytes.Buffer
+	must(h.t, a.Plan(context.Background(), &b))
+	return b.String()
+}
