@@ -271,7 +271,17 @@ func corruptChunk(t *testing.T, dir, oldID, newID string) string {
 	}
 	commit := gitOut(t, dir, "-c", "user.name=x", "-c", "user.email=x@x", "commit-tree", strings.TrimSpace(string(id)), "-m", "corrupted")
 	gitOut(t, dir, "update-ref", newTag, commit)
+	dropUnreachable(t, dir)
 	return name
+}
+
+// dropUnreachable removes the objects of the bare repository dir that no
+// ref reaches, as git gc does on a server: an agent asks for an image's
+// chunks by the ids the signed index gives, so a rewritten image tag only
+// matters once the objects it no longer names are gone.
+func dropUnreachable(t *testing.T, dir string) {
+	t.Helper()
+	gitOut(t, dir, "-c", "gc.reflogExpire=now", "-c", "gc.reflogExpireUnreachable=now", "gc", "-q", "--prune=now")
 }
 
 // TestAirGappedRoundTrip: release → pullship mirror origin → a directory

@@ -281,7 +281,7 @@ func (r *Repository) Release(ctx context.Context, o ReleaseOptions) (*ReleaseRes
 				ri.NewBytes += c.Size
 				newBytes += c.StoredSize()
 			}
-			tagCommit, err := imageTagCommit(objs, p.idx, created)
+			tagCommit, err := imageTagCommit(objs, p.idx)
 			if err != nil {
 				return nil, err
 			}
@@ -625,41 +625,20 @@ func releaseMessage(rel *schema.Release, changed []string) string {
 	return b.String()
 }
 
-// imageTagCommit adds the image tag's tree (every distinct chunk, named by
-// chunkEntryName) and a root commit to objs and returns the commit id.
-func imageTagCommit(objs *repo.ObjectStream, idx *schema.ImageIndex, when time.Time) (plumbing.Hash, error) {
-	chunks := bundle.NewChunkSet(idx).List()
-	entries := make([]repo.TreeEntry, 0, len(chunks))
-	seen := map[string]bool{}
-	for _, c := range chunks {
-		if seen[c.SHA256] {
-			continue
-		}
-		seen[c.SHA256] = true
-		// Git sends a tree's blobs in name order: the position prefix makes
-		// that the stream's order, so agents load while chunks arrive.
-		entries = append(entries, repo.TreeEntry{Name: chunkEntryName(len(entries), c.SHA256), Mode: filemode.Regular, ID: plumbing.NewHash(c.Blob)})
-	}
-	treeData, _, err := repo.EncodeTree(entries)
+// imageTagCommit adds the image tag's chain (bundle.Segments: each
+// segment's tree and commit, the tag pointing at the last) to objs and
+// returns the tag's commit id. The commits depend on the signed index
+// alone, so an agent can name each segment before it fetches any.
+func imageTagCommit(objs *repo.ObjectStream, idx *schema.ImageIndex) (plumbing.Hash, error) {
+	segs, err := bundle.Segments(idx)
 	if err != nil {
 		return plumbing.ZeroHash, err
 	}
-	tree := objs.AddBytes(plumbing.TreeObject, treeData)
-	who := repo.Signature{Name: "pullship", Email: "pullship@localhost", When: when}
-	data, id, err := repo.EncodeCommit(repo.Commit{Tree: tree, Author: who, Committer: who,
-		Message: fmt.Sprintf("image %s %s: %d chunks\n", idx.Name, idx.Digest, len(entries))})
-	if err != nil {
-		return plumbing.ZeroHash, err
+	for _, s := range segs {
+		objs.AddBytes(plumbing.TreeObject, s.TreeData)
+		objs.AddBytes(plumbing.CommitObject, s.CommitData)
 	}
-	objs.AddBytes(plumbing.CommitObject, data)
-	return id, nil
-}
-
-// chunkEntryName names a chunk in an image tag's tree: its rank of first
-// appearance in the stream, zero-padded so name order is stream order
-// (131 072 chunk references at most: 6 digits), then its sha256 hex.
-func chunkEntryName(rank int, sha string) string {
-	return fmt.Sprintf("%06d-%s", rank, sha)
+	return bundle.TagCommit(segs), nil
 }
 
 // MaxHistoryScan is how many past releases the bundler reads to learn which

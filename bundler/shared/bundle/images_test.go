@@ -25,8 +25,8 @@ import (
 // TestFetchImageOnlyNewChunks: a store holding v1 of an image fetches v2
 // (one small file changed), then v3 (the same files, every mtime new), from
 // stock git servers and from a directory remote; each time the objects the
-// store receives are the new image's new chunks, its tree and its commit:
-// nothing it held. v3's new chunks are its layer's header stream and the
+// store receives are the new image's new chunks and its tag's chain
+// (segment commits, the trees the store lacks): nothing it held. v3's new chunks are its layer's header stream and the
 // image's small files: no content chunk.
 func TestFetchImageOnlyNewChunks(t *testing.T) {
 	for _, server := range []string{"git-daemon", "http-backend", "directory"} {
@@ -89,9 +89,22 @@ func TestFetchImageOnlyNewChunks(t *testing.T) {
 						}
 					}
 				}
-				tag := gitOut(t, dir, "rev-parse", bundle.ImageTag(idx.Digest))
-				want[tag] = true
-				want[gitOut(t, dir, "rev-parse", tag+"^{tree}")] = true
+				// The tag's chain: every segment's commit, and the trees the
+				// previous image does not share.
+				segs, err := bundle.Segments(idx)
+				must(t, err)
+				prevSegs, err := bundle.Segments(prev)
+				must(t, err)
+				for _, s := range segs {
+					want[s.Commit.String()] = true
+					want[s.Tree.String()] = true
+				}
+				for _, s := range prevSegs {
+					delete(want, s.Tree.String())
+				}
+				if tag := gitOut(t, dir, "rev-parse", bundle.ImageTag(idx.Digest)); tag != bundle.TagCommit(segs).String() {
+					t.Fatalf("image tag at %s, its first segment is %s", tag, bundle.TagCommit(segs))
+				}
 				got := gittest.NewObjects(t, dir, before)
 				for id := range got {
 					if !want[id] {

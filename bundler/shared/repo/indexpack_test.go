@@ -181,7 +181,8 @@ func TestIndexPackMatchesGoGit(t *testing.T) {
 		if o.typ != plumbing.BlobObject {
 			continue
 		}
-		rc, err := openSpooled(pf, o, o.size)
+		o.src = &liveSpool{f: pf}
+		rc, err := NewLivePack(nil).openSpooled(o, o.size)
 		must(t, err)
 		b, err := io.ReadAll(rc)
 		must(t, err)

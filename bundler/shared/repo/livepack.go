@@ -38,15 +38,21 @@ const (
 // rebuild and load an image while its chunks still arrive, instead of
 // waiting for the whole pack.
 //
+// A LivePack follows every pack a fetch receives (an image tag's segments
+// come in one pack each): an object is readable from the pack that
+// brought it, from its spool while it arrives and from its installed
+// file once it is in the store (so a long fetch holds open files only for
+// the packs still arriving and the blobs being read).
+//
 // OpenBlob is safe to call from one goroutine while the fetch runs in
-// another. An object the pack does not carry is read from the store, but
-// only after [LivePack.Finish]: the store is not shared with the fetch.
+// another. An object no pack carries is read from the store, but only
+// after [LivePack.Finish]: the store is not shared with the fetch.
 type LivePack struct {
 	store *Store
 
 	mu      sync.Mutex
 	objs    map[plumbing.Hash]livePackObject
-	file    *os.File      // read handle on the spooled pack
+	spools  []*liveSpool  // the packs followed
 	changed chan struct{} // closed (and replaced) on every add and on Finish
 	done    bool
 	err     error
@@ -69,6 +75,39 @@ type livePackObject struct {
 	typ        plumbing.ObjectType
 	size       int64
 	dataOffset int64
+	src        *liveSpool
+}
+
+// liveSpool is one pack a LivePack follows: a read handle on its spool
+// while it is received or read, its installed path once it is in place.
+// Guarded by the LivePack's mu.
+type liveSpool struct {
+	f     *os.File
+	path  string // set once installed
+	users int    // readers of f
+}
+
+// liveObserver announces the objects of one pack.
+type liveObserver struct {
+	*LivePack
+	spool *liveSpool
+}
+
+func (o liveObserver) add(obj livePackObject, data []byte) {
+	obj.src = o.spool
+	o.LivePack.add(obj, data)
+}
+
+// installed says the pack is now at path: readers open it there, and the
+// spool's handle is closed once no reader uses it.
+func (o liveObserver) installed(path string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.spool.path = path
+	if o.spool.users == 0 && o.spool.f != nil {
+		o.spool.f.Close()
+		o.spool.f = nil
+	}
 }
 
 // NewLivePack returns a LivePack that falls back to st.
@@ -89,21 +128,22 @@ func (l *LivePack) StopReading() {
 	l.mu.Unlock()
 }
 
-// attach opens a read handle on the spool at path, whose objects add will
-// announce. A LivePack follows one pack.
-func (l *LivePack) attach(path string) error {
+// attach opens a read handle on the spool at path and returns the
+// observer that announces its objects.
+func (l *LivePack) attach(path string) (liveObserver, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return liveObserver{}, err
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.file != nil {
+	if l.done {
 		f.Close()
-		return errors.New("live pack: already receiving a pack")
+		return liveObserver{}, errors.New("live pack: the fetch is finished")
 	}
-	l.file = f
-	return nil
+	sp := &liveSpool{f: f}
+	l.spools = append(l.spools, sp)
+	return liveObserver{LivePack: l, spool: sp}, nil
 }
 
 // buffer lends a buffer for a blob's inflated content (capacities rounded
@@ -198,11 +238,14 @@ func (l *LivePack) Close() error {
 	l.cached, l.free, l.bufBytes = nil, nil, 0
 	l.readerDone = true
 	l.room.Broadcast()
-	if l.file == nil {
-		return nil
+	var err error
+	for _, sp := range l.spools {
+		if sp.f != nil {
+			err = errors.Join(err, sp.f.Close())
+			sp.f = nil
+		}
 	}
-	err := l.file.Close()
-	l.file = nil
+	l.spools = nil
 	return err
 }
 
@@ -217,7 +260,7 @@ func (l *LivePack) OpenBlob(ctx context.Context, id plumbing.Hash, size int64) (
 		if inCache && o.size == size {
 			delete(l.cached, id) // read once; a second read inflates again
 		}
-		f, done, ferr, changed := l.file, l.done, l.err, l.changed
+		done, ferr, changed := l.done, l.err, l.changed
 		l.mu.Unlock()
 		switch {
 		case inCache && o.size == size:
@@ -226,7 +269,7 @@ func (l *LivePack) OpenBlob(ctx context.Context, id plumbing.Hash, size int64) (
 			l.mu.Lock()
 			l.spoolReads++
 			l.mu.Unlock()
-			return openSpooled(f, o, size)
+			return l.openSpooled(o, size)
 		case done && ferr != nil:
 			return nil, fmt.Errorf("open blob %s: %w", id, ferr)
 		case done:
@@ -251,19 +294,61 @@ func (l *LivePack) OpenBlob(ctx context.Context, id plumbing.Hash, size int64) (
 	}
 }
 
-// openSpooled inflates a checked entry from the spool.
-func openSpooled(f *os.File, o livePackObject, size int64) (io.ReadCloser, error) {
+// openSpooled inflates a checked entry from its pack: through the spool's
+// handle while the pack is received, from its installed file after.
+func (l *LivePack) openSpooled(o livePackObject, size int64) (io.ReadCloser, error) {
 	if o.typ != plumbing.BlobObject {
 		return nil, fmt.Errorf("open blob %s: %w (a %s)", o.id, ErrNotFound, o.typ)
 	}
 	if o.size != size {
 		return nil, fmt.Errorf("open blob %s: %w", o.id, &SizeMismatchError{Declared: size, Got: min(o.size, size+1)})
 	}
+	sp := o.src
+	l.mu.Lock()
+	f, path := sp.f, sp.path
+	if f != nil {
+		sp.users++
+	}
+	l.mu.Unlock()
+	var done func() error
+	if f != nil {
+		done = func() error {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if sp.users--; sp.users == 0 && sp.path != "" && sp.f != nil {
+				sp.f.Close()
+				sp.f = nil
+			}
+			return nil
+		}
+	} else {
+		var err error
+		if f, err = os.Open(path); err != nil {
+			return nil, fmt.Errorf("open blob %s: %w", o.id, err)
+		}
+		done = f.Close
+	}
 	zr, err := zlib.NewReader(bufio.NewReaderSize(io.NewSectionReader(f, o.dataOffset, math.MaxInt64-o.dataOffset), 64<<10))
 	if err != nil {
+		done()
 		return nil, fmt.Errorf("open blob %s: %w", o.id, err)
 	}
-	return &exactReader{r: zr, left: size, id: o.id, size: size}, nil
+	return &spooledBlob{exactReader: exactReader{r: zr, left: size, id: o.id, size: size}, done: done}, nil
+}
+
+// spooledBlob is a blob read from a pack file; Close lets the file go.
+type spooledBlob struct {
+	exactReader
+	done func() error
+}
+
+func (b *spooledBlob) Close() error {
+	err := b.exactReader.Close()
+	if b.done != nil {
+		err = errors.Join(err, b.done())
+		b.done = nil
+	}
+	return err
 }
 
 // cachedBlob reads a blob the indexer inflated; Close gives its buffer back.

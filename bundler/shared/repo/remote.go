@@ -619,18 +619,7 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 	}
 	if len(wants) > 0 {
 		if r.dir != nil {
-			st := NewObjectStream(r.dir.openObject)
-			st.serial = true
-			var total int64
-			err = r.dir.walk(wants, local.HasObject, func(o Object) { st.Add(o); total += o.Size })
-			st.MarkPrecompressed(fr.Precompressed)
-			if err == nil && total > limit {
-				// The pack writer holds every object to its declared size.
-				err = fmt.Errorf("%w: %d bytes of objects, limit %d", ErrPackTooLarge, total, limit)
-			}
-			if err == nil {
-				err = local.Write(ctx, st)
-			}
+			err = r.copyFromDir(ctx, local, wants, limit, fr.Precompressed)
 		} else {
 			maxObjects := fr.MaxObjects
 			if maxObjects <= 0 {

@@ -161,11 +161,12 @@ func (s *Store) receivePack(r io.Reader, lim packLimits, live *LivePack) error {
 	}
 	defer tmp.Abort()
 	var obs packObserver
+	var lobs liveObserver
 	if live != nil {
-		if err := live.attach(tmp.Name()); err != nil {
+		if lobs, err = live.attach(tmp.Name()); err != nil {
 			return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 		}
-		obs = live
+		obs = lobs
 	}
 	spool := bufio.NewWriterSize(tmp.File, 256<<10)
 	sum, entries, err := indexPack(r, spool, lim, obs)
@@ -178,19 +179,25 @@ func (s *Store) receivePack(r io.Reader, lim packLimits, live *LivePack) error {
 	if err != nil {
 		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
+	base := filepath.Join(s.dir, "objects", "pack", "pack-"+sum.String())
 	if lim.wants == nil {
-		return s.install(tmp, sum, entries)
+		if err := s.install(tmp, sum, entries); err != nil {
+			return err
+		}
+	} else {
+		before := s.storage()
+		if err := s.install(tmp, sum, entries); err != nil {
+			return err
+		}
+		if err := s.checkWanted(before, entries, lim.wants); err != nil {
+			os.Remove(base + ".idx")
+			os.Remove(base + ".pack")
+			s.reload()
+			return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+		}
 	}
-	before := s.storage()
-	if err := s.install(tmp, sum, entries); err != nil {
-		return err
-	}
-	if err := s.checkWanted(before, entries, lim.wants); err != nil {
-		base := filepath.Join(s.dir, "objects", "pack", "pack-"+sum.String())
-		os.Remove(base + ".idx")
-		os.Remove(base + ".pack")
-		s.reload()
-		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+	if live != nil {
+		lobs.installed(base + ".pack")
 	}
 	return nil
 }

@@ -1,0 +1,183 @@
+package bundle_test
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/pullship/pullship/bundler/bundlertest"
+	"github.com/pullship/pullship/bundler/image/imagetest"
+	"github.com/pullship/pullship/bundler/shared/bundle"
+	"github.com/pullship/pullship/bundler/shared/chunks"
+	"github.com/pullship/pullship/bundler/shared/repo"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
+	"github.com/pullship/pullship/schema"
+)
+
+// TestFetchImageResumes: through a link that cuts every connection after
+// 6 MiB, an image of 24 MiB (six segments) arrives: each try keeps the
+// segments that came whole and the next one asks only for the rest, so no
+// byte comes twice beyond one segment per cut, and the image rebuilt from
+// what arrived has the layers the config names (sha256 = diff_ids).
+func TestFetchImageResumes(t *testing.T) {
+	for _, server := range []string{"git-daemon", "http-backend"} {
+		t.Run(server, func(t *testing.T) {
+			ctx := context.Background()
+			e := bundlertest.NewEnv(t)
+			fleet := bundlertest.WriteFleet(t, filepath.Join(e.Dir, "fleet"), bundlertest.Fleet{Image: "pullship-test/app:1",
+				Template: "a\n", Target: "/etc/app/app.conf", Nodes: []bundlertest.Node{{Name: "n1", Region: "r", Address: "10.0.0.1/24"}}})
+			big := imagetest.File{Path: "big", Size: 24 << 20, Content: func() io.Reader { return imagetest.Random(7, 24<<20) }}
+			img, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "v1.tar"), big)
+			e.Cut(t, fleet, img)
+
+			direct := gittest.HTTP(t, e.Dir, nil) + "/releases.git"
+			if server == "git-daemon" {
+				direct = gittest.Daemon(t, e.Dir).URL + "/releases.git"
+			}
+			u, err := url.Parse(direct)
+			must(t, err)
+			const cutEvery = 6 << 20
+			link, err := gittest.NewLink(u.Host, gittest.LinkOptions{CutEvery: cutEvery})
+			must(t, err)
+			t.Cleanup(link.Close)
+			rem, err := repo.Open(ctx, link.URL(direct), repo.Options{})
+			must(t, err)
+			st, err := repo.Init(t.TempDir())
+			must(t, err)
+			idx := newestImage(t, rem, st)
+			segs, err := bundle.Segments(idx)
+			must(t, err)
+			if len(segs) < 5 {
+				t.Fatalf("%d segments: the test needs an image of several", len(segs))
+			}
+			var packed, maxSeg int64
+			for _, s := range segs {
+				packed += s.Stored
+				maxSeg = max(maxSeg, bundle.SegmentPackLimit(s))
+			}
+
+			before := link.Down()
+			tries := 0
+			for {
+				tries++
+				// As the agent loads: the stream rebuilt while the
+				// segments arrive, each chunk read as soon as it is in.
+				live := repo.NewLivePack(st)
+				fetched := make(chan error, 1)
+				go func() {
+					err := bundle.FetchImage(ctx, rem, st, idx, live)
+					live.Finish(err)
+					fetched <- err
+				}()
+				lerr := layersMatch(idx, bundle.LiveChunks{Ctx: ctx, Pack: live})
+				live.StopReading()
+				err := <-fetched
+				live.Close()
+				if err == nil {
+					if lerr != nil {
+						t.Fatalf("try %d: the image arrived, its stream rebuilt as it came: %v", tries, lerr)
+					}
+					break
+				}
+				if !bundle.IsNetworkError(err) {
+					t.Fatalf("try %d: %v (not a network error)", tries, err)
+				}
+				t.Logf("try %d: %v", tries, err)
+				if tries == 10 {
+					t.Fatalf("no image after %d tries", tries)
+				}
+			}
+			fetched, cuts := link.Down()-before, link.Cuts()
+			t.Logf("%d tries, %d cuts, %d bytes fetched for %d packed (%.3f×)", tries, cuts, fetched, packed, float64(fetched)/float64(packed))
+			if cuts == 0 {
+				t.Fatalf("no cut: the link did not cut every %d bytes", cutEvery)
+			}
+			if bound := packed + packed/10 + cuts*maxSeg; fetched > bound {
+				t.Errorf("%d bytes fetched, more than packed + 10%% + one segment per cut (%d)", fetched, bound)
+			}
+			must(t, bundle.CheckChunks(ctx, st, idx))
+			if tag, err := st.Ref(bundle.ImageTag(idx.Digest)); err != nil || tag != bundle.TagCommit(segs) {
+				t.Fatalf("image tag at %s (%v), its first segment is %s", tag, err, bundle.TagCommit(segs))
+			}
+			checkLayers(t, idx, storeChunks{st})
+		})
+	}
+}
+
+// storeChunks reads chunks from a store.
+type storeChunks struct{ st *repo.Store }
+
+func (s storeChunks) Open(c schema.Chunk) (io.ReadCloser, error) {
+	rc, err := s.st.OpenBlob(plumbing.NewHash(c.Blob), c.StoredSize())
+	if err != nil {
+		return nil, err
+	}
+	return chunks.Decode(rc, c)
+}
+
+// checkLayers rebuilds the image's docker-save stream from src and checks
+// that each layer's sha256 is the diff_id its config names.
+func checkLayers(t *testing.T, idx *schema.ImageIndex, src chunks.Source) {
+	t.Helper()
+	if err := layersMatch(idx, src); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func layersMatch(idx *schema.ImageIndex, src chunks.Source) error {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(chunks.Rebuild(context.Background(), idx, src, pw, nil)) }()
+	defer pr.Close()
+	var manifest []struct {
+		Config string
+		Layers []string
+	}
+	var config struct {
+		RootFS struct {
+			DiffIDs []string `json:"diff_ids"`
+		} `json:"rootfs"`
+	}
+	layers := map[string]string{}
+	tr := tar.NewReader(pr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("rebuilt stream: %w", err)
+		}
+		switch {
+		case h.Name == "manifest.json":
+			err = json.NewDecoder(tr).Decode(&manifest)
+		case strings.HasSuffix(h.Name, ".json") && !strings.Contains(h.Name, "/"):
+			err = json.NewDecoder(tr).Decode(&config)
+		default:
+			sum := sha256.New()
+			_, err = io.Copy(sum, tr)
+			layers[h.Name] = "sha256:" + hex.EncodeToString(sum.Sum(nil))
+		}
+		if err != nil {
+			return fmt.Errorf("rebuilt stream: %s: %w", h.Name, err)
+		}
+	}
+	if len(manifest) != 1 || len(manifest[0].Layers) == 0 || len(manifest[0].Layers) != len(config.RootFS.DiffIDs) {
+		return fmt.Errorf("rebuilt stream: manifest %+v, diff_ids %v", manifest, config.RootFS.DiffIDs)
+	}
+	for i, l := range manifest[0].Layers {
+		if layers[l] != config.RootFS.DiffIDs[i] {
+			return fmt.Errorf("layer %s: sha256 %s, diff_id %s", l, layers[l], config.RootFS.DiffIDs[i])
+		}
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package gittest
+
+import (
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// LinkOptions describe the network a [Link] emulates. Zero values mean
+// "as loopback": no cap, no delay, no cut.
+type LinkOptions struct {
+	// CutEvery closes a connection once it carried this many bytes from
+	// the server (a link that drops every N bytes).
+	CutEvery int64
+	// ConnRate caps each connection's bytes per second from the server (a
+	// long-haul TCP connection gets a fraction of the link).
+	ConnRate int64
+	// LinkRate caps all connections' bytes per second from the server
+	// together (the link itself).
+	LinkRate int64
+	// Delay is added to each direction (a round trip costs 2 × Delay
+	// more). Bytes keep flowing meanwhile: it is latency, not a pause.
+	Delay time.Duration
+}
+
+// Link is a TCP proxy that makes loopback look like another network: a
+// rate cap per connection and for the whole link, added latency, and cuts
+// every N bytes. It counts what it carries, for tests and benchmarks.
+type Link struct {
+	Addr string // the proxy's host:port
+	o    LinkOptions
+	l    net.Listener
+	wg   sync.WaitGroup
+
+	down  atomic.Int64 // bytes carried from the server
+	cuts  atomic.Int64
+	conns atomic.Int64
+
+	linkMu   sync.Mutex
+	linkNext time.Time // when the link may carry the next byte
+
+	mu   sync.Mutex
+	open map[net.Conn]bool
+}
+
+// NewLink proxies the TCP address target (host:port).
+func NewLink(target string, o LinkOptions) (*Link, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	k := &Link{Addr: l.Addr().String(), o: o, l: l, open: map[net.Conn]bool{}}
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			k.conns.Add(1)
+			k.wg.Add(1)
+			go func() {
+				defer k.wg.Done()
+				k.serve(c, target)
+			}()
+		}
+	}()
+	return k, nil
+}
+
+// URL is rawURL (git:// or http://) with its host replaced by the link's.
+func (k *Link) URL(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return rawURL
+	}
+	u.Host = k.Addr
+	return u.String()
+}
+
+// Down is the bytes carried from the server so far; Cuts the connections
+// cut; Conns the connections accepted.
+func (k *Link) Down() int64  { return k.down.Load() }
+func (k *Link) Cuts() int64  { return k.cuts.Load() }
+func (k *Link) Conns() int64 { return k.conns.Load() }
+
+// Close stops the link, closes its connections and waits for them.
+func (k *Link) Close() {
+	k.l.Close()
+	k.mu.Lock()
+	for c := range k.open {
+		c.Close()
+	}
+	k.mu.Unlock()
+	k.wg.Wait()
+}
+
+func (k *Link) track(c net.Conn, on bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if on {
+		k.open[c] = true
+	} else {
+		delete(k.open, c)
+	}
+}
+
+func (k *Link) serve(c net.Conn, target string) {
+	s, err := net.Dial("tcp", target)
+	if err != nil {
+		c.Close()
+		return
+	}
+	k.track(c, true)
+	k.track(s, true)
+	defer func() {
+		c.Close()
+		s.Close()
+		k.track(c, false)
+		k.track(s, false)
+	}()
+	go k.pipe(c, s, false)
+	k.pipe(s, c, true) // the server's side ending (or a cut) ends the connection
+}
+
+// linkWait reserves n bytes of the link's rate.
+func (k *Link) linkWait(n int) {
+	if k.o.LinkRate <= 0 {
+		return
+	}
+	k.linkMu.Lock()
+	now := time.Now()
+	if k.linkNext.Before(now) {
+		k.linkNext = now
+	}
+	at := k.linkNext
+	k.linkNext = k.linkNext.Add(time.Duration(int64(n) * int64(time.Second) / k.o.LinkRate))
+	k.linkMu.Unlock()
+	time.Sleep(time.Until(at))
+}
+
+type piece struct {
+	data []byte
+	due  time.Time
+}
+
+// pipe copies src to dst: from the server (down) with the caps and cuts,
+// both ways with the delay.
+func (k *Link) pipe(src, dst net.Conn, down bool) {
+	line := make(chan piece, 256)
+	go func() {
+		defer close(line)
+		var carried int64
+		var next time.Time // when this connection may carry its next byte
+		for {
+			buf := make([]byte, 16<<10)
+			if down && k.o.CutEvery > 0 && int64(len(buf)) > k.o.CutEvery-carried {
+				buf = buf[:k.o.CutEvery-carried]
+			}
+			n, err := src.Read(buf)
+			if n > 0 {
+				if down {
+					if k.o.ConnRate > 0 {
+						now := time.Now()
+						if next.Before(now) {
+							next = now
+						}
+						time.Sleep(time.Until(next))
+						next = next.Add(time.Duration(int64(n) * int64(time.Second) / k.o.ConnRate))
+					}
+					k.linkWait(n)
+					carried += int64(n)
+				}
+				line <- piece{buf[:n], time.Now().Add(k.o.Delay)}
+			}
+			if down && k.o.CutEvery > 0 && carried >= k.o.CutEvery {
+				line <- piece{due: time.Now().Add(k.o.Delay)} // the cut, after what came before it
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	for p := range line {
+		time.Sleep(time.Until(p.due))
+		if p.data == nil {
+			k.cuts.Add(1)
+			break
+		}
+		if _, err := dst.Write(p.data); err != nil {
+			break
+		}
+		if down {
+			k.down.Add(int64(len(p.data)))
+		}
+	}
+	if tc, ok := dst.(*net.TCPConn); ok && !down {
+		tc.CloseWrite() // the client is done sending: so is the proxy
+	}
+	go func() {
+		for range line { // let the reader end
+		}
+	}()
+}
