@@ -45,7 +45,7 @@ func TestImageTagSegments(t *testing.T) {
 	var distinct []schema.Chunk
 	seen := map[string]bool{}
 	for _, en := range idx.Entries {
-		for _, c := range en.Chunks {
+		for _, c := range en.StreamChunks() {
 			if !seen[c.Blob] {
 				seen[c.Blob] = true
 				distinct = append(distinct, c)
