@@ -152,7 +152,7 @@ func (b *bench) runPeers() error {
 		fmt.Printf("v%d (%s) done\n", v+1, img.tag)
 	}
 	b.peerRows(res, dockerd != 0)
-	b.print()
+	bundlertest.PrintBench(os.Stdout, "pullship", b.rows)
 	fmt.Printf("\n%d CPUs; load average at start: %s, at end: %s (wall times are only comparable within one run)\n",
 		runtime.NumCPU(), b.load, loadavg())
 	return nil
