@@ -48,6 +48,11 @@ type step struct {
 	cpu       time.Duration
 	rss       int64 // client processes, KiB (GNU time: the biggest one)
 	engineRSS int64 // dockerd's peak VmRSS while the step ran, KiB (0: not sampled)
+	// CPU time of dockerd and of the server (registry, git-daemon) over
+	// the step, reaped children included (0: not measured).
+	engineCPU, serverCPU time.Duration
+	server               int           // the server's pid (0: none)
+	server0              time.Duration // its CPU time at the start
 	wire      wire
 	// The agent's image fetch (its biggest git connection), relative to its start.
 	fetchStart, fetchEnd time.Duration
@@ -213,12 +218,32 @@ func (b *bench) loaded(img peerImage, ref string) error {
 	return nil
 }
 
-// timedStep runs a command under GNU time while sampling dockerd.
-func (b *bench) timedStep(dockerd int, name string, args ...string) (step, measure, error) {
+// timedStep runs a command under GNU time while sampling dockerd's memory
+// and counting its CPU time; server is the pid of the server the command
+// talks to (0: none), whose CPU time serverDone takes.
+func (b *bench) timedStep(dockerd, server int, name string, args ...string) (step, measure, error) {
 	rs := sampleRSS(dockerd)
+	e0, _ := procCPU(dockerd)
+	s0, _ := procCPU(server)
 	m, err := b.timed(b.c.work, nil, name, args...)
 	peak := rs.Stop()
-	return step{wall: m.wall, whole: m.wall, cpu: m.cpu, rss: m.rss, engineRSS: peak}, m, err
+	e1, _ := procCPU(dockerd)
+	return step{wall: m.wall, whole: m.wall, cpu: m.cpu, rss: m.rss, engineRSS: peak, engineCPU: e1 - e0, server: server, server0: s0}, m, err
+}
+
+// serverDone takes the server's CPU time over the step, once the server
+// has reaped the children that served it (git-daemon's upload-pack and
+// receive-pack).
+func (s *step) serverDone() {
+	if s.server == 0 {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for hasChildren(s.server) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	c, _ := procCPU(s.server)
+	s.serverCPU = c - s.server0
 }
 
 // registryPass: docker push of version v, then docker pull of it on the host.
@@ -233,21 +258,23 @@ func (b *bench) registryPass(reg *registry, imgs []peerImage, v, dockerd int) (p
 		return p, err
 	}
 	count := reg.proxy.mark()
-	s, _, err := b.timedStep(dockerd, "docker", "push", ref)
+	s, _, err := b.timedStep(dockerd, reg.cmd.Process.Pid, "docker", "push", ref)
 	if err != nil {
 		return p, err
 	}
 	s.wire = count()
+	s.serverDone()
 	p.send = s
 	fmt.Printf("v%d docker push: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
 	if err := b.hostHolds(imgs, v); err != nil {
 		return p, err
 	}
 	count = reg.proxy.mark()
-	if s, _, err = b.timedStep(dockerd, "docker", "pull", "-q", ref); err != nil {
+	if s, _, err = b.timedStep(dockerd, reg.cmd.Process.Pid, "docker", "pull", "-q", ref); err != nil {
 		return p, err
 	}
 	s.wire = count()
+	s.serverDone()
 	p.host = s
 	fmt.Printf("v%d docker pull: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
 	return p, b.loaded(img, ref)
@@ -264,7 +291,7 @@ func (b *bench) zstdPass(zs *fileServer, imgs []peerImage, v, dockerd int) (peer
 		return p, err
 	}
 	zst := filepath.Join(b.c.work, fmt.Sprintf("image-%d.tar.zst", v+1))
-	s, _, err := b.timedStep(dockerd, "bash", "-o", "pipefail", "-c", `docker save "$1" | zstd -3 -q -c > "$2"`, "save", img.tag, zst)
+	s, _, err := b.timedStep(dockerd, 0, "bash", "-o", "pipefail", "-c", `docker save "$1" | zstd -3 -q -c > "$2"`, "save", img.tag, zst)
 	if err != nil {
 		return p, err
 	}
@@ -275,7 +302,7 @@ func (b *bench) zstdPass(zs *fileServer, imgs []peerImage, v, dockerd int) (peer
 	}
 	zs.serve(zst)
 	count := zs.proxy.mark()
-	if s, _, err = b.timedStep(dockerd, "bash", "-o", "pipefail", "-c", `zstd -d -q -c < /dev/tcp/127.0.0.1/"$1" | docker load -q`, "load", zs.Port()); err != nil {
+	if s, _, err = b.timedStep(dockerd, 0, "bash", "-o", "pipefail", "-c", `zstd -d -q -c < /dev/tcp/127.0.0.1/"$1" | docker load -q`, "load", zs.Port()); err != nil {
 		return p, err
 	}
 	s.wire = count()
@@ -353,7 +380,7 @@ func (p *pullshipPeer) pass(imgs []peerImage, v, dockerd int) (peerPass, error) 
 	if err := b.sending(img); err != nil {
 		return r, err
 	}
-	s, _, err := b.timedStep(dockerd, b.c.pullship, "release", "--repo", p.rr, "--cache", p.cache,
+	s, _, err := b.timedStep(dockerd, b.srv.daemon.Process.Pid, b.c.pullship, "release", "--repo", p.rr, "--cache", p.cache,
 		"--fleet", filepath.Join(p.fleet, "fleet.toml"), "--image", "docker://"+img.tag, "--key", filepath.Join(p.keys, "rel.key"), "--quiet")
 	if err != nil {
 		return r, err
@@ -361,13 +388,14 @@ func (p *pullshipPeer) pass(imgs []peerImage, v, dockerd int) (peerPass, error) 
 	if s.wire, err = p.take(); err != nil {
 		return r, err
 	}
+	s.serverDone()
 	r.send = s
 	fmt.Printf("v%d pullship release: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
 	if err := b.hostHolds(imgs, v); err != nil {
 		return r, err
 	}
 	b.imageID = img.id
-	s, m, err := b.timedStep(dockerd, b.c.agent, "once", "--config", p.agentToml)
+	s, m, err := b.timedStep(dockerd, b.srv.daemon.Process.Pid, b.c.agent, "once", "--config", p.agentToml)
 	if err != nil {
 		return r, err
 	}
@@ -377,6 +405,7 @@ func (p *pullshipPeer) pass(imgs []peerImage, v, dockerd int) (peerPass, error) 
 		return r, err
 	}
 	s.wire = sumTraffic(t)
+	s.serverDone()
 	if s.wall, err = b.loadPhase(m, fmt.Sprintf("the agent's pass on v%d", v+1)); err != nil {
 		return r, err
 	}
@@ -495,9 +524,16 @@ func (b *bench) peerRows(res [3][3]peerPass, engineRSS bool) {
 			b.add(bundlertest.Row(sc, "host: peak RSS, dockerd", kib(ps.host.engineRSS), kib(reg.host.engineRSS)+" docker pull", ratio(float64(ps.host.engineRSS), float64(reg.host.engineRSS)), "-", "-"))
 			b.add(bundlertest.Row(sc, "", "", kib(zs.host.engineRSS)+" docker load", ratio(float64(ps.host.engineRSS), float64(zs.host.engineRSS)), "-", "-"))
 		}
+		// CPU, where the work is: the client, the engine daemon, the server.
+		b.add(bundlertest.Row(sc, "host: CPU time (client+dockerd+server)", cpuCell(ps.host, "agent", "git"), cpuCell(reg.host, "CLI", "registry")+" docker pull",
+			ratio(ps.host.allCPU().Seconds(), reg.host.allCPU().Seconds()), "-", "-"))
+		b.add(bundlertest.Row(sc, "", "", cpuCell(zs.host, "zstd+CLI", "")+" zstd -d | docker load", ratio(ps.host.allCPU().Seconds(), zs.host.allCPU().Seconds()), "-", "-"))
 		// Sending side.
 		b.add(bundlertest.Row(sc, "send: time", secs(ps.send.wall)+" release", secs(reg.send.wall)+" docker push", ratio(ps.send.wall.Seconds(), reg.send.wall.Seconds()), "-", "-"))
 		b.add(bundlertest.Row(sc, "", "", secs(zs.send.wall)+" docker save | zstd -3", ratio(ps.send.wall.Seconds(), zs.send.wall.Seconds()), "-", "-"))
+		b.add(bundlertest.Row(sc, "send: CPU time (client+dockerd+server)", cpuCell(ps.send, "release", "git"), cpuCell(reg.send, "CLI", "registry")+" docker push",
+			ratio(ps.send.allCPU().Seconds(), reg.send.allCPU().Seconds()), "-", "-"))
+		b.add(bundlertest.Row(sc, "", "", cpuCell(zs.send, "zstd+CLI", "")+" docker save | zstd -3", ratio(ps.send.allCPU().Seconds(), zs.send.allCPU().Seconds()), "-", "-"))
 		b.add(bundlertest.Row(sc, "send: bytes on the wire", kb(ps.send.wire.total()), kb(reg.send.wire.total())+" docker push", fmt.Sprintf("%.3f×", float64(ps.send.wire.total())/float64(reg.send.wire.total())), "-", "-"))
 		b.add(bundlertest.Row(sc, "send: peak RSS, client", kib(ps.send.rss)+" release", kib(reg.send.rss)+" docker push", ratio(float64(ps.send.rss), float64(reg.send.rss)), "-", "-"))
 		b.add(bundlertest.Row(sc, "", "", kib(zs.send.rss)+" docker save | zstd -3", ratio(float64(ps.send.rss), float64(zs.send.rss)), "-", "-"))
@@ -506,4 +542,15 @@ func (b *bench) peerRows(res [3][3]peerPass, engineRSS bool) {
 		b.add(bundlertest.Row(sc, "send + host", secs(e2e), secs(reg.send.wall+reg.host.wall)+" push + pull", ratio(e2e.Seconds(), (reg.send.wall+reg.host.wall).Seconds()), "-", "-"))
 		b.add(bundlertest.Row(sc, "", "", secs(zs.send.wall+zs.host.wall)+" save|zstd, then load", ratio(e2e.Seconds(), (zs.send.wall+zs.host.wall).Seconds()), "-", "-"))
 	}
+}
+
+func (s step) allCPU() time.Duration { return s.cpu + s.engineCPU + s.serverCPU }
+
+// cpuCell is "4.10 s (agent 1.30 + dockerd 2.40 + git 0.40)".
+func cpuCell(s step, client, server string) string {
+	c := fmt.Sprintf("%s (%s %.2f + dockerd %.2f", secs(s.allCPU()), client, s.cpu.Seconds(), s.engineCPU.Seconds())
+	if server != "" {
+		c += fmt.Sprintf(" + %s %.2f", server, s.serverCPU.Seconds())
+	}
+	return c + ")"
 }
