@@ -53,7 +53,7 @@ type step struct {
 	engineCPU, serverCPU time.Duration
 	server               int           // the server's pid (0: none)
 	server0              time.Duration // its CPU time at the start
-	wire      wire
+	wire                 wire
 	// The agent's image fetch (its biggest git connection), relative to its start.
 	fetchStart, fetchEnd time.Duration
 	// The git CLI fetching the same image tag from the same server (first
