@@ -91,3 +91,14 @@ func TestReleaseGoldenServices(t *testing.T) {
 	})
 	checkGolden(t, "multi-release.toml", got)
 }
+
+// The stack of TestReleaseGoldenServices written as a compose file gives
+// the same manifest, byte for byte.
+func TestReleaseGoldenCompose(t *testing.T) {
+	got := cutGolden(t, "compose", func(o *bundler.ReleaseOptions, dir string) {
+		hook, _ := bundlertest.WriteImage(t, filepath.Join(dir, "hook.tar"), imagetest.File{Path: "hook", Data: []byte("golden hook\n")})
+		o.Images = map[string]image.Source{"broker": o.Image, "webhook": image.TarFile(hook)}
+		o.Image = nil
+	})
+	checkGolden(t, "multi-release.toml", got)
+}

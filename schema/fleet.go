@@ -25,7 +25,12 @@ type Fleet struct {
 	// Multi says the fleet used [[service]] tables: its releases list every
 	// node's services by name ([[node.service]]). A [service] fleet keeps
 	// the one-container manifest form.
-	Multi     bool           `toml:"-"`
+	Multi bool `toml:"-"`
+	// Compose names a compose file (relative to fleet.toml) listing the
+	// services instead of [service] or [[service]]; bundler/render reads it
+	// (see render.ParseFleet) and sets Services.
+	Compose   string         `toml:"compose,omitempty"`
+	listed    bool           // fleet.toml has a [service] or [[service]] table
 	Templates []Template     `toml:"template"`
 	Vars      map[string]any `toml:"vars"`   // shared template variables
 	Attach    Attach         `toml:"attach"` // default attachment of every node

@@ -33,13 +33,14 @@ func decodeFleet(name string, data []byte) (*Fleet, error) {
 			return nil, err
 		}
 		f := fs.Fleet
-		f.Service, f.Services, f.Multi = Service{}, fs.Service, true
+		f.Service, f.Services, f.Multi, f.listed = Service{}, fs.Service, true, true
 		return &f, nil
 	}
 	var f Fleet
 	if err := DecodeStrict(name, data, &f); err != nil {
 		return nil, err
 	}
+	_, f.listed = shape["service"]
 	return &f, nil
 }
 
@@ -50,6 +51,22 @@ func (f *Fleet) serviceWhat(s *Service) string {
 		return "service"
 	}
 	return fmt.Sprintf("service %q", s.Name)
+}
+
+// SetServices makes services (read from the compose file the fleet names)
+// the fleet's [[service]] list, fills their defaults and validates the
+// fleet again.
+func (f *Fleet) SetServices(services []Service) error {
+	f.Services, f.Multi = services, true
+	if f.Services == nil {
+		f.Services = []Service{}
+	}
+	for i := range f.Services {
+		if f.Services[i].Restart == "" {
+			f.Services[i].Restart = DefaultRestart
+		}
+	}
+	return f.Validate()
 }
 
 // All returns the fleet's services in fleet order: the [[service]] tables,
@@ -166,6 +183,17 @@ func (f *Fleet) startOrder() ([]int, error) {
 // validateServices checks the fleet's services in either form, and the
 // service references of its templates and nodes.
 func (f *Fleet) validateServices() error {
+	if f.Compose != "" {
+		if err := CheckRelPath(f.Compose); err != nil {
+			return fmt.Errorf("compose: %w", err)
+		}
+		if f.listed {
+			return fmt.Errorf("compose: the services come from %s: no [service] or [[service]] beside it", f.Compose)
+		}
+		if !f.Multi {
+			return nil // not loaded yet: SetServices validates them
+		}
+	}
 	if !f.Multi {
 		s := &f.Service
 		switch {

@@ -17,6 +17,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -101,13 +102,23 @@ type Data struct {
 	Service string
 }
 
-// ParseFleet parses and validates fleet.toml (schema.ParseFleet) and checks
-// the syntax of the fleet's template strings, which schema leaves to the
-// renderer.
+// ParseFleet parses and validates fleet.toml (schema.ParseFleet), reads the
+// compose file it names (LoadCompose), and checks the syntax of the
+// fleet's template strings, which schema leaves to the renderer. name is
+// the path of fleet.toml: the compose file is read relative to it.
 func ParseFleet(name string, data []byte) (*schema.Fleet, error) {
 	f, err := schema.ParseFleet(name, data)
 	if err != nil {
 		return nil, err
+	}
+	if f.Compose != "" {
+		services, err := LoadCompose(filepath.Dir(name), f.Compose)
+		if err != nil {
+			return nil, err
+		}
+		if err := f.SetServices(services); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
 	}
 	for _, t := range f.TemplateTexts() {
 		if _, err := template.New(t.What).Option("missingkey=error").Parse(t.Text); err != nil {

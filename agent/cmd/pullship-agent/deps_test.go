@@ -29,6 +29,7 @@ var hostRules = []deptest.Rule{
 	{Path: "github.com/aws/aws-sdk-go-v2/service/kms", Why: "a KMS client"},
 	{Path: "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault", Why: "a KMS client"},
 	{Path: "github.com/compose-spec", Why: "the compose reader (release side)"},
+	{Path: "go.yaml.in/yaml", Why: "the compose file's YAML parser (release side)"},
 	{Path: "github.com/spf13/cobra", Why: "the release CLI's framework"},
 }
 

@@ -1,0 +1,322 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v4"
+
+	"github.com/pullship/pullship/schema"
+)
+
+// MaxComposeSize bounds the compose file a fleet names.
+const MaxComposeSize = 1 << 20
+
+// ComposeNetwork is the network name that, listed in a compose service's
+// networks, attaches the node's overlay address to it.
+const ComposeNetwork = "pullship"
+
+// composeKeys are the compose service keys pullship reads; any other is an
+// error naming it. Nested keys are checked the same way (composeNested).
+var composeKeys = []string{"image", "container_name", "ports", "volumes", "environment", "command",
+	"entrypoint", "restart", "healthcheck", "depends_on", "networks", "x-pullship"}
+
+var composeNested = map[string][]string{
+	"healthcheck": {"test", "timeout", "interval", "retries", "disable"},
+	"ports":       {"target", "published", "host_ip", "protocol"},
+	"volumes":     {"type", "source", "target", "read_only"},
+	"depends_on":  {"condition", "required"},
+}
+
+// composeExt is a service's x-pullship extension: what pullship needs that
+// compose has no key for.
+type composeExt struct {
+	ImageName    string               `json:"image_name"`
+	Reload       *schema.Reload       `json:"reload"`
+	HealthExpect string               `json:"health_expect"`
+	Cluster      *schema.FleetCluster `json:"cluster"`
+}
+
+// LoadCompose reads the compose file name (relative to dir, never from
+// outside it) with compose-go and returns its services as fleet services,
+// in the file's order. Every compose key pullship does not support is an
+// error naming the key and the service; ${VAR} is not interpolated (fleet
+// templates and vars are how values differ per node).
+func LoadCompose(dir, name string) ([]schema.Service, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("compose: %w", err)
+	}
+	defer root.Close()
+	data, err := readBounded(root, name, MaxComposeSize)
+	if err != nil {
+		return nil, fmt.Errorf("compose: %w", err)
+	}
+	order, err := composeCheckKeys(name, data)
+	if err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("compose: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := loader.LoadWithContext(ctx, types.ConfigDetails{
+		WorkingDir:  abs,
+		ConfigFiles: []types.ConfigFile{{Filename: filepath.Join(abs, name), Content: data}},
+		Environment: types.Mapping{},
+	}, func(o *loader.Options) {
+		o.SetProjectName("pullship", true)
+		o.SkipInterpolation = true
+		o.SkipNormalization = true
+		o.SkipConsistencyCheck = true
+		o.SkipInclude = true
+		o.SkipExtends = true
+		o.ResolvePaths = false
+		o.SkipResolveEnvironment = true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	out := make([]schema.Service, 0, len(order))
+	for _, svc := range order {
+		c, ok := p.Services[svc]
+		if !ok {
+			return nil, fmt.Errorf("%s: service %q: not loaded", name, svc)
+		}
+		s, err := composeService(svc, &c)
+		if err != nil {
+			return nil, fmt.Errorf("%s: service %q: %w", name, svc, err)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// composeCheckKeys refuses every key pullship does not support, as the
+// user wrote it (before compose-go turns short forms into long ones), and
+// returns the service names in the file's order.
+func composeCheckKeys(name string, data []byte) ([]string, error) {
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("%s: want a mapping at the top", name)
+	}
+	var order []string
+	top := doc.Content[0]
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		k, v := top.Content[i].Value, top.Content[i+1]
+		switch {
+		case k == "services":
+			if v.Kind != yaml.MappingNode {
+				return nil, fmt.Errorf("%s:%d: services: want a mapping", name, v.Line)
+			}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				svc := v.Content[j].Value
+				if line, err := composeCheckService(v.Content[j+1]); err != nil {
+					if line == 0 {
+						line = v.Content[j].Line
+					}
+					return nil, fmt.Errorf("%s:%d: service %q: %w", name, line, svc, err)
+				}
+				order = append(order, svc)
+			}
+		case k == "name", k == "version", strings.HasPrefix(k, "x-"):
+		case k == "networks":
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				if n := v.Content[j].Value; n != ComposeNetwork {
+					return nil, fmt.Errorf("%s:%d: networks: %q: pullship attaches only its overlay network (%q)", name, v.Content[j].Line, n, ComposeNetwork)
+				}
+			}
+		default:
+			return nil, fmt.Errorf("%s:%d: key %q is not supported by pullship", name, top.Content[i].Line, k)
+		}
+	}
+	if len(order) == 0 {
+		return nil, fmt.Errorf("%s: no services", name)
+	}
+	return order, nil
+}
+
+// composeCheckService checks one service's keys; it returns the line of
+// the key refused.
+func composeCheckService(n *yaml.Node) (int, error) {
+	if n.Kind != yaml.MappingNode {
+		return 0, fmt.Errorf("want a mapping")
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i].Value, n.Content[i+1]
+		if !slices.Contains(composeKeys, k) {
+			return n.Content[i].Line, fmt.Errorf("key %q is not supported by pullship", k)
+		}
+		if k == "networks" {
+			if err := composeCheckNetworks(v); err != nil {
+				return n.Content[i].Line, err
+			}
+			continue
+		}
+		allowed, nested := composeNested[k]
+		if !nested {
+			continue
+		}
+		var maps []*yaml.Node
+		switch {
+		case v.Kind == yaml.MappingNode && k == "depends_on":
+			for j := 1; j < len(v.Content); j += 2 {
+				maps = append(maps, v.Content[j])
+			}
+		case v.Kind == yaml.MappingNode:
+			maps = append(maps, v)
+		case v.Kind == yaml.SequenceNode:
+			for _, e := range v.Content {
+				if e.Kind == yaml.MappingNode {
+					maps = append(maps, e)
+				}
+			}
+		}
+		for _, m := range maps {
+			for j := 0; j < len(m.Content); j += 2 {
+				if sub := m.Content[j].Value; !slices.Contains(allowed, sub) {
+					return m.Content[j].Line, fmt.Errorf("key %q is not supported by pullship", k+"."+sub)
+				}
+			}
+		}
+	}
+	return 0, nil
+}
+
+func composeCheckNetworks(v *yaml.Node) error {
+	var names []string
+	switch v.Kind {
+	case yaml.SequenceNode:
+		for _, e := range v.Content {
+			names = append(names, e.Value)
+		}
+	case yaml.MappingNode:
+		for j := 0; j+1 < len(v.Content); j += 2 {
+			names = append(names, v.Content[j].Value)
+			if len(v.Content[j+1].Content) > 0 {
+				return fmt.Errorf("key %q is not supported by pullship", "networks."+v.Content[j].Value+"."+v.Content[j+1].Content[0].Value)
+			}
+		}
+	}
+	for _, n := range names {
+		if n != ComposeNetwork {
+			return fmt.Errorf("networks: %q: pullship attaches only its overlay network (%q)", n, ComposeNetwork)
+		}
+	}
+	return nil
+}
+
+// composeService maps one loaded compose service onto a fleet service.
+func composeService(name string, c *types.ServiceConfig) (schema.Service, error) {
+	s := schema.Service{Name: name, Image: c.Image, Container: c.ContainerName, Restart: c.Restart,
+		Command: slices.Clone([]string(c.Command)), Entrypoint: slices.Clone([]string(c.Entrypoint)),
+		Reload: schema.Reload{Action: schema.ReloadRestart}}
+	if s.Image == "" {
+		return s, fmt.Errorf("image: missing (pullship packs an image; build is not supported)")
+	}
+	if s.Container == "" {
+		s.Container = "{{.Service}}-{{.Node}}"
+	}
+	for _, p := range c.Ports {
+		if p.Published == "" {
+			return s, fmt.Errorf("ports: target %d: no published host port", p.Target)
+		}
+		port := p.Published + ":" + strconv.FormatUint(uint64(p.Target), 10)
+		if p.HostIP != "" {
+			port = p.HostIP + ":" + port
+		}
+		if p.Protocol != "" && p.Protocol != "tcp" {
+			port += "/" + p.Protocol
+		}
+		s.Ports = append(s.Ports, port)
+	}
+	for _, v := range c.Volumes {
+		if v.Type != types.VolumeTypeBind && v.Type != types.VolumeTypeVolume {
+			return s, fmt.Errorf("volumes: type %q is not supported by pullship (bind or volume)", v.Type)
+		}
+		b := v.Source + ":" + v.Target
+		if v.ReadOnly {
+			b += ":ro"
+		}
+		s.Binds = append(s.Binds, b)
+	}
+	if len(c.Environment) > 0 {
+		s.Env = map[string]string{}
+		for k, v := range c.Environment {
+			if v == nil {
+				return s, fmt.Errorf("environment: %s: no value (pullship does not read the environment of the release machine)", k)
+			}
+			s.Env[k] = *v
+		}
+	}
+	if h := c.HealthCheck; h != nil && !h.Disable {
+		switch {
+		case len(h.Test) == 0, h.Test[0] == "NONE":
+		case h.Test[0] == "CMD" && len(h.Test) > 1:
+			s.Health.Command = slices.Clone(h.Test[1:])
+		case h.Test[0] == "CMD-SHELL" && len(h.Test) == 2:
+			s.Health.Command = []string{"/bin/sh", "-c", h.Test[1]}
+		default:
+			return s, fmt.Errorf("healthcheck: test %q: want [\"CMD\", ...] or [\"CMD-SHELL\", \"...\"]", []string(h.Test))
+		}
+		if h.Timeout != nil {
+			s.Health.Timeout = schema.Duration(*h.Timeout)
+		}
+		if h.Interval != nil {
+			s.Health.Interval = schema.Duration(*h.Interval)
+		}
+		if h.Retries != nil {
+			if *h.Retries > 1000 {
+				return s, fmt.Errorf("healthcheck: retries %d: too many", *h.Retries)
+			}
+			s.Health.Retries = int(*h.Retries)
+		}
+	}
+	for dep, d := range c.DependsOn {
+		if d.Condition != "" && d.Condition != types.ServiceConditionStarted && d.Condition != types.ServiceConditionHealthy {
+			return s, fmt.Errorf("depends_on: %s: condition %q is not supported by pullship (service_started or service_healthy: services start in order and all must be healthy)", dep, d.Condition)
+		}
+		if !d.Required {
+			return s, fmt.Errorf("depends_on: %s: required: false is not supported by pullship", dep)
+		}
+		s.DependsOn = append(s.DependsOn, dep)
+	}
+	sort.Strings(s.DependsOn)
+	if _, ok := c.Networks[ComposeNetwork]; ok {
+		t := true
+		s.Attach = &t
+	}
+	if raw, ok := c.Extensions["x-pullship"]; ok {
+		b, err := json.Marshal(raw)
+		if err != nil {
+			return s, fmt.Errorf("x-pullship: %w", err)
+		}
+		var ext composeExt
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ext); err != nil {
+			return s, fmt.Errorf("x-pullship: %w", err)
+		}
+		s.ImageName, s.Health.Expect, s.Cluster = ext.ImageName, ext.HealthExpect, ext.Cluster
+		if ext.Reload != nil {
+			s.Reload = *ext.Reload
+		}
+	}
+	return s, nil
+}
