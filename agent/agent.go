@@ -193,7 +193,9 @@ func (a *Agent) pollOne(ctx context.Context, url string, st *state.State) (*targ
 	if err != nil {
 		return nil, err
 	}
-	refs, err := r.Refs(ctx)
+	// Only the release branch: one small request whatever the number of
+	// status branches (protocol v2 ls-refs; see repo.Remote.Refs).
+	refs, err := r.Refs(ctx, bundle.ReleasesRef)
 	if err != nil {
 		return nil, err
 	}

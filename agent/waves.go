@@ -41,7 +41,11 @@ func (a *Agent) gate(ctx context.Context, t *target, rn *schema.ReleaseNode) (st
 	if len(earlier) == 0 {
 		return "", nil
 	}
-	refs, err := t.remote.Refs(ctx)
+	var prefixes []string
+	for _, n := range earlier {
+		prefixes = append(prefixes, bundle.StatusPrefix+n.Name)
+	}
+	refs, err := t.remote.Refs(ctx, prefixes...)
 	if err != nil {
 		return "", err
 	}

@@ -65,9 +65,13 @@ type Head struct {
 }
 
 // Sync fetches the release branch (and the root ref) into the cache and
-// returns the advertised heads.
-func (r *Repository) Sync(ctx context.Context) (*Head, error) {
-	refs, err := r.Remote.Refs(ctx)
+// returns the advertised heads: every ref, or with prefixes only those
+// under them (and the release and root refs).
+func (r *Repository) Sync(ctx context.Context, prefixes ...string) (*Head, error) {
+	if len(prefixes) > 0 {
+		prefixes = append(prefixes, bundle.ReleasesRef, bundle.RootRef)
+	}
+	refs, err := r.Remote.Refs(ctx, prefixes...)
 	if err != nil {
 		return nil, err
 	}

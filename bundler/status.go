@@ -91,7 +91,8 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	if opts.Stale <= 0 {
 		opts.Stale = DefaultStale
 	}
-	head, err := r.Sync(ctx)
+	// The status branches only, not the image tags.
+	head, err := r.Sync(ctx, bundle.StatusPrefix)
 	if err != nil {
 		return nil, err
 	}

@@ -284,7 +284,7 @@ func (r *Reporter) pushTo(ctx context.Context, p Pusher, head plumbing.Hash) err
 	var err error
 	for range pushAttempts {
 		var refs map[string]plumbing.Hash
-		if refs, err = p.Refs(ctx); err != nil {
+		if refs, err = p.Refs(ctx, r.ref); err != nil {
 			return err
 		}
 		remote := refs[r.ref]

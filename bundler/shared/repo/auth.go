@@ -367,3 +367,6 @@ func (c certErrors) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	return res, err
 }
+
+// CloseIdleConnections closes the idle connections of the transport under c.
+func (c certErrors) CloseIdleConnections() { closeIdle(c.RoundTripper) }

@@ -54,6 +54,7 @@ func boundedClient(c *http.Client, stall time.Duration, cnt *counters) *http.Cli
 }
 
 func (t boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.c.requests.Add(1)
 	ctx, cancel := context.WithCancel(req.Context())
 	w := &stallWatch{d: t.stall, cancel: cancel, c: t.c}
 	w.timer = time.AfterFunc(t.stall, w.fire)
@@ -151,4 +152,13 @@ func (b *closeBody) Close() error {
 	err := b.c.Close()
 	b.cancel()
 	return err
+}
+
+// CloseIdleConnections closes the idle connections of the transport under t.
+func (t boundedTransport) CloseIdleConnections() { closeIdle(t.base) }
+
+func closeIdle(rt http.RoundTripper) {
+	if c, ok := rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }

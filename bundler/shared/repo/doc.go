@@ -29,7 +29,12 @@
 // nothing for the stall timeout ([Options.StallTimeout]) ends the
 // operation with [ErrStalled]; every reply is read packet by packet within
 // a budget (the advertisement within maxAdvertisement, a pack within the
-// fetch's limit). ssh:// runs over golang.org/x/crypto/ssh with the host
+// fetch's limit). Polls and fetches ask for protocol v2 (git://: the
+// "version=2" request parameter; HTTP: the Git-Protocol header; ssh://: the
+// GIT_PROTOCOL variable, which OpenSSH passes on only with AcceptEnv) and
+// use ls-refs with ref prefixes, so an idle poll costs the same whatever the
+// number of status branches; a server that answers in v0 is read in v0.
+// Pushes use v0 receive-pack, which has no v2. ssh:// runs over golang.org/x/crypto/ssh with the host
 // key pinned ([Credentials]); HTTP goes through one shared keep-alive
 // client. A plain directory path
 // or a file:// URL is a bare repository accessed in-process, without the git

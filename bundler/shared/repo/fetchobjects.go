@@ -172,20 +172,7 @@ func cut(err error) error {
 // fetchCommand is a protocol v2 fetch request: the pack at once ("done",
 // no negotiation rounds), not thin, without progress messages.
 func fetchCommand(wants, haves []plumbing.Hash) *pktWriter {
-	w := &pktWriter{}
-	w.line("command=fetch")
-	w.delim()
-	w.line("ofs-delta")
-	w.line("no-progress")
-	for _, h := range wants {
-		w.line("want " + h.String())
-	}
-	for _, h := range haves {
-		w.line("have " + h.String())
-	}
-	w.line("done")
-	w.flush()
-	return w
+	return fetchRequestV2(&hello{}, wants, haves)
 }
 
 // httpCommand posts a protocol v2 request to git-upload-pack (asking
@@ -300,25 +287,14 @@ func readCapabilities(p *pktReader) error {
 // "packfile", then the pack in sideband channel 1 up to a flush) into
 // local.
 func receiveV2Pack(p *pktReader, local *Store, lim packLimits, live *LivePack) error {
-	for {
-		kind, data, err := p.next()
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		var rerr *RemoteError
-		if errors.As(err, &rerr) && strings.Contains(rerr.Message, "not our ref") {
-			return fmt.Errorf("%w: %w", ErrNotFound, err)
-		}
-		if err != nil {
-			return err
-		}
-		if kind == pktData && strings.TrimSuffix(string(data), "\n") == "packfile" {
-			break
-		}
-		// Other sections (acknowledgments, shallow-info, wanted-refs) are
-		// not asked for; their lines and delimiters are skipped.
+	d, err := packAfterSectionsV2(p)
+	var rerr *RemoteError
+	if errors.As(err, &rerr) && strings.Contains(rerr.Message, "not our ref") {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
 	}
-	d := &sidebandReader{p: p}
+	if err != nil {
+		return err
+	}
 	if err := local.receivePack(d, lim, live); err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -58,6 +59,9 @@ type Remote struct {
 
 	connectTimeout, stallTimeout time.Duration
 	counters                     counters
+	// httpV2 are the capabilities of an HTTP server that answered in
+	// protocol v2: later requests go straight to the command (one POST).
+	httpV2 atomic.Pointer[map[string]string]
 }
 
 // Open addresses the repository at rawURL: http(s)://, git://, ssh://,
@@ -182,18 +186,48 @@ func (r *Remote) Refs(ctx context.Context, prefixes ...string) (map[string]plumb
 	return filterRefs(refs, prefixes), nil
 }
 
-// listRefs is the refs of the upload-pack service's first reply.
+// listRefs asks upload-pack for the refs under prefixes: with ls-refs
+// where the server speaks v2, else from its v0 advertisement (all refs).
 func (r *Remote) listRefs(ctx context.Context, prefixes []string) (map[string]plumbing.Hash, error) {
-	c, err := r.conv(ctx, transport.UploadPackServiceName)
-	if err != nil {
-		return nil, err
+	var refs map[string]plumbing.Hash
+	err := r.uploadPack(ctx, func(c conv, h *hello) error {
+		if h.v2 == nil {
+			refs = h.refs()
+			return nil
+		}
+		var err error
+		refs, err = lsRefsV2(c, h, prefixes)
+		return err
+	})
+	return refs, err
+}
+
+// uploadPack runs f in a conversation with upload-pack, asking for v2. An
+// HTTP server whose v2 capabilities are known is asked the command
+// straight away; if it no longer answers in v2, f runs again after a fresh
+// first request.
+func (r *Remote) uploadPack(ctx context.Context, f func(c conv, h *hello) error) error {
+	for attempt := 0; ; attempt++ {
+		c, err := r.conv(ctx, transport.UploadPackServiceName, true)
+		if err != nil {
+			return err
+		}
+		if hc, ok := c.(*httpConv); ok && attempt > 0 {
+			hc.noCache = true
+		}
+		h, err := c.hello()
+		if err == nil {
+			err = f(c, h)
+		}
+		c.Close()
+		var re *httpReplyError
+		if err != nil && attempt == 0 && h != nil && h.cached && ctx.Err() == nil &&
+			(errors.As(err, &re) || errors.Is(err, errProtocol)) {
+			r.httpV2.Store(nil)
+			continue
+		}
+		return err
 	}
-	defer c.Close()
-	h, err := c.hello()
-	if err != nil {
-		return nil, err
-	}
-	return h.refs(), nil
 }
 
 // filterRefs keeps the refs under prefixes (all without any).
@@ -317,7 +351,7 @@ func (r *Remote) Push(ctx context.Context, updates []RefUpdate, st *ObjectStream
 		return r.pushDir(ctx, updates, st)
 	}
 
-	c, err := r.conv(ctx, transport.ReceivePackServiceName)
+	c, err := r.conv(ctx, transport.ReceivePackServiceName, false)
 	if err != nil {
 		return nil, fmt.Errorf("push to %s: %w", r, err)
 	}
@@ -579,61 +613,82 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 		inflateLimit = 16 * limit
 	}
 
-	var (
-		remoteRefs map[string]plumbing.Hash
-		c          conv
-		h          *hello
-		err        error
-	)
-	if r.dir != nil {
-		r.dir.reload()
-		remoteRefs, err = r.dir.Refs()
-	} else {
-		// The HTTP response of the pack is bounded by the pack's limit.
-		c, err = r.conv(withBodyLimit(ctx, limit+maxUploadPackPrelude), transport.UploadPackServiceName)
-		if err == nil {
-			defer c.Close()
-			h, err = c.hello()
-		}
-		if err == nil {
-			remoteRefs = h.refs()
-		}
+	maxObjects := fr.MaxObjects
+	if maxObjects <= 0 {
+		maxObjects = defaultMaxObjects(limit)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("fetch from %s: %w", r, err)
+	lim := packLimits{inflate: inflateLimit, objects: maxObjects}
+	var srcs []string
+	for _, s := range specs {
+		srcs = append(srcs, s.src)
 	}
 
+	// wanted resolves the specs against the remote's refs.
 	got := make(map[string]plumbing.Hash)
-	var wants []plumbing.Hash
-	wanted := map[plumbing.Hash]bool{}
-	for _, s := range specs {
-		h, ok := remoteRefs[s.src]
-		if !ok {
-			return nil, fmt.Errorf("fetch %s from %s: %w", s.src, r, ErrNotFound)
-		}
-		got[s.src] = h
-		if !wanted[h] && !local.HasObject(h) {
-			wanted[h] = true
-			wants = append(wants, h)
-		}
-	}
-	if len(wants) > 0 {
-		if r.dir != nil {
-			err = r.copyFromDir(ctx, local, wants, limit, fr.Precompressed)
-		} else {
-			maxObjects := fr.MaxObjects
-			if maxObjects <= 0 {
-				maxObjects = defaultMaxObjects(limit)
+	wanted := func(remoteRefs map[string]plumbing.Hash) ([]plumbing.Hash, error) {
+		var wants []plumbing.Hash
+		seen := map[plumbing.Hash]bool{}
+		for _, s := range specs {
+			h, ok := remoteRefs[s.src]
+			if !ok {
+				return nil, fmt.Errorf("fetch %s from %s: %w", s.src, r, ErrNotFound)
 			}
-			err = r.fetchPack(c, h, local, wants, fr.Haves, limit, packLimits{inflate: inflateLimit, objects: maxObjects}, fr.Live)
+			got[s.src] = h
+			if !seen[h] && !local.HasObject(h) {
+				seen[h] = true
+				wants = append(wants, h)
+			}
+		}
+		return wants, nil
+	}
+
+	if r.dir != nil {
+		r.dir.reload()
+		remoteRefs, err := r.dir.Refs()
+		if err != nil {
+			return nil, fmt.Errorf("fetch from %s: %w", r, err)
+		}
+		wants, err := wanted(remoteRefs)
+		if err != nil {
+			return nil, err
+		}
+		if len(wants) > 0 {
+			if err := r.copyFromDir(ctx, local, wants, limit, fr.Precompressed); err != nil {
+				return nil, fmt.Errorf("fetch from %s: %w", r, err)
+			}
+		}
+	} else {
+		var notFound error
+		// The HTTP response of the pack is bounded by the pack's limit.
+		err := r.uploadPack(withBodyLimit(ctx, limit+maxUploadPackPrelude), func(c conv, h *hello) error {
+			remoteRefs := h.refs()
+			if h.v2 != nil {
+				var err error
+				if remoteRefs, err = lsRefsV2(c, h, srcs); err != nil {
+					return err
+				}
+			}
+			wants, err := wanted(remoteRefs)
+			if err != nil {
+				notFound = err
+				return nil
+			}
+			if len(wants) == 0 {
+				return nil
+			}
+			err = r.fetchPack(c, h, local, wants, fr.Haves, limit, lim, fr.Live)
 			if cerr := ctx.Err(); err != nil && cerr != nil {
 				err = cerr
 			} else if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, ErrStalled) {
 				err = fmt.Errorf("%w: %w", ErrConnectionCut, err)
 			}
-		}
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("fetch from %s: %w", r, err)
+		}
+		if notFound != nil {
+			return nil, notFound
 		}
 	}
 	for _, s := range specs {
@@ -663,6 +718,15 @@ func (r *Remote) fetchPack(c conv, h *hello, local *Store, wants, haves []plumbi
 			have = append(have, tree)
 		}
 	}
+	lim.wants = wants
+	if h.v2 != nil {
+		p, err := c.request(fetchRequestV2(h, wants, have))
+		if err != nil {
+			return err
+		}
+		p.budget(limit+maxUploadPackPrelude, "upload-pack response", ErrPackTooLarge)
+		return receiveV2Pack(p, local, lim, live)
+	}
 	req, sideband := uploadRequestV0(h.caps(), wants, have)
 	p, err := c.request(req)
 	if err != nil {
@@ -672,7 +736,6 @@ func (r *Remote) fetchPack(c conv, h *hello, local *Store, wants, haves []plumbi
 	if err != nil {
 		return err
 	}
-	lim.wants = wants
 	return local.receivePack(pack, lim, live)
 }
 

@@ -50,14 +50,17 @@ type Counters struct {
 	BytesRead    int64 // bytes received (the network's, before decompression)
 	BytesWritten int64 // bytes sent
 	Stalls       int64 // operations abandoned by the stall timeout
+	// Requests counts the connections made over git:// and ssh:// (one
+	// per operation) and the HTTP requests.
+	Requests int64
 }
 
 type counters struct {
-	read, written, stalls atomic.Int64
+	read, written, stalls, requests atomic.Int64
 }
 
 func (c *counters) snapshot() Counters {
-	return Counters{BytesRead: c.read.Load(), BytesWritten: c.written.Load(), Stalls: c.stalls.Load()}
+	return Counters{BytesRead: c.read.Load(), BytesWritten: c.written.Load(), Stalls: c.stalls.Load(), Requests: c.requests.Load()}
 }
 
 // stallConn is a connection whose every read and write must make progress

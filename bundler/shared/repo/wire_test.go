@@ -292,22 +292,36 @@ func TestSessionAdvertisementMemory(t *testing.T) {
 }
 
 // FuzzReply: a server's reply as pullship's client reads it (over a
-// session; HTTP differs only in its first line) — the ref advertisement,
-// the ACK/NAK before a pack, the sideband stream — allocates within a
-// budget and never panics.
+// session; HTTP differs only in its first line) — the v0 ref advertisement
+// or v2 capabilities, the v2 ref list, the ACK/NAK or v2 sections before a
+// pack, the sideband stream — allocates within a budget and never panics.
 func FuzzReply(f *testing.F) {
 	adv := pktLine(strings.Repeat("1", 40)+" refs/heads/releases\x00ofs-delta side-band-64k agent=git/2\n") + pktLine(strings.Repeat("2", 40)+" refs/heads/status/a\n") + "0000"
 	f.Add([]byte(adv + pktLine("NAK\n") + pktLine("\x01PACK") + pktLine("\x02progress\n") + "0000"))
 	f.Add([]byte(adv + pktLine("ACK "+strings.Repeat("2", 40)+"\n") + pktLine("\x03fatal: no\n")))
 	f.Add([]byte(pktLine("ERR access denied\n")))
+	v2 := pktLine("version 2\n") + pktLine("agent=git/2.39\n") + pktLine("ls-refs=unborn\n") + pktLine("fetch=shallow\n") + pktLine("object-format=sha1\n") + "0000"
+	f.Add([]byte(v2 + pktLine(strings.Repeat("1", 40)+" refs/heads/releases\n") + "0000" +
+		pktLine("packfile\n") + pktLine("\x01PACK") + pktLine("\x02counting\n") + "0000"))
+	f.Add([]byte(v2 + "0000" + pktLine("acknowledgments\n") + pktLine("ready\n") + "0001" + pktLine("packfile\n") + pktLine("\x03error\n")))
 	f.Add([]byte("0000"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		p := newPktReader(bytes.NewReader(data))
 		p.budget(maxAdvertisement, "ref advertisement", nil)
-		h, err := readAdvertisement(p)
-		if err == nil {
+		h, err := readHello(p)
+		switch {
+		case err != nil:
+		case h.v2 != nil:
+			// ls-refs, then a fetch reply.
+			if _, err := readRefListV2(p); err == nil {
+				p.budget(1<<20, "upload-pack response", ErrPackTooLarge)
+				if pack, err := packAfterSectionsV2(p); err == nil {
+					io.Copy(io.Discard, pack)
+				}
+			}
+		default:
 			_ = h.refs()
 			c := sessionConv{&session{pkt: p}}
 			pack, err := packAfterAcksV0(c, p, h.caps().Supports("side-band-64k"), 1<<20)

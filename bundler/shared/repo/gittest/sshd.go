@@ -60,8 +60,21 @@ type SSHServer struct {
 }
 
 // SSHD starts sshd for base (bare repositories made with [InitBare]) and
-// stops it with the test.
+// stops it with the test. It accepts the GIT_PROTOCOL environment variable
+// ("AcceptEnv GIT_PROTOCOL"), so clients can ask for protocol v2.
 func SSHD(t testing.TB, base string) *SSHServer {
+	t.Helper()
+	return sshd(t, base, true)
+}
+
+// SSHDv0 is [SSHD] without "AcceptEnv GIT_PROTOCOL", as OpenSSH ships: the
+// git programs it runs speak protocol v0 only.
+func SSHDv0(t testing.TB, base string) *SSHServer {
+	t.Helper()
+	return sshd(t, base, false)
+}
+
+func sshd(t testing.TB, base string, acceptEnv bool) *SSHServer {
 	t.Helper()
 	Require(t, "/usr/sbin/sshd", "ssh-keygen", "git-shell")
 	cur, err := user.Current()
@@ -99,8 +112,10 @@ func SSHD(t testing.TB, base string) *SSHServer {
 		"PermitRootLogin prohibit-password",
 		"UsePAM no",
 		"LogLevel VERBOSE",
-		"",
-	}, "\n")
+	}, "\n") + "\n"
+	if acceptEnv {
+		conf += "AcceptEnv GIT_PROTOCOL\n"
+	}
 	confFile := filepath.Join(dir, "sshd_config")
 	if err := os.WriteFile(confFile, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
