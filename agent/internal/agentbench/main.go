@@ -74,6 +74,7 @@ type options struct {
 	peers            bool
 	image2, registry string
 	newLayerMiB      int64
+	peerRounds       int
 }
 
 func main() {
@@ -91,6 +92,7 @@ func main() {
 	flag.StringVar(&c.image2, "image2", "", "with -peers: the second version of -image (default: its -2.tar sibling of the release bench)")
 	flag.StringVar(&c.registry, "registry", "", "with -peers: the reference registry binary (distribution's cmd/registry)")
 	flag.Int64Var(&c.newLayerMiB, "new-layer-mib", 20, "with -peers: size of the layer the third version adds, in MiB")
+	flag.IntVar(&c.peerRounds, "peer-rounds", 3, "with -peers: rounds of the first install's host sides, compared by their medians")
 	flag.Parse()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "agentbench:", err)

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"time"
 
@@ -61,8 +62,30 @@ type step struct {
 	gitFetch time.Duration
 }
 
-// peerPass is one peer's sending side and host side for one version.
-type peerPass struct{ send, host step }
+// peerPass is one peer's sending side and host side for one version; with
+// rounds, host is the round of median wall time and rounds every round's.
+type peerPass struct {
+	send, host step
+	rounds     []time.Duration
+}
+
+// peer is one way to ship the image: its sending side puts version v where
+// hosts get it, its host side installs it.
+type peer interface {
+	send(imgs []peerImage, v int) (step, error)
+	host(imgs []peerImage, v, round int) (step, error)
+}
+
+// medianStep is the step of median wall time, and every step's wall time.
+func medianStep(steps []step) (step, []time.Duration) {
+	walls := make([]time.Duration, len(steps))
+	for i, s := range steps {
+		walls[i] = s.wall
+	}
+	sorted := append([]step(nil), steps...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].wall < sorted[j].wall })
+	return sorted[len(sorted)/2], walls
+}
 
 const (
 	peerRegistry = iota
@@ -143,16 +166,47 @@ func (b *bench) runPeers() error {
 		fmt.Println("no dockerd on this machine: no engine RSS rows")
 	}
 
+	ps.dockerd = dockerd
+	peers := [3]peer{
+		peerRegistry: &registryPeer{b: b, reg: reg, dockerd: dockerd},
+		peerZstd:     &zstdPeer{b: b, zs: zs, dockerd: dockerd},
+		peerPullship: ps,
+	}
+	names := [3]string{"registry", "zstd", "pullship"}
 	var res [3][3]peerPass // [version][peer]
 	for v, img := range imgs {
-		if res[v][peerRegistry], err = b.registryPass(reg, imgs, v, dockerd); err != nil {
-			return fmt.Errorf("registry, v%d: %w", v+1, err)
+		for i, p := range peers {
+			if res[v][i].send, err = p.send(imgs, v); err != nil {
+				return fmt.Errorf("%s, v%d, sending: %w", names[i], v+1, err)
+			}
 		}
-		if res[v][peerZstd], err = b.zstdPass(zs, imgs, v, dockerd); err != nil {
-			return fmt.Errorf("zstd, v%d: %w", v+1, err)
+		// The first install's host sides in rounds (each peer in turn, a
+		// host that has nothing each time), compared by their medians;
+		// an update needs the host the previous version left.
+		rounds := 1
+		if v == 0 {
+			rounds = max(1, b.c.peerRounds)
 		}
-		if res[v][peerPullship], err = ps.pass(imgs, v, dockerd); err != nil {
-			return fmt.Errorf("pullship, v%d: %w", v+1, err)
+		var hosts [3][]step
+		for round := range rounds {
+			if round > 0 {
+				if err := b.fresh(ps.state); err != nil {
+					return err
+				}
+			}
+			for i, p := range peers {
+				s, err := p.host(imgs, v, round)
+				if err != nil {
+					return fmt.Errorf("%s, v%d, host: %w", names[i], v+1, err)
+				}
+				hosts[i] = append(hosts[i], s)
+			}
+		}
+		for i := range peers {
+			res[v][i].host, res[v][i].rounds = medianStep(hosts[i])
+			for _, h := range hosts[i] {
+				res[v][i].host.gitFetch = max(res[v][i].host.gitFetch, h.gitFetch)
+			}
 		}
 		fmt.Printf("v%d (%s) done\n", v+1, img.tag)
 	}
@@ -191,8 +245,10 @@ func (b *bench) sending(img peerImage) error {
 // v-1 for an update (older versions may stay: the agent keeps the previous
 // container, and none holds a layer the update adds).
 func (b *bench) hostHolds(imgs []peerImage, v int) error {
-	if err := b.quiet(b.c.work, "docker", "rmi", "-f", imgs[v].id); err != nil {
-		return err
+	if exec.Command("docker", "image", "inspect", imgs[v].id).Run() == nil {
+		if err := b.quiet(b.c.work, "docker", "rmi", "-f", imgs[v].id); err != nil {
+			return err
+		}
 	}
 	for i, img := range imgs {
 		err := exec.Command("docker", "image", "inspect", img.id).Run()
@@ -246,87 +302,114 @@ func (s *step) serverDone() {
 	s.serverCPU = c - s.server0
 }
 
-// registryPass: docker push of version v, then docker pull of it on the host.
-func (b *bench) registryPass(reg *registry, imgs []peerImage, v, dockerd int) (peerPass, error) {
-	var p peerPass
-	img := imgs[v]
-	ref := fmt.Sprintf("%s/%s/app:%d", reg.Addr(), b.name, v+1)
-	if err := b.sending(img); err != nil {
-		return p, err
-	}
-	if err := b.quiet(b.c.work, "docker", "tag", img.id, ref); err != nil {
-		return p, err
-	}
-	count := reg.proxy.mark()
-	s, _, err := b.timedStep(dockerd, reg.cmd.Process.Pid, "docker", "push", ref)
-	if err != nil {
-		return p, err
-	}
-	s.wire = count()
-	s.serverDone()
-	p.send = s
-	fmt.Printf("v%d docker push: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
-	if err := b.hostHolds(imgs, v); err != nil {
-		return p, err
-	}
-	count = reg.proxy.mark()
-	if s, _, err = b.timedStep(dockerd, reg.cmd.Process.Pid, "docker", "pull", "-q", ref); err != nil {
-		return p, err
-	}
-	s.wire = count()
-	s.serverDone()
-	p.host = s
-	fmt.Printf("v%d docker pull: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
-	return p, b.loaded(img, ref)
+// registryPeer: docker push of version v, then docker pull of it on the host.
+type registryPeer struct {
+	b       *bench
+	reg     *registry
+	dockerd int
 }
 
-// zstdPass: docker save | zstd -3 of version v into a file, then the file
+func (p *registryPeer) ref(v int) string {
+	return fmt.Sprintf("%s/%s/app:%d", p.reg.Addr(), p.b.name, v+1)
+}
+
+func (p *registryPeer) send(imgs []peerImage, v int) (step, error) {
+	b, img := p.b, imgs[v]
+	if err := b.sending(img); err != nil {
+		return step{}, err
+	}
+	if err := b.quiet(b.c.work, "docker", "tag", img.id, p.ref(v)); err != nil {
+		return step{}, err
+	}
+	count := p.reg.proxy.mark()
+	s, _, err := b.timedStep(p.dockerd, p.reg.cmd.Process.Pid, "docker", "push", p.ref(v))
+	if err != nil {
+		return s, err
+	}
+	s.wire = count()
+	s.serverDone()
+	fmt.Printf("v%d docker push: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
+	return s, nil
+}
+
+func (p *registryPeer) host(imgs []peerImage, v, round int) (step, error) {
+	b := p.b
+	if err := b.hostHolds(imgs, v); err != nil {
+		return step{}, err
+	}
+	count := p.reg.proxy.mark()
+	s, _, err := b.timedStep(p.dockerd, p.reg.cmd.Process.Pid, "docker", "pull", "-q", p.ref(v))
+	if err != nil {
+		return s, err
+	}
+	s.wire = count()
+	s.serverDone()
+	fmt.Printf("v%d docker pull: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
+	return s, b.loaded(imgs[v], p.ref(v))
+}
+
+// zstdPeer: docker save | zstd -3 of version v into a file, then the file
 // sent to the host and zstd -d | docker load there. One engine plays both
 // machines, so the two sides run one after the other; piped through ssh
 // they would overlap.
-func (b *bench) zstdPass(zs *fileServer, imgs []peerImage, v, dockerd int) (peerPass, error) {
-	var p peerPass
-	img := imgs[v]
+type zstdPeer struct {
+	b       *bench
+	zs      *fileServer
+	dockerd int
+}
+
+func (p *zstdPeer) file(v int) string {
+	return filepath.Join(p.b.c.work, fmt.Sprintf("image-%d.tar.zst", v+1))
+}
+
+func (p *zstdPeer) send(imgs []peerImage, v int) (step, error) {
+	b, img := p.b, imgs[v]
 	if err := b.sending(img); err != nil {
-		return p, err
+		return step{}, err
 	}
-	zst := filepath.Join(b.c.work, fmt.Sprintf("image-%d.tar.zst", v+1))
-	s, _, err := b.timedStep(dockerd, 0, "bash", "-o", "pipefail", "-c", `docker save "$1" | zstd -3 -q -c > "$2"`, "save", img.tag, zst)
+	if v > 0 {
+		os.Remove(p.file(v - 1))
+	}
+	s, _, err := b.timedStep(p.dockerd, 0, "bash", "-o", "pipefail", "-c", `docker save "$1" | zstd -3 -q -c > "$2"`, "save", img.tag, p.file(v))
 	if err != nil {
-		return p, err
+		return s, err
 	}
-	p.send = s
-	fmt.Printf("v%d docker save | zstd -3: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(fileSize(zst)))
+	fmt.Printf("v%d docker save | zstd -3: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(fileSize(p.file(v))))
+	return s, nil
+}
+
+func (p *zstdPeer) host(imgs []peerImage, v, round int) (step, error) {
+	b := p.b
 	if err := b.hostHolds(imgs, v); err != nil {
-		return p, err
+		return step{}, err
 	}
-	zs.serve(zst)
-	count := zs.proxy.mark()
-	if s, _, err = b.timedStep(dockerd, 0, "bash", "-o", "pipefail", "-c", `zstd -d -q -c < /dev/tcp/127.0.0.1/"$1" | docker load -q`, "load", zs.Port()); err != nil {
-		return p, err
+	p.zs.serve(p.file(v))
+	count := p.zs.proxy.mark()
+	s, _, err := b.timedStep(p.dockerd, 0, "bash", "-o", "pipefail", "-c", `zstd -d -q -c < /dev/tcp/127.0.0.1/"$1" | docker load -q`, "load", p.zs.Port())
+	if err != nil {
+		return s, err
 	}
 	s.wire = count()
-	if got := fileSize(zst); s.wire.down != got {
-		return p, fmt.Errorf("the host received %d bytes of the %d-byte zstd stream", s.wire.down, got)
+	if got := fileSize(p.file(v)); s.wire.down != got {
+		return s, fmt.Errorf("the host received %d bytes of the %d-byte zstd stream", s.wire.down, got)
 	}
-	p.host = s
 	fmt.Printf("v%d zstd -d | docker load: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
-	os.Remove(zst)
-	return p, b.loaded(img, img.tag)
+	return s, b.loaded(imgs[v], imgs[v].tag)
 }
 
 // pullshipPeer is the pullship side: a release repository served by
 // git-daemon behind the counting proxy, a fleet whose one node runs the
 // image, and the agent's configuration and state, kept between versions.
 type pullshipPeer struct {
-	b                                      *bench
-	fleet, keys, cache, agentToml, etc, rr string
+	b                                             *bench
+	fleet, keys, cache, agentToml, etc, rr, state string
+	dockerd                                       int
 }
 
 func (b *bench) newPeerPullship() (*pullshipPeer, error) {
 	w := b.c.work
 	p := &pullshipPeer{b: b, keys: filepath.Join(w, "keys"), fleet: filepath.Join(w, "fleet"), etc: filepath.Join(w, "etc"),
-		cache: filepath.Join(w, "release-cache"), agentToml: filepath.Join(w, "agent.toml")}
+		cache: filepath.Join(w, "release-cache"), agentToml: filepath.Join(w, "agent.toml"), state: filepath.Join(w, "state")}
 	srvDir := filepath.Join(w, "srv")
 	for _, d := range []string{p.keys, p.fleet, srvDir, p.etc} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -354,7 +437,7 @@ func (b *bench) newPeerPullship() (*pullshipPeer, error) {
 		return nil, err
 	}
 	p.rr = "git://" + b.srv.Addr() + "/releases.git"
-	if err := writeAgentConfig(p.agentToml, p.rr, filepath.Join(w, "state"), p.keys, p.etc); err != nil {
+	if err := writeAgentConfig(p.agentToml, p.rr, p.state, p.keys, p.etc); err != nil {
 		return nil, err
 	}
 	if err := b.quiet(w, b.c.agent, "init", "--config", p.agentToml); err != nil {
@@ -363,51 +446,53 @@ func (b *bench) newPeerPullship() (*pullshipPeer, error) {
 	return p, b.quiet(p.fleet, "git", "init", "-q")
 }
 
-// pass releases version v (read from the engine) and applies it with one
-// agent pass on the host.
-func (p *pullshipPeer) pass(imgs []peerImage, v, dockerd int) (peerPass, error) {
-	b, w := p.b, p.b.c.work
-	var r peerPass
-	img := imgs[v]
+// send releases version v, read from the engine.
+func (p *pullshipPeer) send(imgs []peerImage, v int) (step, error) {
+	b, img := p.b, imgs[v]
 	if err := writeFleet(p.fleet, filepath.Join(p.keys, "cn.key.pub"), img.tag, b.container(), p.etc); err != nil {
-		return r, err
+		return step{}, err
 	}
 	for _, args := range [][]string{{"add", "."}, {"commit", "-q", "-m", img.tag}} {
 		if err := b.quiet(p.fleet, "git", args...); err != nil {
-			return r, err
+			return step{}, err
 		}
 	}
 	if err := b.sending(img); err != nil {
-		return r, err
+		return step{}, err
 	}
-	s, _, err := b.timedStep(dockerd, b.srv.daemon.Process.Pid, b.c.pullship, "release", "--repo", p.rr, "--cache", p.cache,
+	s, _, err := b.timedStep(p.dockerd, b.srv.daemon.Process.Pid, b.c.pullship, "release", "--repo", p.rr, "--cache", p.cache,
 		"--fleet", filepath.Join(p.fleet, "fleet.toml"), "--image", "docker://"+img.tag, "--key", filepath.Join(p.keys, "rel.key"), "--quiet")
 	if err != nil {
-		return r, err
+		return step{}, err
 	}
 	if s.wire, err = p.take(); err != nil {
-		return r, err
+		return step{}, err
 	}
 	s.serverDone()
-	r.send = s
 	fmt.Printf("v%d pullship release: %.2fs, %s\n", v+1, s.wall.Seconds(), mib(s.wire.total()))
+	return s, nil
+}
+
+// host applies version v with one agent pass on the host.
+func (p *pullshipPeer) host(imgs []peerImage, v, round int) (step, error) {
+	b, img := p.b, imgs[v]
 	if err := b.hostHolds(imgs, v); err != nil {
-		return r, err
+		return step{}, err
 	}
 	b.imageID = img.id
-	s, m, err := b.timedStep(dockerd, b.srv.daemon.Process.Pid, b.c.agent, "once", "--config", p.agentToml)
+	s, m, err := b.timedStep(p.dockerd, b.srv.daemon.Process.Pid, b.c.agent, "once", "--config", p.agentToml)
 	if err != nil {
-		return r, err
+		return step{}, err
 	}
-	os.WriteFile(filepath.Join(w, fmt.Sprintf("agent-peers-v%d.log", v+1)), []byte(m.out), 0o644)
+	os.WriteFile(filepath.Join(b.c.work, fmt.Sprintf("agent-peers-v%d-%d.log", v+1, round+1)), []byte(m.out), 0o644)
 	t, conns, err := b.srv.take(10 * time.Second)
 	if err != nil {
-		return r, err
+		return step{}, err
 	}
 	s.wire = sumTraffic(t)
 	s.serverDone()
 	if s.wall, err = b.loadPhase(m, fmt.Sprintf("the agent's pass on v%d", v+1)); err != nil {
-		return r, err
+		return step{}, err
 	}
 	var fetch conn
 	for _, c := range conns {
@@ -418,14 +503,13 @@ func (p *pullshipPeer) pass(imgs []peerImage, v, dockerd int) (peerPass, error) 
 	if fetch.down > 0 {
 		s.fetchStart, s.fetchEnd = fetch.start.Sub(m.start), fetch.end.Sub(m.start)
 	}
-	if v == 0 {
+	if v == 0 && round == 0 {
 		if s.gitFetch, err = p.gitFetch(img); err != nil {
-			return r, err
+			return step{}, err
 		}
 	}
-	r.host = s
 	fmt.Printf("v%d pullship-agent once: image loaded at %.2fs (whole once %.2fs), %s\n", v+1, s.wall.Seconds(), s.whole.Seconds(), mib(s.wire.total()))
-	return r, nil
+	return s, nil
 }
 
 // gitFetch times `git fetch` of img's image tag into a new bare repository
@@ -495,8 +579,17 @@ func (b *bench) peerRows(res [3][3]peerPass, engineRSS bool) {
 		if v > 0 {
 			target, ok = "≤ 0.5× docker pull", tr <= 0.5
 		}
-		b.add(bundlertest.Row(sc, "host: time to image loaded", secs(ps.host.wall), secs(reg.host.wall)+" docker pull", fmt.Sprintf("%.2f×", tr), target, yes(ok)))
+		metric := "host: time to image loaded"
+		if len(ps.rounds) > 1 {
+			metric += fmt.Sprintf(" (median of %d)", len(ps.rounds))
+		}
+		b.add(bundlertest.Row(sc, metric, secs(ps.host.wall), secs(reg.host.wall)+" docker pull", fmt.Sprintf("%.2f×", tr), target, yes(ok)))
 		b.add(bundlertest.Row(sc, "", "", secs(zs.host.wall)+" zstd -d | docker load", ratio(ps.host.wall.Seconds(), zs.host.wall.Seconds()), "-", "-"))
+		if len(ps.rounds) > 1 {
+			b.add(bundlertest.Row(sc, "  each round", join(ps.rounds), join(reg.rounds)+" docker pull", "-", "-", "-"))
+			b.add(bundlertest.Row(sc, "", "", join(zs.rounds)+" zstd -d | docker load", "-", "-", "-"))
+			b.add(bundlertest.Row(sc, "  (the rows below: the median rounds)", "", "", "", "", ""))
+		}
 		if ps.host.fetchEnd > 0 {
 			b.add(bundlertest.Row(sc, "  agent: start → image fetch", secs(ps.host.fetchStart), "-", "-", "-", "-"))
 			fd := ps.host.fetchEnd - ps.host.fetchStart
