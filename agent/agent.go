@@ -316,6 +316,7 @@ func (a *Agent) remote(ctx context.Context, url string) (*repo.Remote, error) {
 		return nil, err
 	}
 	a.remotes[url] = r
+	a.metrics.Wire.Watch(r.String(), r.Counters)
 	return r, nil
 }
 

@@ -1,7 +1,11 @@
 package agent
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pullship/pullship/bundler/shared/repo"
 )
 
 // Metrics are the agent's Prometheus metrics.
@@ -13,6 +17,66 @@ type Metrics struct {
 	ApplySeconds  prometheus.Histogram
 	RemoteErrors  *prometheus.CounterVec
 	Reattachments *prometheus.CounterVec
+	// Wire counts what each remote moved over the network (read from the
+	// remotes at each scrape).
+	Wire *WireCollector
+}
+
+// WireCollector exports each remote's [repo.Counters]: bytes received and
+// sent, requests, and operations abandoned by the stall timeout. Remotes
+// are labelled by their redacted URL.
+type WireCollector struct {
+	mu      sync.Mutex
+	remotes map[string]func() repo.Counters
+
+	received, sent, requests, stalls *prometheus.Desc
+}
+
+func newWireCollector() *WireCollector {
+	l := []string{"remote"}
+	return &WireCollector{
+		remotes: map[string]func() repo.Counters{},
+		received: prometheus.NewDesc("pullship_remote_received_bytes_total",
+			"Bytes received from a remote over the network (git://, ssh://: the connection's; HTTP: response bodies).", l, nil),
+		sent: prometheus.NewDesc("pullship_remote_sent_bytes_total",
+			"Bytes sent to a remote over the network (git://, ssh://: the connection's; HTTP: request bodies).", l, nil),
+		requests: prometheus.NewDesc("pullship_remote_requests_total",
+			"Connections to a remote (git://, ssh://) and HTTP requests.", l, nil),
+		stalls: prometheus.NewDesc("pullship_remote_stalls_total",
+			"Polls, fetches and pushes abandoned because the remote sent (or took) nothing for stall_timeout.", l, nil),
+	}
+}
+
+// Watch exports the counters of the remote named name (its redacted URL);
+// a later remote of the same name replaces it.
+func (w *WireCollector) Watch(name string, counters func() repo.Counters) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.remotes[name] = counters
+}
+
+// Describe implements prometheus.Collector.
+func (w *WireCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- w.received
+	ch <- w.sent
+	ch <- w.requests
+	ch <- w.stalls
+}
+
+// Collect implements prometheus.Collector.
+func (w *WireCollector) Collect(ch chan<- prometheus.Metric) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for name, counters := range w.remotes {
+		c := counters()
+		ch <- prometheus.MustNewConstMetric(w.received, prometheus.CounterValue, float64(c.BytesRead), name)
+		ch <- prometheus.MustNewConstMetric(w.sent, prometheus.CounterValue, float64(c.BytesWritten), name)
+		ch <- prometheus.MustNewConstMetric(w.requests, prometheus.CounterValue, float64(c.Requests), name)
+		ch <- prometheus.MustNewConstMetric(w.stalls, prometheus.CounterValue, float64(c.Stalls), name)
+	}
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: none).
@@ -32,9 +96,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Polls that could not reach or read a remote."}, []string{"remote"}),
 		Reattachments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pullship_reattachments_total",
 			Help: "Network addresses re-attached after they were found missing."}, []string{"node"}),
+		Wire: newWireCollector(),
 	}
 	if reg != nil {
-		reg.MustRegister(m.LastPoll, m.Applied, m.VerifyFailed, m.Rollbacks, m.ApplySeconds, m.RemoteErrors, m.Reattachments)
+		reg.MustRegister(m.LastPoll, m.Applied, m.VerifyFailed, m.Rollbacks, m.ApplySeconds, m.RemoteErrors, m.Reattachments, m.Wire)
 	}
 	return m
 }
