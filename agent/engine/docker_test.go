@@ -540,6 +540,9 @@ func partialImages(t *testing.T, id string) string {
 // three small ones.
 func stagedImage(t *testing.T, variant string) enginetest.Image {
 	img := enginetest.PingImage(pingsrv(t), uniq(variant))
+	// A first layer of its own: one the engine holds (another test's
+	// image) would go into a part instead of an import.
+	img.Files = append(img.Files, enginetest.File{Name: "variant", Mode: 0o644, Data: []byte(uniq(variant))})
 	img.RandomSize, img.Seed = 3<<20, uint64(time.Now().UnixNano())
 	small := func(name string) []enginetest.File {
 		return []enginetest.File{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/" + name, Mode: 0o644, Data: []byte(name)}}
@@ -606,6 +609,62 @@ func stagedWhole(t *testing.T, id string, partial []string) {
 	if out := docker(t, "run", "--name", name, id, "ping"); out != "pong" {
 		t.Fatalf("staged image's container printed %q, want pong", out)
 	}
+}
+
+// TestLoadImageStagedHeldBase: an update of an image whose first layer the
+// engine holds (from the previous version) sends that layer in the first
+// part's load, which skips it, instead of importing it again; the image
+// comes out whole.
+func TestLoadImageStagedHeldBase(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	engine.SetPartBytes(t, 2<<20)
+	v1 := stagedImage(t, "held-v1")
+	id1, _ := enginetest.WriteImage(io.Discard, v1)
+	cleanupImage(t, id1)
+	since := time.Now()
+	if _, err := load(ctx, d, v1, id1); err != nil {
+		t.Fatalf("LoadImage v1: %v", err)
+	}
+	if n := importEvents(t, since, id1); n != 1 {
+		t.Fatalf("v1: %d imports, want its first layer's", n)
+	}
+	v2 := v1
+	v2.Labels = map[string]string{"pullship.test": uniq("held-v2")}
+	v2.More = [][]enginetest.File{{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/v2", Mode: 0o644, Data: []byte("v2")}}, v1.More[2]}
+	id2, _ := enginetest.WriteImage(io.Discard, v2)
+	cleanupImage(t, id2)
+	since = time.Now()
+	if _, err := load(ctx, d, v2, id2); err != nil {
+		t.Fatalf("LoadImage v2: %v", err)
+	}
+	if n := importEvents(t, since, id2); n != 0 {
+		t.Fatalf("v2: %d imports, want none (the engine holds its first layer)", n)
+	}
+	partial, loaded := loadEvents(t, since, id2)
+	if len(partial) == 0 || loaded != 1 {
+		t.Fatalf("v2 load events: partial images %q and %d of %s, want partial images then the image", partial, loaded, id2)
+	}
+	if p := partialImages(t, id2); p != "" {
+		t.Fatalf("partial images left: %s", p)
+	}
+	if layers := docker(t, "image", "inspect", "--format", "{{len .RootFS.Layers}}", id2); layers != "4" {
+		t.Fatalf("loaded image has %s layers, want 4", layers)
+	}
+	name := uniq("held")
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	if out := docker(t, "run", "--name", name, id2, "ping"); out != "pong" {
+		t.Fatalf("v2's container printed %q, want pong", out)
+	}
+}
+
+// importEvents counts the engine's imports, since then, of partial images
+// of loads of image id.
+func importEvents(t *testing.T, since time.Time, id string) int {
+	t.Helper()
+	out := docker(t, "events", "--since", since.Format(time.RFC3339Nano), "--until", time.Now().Add(time.Second).Format(time.RFC3339Nano),
+		"--filter", "type=image", "--filter", "event=import", "--filter", "label="+engine.LabelPartial+"="+id, "--format", "{{.ID}}")
+	return len(strings.Fields(out))
 }
 
 // TestLoadImageStagedSizes: with the sizes of its layers known ahead, the

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"archive/tar"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -45,7 +46,9 @@ const partialConfigName = "pullship-partial.json"
 // which registers them after the parts ([stager.plan] says which).
 //
 // The first layer, which has no parent, goes into an import instead: the
-// engine registers it as its bytes arrive ([stager.takeBase]). The manifest
+// engine registers it as its bytes arrive ([stager.takeBase]), unless the
+// engine holds it already (an update of an image whose base did not change:
+// [stager.holdsBase]), when it goes into the first part like any layer. The manifest
 // that makes the engine process a part is written only once the part before
 // it is loaded ([stager.seal]), so layers register in order while the next
 // ones stream. The partial images hold the layers until the image's own load
@@ -60,6 +63,10 @@ type stager struct {
 	diffs  []string                   // the image config's layer diff IDs
 	layers []string                   // the manifest's layer paths
 	staged int                        // how many of them go ahead, from the first
+
+	// baseHeld: the engine holds the first layer; it goes into a part's
+	// load (which skips it) instead of an import (see holdsBase).
+	baseHeld bool
 
 	parts []*part
 	open  *part // the part take writes to, until sealed
@@ -126,7 +133,32 @@ func (s *stager) plan(config []byte, layers []string) int {
 	}
 	s.diffs, s.layers = rootfs.DiffIDs, layers
 	s.staged = layersAhead(layers, s.sizes)
+	s.baseHeld = s.staged > 0 && s.holdsBase(rootfs.DiffIDs[0])
 	return s.staged
+}
+
+// maxHeldLookups bounds the images holdsBase inspects.
+const maxHeldLookups = 32
+
+// holdsBase reports whether one of the engine's newest images starts with
+// the layer diffID, as the previous version of an image being updated
+// usually does. Such a layer goes into the first part's load, which skips
+// a layer the engine has, where an import would unpack it all again. A
+// wrong answer costs time only: the part carries the layer's bytes either
+// way.
+func (s *stager) holdsBase(diffID string) bool {
+	list, err := s.cli.ImageList(s.ctx, image.ListOptions{})
+	if err != nil {
+		return false
+	}
+	slices.SortFunc(list, func(a, b image.Summary) int { return cmp.Compare(b.Created, a.Created) })
+	for _, im := range list[:min(len(list), maxHeldLookups)] {
+		insp, err := s.cli.ImageInspect(s.ctx, im.ID)
+		if err == nil && len(insp.RootFS.Layers) > 0 && insp.RootFS.Layers[0] == diffID {
+			return true
+		}
+	}
+	return false
 }
 
 // layersAhead returns how many of the layers, from the first, a staged load
@@ -180,7 +212,7 @@ var partBytes int64 = 32 << 20 // a variable for tests
 // partBytes or more, or with the last staged layer, is then closed, and its
 // load completes in the background, after the previous part's.
 func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
-	if i == 0 {
+	if i == 0 && !s.baseHeld {
 		return s.takeBase(hdr, r)
 	}
 	p := s.open
