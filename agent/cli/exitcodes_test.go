@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -138,39 +136,12 @@ func TestOncePlanExitCodes(t *testing.T) {
 // 1 within stall_timeout, naming the remote without its credentials.
 func TestOnceStalledRemote(t *testing.T) {
 	f := newFixture(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	release := make(chan struct{})
-	defer close(release)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				<-release
-			}()
-		}
-	}()
-	headers := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer headers.Close()
-	secretURL := strings.Replace(headers.URL, "http://", "http://pullship:s3cret-token@", 1) + "/releases.git"
+	silent := gittest.Silent(t)
+	headers := gittest.SilentHTTP(t)
+	secretURL := strings.Replace(headers, "http://", "http://pullship:s3cret-token@", 1) + "/releases.git"
 	for _, c := range []struct{ name, remote, want string }{
-		{"git", "git://" + l.Addr().String() + "/releases.git", "git://" + l.Addr().String() + "/releases.git"},
-		{"http", secretURL, headers.URL + "/releases.git"},
+		{"git", "git://" + silent + "/releases.git", "git://" + silent + "/releases.git"},
+		{"http", secretURL, headers + "/releases.git"},
 	} {
 		cfg := f.config("stall-"+c.name, c.remote, f.env.Root, `stall_timeout = "300ms"`)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -2,7 +2,6 @@ package repo
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/transport"
 )
 
 // Fetching objects by id: an image tag is a chain of segment commits
@@ -180,56 +180,31 @@ func fetchCommand(wants, haves []plumbing.Hash) *pktWriter {
 // response, its body bounded by limit.
 func (f *ObjectFetcher) httpCommand(ctx context.Context, w *pktWriter, limit int64) (*http.Response, error) {
 	r := f.r
+	if caps := r.httpV2.Load(); caps != nil {
+		// A poll learned the server's capabilities already.
+		_, fetch := (*caps)["fetch"]
+		f.httpV2 = f.httpV2 || fetch
+	}
 	if !f.httpV2 {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.baseURL()+"/info/refs?service=git-upload-pack", nil)
-		if err != nil {
-			return nil, err
-		}
-		r.authorize(req)
-		req.Header.Set("Git-Protocol", "version=2")
-		res, err := r.http.Do(req)
+		res, err := r.httpGetInfoRefs(ctx, transport.UploadPackServiceName, true)
 		if err != nil {
 			return nil, cut(err)
 		}
-		err = checkHTTPAnswer(res, "GET info/refs", "application/x-git-upload-pack-advertisement")
-		if err == nil {
-			p := newPktReader(res.Body)
-			p.budget(maxCapabilities, "capability advertisement", nil)
-			err = readCapabilities(p)
-		}
+		p := newPktReader(res.Body)
+		p.budget(maxCapabilities, "capability advertisement", nil)
+		err = readCapabilities(p)
 		drainClose(res)
 		if err != nil {
 			return nil, cut(err)
 		}
-		f.httpV2 = true
 	}
-	req, err := http.NewRequestWithContext(withBodyLimit(ctx, limit), http.MethodPost, r.baseURL()+"/git-upload-pack", bytes.NewReader(w.b))
-	if err != nil {
-		return nil, err
-	}
-	r.authorize(req)
-	req.Header.Set("Content-Type", "application/x-git-upload-pack-request")
-	req.Header.Set("Accept", "application/x-git-upload-pack-result")
-	req.Header.Set("Git-Protocol", "version=2")
-	res, err := r.http.Do(req)
-	if err != nil {
+	f.httpV2 = true
+	res, err := r.httpPost(withBodyLimit(ctx, limit), transport.UploadPackServiceName, w.b, true)
+	var re *httpReplyError
+	if err != nil && !errors.As(err, &re) {
 		return nil, fmt.Errorf("%w: %w", ErrConnectionCut, err)
 	}
-	if err := checkHTTPAnswer(res, "POST git-upload-pack", "application/x-git-upload-pack-result"); err != nil {
-		drainClose(res)
-		return nil, err
-	}
-	return res, nil
-}
-
-func checkHTTPAnswer(res *http.Response, op, contentType string) error {
-	if res.StatusCode != http.StatusOK {
-		return httpStatusError(op, res)
-	}
-	if ct := res.Header.Get("Content-Type"); ct != contentType {
-		return fmt.Errorf("%s: not a smart git server (content type %q)", op, serverText([]byte(ct)))
-	}
-	return nil
+	return res, err
 }
 
 // readCapabilities reads a protocol v2 capability advertisement (after

@@ -11,48 +11,16 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 	"golang.org/x/crypto/ssh"
 )
-
-// silentListener accepts connections and never sends a byte (the
-// connections stay open until the test ends).
-func silentListener(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			go io.Copy(io.Discard, c)
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String()
-}
 
 // sshServer is an in-process SSH server on loopback that lets any client
 // in and runs serve for each exec request; its host key is pinned in
@@ -153,29 +121,21 @@ func TestStalledServer(t *testing.T) {
 	silentSSH := newSSHServer(t, func(cmd string, env []string, ch ssh.Channel) {
 		io.Copy(io.Discard, ch) // the service starts, and says nothing
 	})
-	headers := make(chan struct{})
-	httpSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/x-git-upload-pack-advertisement")
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		<-headers
-	}))
-	t.Cleanup(httpSrv.Close)
-	t.Cleanup(func() { close(headers) }) // before Close, which waits for the handlers
+	httpURL := gittest.SilentHTTP(t)
 
 	remotes := map[string]func() *Remote{
 		"git://": func() *Remote {
-			r, err := Open(context.Background(), "git://"+silentListener(t)+"/r.git", opts)
+			r, err := Open(context.Background(), "git://"+gittest.Silent(t)+"/r.git", opts)
 			must(t, err)
 			return r
 		},
 		"ssh:// handshake": func() *Remote {
-			silent := &sshServer{Addr: silentListener(t), KnownHosts: silentSSH.KnownHosts, Key: silentSSH.Key}
+			silent := &sshServer{Addr: gittest.Silent(t), KnownHosts: silentSSH.KnownHosts, Key: silentSSH.Key}
 			return silent.remote(t, "/r.git", opts)
 		},
 		"ssh:// service": func() *Remote { return silentSSH.remote(t, "/r.git", opts) },
 		"http:// after headers": func() *Remote {
-			r, err := Open(context.Background(), httpSrv.URL+"/r.git", opts)
+			r, err := Open(context.Background(), httpURL+"/r.git", opts)
 			must(t, err)
 			return r
 		},
@@ -205,7 +165,7 @@ func TestStalledServer(t *testing.T) {
 // TestCanceledDial: the caller's context ends a session that waits on a
 // silent server, long before the stall timeout.
 func TestCanceledDial(t *testing.T) {
-	for _, url := range []string{"git://" + silentListener(t) + "/r.git"} {
+	for _, url := range []string{"git://" + gittest.Silent(t) + "/r.git"} {
 		r, err := Open(context.Background(), url, Options{StallTimeout: time.Hour})
 		must(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
