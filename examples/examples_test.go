@@ -3,14 +3,21 @@
 package examples_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/pullship/pullship/bundler"
 	"github.com/pullship/pullship/bundler/bundlertest"
+	"github.com/pullship/pullship/bundler/image"
 	"github.com/pullship/pullship/bundler/image/imagetest"
+	"github.com/pullship/pullship/bundler/shared/bundle"
 )
 
 func run(t *testing.T, dir string, name string, args ...string) string {
@@ -103,4 +110,55 @@ func TestGitPushReleases(t *testing.T) {
 		t.Fatalf("want 2 releases:\n%s", log)
 	}
 	run(t, dir, "git", "-C", releases, "fsck", "--strict", "--no-dangling")
+}
+
+// TestVerneMQFleetReleases: examples/vernemq/fleet.toml releases as it is
+// (with each node's status key added, as its README says): four nodes in
+// three waves, each running the broker and the webhook receiver, started
+// in that order's reverse (the broker depends on the receiver).
+func TestVerneMQFleetReleases(t *testing.T) {
+	e := bundlertest.NewEnv(t)
+	dir := filepath.Join(e.Dir, "vernemq")
+	if err := os.CopyFS(dir, os.DirFS("vernemq")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "keys"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"cn", "sg", "us", "eu"} {
+		k := bundlertest.NewKey(t, e.Dir, n)
+		if err := os.WriteFile(filepath.Join(dir, "keys", n+".pub"), k.PubPEM, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	broker, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "broker.tar"), imagetest.File{Path: "vernemq", Data: []byte("broker")})
+	hook, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "hook.tar"), imagetest.File{Path: "demohook", Data: []byte("hook")})
+	if _, err := e.Release.Release(context.Background(), bundler.ReleaseOptions{Fleet: filepath.Join(dir, "fleet.toml"),
+		Images:  map[string]image.Source{"broker": image.TarFile(broker), "webhook": image.TarFile(hook)},
+		Signers: []signature.Signer{e.Key.Signer}, AllowDirty: true}); err != nil {
+		t.Fatal(err)
+	}
+	head, err := e.Release.Sync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := bundle.Read(e.Release.Cache, head.Releases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := bundle.Verify(b, e.Pinned, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waves := map[int]int{}
+	for _, n := range v.Release.Nodes {
+		waves[n.Wave]++
+		u := n.Units()
+		if len(u) != 2 || u[0].Name != "webhook" || u[1].Name != "broker" || !u[1].Attach || u[1].Container.Cluster == nil {
+			t.Errorf("node %s services %+v", n.Name, u)
+		}
+	}
+	if len(v.Release.Nodes) != 4 || waves[1] != 1 || waves[2] != 1 || waves[3] != 2 || len(v.Release.Images) != 2 {
+		t.Fatalf("release: %d nodes, waves %v, %d images", len(v.Release.Nodes), waves, len(v.Release.Images))
+	}
 }

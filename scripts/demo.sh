@@ -4,7 +4,10 @@
 # key, a trust root and a release repository under .demo/, releases version 1,
 # runs one pullship-agent per node, waits until all four report healthy and
 # clustered, rolls out a config change wave by wave (cn, then sg, then us and
-# eu), and restarts one container to show its address is still attached.
+# eu), a change of the webhook receiver's config that restarts only the
+# receiver, a new broker image, and restarts one container to show its
+# address is still attached. Every node runs two services: the broker and
+# the webhook receiver its webhooks call.
 #
 # `scripts/demo.sh clean` (make demo-clean) removes every container, image,
 # network and file the demo made.
@@ -23,7 +26,7 @@ NODES_ALL=("${NODES[@]}")
 NETWORK=pullship-demo
 SUBNET=10.0.0.0/24
 GATEWAY=10.0.0.254 # Docker would take .1, which is cn's address
-IMAGES=(pullship/demo:1 pullship/demo:2)
+IMAGES=(pullship/demo:1 pullship/demo:2 pullship/demo-hook:1)
 TIMEOUT="${DEMO_TIMEOUT:-180}" # seconds allowed for each wait
 
 REPO="$DEMO/releases.git"
@@ -77,7 +80,8 @@ stop_agents() {
 remove_containers() {
 	local n
 	for n in "${NODES[@]}"; do
-		docker rm -f "pullship-demo-$n" "pullship-demo-$n.pullship-prev" >/dev/null 2>&1 || true
+		docker rm -f "pullship-demo-$n" "pullship-demo-$n.pullship-prev" \
+			"pullship-demo-hook-$n" "pullship-demo-hook-$n.pullship-prev" >/dev/null 2>&1 || true
 	done
 }
 
@@ -104,6 +108,7 @@ clean() {
 	local left=""
 	for n in "${NODES[@]}"; do
 		docker container inspect "pullship-demo-$n" >/dev/null 2>&1 && left="$left container pullship-demo-$n"
+		docker container inspect "pullship-demo-hook-$n" >/dev/null 2>&1 && left="$left container pullship-demo-hook-$n"
 	done
 	docker network inspect "$NETWORK" >/dev/null 2>&1 && left="$left network $NETWORK"
 	for i in "${IMAGES[@]}"; do
@@ -124,7 +129,8 @@ fleet_status() { "$BIN/pullship" status --repo "$REPO" --root "$TRUST" --cache "
 # node_rows reads `pullship status --json` (indented, one key per line) and
 # prints one line per node: name, report state (ok, stale, forged, ...),
 # applied version, container state, address attached, health ok, cluster
-# joined, members seen running, container start time, report time.
+# joined, members seen running, container start time, report time. The
+# node's own keys are told by their indentation from its services' keys.
 node_rows() {
 	fleet_status --json 2>/dev/null | awk '
 		function val(s) { sub(/^[^:]*: */, "", s); gsub(/[",]/, "", s); return s }
@@ -132,11 +138,11 @@ node_rows() {
 		/^      "node": / { flush(); n = val($0); next }
 		/"state": /          { st = val($0) }
 		/"AppliedVersion": / { ap = val($0) }
-		/"State": /          { cs = val($0) }
-		/"StartedAt": /      { sa = val($0) }
-		/"Attached": /       { at = val($0) }
-		/"OK": /             { ok = val($0) }
-		/"Joined": /         { jn = val($0) }
+		/^          "State": /     { cs = val($0) }
+		/^          "StartedAt": / { sa = val($0) }
+		/^          "Attached": /  { at = val($0) }
+		/^          "OK": /        { ok = val($0) }
+		/^          "Joined": /    { jn = val($0) }
 		/"Running": true/    { run++ }
 		/^        "Time": /  { tm = val($0) }
 		END { flush() }'
@@ -202,11 +208,15 @@ check_waves() {
 	ok "order seen: ${ORDER[*]} (waves respected)"
 }
 
+# release IMAGE releases the fleet with IMAGE as the broker's image; the
+# webhook receiver's is the one the fleet names (pullship/demo-hook:1).
 release() {
 	local image="$1"
-	"$BIN/pullship" release -q --allow-dirty --repo "$REPO" --fleet "$DEMO/fleet/fleet.toml" --image "docker://$image" \
+	"$BIN/pullship" release -q --allow-dirty --repo "$REPO" --fleet "$DEMO/fleet/fleet.toml" --image "broker=docker://$image" \
 		--key "$DEMO/keys/release.key" --cache "$CACHE" | sed 's/^/   /'
 }
+
+started_at() { docker inspect -f '{{.State.StartedAt}}' "$1"; }
 
 [ "${1:-}" = clean ] && { clean; exit 0; }
 [ $# -eq 0 ] || { echo "usage: scripts/demo.sh [clean]" >&2; exit 2; }
@@ -228,7 +238,7 @@ stop_agents
 remove_containers
 docker network rm "$NETWORK" >/dev/null 2>&1 || true
 rm -rf "$DEMO"
-mkdir -p "$DEMO"/{keys,logs,pids,state,etc}
+mkdir -p "$DEMO"/{keys,logs,pids,state,etc,hook,run}
 docker image inspect -f '{{.Id}}' "${IMAGES[@]}" >"$DEMO/image-ids"
 ok "clean slate in $DEMO"
 
@@ -250,13 +260,13 @@ cp -r "$ROOT/examples/demo" "$DEMO/fleet"
 sed -i "s|@DEMO_DIR@|$DEMO|g" "$DEMO/fleet/fleet.toml"
 mkdir -p "$DEMO/fleet/keys"
 for n in "${NODES[@]}"; do
-	mkdir -p "$DEMO/etc/$n"
+	mkdir -p "$DEMO/etc/$n" "$DEMO/hook/$n" "$DEMO/run/$n"
 	cat >"$DEMO/agent-$n.toml" <<EOF
 # pullship-agent for node $n (docs/agent.md). On a real host: /etc/pullship/agent.toml.
 remotes = ["$REPO"]
 root = "$TRUST"
 state_dir = "$DEMO/state/$n"
-allowed_dirs = ["$DEMO/etc/$n"]
+allowed_dirs = ["$DEMO/etc/$n", "$DEMO/hook/$n"]
 poll_interval = "1s"
 heartbeat = "10s"
 
@@ -267,7 +277,9 @@ EOF
 	"$BIN/pullship-agent" init --config "$DEMO/agent-$n.toml" | sed -n "1,2s/^/   /p"
 done
 
-say "Releasing version 1: image pullship/demo:1 and every node's vernemq.conf, signed"
+say "Releasing version 1: images pullship/demo:1 and pullship/demo-hook:1, every node's vernemq.conf and hook.conf, signed"
+"$BIN/pullship" render --fleet "$DEMO/fleet/fleet.toml" | sed -n '1,5s/^/   /p'
+info "(each node runs both services; pullship render shows them without releasing)"
 release pullship/demo:1
 "$BIN/pullship" verify --repo "$REPO" --root "$TRUST" --cache "$CACHE" | sed 's/^/   /'
 
@@ -298,6 +310,13 @@ if have_status; then
 fi
 info "the cluster as cn sees it (docker exec pullship-demo-cn vmq-admin cluster show):"
 docker exec pullship-demo-cn vmq-admin cluster show | sed 's/^/   /'
+# The broker's webhooks call the receiver every heartbeat.
+deadline=$((SECONDS + TIMEOUT))
+until docker exec pullship-demo-hook-cn demohook ping 2>/dev/null | grep -q 'calls=[1-9]'; do
+	[ "$SECONDS" -lt "$deadline" ] || die "cn's webhook receiver was never called: $(docker exec pullship-demo-hook-cn demohook ping 2>&1)"
+	sleep 0.5
+done
+ok "cn's broker calls its webhook receiver: $(docker exec pullship-demo-hook-cn demohook ping | cut -c1-100)"
 
 say "Releasing version 2: a config change (listener.max_connections 10000 -> 20000)"
 sed -i 's/^max_connections = 10000$/max_connections = 20000/' "$DEMO/fleet/fleet.toml"
@@ -319,21 +338,47 @@ if have_status; then
 	fleet_status | sed -n '/^rollout/,$p' | sed 's/^/   /'
 fi
 
-say "Releasing version 3: a new image, pullship/demo:2 (same layer, new label)"
-release pullship/demo:2
-info "demo:2 shares its layer with demo:1, so only its few new chunks (image config, manifest) were pushed"
+say "Releasing version 3: a change of the webhook receiver's config only (greeting hello -> hi)"
+declare -A broker_started=() hook_started=()
+for n in "${NODES[@]}"; do
+	broker_started[$n]="$(started_at "pullship-demo-$n")"
+	hook_started[$n]="$(started_at "pullship-demo-hook-$n")"
+done
+sed -i 's/^hook_greeting = "hello"$/hook_greeting = "hi"/' "$DEMO/fleet/fleet.toml"
+grep -q '^hook_greeting = "hi"$' "$DEMO/fleet/fleet.toml" || die "could not edit hook_greeting in $DEMO/fleet/fleet.toml"
+release pullship/demo:1
 
-say "Rolling out version 3 wave by wave: every container is recreated from the new image"
+say "Rolling out version 3: each node restarts its webhook receiver, and only it"
 START=$SECONDS
 ORDER=()
 wait_all 3
+check_waves
+for n in "${NODES[@]}"; do
+	docker exec "pullship-demo-hook-$n" demohook ping | grep -q "greeting=hi from $n" ||
+		die "node $n's webhook receiver does not run the new config: $(docker exec "pullship-demo-hook-$n" demohook ping 2>&1)"
+	[ "$(started_at "pullship-demo-hook-$n")" != "${hook_started[$n]}" ] || die "node $n's webhook receiver was not restarted"
+	[ "$(started_at "pullship-demo-$n")" = "${broker_started[$n]}" ] || die "node $n's broker was restarted by a change of the receiver's config"
+done
+ok "every receiver restarted with the new greeting; no broker was touched (same container start times)"
+if have_status; then
+	fleet_status | sed -n '/^services/,/^$/p' | sed 's/^/   /'
+fi
+
+say "Releasing version 4: a new broker image, pullship/demo:2 (same layer, new label)"
+release pullship/demo:2
+info "demo:2 shares its layer with demo:1, so only its few new chunks (image config, manifest) were pushed"
+
+say "Rolling out version 4 wave by wave: every broker is recreated from the new image"
+START=$SECONDS
+ORDER=()
+wait_all 4
 check_waves
 want="$(docker image inspect -f '{{.Id}}' pullship/demo:2)"
 for n in "${NODES[@]}"; do
 	got="$(docker inspect -f '{{.Image}}' "pullship-demo-$n")"
 	[ "$got" = "$want" ] || die "container pullship-demo-$n runs image $got, want pullship/demo:2 ($want)"
 done
-ok "all four containers run pullship/demo:2 (${want:7:12}), clustered again"
+ok "all four brokers run pullship/demo:2 (${want:7:12}), clustered again"
 
 say "Restarting container pullship-demo-sg: its overlay address must come back"
 ip_of() { docker inspect -f "{{(index .NetworkSettings.Networks \"$NETWORK\").IPAddress}}" "pullship-demo-$1" 2>/dev/null; }
@@ -359,7 +404,7 @@ info "waiting for sg's agent to report the restarted container (started $started
 START=$SECONDS
 ORDER=()
 NODES=(sg)
-wait_all 3 "$started"
+wait_all 4 "$started"
 NODES=("${NODES_ALL[@]}")
 if have_status; then
 	fleet_status | sed 's/^/   /'
@@ -371,5 +416,6 @@ cat <<EOF
      bin/pullship log    --repo $REPO --root $TRUST
      bin/pullship status --repo $REPO --root $TRUST --watch
      docker exec pullship-demo-cn vmq-admin cluster show
+     docker exec pullship-demo-hook-cn demohook ping
    The four agents keep running (logs in .demo/logs/). make demo-clean removes everything.
 EOF

@@ -23,6 +23,8 @@
 //	demo.healthy = on                         off: ping fails (a bad release)
 //	demo.heartbeat = 1s                       heartbeat period; Running = seen within 3
 //	demo.control = /tmp/demosvc.sock          control socket
+//	vmq_webhooks.NAME.endpoint = unix:/run/hook/hook.sock
+//	                                          each heartbeat posts on_register there
 package main
 
 import (
@@ -145,6 +147,11 @@ type config struct {
 	healthy   bool
 	heartbeat time.Duration
 	control   string
+	// webhook is a vmq_webhooks.<name>.endpoint of the form
+	// unix:/path/to.sock: every heartbeat posts an on_register call there
+	// (the demo's webhook receiver, agent/internal/demohook, listens on a
+	// socket in a directory both containers of a node bind).
+	webhook string
 }
 
 func loadConfig(path string) (config, error) {
@@ -174,6 +181,10 @@ func loadConfig(path string) (config, error) {
 			cfg.mqtt = v
 		case "demo.control":
 			cfg.control = v
+		default:
+			if strings.HasPrefix(k, "vmq_webhooks.") && strings.HasSuffix(k, ".endpoint") && strings.HasPrefix(v, "unix:") {
+				cfg.webhook = strings.TrimPrefix(v, "unix:")
+			}
 		case "demo.healthy":
 			if v != "on" && v != "off" {
 				return cfg, fmt.Errorf("config %s:%d: demo.healthy is %q, want on or off", path, n, v)

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -263,4 +265,47 @@ func TestConfigErrors(t *testing.T) {
 			t.Errorf("%q: got %v, want %q", tt.conf, err, tt.want)
 		}
 	}
+}
+
+// callWebhook posts an on_register call to a receiver on a unix socket.
+func TestCallWebhook(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "hook.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		got <- req.Method + " " + req.URL.Path + " " + string(b)
+	}()
+	callWebhook(sock, "VerneMQ@10.0.0.1", 5*time.Second)
+	if s := <-got; s != `POST /webhook {"hook":"on_register","node":"VerneMQ@10.0.0.1"}` {
+		t.Fatalf("receiver got %q", s)
+	}
+	cfg, err := loadConfigText(t, "nodename = VerneMQ@10.0.0.1\nlistener.vmq.clustering = 10.0.0.1:44053\nvmq_webhooks.w.endpoint = unix:"+sock+"\n")
+	if err != nil || cfg.webhook != sock {
+		t.Fatalf("config webhook %q %v", cfg.webhook, err)
+	}
+}
+
+func loadConfigText(t *testing.T, text string) (config, error) {
+	p := filepath.Join(t.TempDir(), "vernemq.conf")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return loadConfig(p)
 }

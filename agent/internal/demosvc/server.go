@@ -192,12 +192,37 @@ func (s *server) heartbeats() {
 		for _, a := range addrs {
 			go s.greet(a, period)
 		}
+		if hook, node := s.webhook(); hook != "" {
+			go callWebhook(hook, node, period)
+		}
 		select {
 		case <-s.done:
 			return
 		case <-time.After(period):
 		}
 	}
+}
+
+// webhook returns the webhook socket and the node's name.
+func (s *server) webhook() (sock, node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.webhook, s.cfg.nodename
+}
+
+// callWebhook posts one on_register call to the webhook receiver listening
+// on the unix socket sock, as VerneMQ's webhooks plugin posts to its
+// endpoint; a receiver that is down is skipped until the next heartbeat.
+func callWebhook(sock, node string, timeout time.Duration) {
+	c, err := net.DialTimeout("unix", sock, timeout)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	body := fmt.Sprintf(`{"hook":"on_register","node":%q}`, node)
+	fmt.Fprintf(c, "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nvernemq-hook: on_register\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }
 
 func (s *server) members() []member {
