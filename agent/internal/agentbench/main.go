@@ -18,7 +18,8 @@
 //  2. A config-only release (one template line): the bytes git-daemon sent
 //     the agent during the second `once`, counted by a TCP proxy between them.
 //
-//  3. An idle poll (a third `once` with nothing to do): connections and bytes.
+//  3. An idle poll (a third `once` with nothing to do) with 1,000 other
+//     nodes' status branches in the repository: connections and bytes.
 //
 //  4. The new image again, from a directory remote (the bare repository the
 //     daemon serves, as removable media would hold it): a fresh state
@@ -494,12 +495,16 @@ func (b *bench) run() error {
 	b.add(bundlertest.Row(sc, "whole once", secs(a2.wall), "-", "-", "-", "-"))
 	b.add(bundlertest.Row(sc, "agent peak RSS", kib(a2.rss), "-", "-", "-", "-"))
 
-	// --- Scenario 3: idle poll.
+	// --- Scenario 3: idle poll, with the status branches of a fleet of
+	// 1,000 other nodes in the repository.
+	if err := statusBranches(bare, 1000); err != nil {
+		return err
+	}
 	a3, t3, c3, err := once(10)
 	if err != nil {
 		return err
 	}
-	sc = "3 idle poll"
+	sc = "3 idle poll, 1,000 status branches"
 	poll := pollConns(c3)
 	b.add(bundlertest.Row(sc, "poll requests", strconv.Itoa(len(poll)), "-", "-", "1", yes(len(poll) == 1)))
 	total := sumUp(poll) + sumDown(poll)
@@ -597,6 +602,26 @@ func (b *bench) run() error {
 
 // addPush adds the status report pushes a pass made (the agent reports
 // after every pass; they are not part of the poll).
+// statusBranches adds n status branches of other nodes
+// (refs/heads/status/bench-NNNN) to the bare repository, on its release
+// commit.
+func statusBranches(bare string, n int) error {
+	head, err := exec.Command("git", "-C", bare, "rev-parse", "refs/heads/releases").Output()
+	if err != nil {
+		return fmt.Errorf("git rev-parse releases: %w", err)
+	}
+	var in strings.Builder
+	for i := range n {
+		fmt.Fprintf(&in, "create refs/heads/status/bench-%04d %s\n", i, strings.TrimSpace(string(head)))
+	}
+	cmd := exec.Command("git", "-C", bare, "update-ref", "--stdin")
+	cmd.Stdin = strings.NewReader(in.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git update-ref: %w: %s", err, out)
+	}
+	return nil
+}
+
 func addPush(b *bench, sc string, t map[string]traffic) {
 	p := t["git-receive-pack"]
 	b.add(bundlertest.Row(sc, "status push: requests / sent / received", fmt.Sprintf("%d / %s / %s", p.conns, kb(p.up), kb(p.down)), "-", "-", "-", "-"))

@@ -105,7 +105,7 @@ type session struct {
 	br     *bufio.Reader // under pkt: a raw pack (no sideband) is read from it
 	w      io.Writer
 	conn   *stallConn
-	stderr *tailBuffer // ssh: what the server wrote on stderr
+	stderr *firstBytes // ssh: what the server wrote on stderr
 	ctx    context.Context
 	stop   func() bool // unregisters the context's close
 	closer func() error
@@ -164,14 +164,14 @@ func (r sessionReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// tailBuffer keeps the first bytes written to it (a server's error
+// firstBytes keeps the first bytes written to it (a server's error
 // message), up to a bound, and drops the rest.
-type tailBuffer struct {
+type firstBytes struct {
 	mu  sync.Mutex
 	buf []byte
 }
 
-func (t *tailBuffer) Write(b []byte) (int, error) {
+func (t *firstBytes) Write(b []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if room := maxServerText - len(t.buf); room > 0 {
@@ -180,7 +180,7 @@ func (t *tailBuffer) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-func (t *tailBuffer) String() string {
+func (t *firstBytes) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return serverText(t.buf)
@@ -299,7 +299,7 @@ func (r *Remote) sshSession(ctx context.Context, service string, v2 bool) (*sess
 		client.Close()
 		return nil, err
 	}
-	stderr := &tailBuffer{}
+	stderr := &firstBytes{}
 	sess.Stderr = stderr
 	if err := sess.Start(service + " " + shellQuote(r.u.Path)); err != nil {
 		client.Close()
