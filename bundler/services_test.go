@@ -86,6 +86,15 @@ func TestReleaseServicesShareChunksAndPrune(t *testing.T) {
 	if strings.Join(r2.NodesChanged, ",") != "cn,sg" {
 		t.Errorf("nodes changed %v: both run the webhook", r2.NodesChanged)
 	}
+	var diff strings.Builder
+	if err := e.Release.Diff(ctx, 1, 2, &diff); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("diff 1 2:\n%s", diff.String())
+	// The image names stay; what differs is the digest behind hook-1.
+	if !strings.Contains(diff.String(), "image hook-1") || strings.Contains(diff.String(), "service broker:") {
+		t.Errorf("diff 1 2:\n%s", diff.String())
+	}
 	res, err := e.Release.Prune(ctx, 1, false)
 	if err != nil {
 		t.Fatal(err)

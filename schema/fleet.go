@@ -57,8 +57,8 @@ type Service struct {
 	// only); a cycle is an error.
 	DependsOn []string `toml:"depends_on,omitempty"`
 	// Attach says the node's overlay address is attached to this service's
-	// container ([[service]] only). When no service of a node sets it, the
-	// node's first service is attached.
+	// container ([[service]] only; one service of a node at most). When no
+	// service of a node sets it, the node's first service is attached.
 	Attach *bool `toml:"attach,omitempty"`
 	// Image is the Docker reference the bundler packs ("airdroid/vernemq:1.6.1").
 	Image string `toml:"image"`

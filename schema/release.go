@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -464,8 +463,17 @@ func (n *ReleaseNode) validateServices(images map[string]bool) error {
 			return fmt.Errorf("file %q: service %q is not a service of the node", f.Path, f.Service)
 		}
 	}
-	if n.Network.Driver != DriverNone && !slices.ContainsFunc(n.Services, func(s NodeService) bool { return s.Attach }) {
+	attached := 0
+	for _, s := range n.Services {
+		if s.Attach {
+			attached++
+		}
+	}
+	if n.Network.Driver != DriverNone && attached == 0 {
 		return fmt.Errorf("network: driver %s, but no service is attached", n.Network.Driver)
+	}
+	if attached > 1 {
+		return fmt.Errorf("network: %d services attached: the node's address goes to one", attached)
 	}
 	return nil
 }

@@ -312,6 +312,15 @@ func (f *Fleet) validateServices() error {
 			}
 			run[name] = true
 		}
+		var attached []string
+		for _, s := range f.NodeServices(n) {
+			if s.Attach != nil && *s.Attach {
+				attached = append(attached, s.Name)
+			}
+		}
+		if len(attached) > 1 {
+			return fmt.Errorf("node %q: services %q and %q both have attach = true: the node's overlay address is one address, for one service", n.Name, attached[0], attached[1])
+		}
 		if len(run) == 0 {
 			continue
 		}

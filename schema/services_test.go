@@ -94,6 +94,8 @@ func TestParseFleetServicesRefused(t *testing.T) {
 			`service "hook": port "80:80": host port already used by service "broker"`},
 		{"two clustered", strings.ReplaceAll(twoServices, `reload = { action = "restart" }`, "reload = { action = \"restart\" }\ncluster = { show = [\"s\"], format = \"vmq-json\", join = [\"j\", \"{{.Peer}}\"], peer = \"p\" }"), "", "",
 			`service "hook": cluster: service "broker" is the clustered service already`},
+		{"two attached", strings.ReplaceAll(twoServices, `reload = { action = "restart" }`, "reload = { action = \"restart\" }\nattach = true"), "", "",
+			`node "a": services "hook" and "broker" both have attach = true`},
 		{"same image name, other image", strings.Replace(twoServices, `image = "example/hook:1"`, "image = \"other/hook:1\"\nimage_name = \"broker-1\"", 1), "", "",
 			`service "hook": image name "broker-1" already names image "example/broker:1"`},
 	} {
@@ -196,6 +198,7 @@ func TestReleaseServicesRefused(t *testing.T) {
 		{"same container", func(n *ReleaseNode) { n.Services[0].Container.Name = n.Services[1].Container.Name }, `already used by service "hook"`},
 		{"unknown image", func(n *ReleaseNode) { n.Services[0].Image = "nope" }, `service "hook": image "nope" is not in [[image]]`},
 		{"nothing attached", func(n *ReleaseNode) { n.Services[1].Attach = false }, "no service is attached"},
+		{"two attached", func(n *ReleaseNode) { n.Services[0].Attach = true }, "network: 2 services attached"},
 		{"two clustered", func(n *ReleaseNode) { n.Services[0].Container.Cluster = n.Services[1].Container.Cluster },
 			`service "broker": container: cluster: service "hook" is the clustered service already`},
 		{"duplicate name", func(n *ReleaseNode) { n.Services[1].Name = "hook"; n.Services[1].DependsOn = nil }, `service "hook": listed twice`},
