@@ -133,7 +133,8 @@ func TestOncePlanExitCodes(t *testing.T) {
 
 // TestOnceStalledRemote: a server that accepts the connection and then
 // sends nothing (git://; HTTP after the response headers) makes once exit
-// 1 within stall_timeout, naming the remote without its credentials.
+// 1 within stall_timeout, naming the remote without its credentials; with
+// a working remote after it, the pass converges from that one.
 func TestOnceStalledRemote(t *testing.T) {
 	f := newFixture(t)
 	silent := gittest.Silent(t)
@@ -150,6 +151,21 @@ func TestOnceStalledRemote(t *testing.T) {
 		if code != ExitFailure || !strings.Contains(stderr, c.want) || !strings.Contains(stderr, "server stalled") || strings.Contains(stderr, "s3cret") {
 			t.Errorf("%s: exit %d, want %d naming %s and the stall; stderr:\n%s", c.name, code, ExitFailure, c.want, stderr)
 		}
+	}
+
+	// The silent remote first, a working one second: the pass converges.
+	cfg := f.config("stall-next", "git://"+silent+"/releases.git", f.env.Root, `stall_timeout = "300ms"`)
+	conf, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = bytes.Replace(conf, []byte(fmt.Sprintf("remotes = [%q]", "git://"+silent+"/releases.git")),
+		[]byte(fmt.Sprintf("remotes = [%q, %q]", "git://"+silent+"/releases.git", f.git)), 1)
+	if err := os.WriteFile(cfg, conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, stderr := f.run(context.Background(), "once", "--config", cfg); code != ExitOK || !strings.Contains(out, "converged") {
+		t.Errorf("silent remote, then a working one: exit %d\n%s\n%s", code, out, stderr)
 	}
 }
 

@@ -197,8 +197,37 @@ func floodAdvertisement(w io.Writer, mib int) {
 }
 
 // floodDaemon is a git:// server that answers every request with mib MiB
-// of refs.
-func floodDaemon(t *testing.T, mib int) string {
+// of refs: a v0 advertisement, or with v2 its capabilities and then, to
+// the first command, a ref list of that size.
+func floodDaemon(t *testing.T, mib int, v2 bool) string {
+	return fakeDaemon(t, func(c net.Conn) {
+		if !v2 {
+			floodAdvertisement(c, mib)
+			return
+		}
+		fmt.Fprint(c, pktLine("version 2\n")+pktLine("ls-refs\n")+pktLine("fetch\n")+"0000")
+		p := newPktReader(c)
+		for {
+			kind, _, err := p.next()
+			if err != nil || kind == pktFlush {
+				break
+			}
+		}
+		bw := bufio.NewWriterSize(c, 64<<10)
+		defer bw.Flush()
+		for i, n := 0, 0; n < mib<<20; i++ {
+			l := pktLine(fmt.Sprintf("%040x refs/heads/status/node-%d\n", i, i))
+			if _, err := bw.WriteString(l); err != nil {
+				return
+			}
+			n += len(l)
+		}
+	})
+}
+
+// fakeDaemon is a git:// server on loopback that reads each connection's
+// request packet and hands the connection to serve.
+func fakeDaemon(t *testing.T, serve func(c net.Conn)) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	t.Cleanup(func() { l.Close() })
@@ -210,24 +239,64 @@ func floodDaemon(t *testing.T, mib int) string {
 			}
 			go func() {
 				defer c.Close()
-				floodAdvertisement(c, mib)
+				if _, _, err := newPktReader(c).next(); err != nil {
+					return
+				}
+				serve(c)
 			}()
 		}
 	}()
 	return "git://" + l.Addr().String() + "/r.git"
 }
 
+// TestStallMidPack: a server that sends part of a pack and then nothing
+// ends the fetch within the stall timeout as a cut connection (a network
+// error), and nothing is installed.
+func TestStallMidPack(t *testing.T) {
+	blob := []byte("hello pullship\n")
+	pack := rawPack(rawEntry{3, int64(len(blob)), blob})
+	head := strings.Repeat("1", 40)
+	hang := make(chan struct{})
+	defer close(hang)
+	url := fakeDaemon(t, func(c net.Conn) {
+		fmt.Fprint(c, pktLine(head+" refs/heads/releases\x00side-band-64k ofs-delta\n")+"0000")
+		p := newPktReader(c)
+		for {
+			line, err := p.line()
+			if err != nil || line == "done" {
+				break
+			}
+		}
+		fmt.Fprint(c, pktLine("NAK\n")+pktLine("\x01"+string(pack[:20])))
+		<-hang
+	})
+	r, err := Open(context.Background(), url, Options{StallTimeout: 300 * time.Millisecond})
+	must(t, err)
+	st, err := Init(t.TempDir())
+	must(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = r.Fetch(ctx, st, FetchRequest{Refs: []string{"refs/heads/releases"}})
+	if !errors.Is(err, ErrStalled) || !errors.Is(err, ErrConnectionCut) || errors.Is(err, ErrBadPack) || ctx.Err() != nil {
+		t.Fatalf("fetch: %v, want a stall that cut the pack", err)
+	}
+	t.Logf("fetch: %v", err)
+	if packs, _ := filepath.Glob(filepath.Join(st.dir, "objects", "pack", "*.pack")); len(packs) != 0 {
+		t.Fatalf("packs installed: %v", packs)
+	}
+}
+
 // TestSessionAdvertisementMemory: a git:// or ssh:// server advertising
-// 100 MiB of refs is read only up to a bound, and the host's heap stays
-// under 64 MiB.
+// 100 MiB of refs (in v0, or as a v2 ref list) is read only up to a bound,
+// and the host's heap stays under 64 MiB.
 func TestSessionAdvertisementMemory(t *testing.T) {
 	const env = "PULLSHIP_TEST_SESSION_ADVERTISEMENT"
 	if which := os.Getenv(env); which != "" {
 		childMemory(t, func() {
 			var r *Remote
-			if which == "git://" {
+			if which == "git://" || which == "git:// v2" {
 				var err error
-				r, err = Open(context.Background(), floodDaemon(t, 100), Options{})
+				r, err = Open(context.Background(), floodDaemon(t, 100, which == "git:// v2"), Options{})
 				must(t, err)
 			} else {
 				srv := newSSHServer(t, func(cmd string, env []string, ch ssh.Channel) { floodAdvertisement(ch, 100) })
@@ -248,7 +317,7 @@ func TestSessionAdvertisementMemory(t *testing.T) {
 		})
 		return
 	}
-	hostileMemory(t, "TestSessionAdvertisementMemory", env, map[string][]byte{"git://": nil, "ssh://": nil}, 64<<20)
+	hostileMemory(t, "TestSessionAdvertisementMemory", env, map[string][]byte{"git://": nil, "git:// v2": nil, "ssh://": nil}, 64<<20)
 }
 
 // FuzzReply: a server's reply as pullship's client reads it (over a
