@@ -74,7 +74,7 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 		}
 	}
 	start := a.now()
-	err := a.apply(ctx, t, rn)
+	err := a.apply(ctx, t, rn, ns.Containers)
 	a.metrics.ApplySeconds.Observe(a.now().Sub(start).Seconds())
 	switch {
 	case errors.Is(err, ErrRolledBack):
@@ -99,6 +99,10 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 	ns.Image, ns.Images = images[0], nil
 	if len(rn.Services) > 0 {
 		ns.Images = images
+	}
+	ns.Containers = nil
+	for _, u := range rn.Units() {
+		ns.Containers = append(ns.Containers, u.Container.Name)
 	}
 	ns.Applied, ns.ManifestSHA256, ns.AppliedAt = rel.Version, t.v.ManifestSHA256, a.now().UTC()
 	if err := a.st.Save(st); err != nil {
@@ -263,8 +267,10 @@ func (u *unit) what() string {
 // then the files are replaced, the services' containers recreated or
 // reloaded in start order, and every service's health checked. A failure
 // at any step rolls every service back and returns an error wrapping
-// ErrRolledBack that names the service.
-func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) error {
+// ErrRolledBack that names the service. The containers of prev (the release
+// applied before) that rn no longer has are stopped first and removed once
+// every service is healthy.
+func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode, prev []string) error {
 	rel := t.v.Release
 	var units []unit
 	for _, u := range rn.Units() {
@@ -295,6 +301,23 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	}
 
 	j := &state.Journal{Node: rn.Name, Version: rel.Version, Step: state.StepBegin}
+	kept := map[string]bool{}
+	for _, u := range units {
+		kept[u.Container.Name] = true
+	}
+	for _, name := range prev {
+		if kept[name] {
+			continue
+		}
+		cur, found, err := a.eng.Inspect(ctx, name)
+		if err != nil {
+			return err
+		}
+		if found {
+			j.Services = append(j.Services, state.ServiceJournal{Container: name, PrevImage: cur.ImageID, PrevContainer: name, Recreate: true, Drop: true})
+		}
+	}
+	dropped := len(j.Services)
 	for _, u := range units {
 		cur, found, err := a.eng.Inspect(ctx, u.Container.Name)
 		if err != nil {
@@ -311,7 +334,7 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 		j.Services = append(j.Services, sj)
 	}
 	if len(rn.Services) == 0 {
-		sj := j.Services[0]
+		sj := j.Services[dropped]
 		j.PrevImage, j.PrevContainer, j.Recreate = sj.PrevImage, sj.PrevContainer, sj.Recreate
 	}
 	if err := a.st.WriteJournal(j); err != nil {
@@ -347,8 +370,15 @@ func (a *Agent) apply(ctx context.Context, t *target, rn *schema.ReleaseNode) er
 	if err := a.st.WriteJournal(j); err != nil {
 		return err
 	}
+	// Services that left the node stop first (they may hold ports the
+	// others need), then the node's services start in order.
+	for k := 0; k < dropped; k++ {
+		if err := a.stopAside(ctx, j.Services[k].Container); err != nil {
+			return a.fail(ctx, j, rn, fmt.Errorf("container %s (no longer in the release): %w", j.Services[k].Container, err))
+		}
+	}
 	for k := range units {
-		if err := a.startContainer(ctx, &j.Services[k], &units[k]); err != nil {
+		if err := a.startContainer(ctx, &j.Services[dropped+k], &units[k]); err != nil {
 			return a.fail(ctx, j, rn, fmt.Errorf("%s: %w", units[k].what(), err))
 		}
 	}
@@ -699,21 +729,26 @@ func (a *Agent) startContainer(ctx context.Context, sj *state.ServiceJournal, u 
 		}
 		return a.reload(ctx, u.Container.Name, u.Container.Reload)
 	}
-	name := u.Container.Name
-	prev := name + engine.PrevSuffix
 	if sj.PrevContainer != "" {
-		if err := a.eng.Remove(ctx, prev, 10*time.Second); err != nil {
-			return err
-		}
-		if err := a.eng.Stop(ctx, name, 10*time.Second); err != nil {
-			return err
-		}
-		if err := a.eng.Rename(ctx, name, prev); err != nil {
+		if err := a.stopAside(ctx, u.Container.Name); err != nil {
 			return err
 		}
 	}
 	_, err := a.eng.Run(ctx, u.spec)
 	return err
+}
+
+// stopAside stops container name and renames it out of the way (kept for
+// a rollback until the release is healthy).
+func (a *Agent) stopAside(ctx context.Context, name string) error {
+	prev := name + engine.PrevSuffix
+	if err := a.eng.Remove(ctx, prev, 10*time.Second); err != nil {
+		return err
+	}
+	if err := a.eng.Stop(ctx, name, 10*time.Second); err != nil {
+		return err
+	}
+	return a.eng.Rename(ctx, name, prev)
 }
 
 // reload makes a running container pick up changed files.

@@ -27,6 +27,7 @@ type stack struct {
 	appImage, sideImage string
 	appConf, sideConf   string
 	appHealth           string // health argv of app (TOML array)
+	appOnly             bool   // the node runs app alone (which then depends on nothing)
 }
 
 // sideName is the side service's container.
@@ -44,11 +45,15 @@ func (h *host) releaseStack(s stack) {
 	health := func(argv string) string {
 		return "health = { command = " + argv + ", expect = \"pong\", timeout = \"5s\", retries = 2, interval = \"200ms\" }"
 	}
+	deps, only := `depends_on = ["side"]`, ""
+	if s.appOnly {
+		deps, only = "", `services = ["app"]`
+	}
 	fleet := fmt.Sprintf(`[[service]]
 name = "app"
 image = "pullship-test/ping:1"
 container = "pullship-test-{{.Node}}"
-depends_on = ["side"]
+%s
 entrypoint = ["/pingsrv"]
 reload = { action = "restart" }
 %s
@@ -82,7 +87,8 @@ region = "test"
 wave = 1
 address = "10.0.0.1/24"
 status_key = "node.pub"
-`, health(s.appHealth), health(`["/pingsrv", "ping"]`), filepath.Join(h.etc, "app", "app.conf"), filepath.Join(h.etc, "side", "side.conf"), h.node)
+%s
+`, deps, health(s.appHealth), health(`["/pingsrv", "ping"]`), filepath.Join(h.etc, "app", "app.conf"), filepath.Join(h.etc, "side", "side.conf"), h.node, only)
 	h.fleet = filepath.Join(dir, "fleet.toml")
 	must(h.t, os.WriteFile(h.fleet, []byte(fleet), 0o644))
 	if _, err := h.env.Release.Release(context.Background(), bundler.ReleaseOptions{
@@ -295,4 +301,53 @@ func (h *host) plan() string {
 	var b bytes.Buffer
 	must(h.t, a.Plan(context.Background(), &b))
 	return b.String()
+}
+
+// TestServicesDropped: a release the node's side service is no longer in
+// stops it first and removes it once app is healthy; when app is not, the
+// rollback starts side again.
+func TestServicesDropped(t *testing.T) { testServicesDropped(t, newHost(t)) }
+
+// TestDockerServicesDropped is the same on the real engine.
+func TestDockerServicesDropped(t *testing.T) {
+	h := newDockerHost(t)
+	h.cleanupSide()
+	testServicesDropped(t, h)
+}
+
+func testServicesDropped(t *testing.T, h *host) {
+	ping := `["/pingsrv", "ping"]`
+	ctx := context.Background()
+	imgA, imgS := h.image("a"), h.image("s1")
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 1\n", sideConf: "side 1\n", appHealth: ping})
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("first once: %v %v", out, err)
+	}
+	side1 := h.side()
+
+	// Without side, and app unhealthy: side comes back as it was.
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 2\n", sideConf: "side 1\n", appHealth: `["/pingsrv", "exit", "1"]`, appOnly: true})
+	if out, err := h.once(); out != agent.Failed || !errors.Is(err, agent.ErrRolledBack) {
+		t.Fatalf("unhealthy once without side: %v %v", out, err)
+	}
+	if s := h.side(); s.ID != side1.ID || !s.Running || h.conf() != "app 1\n" {
+		t.Fatalf("after rollback: side %+v (want %s running), app conf %q", s, side1.ID[:12], h.conf())
+	}
+
+	// Without side, healthy: side is gone, previous copy included.
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 3\n", sideConf: "side 1\n", appHealth: ping, appOnly: true})
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("once without side: %v %v", out, err)
+	}
+	for _, name := range []string{h.sideName(), h.sideName() + engine.PrevSuffix} {
+		if _, found, err := h.eng.Inspect(ctx, name); err != nil || found {
+			t.Fatalf("container %s still there (err %v) after a release without its service", name, err)
+		}
+	}
+	if c := h.container(); !c.Running || h.conf() != "app 3\n" {
+		t.Fatalf("app after side left: %+v conf %q", c, h.conf())
+	}
+	if out, err := h.once(); err != nil || out != agent.Nothing {
+		t.Fatalf("second once without side: %v %v", out, err)
+	}
 }

@@ -41,8 +41,11 @@ type Node struct {
 	PrevImage      string `toml:"prev_image"` // the image before, kept for a manual rollback
 	// Images and PrevImages are every image of a node of several services
 	// (Image and PrevImage then name the first's).
-	Images     []string  `toml:"images,omitempty"`
-	PrevImages []string  `toml:"prev_images,omitempty"`
+	Images     []string `toml:"images,omitempty"`
+	PrevImages []string `toml:"prev_images,omitempty"`
+	// Containers are the names of the containers of the release applied:
+	// a later release without one of them removes it.
+	Containers []string  `toml:"containers,omitempty"`
 	AppliedAt  time.Time `toml:"applied_at"`
 	// Failed is the newest version that failed its health check here and
 	// was rolled back; it is not retried until a newer release arrives.
@@ -85,6 +88,10 @@ type ServiceJournal struct {
 	Recreate bool          `toml:"recreate"`
 	Reload   bool          `toml:"reload"`
 	Action   schema.Reload `toml:"action"` // its reload action (the release's)
+	// Drop: the service left the node. Its container is stopped and kept,
+	// renamed, until every remaining service is healthy, then removed
+	// (Recreate is set too: rollback puts it back the same way).
+	Drop bool `toml:"drop,omitempty"`
 }
 
 // FileBackup is one replaced file: Backup holds the previous content when
