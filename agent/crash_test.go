@@ -235,3 +235,55 @@ func testCrashServices(t *testing.T, h *host, pass crashPass) {
 			c.Running, c.ImageID, h.images[v%2], s.Running, h.conf(), h.sideConf(), good, goodSide)
 	}
 }
+
+// TestCrashAtEveryStepDroppingAService: a release without the side
+// service, interrupted at every step, converges at the next start: side
+// removed, app on the new release.
+func TestCrashAtEveryStepDroppingAService(t *testing.T) {
+	h := newHost(t)
+	pass := func(step state.Step) (bool, agent.Outcome, string) {
+		if step != "" {
+			crashes.Store(h.cfg.StateDir, step)
+			defer crashes.Delete(h.cfg.StateDir)
+		}
+		var log syncBuffer
+		a := openAgent(t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&teeWriter{&log, &h.log}, nil))})
+		defer a.Close()
+		done, ended := make(chan struct{}), false
+		var out agent.Outcome
+		go func() {
+			defer close(done)
+			out, _ = a.Once(context.Background())
+			ended = true
+		}()
+		<-done
+		return !ended, out, log.String()
+	}
+	ping := `["/pingsrv", "ping"]`
+	img, side := h.image("a"), h.image("s")
+	ctx := context.Background()
+	for i, step := range []state.Step{state.StepBegin, state.StepFiles, state.StepContainer, state.StepHealth, state.StepDone} {
+		with := "app " + strconv.Itoa(2*i+1) + "\n"
+		h.releaseStack(stack{appImage: img, sideImage: side, appConf: with, sideConf: "side\n", appHealth: ping})
+		if crashed, out, log := pass(""); crashed || out != agent.Converged {
+			t.Fatalf("%s: apply with side: crashed=%v %v\n%s", step, crashed, out, log)
+		}
+		h.side()
+		without := "app " + strconv.Itoa(2*i+2) + "\n"
+		h.releaseStack(stack{appImage: img, sideImage: side, appConf: without, sideConf: "side\n", appHealth: ping, appOnly: true})
+		if crashed, out, log := pass(step); !crashed {
+			t.Fatalf("crash at %s: not crashed (%v)\n%s", step, out, log)
+		}
+		if crashed, out, log := pass(""); crashed || out != agent.Converged {
+			t.Fatalf("after crash at %s: crashed=%v %v\n%s", step, crashed, out, log)
+		}
+		for _, name := range []string{h.sideName(), h.sideName() + engine.PrevSuffix} {
+			if _, found, _ := h.eng.Inspect(ctx, name); found {
+				t.Fatalf("after crash at %s: container %s left", step, name)
+			}
+		}
+		if c := h.container(); !c.Running || h.conf() != without {
+			t.Fatalf("after crash at %s: app running=%v conf %q", step, c.Running, h.conf())
+		}
+	}
+}
