@@ -99,8 +99,10 @@ func TestImageTagSegments(t *testing.T) {
 // TestOldFormatImageTag: a repository whose first release's image tag is
 // of the single-commit format (every chunk in one parentless commit) and
 // whose second release's is a chain of segments. `pullship verify --all`
-// passes; an agent's store fetches the old tag whole, in one request, and
-// the new one segment by segment, from git daemon and git http-backend.
+// passes; an agent's store fetches both segment by segment (their chunks
+// by id) from git daemon and git http-backend, and each tag whole, in one
+// request, from a server that answers only in protocol v0 (sshd without
+// AcceptEnv GIT_PROTOCOL).
 func TestOldFormatImageTag(t *testing.T) {
 	ctx := context.Background()
 	e := bundlertest.NewEnv(t)
@@ -126,15 +128,46 @@ func TestOldFormatImageTag(t *testing.T) {
 		t.Fatalf("verify --all: %d releases", len(lines))
 	}
 
+	segs1, err := bundle.Segments(idx1)
+	must(t, err)
 	segs2, err := bundle.Segments(idx2)
 	must(t, err)
-	for _, server := range []string{"git-daemon", "http-backend"} {
-		t.Run(server, func(t *testing.T) {
-			url := gittest.HTTP(t, e.Dir, nil) + "/releases.git"
-			if server == "git-daemon" {
-				url = gittest.Daemon(t, e.Dir).URL + "/releases.git"
+	// Segments of image 2 whose chunks image 1 holds cost no request.
+	held := map[string]bool{}
+	for _, c := range bundle.NewChunkSet(idx1).List() {
+		held[c.Blob] = true
+	}
+	newSegs2 := 0
+	for _, s := range segs2 {
+		for _, c := range s.Chunks {
+			if !held[c.Blob] {
+				newSegs2++
+				break
 			}
-			rem, err := repo.Open(ctx, url, repo.Options{})
+		}
+	}
+	if newSegs2 == len(segs2) {
+		t.Fatalf("image 2 shares no segment with image 1")
+	}
+	sshd := gittest.SSHD(t, e.Dir)
+	for _, server := range []string{"git-daemon", "http-backend", "ssh"} {
+		t.Run(server, func(t *testing.T) {
+			var url string
+			opts := repo.Options{}
+			switch server {
+			case "git-daemon":
+				url = gittest.Daemon(t, e.Dir).URL + "/releases.git"
+			case "http-backend":
+				url = gittest.HTTP(t, e.Dir, nil) + "/releases.git"
+			default:
+				// sshd passes GIT_PROTOCOL on only with AcceptEnv: the
+				// server answers in v0, and the agent asks for whole tags.
+				url = sshd.RepoURL("releases.git")
+				auth, err := repo.Credentials{SSHKey: sshd.ClientKey, KnownHosts: sshd.KnownHosts}.Options(url)
+				must(t, err)
+				opts = auth
+			}
+			rem, err := repo.Open(ctx, url, opts)
 			must(t, err)
 			dir := t.TempDir()
 			st, err := repo.Init(dir)
@@ -146,15 +179,24 @@ func TestOldFormatImageTag(t *testing.T) {
 				must(t, bundle.FetchImage(ctx, rem, st, idx, nil))
 				must(t, bundle.CheckChunks(ctx, st, idx))
 				n := len(packFiles(t, dir)) - before
-				if i == 0 && n != 1 {
-					t.Errorf("old-format tag: %d packs, want the whole tag in one", n)
+				want := []int{len(segs1), newSegs2}[i] + 1 // a segment a pack, then the chain written
+				if server == "ssh" {
+					want = 1
 				}
-				if i == 1 && n != len(segs2)+1 {
-					t.Errorf("segmented tag: %d packs, want one a segment (%d) and one for the commits", n, len(segs2))
+				if n != want {
+					t.Errorf("image %d: %d packs, want %d", i+1, n, want)
 				}
 			}
-			if tag, err := st.Ref(bundle.ImageTag(idx2.Digest)); err != nil || tag != bundle.TagCommit(segs2) {
-				t.Fatalf("image tag %s (%v), want %s", tag, err, bundle.TagCommit(segs2))
+			if server == "ssh" {
+				return // the tags are the server's
+			}
+			for _, c := range []struct {
+				idx  *schema.ImageIndex
+				segs []bundle.Segment
+			}{{idx1, segs1}, {idx2, segs2}} {
+				if tag, err := st.Ref(bundle.ImageTag(c.idx.Digest)); err != nil || tag != bundle.TagCommit(c.segs) {
+					t.Fatalf("image tag %s (%v), want %s", tag, err, bundle.TagCommit(c.segs))
+				}
 			}
 		})
 	}

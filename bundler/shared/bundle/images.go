@@ -10,6 +10,7 @@ import (
 	"net"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -44,19 +45,37 @@ func EncodedChunks(idx *schema.ImageIndex) map[plumbing.Hash]bool {
 // (see [LiveChunks]); the caller calls live.Finish with FetchImage's
 // result.
 //
-// The image tag is a chain of segments ([Segments]) whose trees FetchImage
-// computes from the index: it asks for each segment it lacks in a request
-// of its own (by tree id, protocol v2), so a segment that arrived is kept
-// whatever happens next. After a cut it asks again, from the first
-// segment still missing, as long as the last try brought at least one
-// segment; a later call (the next poll, the next remote) starts there
-// too. Then one small fetch brings the tag's commits, by id as well: what
-// the tag says on the server does not matter while the server holds the
-// objects the signed index makes. A tag of the
-// single-commit format, a remote that serves only protocol v0 and an
-// ssh:// remote get the tag in one request, as before segments existed
-// (the segments already held named as haves).
+// The image's chunks are fetched a segment ([Segments]) at a time, each
+// segment's missing chunk blobs asked for by id (protocol v2) in a request
+// of their own, over several connections at once: a segment that arrived
+// is kept whatever happens next. After a cut the segment is asked for
+// again, as long as the cuts do not come one after another without a
+// segment arriving; a later call (the next poll, the next remote) starts
+// from what is missing too. The tag's trees and commits follow from the
+// index and are written locally, so what the tag says on the server does
+// not matter while the server holds the chunks. A remote that cannot serve
+// objects by id (protocol v0 only) or lacks a chunk gets the tag asked for
+// in one request, as before segments existed, the chunks already held
+// named as haves.
 func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, live *repo.LivePack) error {
+	return FetchImageWith(ctx, r, st, idx, live, FetchOptions{})
+}
+
+// DefaultConnections is how many connections an image fetch uses at once
+// unless told otherwise (FetchOptions.Connections), chosen by measurement:
+// see docs/operations.md, "Image fetches over long links".
+const DefaultConnections = 8
+
+// FetchOptions tune [FetchImageWith].
+type FetchOptions struct {
+	// Connections is how many segments are fetched at once, each over a
+	// connection of its own (0: DefaultConnections). A directory remote
+	// uses one.
+	Connections int
+}
+
+// FetchImageWith is [FetchImage] with options.
+func FetchImageWith(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, live *repo.LivePack, o FetchOptions) error {
 	missing := false
 	for _, c := range NewChunkSet(idx).List() {
 		if !st.HasObject(plumbing.NewHash(c.Blob)) {
@@ -71,9 +90,15 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 	if err != nil {
 		return err
 	}
-	older := heldImageTrees(st)
 	tag := ImageTag(idx.Digest)
-	err = fetchSegments(ctx, r, st, idx, segs, older, live)
+	conns := o.Connections
+	if conns <= 0 {
+		conns = DefaultConnections
+	}
+	if r.IsDir() {
+		conns = 1
+	}
+	err = fetchSegments(ctx, r, st, idx, segs, live, conns)
 	if err == nil {
 		return nil
 	}
@@ -90,10 +115,12 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 			}
 		}
 	}
-	haves = append(haves, older...)
-	for _, s := range segs {
-		if st.HasObject(s.Tree) {
-			haves = append(haves, s.Tree)
+	haves = append(haves, heldImageTrees(st)...)
+	// The chunks an earlier try brought: git leaves out an object named as
+	// "have", whatever its type.
+	for _, c := range NewChunkSet(idx).List() {
+		if id := plumbing.NewHash(c.Blob); len(haves) < maxHaves && st.HasObject(id) {
+			haves = append(haves, id)
 		}
 	}
 	limit := ImagePackLimit(idx)
@@ -108,45 +135,116 @@ func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema
 // bringing a segment before fetchSegments gives up on the remote.
 const maxCutsInARow = 3
 
-// fetchSegments brings every segment of segs that st lacks, one request
-// each, in order, then the chain's commits (by id too: the tag's value on
-// the server is not needed) and sets the image tag in st.
-func fetchSegments(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, segs []Segment, older []plumbing.Hash, live *repo.LivePack) error {
-	f := r.Objects(ctx)
-	defer f.Close()
+// fetchSegments brings the chunks of every segment of segs that st lacks,
+// one request a segment (the missing chunks' blobs wanted by id: the pack
+// carries exactly those), over up to conns connections at once (each takes
+// the next segment missing, in stream order). Then it writes the segments'
+// trees and commits, which the index determines, into st and sets the
+// image tag there: they cost no request. The store is used under one
+// lock: each connection receives and checks its pack unlocked and
+// installs it under the lock.
+func fetchSegments(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, segs []Segment, live *repo.LivePack, conns int) error {
 	encoded := EncodedChunks(idx)
-	cuts := 0
-	var trees []plumbing.Hash
-	var chainLimit int64 = 64 << 10
-	for _, s := range segs {
-		trees = append(trees, s.Tree)
-		chainLimit += int64(len(s.CommitData)) + 1024
+	type job struct {
+		k      int
+		blobs  []plumbing.Hash
+		stored int64
 	}
-	for k := 0; k <= len(segs); {
-		req := repo.ObjectsRequest{Wants: []plumbing.Hash{TagCommit(segs)}, Haves: trees, MaxPackBytes: chainLimit,
-			MaxInflatedBytes: chainLimit, MaxObjects: len(segs) + 16}
-		if k < len(segs) {
-			s := segs[k]
-			if st.HasObject(s.Tree) {
-				k++
-				continue
+	var queue []job
+	for k, s := range segs {
+		if st.HasObject(s.Tree) {
+			continue // written with all its chunks in
+		}
+		j := job{k: k}
+		for _, c := range s.Chunks {
+			if id := plumbing.NewHash(c.Blob); !st.HasObject(id) {
+				j.blobs = append(j.blobs, id)
+				j.stored += c.StoredSize()
 			}
-			limit := SegmentPackLimit(s)
-			req = repo.ObjectsRequest{Wants: []plumbing.Hash{s.Tree}, Haves: older, MaxPackBytes: limit,
-				MaxInflatedBytes: limit, MaxObjects: len(s.Chunks) + 16, Live: live, Precompressed: encoded}
 		}
-		err := f.Fetch(ctx, st, req)
-		if err == nil {
-			cuts = 0
-			k++
-			continue
+		if len(j.blobs) > 0 {
+			queue = append(queue, j)
 		}
-		if cuts++; !IsNetworkError(err) || ctx.Err() != nil || cuts >= maxCutsInARow {
-			if k < len(segs) {
-				return fmt.Errorf("segment %d of %d: %w", k+1, len(segs), err)
+	}
+	var (
+		storeMu sync.Mutex
+		mu      sync.Mutex // guards queue, cuts, failed
+		cuts    int
+		failed  error
+	)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	conns = max(1, min(conns, len(queue)))
+	// Consecutive cuts, with no segment arriving in between, before the
+	// remote is given up on: each connection may be cut once more.
+	maxCuts := maxCutsInARow + conns - 1
+	worker := func() {
+		f := r.Objects(wctx)
+		defer f.Close()
+		for {
+			mu.Lock()
+			if failed != nil || len(queue) == 0 {
+				mu.Unlock()
+				return
 			}
-			return fmt.Errorf("image tag commits: %w", err)
+			j := queue[0]
+			queue = queue[1:]
+			mu.Unlock()
+			limit := blobsPackLimit(j.stored, len(j.blobs))
+			err := f.Fetch(wctx, st, repo.ObjectsRequest{Wants: j.blobs, MaxPackBytes: limit, MaxInflatedBytes: limit,
+				MaxObjects: len(j.blobs) + 16, Live: live, Precompressed: encoded, StoreLock: &storeMu})
+			mu.Lock()
+			switch {
+			case err == nil:
+				cuts = 0
+			case failed != nil:
+			case IsNetworkError(err) && wctx.Err() == nil && cuts < maxCuts:
+				cuts++
+				queue = append([]job{j}, queue...) // first again: the stream needs it first
+			default:
+				failed = fmt.Errorf("segment %d of %d: %w", j.k+1, len(segs), err)
+				cancel()
+			}
+			mu.Unlock()
 		}
+	}
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			worker()
+		}()
+	}
+	wg.Wait()
+	if failed != nil {
+		return failed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return writeChain(ctx, st, idx, segs)
+}
+
+// writeChain writes the trees and commits of segs that st lacks into st
+// (every chunk must be in it) and points the image tag at the chain.
+func writeChain(ctx context.Context, st *repo.Store, idx *schema.ImageIndex, segs []Segment) error {
+	objs := repo.NewObjectStream(nil)
+	for _, s := range segs {
+		for _, c := range s.Chunks {
+			if !st.HasObject(plumbing.NewHash(c.Blob)) {
+				return &ChunkError{Image: idx.Name, Chunk: c, Err: repo.ErrNotFound}
+			}
+		}
+		if !st.HasObject(s.Tree) {
+			objs.AddBytes(plumbing.TreeObject, s.TreeData)
+		}
+		if !st.HasObject(s.Commit) {
+			objs.AddBytes(plumbing.CommitObject, s.CommitData)
+		}
+	}
+	if err := st.Write(ctx, objs); err != nil {
+		return err
 	}
 	tag := ImageTag(idx.Digest)
 	cur, err := st.Ref(tag)
@@ -156,9 +254,17 @@ func fetchSegments(ctx context.Context, r *repo.Remote, st *repo.Store, idx *sch
 	return st.SetRef(tag, cur, TagCommit(segs))
 }
 
+// blobsPackLimit bounds a pack of n chunk blobs of stored bytes in all:
+// git's overhead is an entry header a chunk and the pack's header, trailer
+// and sideband framing.
+func blobsPackLimit(stored int64, n int) int64 { return stored + int64(n)*1024 + 64<<10 }
+
 // maxHeldTrees bounds the trees of older image tags a fetch names as
-// haves.
-const maxHeldTrees = 4096
+// haves; maxHaves all of them.
+const (
+	maxHeldTrees = 4096
+	maxHaves     = 16384
+)
 
 // heldImageTrees returns the trees of the image tags st holds (every
 // segment's): named as haves, they make a server leave out the chunks an

@@ -126,7 +126,7 @@ func TestFetchImageOnlyNewChunks(t *testing.T) {
 
 // newestImage fetches the release branch into st and returns the index of
 // the newest release's image.
-func newestImage(t *testing.T, rem *repo.Remote, st *repo.Store) *schema.ImageIndex {
+func newestImage(t testing.TB, rem *repo.Remote, st *repo.Store) *schema.ImageIndex {
 	t.Helper()
 	ctx := context.Background()
 	got, err := rem.Fetch(ctx, st, repo.FetchRequest{Refs: []string{bundle.ReleasesRef}})
@@ -149,7 +149,7 @@ func gitOut(t *testing.T, dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

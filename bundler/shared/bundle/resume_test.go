@@ -25,13 +25,18 @@ import (
 )
 
 // TestFetchImageResumes: through a link that cuts every connection after
-// 6 MiB, an image of 24 MiB (six segments) arrives: each try keeps the
-// segments that came whole and the next one asks only for the rest, so no
-// byte comes twice beyond one segment per cut, and the image rebuilt from
-// what arrived has the layers the config names (sha256 = diff_ids).
+// 6 MiB, an image of 24 MiB (six segments) arrives, over one connection at
+// a time and over two: each try keeps the segments that came whole and
+// the next one asks only for the rest, so no byte comes twice beyond one
+// segment per cut, and the image rebuilt as it arrives has the layers the
+// config names (sha256 = diff_ids).
 func TestFetchImageResumes(t *testing.T) {
-	for _, server := range []string{"git-daemon", "http-backend"} {
-		t.Run(server, func(t *testing.T) {
+	for _, tc := range []struct {
+		server string
+		conns  int
+	}{{"git-daemon", 1}, {"http-backend", 1}, {"git-daemon", 2}, {"http-backend", 2}} {
+		server := tc.server
+		t.Run(fmt.Sprintf("%s/%d-connections", server, tc.conns), func(t *testing.T) {
 			ctx := context.Background()
 			e := bundlertest.NewEnv(t)
 			fleet := bundlertest.WriteFleet(t, filepath.Join(e.Dir, "fleet"), bundlertest.Fleet{Image: "pullship-test/app:1",
@@ -75,7 +80,7 @@ func TestFetchImageResumes(t *testing.T) {
 				live := repo.NewLivePack(st)
 				fetched := make(chan error, 1)
 				go func() {
-					err := bundle.FetchImage(ctx, rem, st, idx, live)
+					err := bundle.FetchImageWith(ctx, rem, st, idx, live, bundle.FetchOptions{Connections: tc.conns})
 					live.Finish(err)
 					fetched <- err
 				}()

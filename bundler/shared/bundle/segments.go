@@ -98,12 +98,9 @@ func Segments(idx *schema.ImageIndex) ([]Segment, error) {
 // segment's.
 func TagCommit(segs []Segment) plumbing.Hash { return segs[0].Commit }
 
-// SegmentPackLimit bounds the pack that brings one segment: its chunks'
-// stored sizes (from the signed index) plus git's overhead (its tree,
-// entry headers).
-func SegmentPackLimit(s Segment) int64 {
-	return s.Stored + int64(len(s.Chunks))*1024 + int64(len(s.TreeData)) + 64<<10
-}
+// SegmentPackLimit bounds the pack that brings one segment's chunks: their
+// stored sizes (from the signed index) plus git's overhead.
+func SegmentPackLimit(s Segment) int64 { return blobsPackLimit(s.Stored, len(s.Chunks)) }
 
 // ChunkEntryName names a chunk in an image tag's tree: its rank of first
 // appearance in the stream, zero-padded so name order is stream order

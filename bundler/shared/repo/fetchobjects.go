@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
@@ -70,6 +71,12 @@ type ObjectsRequest struct {
 	// Live and Precompressed are as in [FetchRequest].
 	Live          *LivePack
 	Precompressed map[plumbing.Hash]bool
+	// StoreLock, if set, is held around every use of the store, so that
+	// fetchers on several connections can fill one store at once: each
+	// receives and checks its pack unlocked, into a spool file of its own,
+	// and installs it under the lock. Whoever else uses the store
+	// meanwhile holds the lock too.
+	StoreLock sync.Locker
 }
 
 // maxCapabilities bounds a protocol v2 capability advertisement.
@@ -92,10 +99,26 @@ func (f *ObjectFetcher) fetch(ctx context.Context, local *Store, req ObjectsRequ
 	if req.MaxPackBytes <= 0 {
 		return errors.New("no pack size limit")
 	}
-	var wants []plumbing.Hash
+	lock := req.StoreLock
+	if lock == nil {
+		lock = noLock{}
+	}
+	lock.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			lock.Unlock()
+		}
+	}()
+	var wants, haves []plumbing.Hash
 	for _, w := range req.Wants {
 		if !local.HasObject(w) {
 			wants = append(wants, w)
+		}
+	}
+	for _, h := range req.Haves {
+		if !h.IsZero() && local.HasObject(h) {
+			haves = append(haves, h)
 		}
 	}
 	if len(wants) == 0 {
@@ -110,11 +133,12 @@ func (f *ObjectFetcher) fetch(ctx context.Context, local *Store, req ObjectsRequ
 		}
 		return f.r.copyFromDir(ctx, local, wants, req.MaxPackBytes, req.Precompressed)
 	}
-	var haves []plumbing.Hash
-	for _, h := range req.Haves {
-		if !h.IsZero() && local.HasObject(h) {
-			haves = append(haves, h)
-		}
+	lock.Unlock()
+	locked = false
+	install := func(sp *spooledPack) error {
+		lock.Lock()
+		defer lock.Unlock()
+		return local.installSpooled(sp)
 	}
 	lim := packLimits{inflate: req.MaxInflatedBytes, objects: req.MaxObjects, wants: wants}
 	if lim.inflate <= 0 {
@@ -153,7 +177,7 @@ func (f *ObjectFetcher) fetch(ctx context.Context, local *Store, req ObjectsRequ
 		p = f.s.pkt
 	}
 	p.budget(limit, "upload-pack response", ErrPackTooLarge)
-	err := receiveV2Pack(p, local, lim, req.Live)
+	err := receiveV2Pack(p, local, lim, req.Live, install)
 	if err != nil && f.s != nil {
 		err = f.s.fail(err)
 		f.Close()
@@ -259,9 +283,9 @@ func readCapabilities(p *pktReader) error {
 }
 
 // receiveV2Pack reads a protocol v2 fetch response (sections up to
-// "packfile", then the pack in sideband channel 1 up to a flush) into
-// local.
-func receiveV2Pack(p *pktReader, local *Store, lim packLimits, live *LivePack) error {
+// "packfile", then the pack in sideband channel 1 up to a flush) into a
+// spool of local and installs it.
+func receiveV2Pack(p *pktReader, local *Store, lim packLimits, live *LivePack, install func(*spooledPack) error) error {
 	d, err := packAfterSectionsV2(p)
 	var rerr *RemoteError
 	if errors.As(err, &rerr) && strings.Contains(rerr.Message, "not our ref") {
@@ -270,18 +294,26 @@ func receiveV2Pack(p *pktReader, local *Store, lim packLimits, live *LivePack) e
 	if err != nil {
 		return err
 	}
-	if err := local.receivePack(d, lim, live); err != nil {
+	sp, err := local.spoolPack(d, lim, live)
+	if err != nil {
 		return err
 	}
 	// The pack is whole: what follows must be the flush that ends it.
 	var rest [1]byte
-	if n, err := io.ReadFull(d, rest[:]); n > 0 {
-		return fmt.Errorf("%w: data after the pack", ErrBadPack)
-	} else if err != io.EOF {
+	if n, err := io.ReadFull(d, rest[:]); n > 0 || err != io.EOF {
+		sp.tmp.Abort()
+		if n > 0 {
+			return fmt.Errorf("%w: data after the pack", ErrBadPack)
+		}
 		return err
 	}
-	return nil
+	return install(sp)
 }
+
+type noLock struct{}
+
+func (noLock) Lock()   {}
+func (noLock) Unlock() {}
 
 // copyFromDir writes the objects below wants that local lacks, read from
 // the directory remote, into local as one pack of at most limit bytes of
@@ -301,3 +333,6 @@ func (r *Remote) copyFromDir(ctx context.Context, local *Store, wants []plumbing
 	}
 	return err
 }
+
+// IsDir reports whether r is a repository in a directory (no network).
+func (r *Remote) IsDir() bool { return r.dir != nil }

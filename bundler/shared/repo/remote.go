@@ -725,7 +725,7 @@ func (r *Remote) fetchPack(c conv, h *hello, local *Store, wants, haves []plumbi
 			return err
 		}
 		p.budget(limit+maxUploadPackPrelude, "upload-pack response", ErrPackTooLarge)
-		return receiveV2Pack(p, local, lim, live)
+		return receiveV2Pack(p, local, lim, live, local.installSpooled)
 	}
 	req, sideband := uploadRequestV0(h.caps(), wants, have)
 	p, err := c.request(req)

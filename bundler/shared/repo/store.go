@@ -155,49 +155,81 @@ func (s *Store) ReceivePack(r io.Reader, inflateLimit int64) error {
 
 // receivePack is ReceivePack announcing each checked object to live.
 func (s *Store) receivePack(r io.Reader, lim packLimits, live *LivePack) error {
+	sp, err := s.spoolPack(r, lim, live)
+	if err != nil {
+		return err
+	}
+	return s.installSpooled(sp)
+}
+
+// spooledPack is a pack received and checked (spooled, indexed, its deltas
+// resolved) but not yet in the store.
+type spooledPack struct {
+	tmp     *atomicfile.File
+	sum     plumbing.Hash
+	entries []idxEntry
+	lim     packLimits
+	live    *LivePack
+	obs     liveObserver
+}
+
+// spoolPack receives a pack from r into a temporary file of the store's
+// pack directory. It reads nothing of the store: several packs may be
+// spooled at once, each installed with installSpooled (which may not run
+// concurrently with anything else using the store). An error removes the
+// spool.
+func (s *Store) spoolPack(r io.Reader, lim packLimits, live *LivePack) (*spooledPack, error) {
 	tmp, err := atomicfile.Create(filepath.Join(s.dir, "objects", "pack", "tmp_pack"), 0o444)
 	if err != nil {
-		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+		return nil, fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
-	defer tmp.Abort()
+	sp := &spooledPack{tmp: tmp, lim: lim, live: live}
 	var obs packObserver
-	var lobs liveObserver
 	if live != nil {
-		if lobs, err = live.attach(tmp.Name()); err != nil {
-			return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+		if sp.obs, err = live.attach(tmp.Name()); err != nil {
+			tmp.Abort()
+			return nil, fmt.Errorf("receive pack into %s: %w", s.dir, err)
 		}
-		obs = lobs
+		obs = sp.obs
 	}
 	spool := bufio.NewWriterSize(tmp.File, 256<<10)
-	sum, entries, err := indexPack(r, spool, lim, obs)
+	sp.sum, sp.entries, err = indexPack(r, spool, lim, obs)
 	if err == nil {
 		err = spool.Flush()
 	}
-	if err == nil && slices.ContainsFunc(entries, func(e idxEntry) bool { return e.delta }) {
-		err = resolveDeltas(tmp.File, entries, 2*lim.inflate)
+	if err == nil && slices.ContainsFunc(sp.entries, func(e idxEntry) bool { return e.delta }) {
+		err = resolveDeltas(tmp.File, sp.entries, 2*lim.inflate)
 	}
 	if err != nil {
-		return fmt.Errorf("receive pack into %s: %w", s.dir, err)
+		tmp.Abort()
+		return nil, fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
-	base := filepath.Join(s.dir, "objects", "pack", "pack-"+sum.String())
-	if lim.wants == nil {
-		if err := s.install(tmp, sum, entries); err != nil {
+	return sp, nil
+}
+
+// installSpooled puts a spooled pack in place: when it was fetched for
+// wants, only if it completes them and holds nothing else.
+func (s *Store) installSpooled(sp *spooledPack) error {
+	defer sp.tmp.Abort()
+	base := filepath.Join(s.dir, "objects", "pack", "pack-"+sp.sum.String())
+	if sp.lim.wants == nil {
+		if err := s.install(sp.tmp, sp.sum, sp.entries); err != nil {
 			return err
 		}
 	} else {
 		before := s.storage()
-		if err := s.install(tmp, sum, entries); err != nil {
+		if err := s.install(sp.tmp, sp.sum, sp.entries); err != nil {
 			return err
 		}
-		if err := s.checkWanted(before, entries, lim.wants); err != nil {
+		if err := s.checkWanted(before, sp.entries, sp.lim.wants); err != nil {
 			os.Remove(base + ".idx")
 			os.Remove(base + ".pack")
 			s.reload()
 			return fmt.Errorf("receive pack into %s: %w", s.dir, err)
 		}
 	}
-	if live != nil {
-		lobs.installed(base + ".pack")
+	if sp.live != nil {
+		sp.obs.installed(base + ".pack")
 	}
 	return nil
 }
