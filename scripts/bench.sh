@@ -2,7 +2,8 @@
 # make bench: pullship's release path against baselines measured in the same
 # run (the git CLI, the layer size), the agent (scripts/bench-agent.sh), the
 # peers a user would pick instead (scripts/bench-peers.sh: a registry,
-# docker save | zstd), then the Go micro-benchmarks.
+# docker save | zstd), image fetches over emulated links (BenchmarkLinks in
+# bundler/shared/bundle), then the Go micro-benchmarks.
 #
 #   scripts/bench.sh [flags of bundler/internal/bench, e.g. -git-update=false]
 #
@@ -33,6 +34,12 @@ bash scripts/bench-agent.sh
 echo
 echo "== peers (pullship vs a registry and docker save | zstd, same images)"
 bash scripts/bench-peers.sh
+
+echo
+echo "== links (image fetch through an emulated link: cuts, long haul, loopback; same image as the release bench)"
+img=$(go run ./bundler/internal/bench -cache .bench -images-only "$@")
+PULLSHIP_BENCH_IMAGE="$img" go test -run '^$' -bench '^BenchmarkLinks$' -benchtime 1x ./bundler/shared/bundle/ |
+	grep -vE '^(goos|goarch|pkg|cpu|PASS|ok|BenchmarkLinks)'
 
 echo
 echo "== Go benchmarks"

@@ -2,6 +2,7 @@ package bundle_test
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,7 +10,11 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -185,4 +190,76 @@ func layersMatch(idx *schema.ImageIndex, src chunks.Source) error {
 		}
 	}
 	return nil
+}
+
+// fetchHeapBudget bounds the heap a parallel image fetch, its stream
+// rebuilt as the chunks arrive, takes from the OS: the agent's peak RSS
+// target is 64 MiB, its memory limit 40 MiB.
+const fetchHeapBudget = 48 << 20
+
+// TestFetchImageHeap fetches a 48 MiB image from git daemon over one
+// connection and over DefaultConnections, rebuilding its stream as the
+// segments arrive (as the agent loads), each in a subprocess with the
+// agent's memory limit, and checks the heap that process ever took from
+// the OS: several connections cost no measurable heap (39.6 MiB both).
+func TestFetchImageHeap(t *testing.T) {
+	if os.Getenv("PULLSHIP_HEAP_CHILD") == "fetch" {
+		fetchHeapChild(t)
+		return
+	}
+	e := bundlertest.NewEnv(t)
+	fleet := bundlertest.WriteFleet(t, filepath.Join(e.Dir, "fleet"), bundlertest.Fleet{Image: "pullship-test/app:1",
+		Template: "a\n", Target: "/etc/app/app.conf", Nodes: []bundlertest.Node{{Name: "n1", Region: "r", Address: "10.0.0.1/24"}}})
+	img, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "img.tar"),
+		imagetest.File{Path: "a", Size: 48 << 20, Content: func() io.Reader { return imagetest.Random(9, 48<<20) }})
+	e.Cut(t, fleet, img)
+	url := gittest.Daemon(t, e.Dir).URL + "/releases.git"
+	for _, conns := range []int{1, bundle.DefaultConnections} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestFetchImageHeap$", "-test.v")
+		// The agent's own settings (agent/cmd/pullship-agent): a 40 MiB
+		// memory limit.
+		cmd.Env = append(os.Environ(), "PULLSHIP_HEAP_CHILD=fetch", "PULLSHIP_HEAP_URL="+url, "PULLSHIP_HEAP_DIR="+t.TempDir(),
+			"PULLSHIP_HEAP_CONNS="+strconv.Itoa(conns), "GOGC=100", "GOMEMLIMIT=40MiB")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("child: %v\n%s", err, out)
+		}
+		i := bytes.Index(out, []byte("heap-sys "))
+		if i < 0 {
+			t.Fatalf("child said no heap size:\n%s", out)
+		}
+		heap, _ := strconv.ParseInt(strings.Fields(string(out[i:]))[1], 10, 64)
+		t.Logf("peak heap from the OS, 48 MiB image over %d connections, rebuilt as it arrived: %.1f MiB (budget %d MiB)",
+			conns, float64(heap)/(1<<20), fetchHeapBudget>>20)
+		if heap > fetchHeapBudget {
+			t.Fatalf("heap %d bytes, budget %d", heap, fetchHeapBudget)
+		}
+	}
+}
+
+func fetchHeapChild(t *testing.T) {
+	ctx := context.Background()
+	rem, err := repo.Open(ctx, os.Getenv("PULLSHIP_HEAP_URL"), repo.Options{})
+	must(t, err)
+	st, err := repo.Init(os.Getenv("PULLSHIP_HEAP_DIR"))
+	must(t, err)
+	idx := newestImage(t, rem, st)
+	runtime.GC()
+	live := repo.NewLivePack(st)
+	defer live.Close()
+	fetched := make(chan error, 1)
+	go func() {
+		conns, _ := strconv.Atoi(os.Getenv("PULLSHIP_HEAP_CONNS"))
+		err := bundle.FetchImageWith(ctx, rem, st, idx, live, bundle.FetchOptions{Connections: conns})
+		live.Finish(err)
+		fetched <- err
+	}()
+	// What the engine does with the stream: read it to its end.
+	err = chunks.Rebuild(ctx, idx, bundle.LiveChunks{Ctx: ctx, Pack: live}, io.Discard, nil)
+	live.StopReading()
+	must(t, <-fetched)
+	must(t, err)
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Printf("heap-sys %d\n", ms.HeapSys)
 }

@@ -200,6 +200,11 @@ func (s *Store) spoolPack(r io.Reader, lim packLimits, live *LivePack) (*spooled
 	if err == nil && slices.ContainsFunc(sp.entries, func(e idxEntry) bool { return e.delta }) {
 		err = resolveDeltas(tmp.File, sp.entries, 2*lim.inflate)
 	}
+	if err == nil {
+		// Synced here, where packs spooled at once do not wait for each
+		// other: the install's sync then finds nothing left to write.
+		err = tmp.File.Sync()
+	}
 	if err != nil {
 		tmp.Abort()
 		return nil, fmt.Errorf("receive pack into %s: %w", s.dir, err)

@@ -132,15 +132,20 @@ func (k *Link) linkWait(n int) {
 		return
 	}
 	k.linkMu.Lock()
-	now := time.Now()
-	if k.linkNext.Before(now) {
-		k.linkNext = now
+	if now := time.Now(); k.linkNext.Before(now.Add(-linkBurst)) {
+		k.linkNext = now.Add(-linkBurst)
 	}
 	at := k.linkNext
 	k.linkNext = k.linkNext.Add(time.Duration(int64(n) * int64(time.Second) / k.o.LinkRate))
 	k.linkMu.Unlock()
 	time.Sleep(time.Until(at))
 }
+
+// linkBurst is how far a rate cap lets a connection (or the link) catch
+// up after it was late: a sleep that overshoots does not lower the rate,
+// and a connection idle for longer gets at most this much time's bytes at
+// once.
+const linkBurst = 20 * time.Millisecond
 
 type piece struct {
 	data []byte
@@ -164,9 +169,8 @@ func (k *Link) pipe(src, dst net.Conn, down bool) {
 			if n > 0 {
 				if down {
 					if k.o.ConnRate > 0 {
-						now := time.Now()
-						if next.Before(now) {
-							next = now
+						if now := time.Now(); next.Before(now.Add(-linkBurst)) {
+							next = now.Add(-linkBurst)
 						}
 						time.Sleep(time.Until(next))
 						next = next.Add(time.Duration(int64(n) * int64(time.Second) / k.o.ConnRate))
