@@ -115,6 +115,16 @@ func open(dir *os.Root, name, tmp string, perm fs.FileMode) (*File, error) {
 // target, fsync the directory.
 func (f *File) Commit() error { return f.CommitAs(f.name) }
 
+// SyncEarly writes what the file holds so far to disk, ahead of CommitAs
+// (which syncs again, finding little left): a writer that must commit
+// under a lock syncs first, outside it.
+func (f *File) SyncEarly() error {
+	if f.done {
+		return os.ErrClosed
+	}
+	return f.File.Sync()
+}
+
 // CommitAs is Commit under another name (one path element) in the same
 // directory, for files named after their content once it is written.
 func (f *File) CommitAs(name string) error {

@@ -203,7 +203,7 @@ func (s *Store) spoolPack(r io.Reader, lim packLimits, live *LivePack) (*spooled
 	if err == nil {
 		// Synced here, where packs spooled at once do not wait for each
 		// other: the install's sync then finds nothing left to write.
-		err = tmp.File.Sync()
+		err = tmp.SyncEarly()
 	}
 	if err != nil {
 		tmp.Abort()
