@@ -102,7 +102,7 @@ func TestImageTagSegments(t *testing.T) {
 // passes; an agent's store fetches both segment by segment (their chunks
 // by id) from git daemon and git http-backend, and each tag whole, in one
 // request, from a server that answers only in protocol v0 (sshd without
-// AcceptEnv GIT_PROTOCOL).
+// AcceptEnv GIT_PROTOCOL); over ssh with it, segment by segment again.
 func TestOldFormatImageTag(t *testing.T) {
 	ctx := context.Background()
 	e := bundlertest.NewEnv(t)
@@ -149,8 +149,8 @@ func TestOldFormatImageTag(t *testing.T) {
 	if newSegs2 == len(segs2) {
 		t.Fatalf("image 2 shares no segment with image 1")
 	}
-	sshd := gittest.SSHD(t, e.Dir)
-	for _, server := range []string{"git-daemon", "http-backend", "ssh"} {
+	sshd, sshdV0 := gittest.SSHD(t, e.Dir), gittest.SSHDv0(t, e.Dir)
+	for _, server := range []string{"git-daemon", "http-backend", "ssh", "ssh-v0"} {
 		t.Run(server, func(t *testing.T) {
 			var url string
 			opts := repo.Options{}
@@ -160,10 +160,15 @@ func TestOldFormatImageTag(t *testing.T) {
 			case "http-backend":
 				url = gittest.HTTP(t, e.Dir, nil) + "/releases.git"
 			default:
-				// sshd passes GIT_PROTOCOL on only with AcceptEnv: the
-				// server answers in v0, and the agent asks for whole tags.
-				url = sshd.RepoURL("releases.git")
-				auth, err := repo.Credentials{SSHKey: sshd.ClientKey, KnownHosts: sshd.KnownHosts}.Options(url)
+				// sshd passes GIT_PROTOCOL on only with AcceptEnv: without
+				// it the server answers in v0, and the agent asks for
+				// whole tags.
+				srv := sshd
+				if server == "ssh-v0" {
+					srv = sshdV0
+				}
+				url = srv.RepoURL("releases.git")
+				auth, err := repo.Credentials{SSHKey: srv.ClientKey, KnownHosts: srv.KnownHosts}.Options(url)
 				must(t, err)
 				opts = auth
 			}
@@ -180,14 +185,14 @@ func TestOldFormatImageTag(t *testing.T) {
 				must(t, bundle.CheckChunks(ctx, st, idx))
 				n := len(packFiles(t, dir)) - before
 				want := []int{len(segs1), newSegs2}[i] + 1 // a segment a pack, then the chain written
-				if server == "ssh" {
+				if server == "ssh-v0" {
 					want = 1
 				}
 				if n != want {
 					t.Errorf("image %d: %d packs, want %d", i+1, n, want)
 				}
 			}
-			if server == "ssh" {
+			if server == "ssh-v0" {
 				return // the tags are the server's
 			}
 			for _, c := range []struct {
