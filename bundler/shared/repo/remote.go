@@ -510,6 +510,8 @@ func (s *session) receivePack(upd *packp.ReferenceUpdateRequest) (*packp.ReportS
 	if err := report.Decode(rd); err != nil {
 		return nil, s.fail(fmt.Errorf("decode push report: %w", err))
 	}
+	// The sideband stream's own end (a flush), within the budget.
+	io.Copy(io.Discard, rd)
 	return report, nil
 }
 
@@ -736,7 +738,19 @@ func (r *Remote) fetchPack(c conv, h *hello, local *Store, wants, haves []plumbi
 	if err != nil {
 		return err
 	}
-	return local.receivePack(pack, lim, live)
+	if err := local.receivePack(pack, lim, live); err != nil {
+		return err
+	}
+	if sideband {
+		// The stream's end (a flush) follows the pack, and nothing else.
+		var rest [1]byte
+		if n, err := io.ReadFull(pack, rest[:]); n > 0 {
+			return fmt.Errorf("%w: data after the pack", ErrBadPack)
+		} else if err != io.EOF {
+			return err
+		}
+	}
+	return nil
 }
 
 // responseBuffer is the size of the reads from an upload-pack response.
