@@ -211,7 +211,7 @@ driver = "weave"
 		}
 		return true
 	}
-	waitFor(t, 20*time.Second, "four nodes clustered", clustered)
+	waitFor(t, 3*time.Minute, "four nodes clustered", clustered)
 
 	// pullship status reads what the agents reported: a third pass reports
 	// the cluster as it now stands.
@@ -245,13 +245,15 @@ driver = "weave"
 		out, err := exec.Command(weave, "ps", cn).Output()
 		return err == nil && strings.Contains(string(out), subnet+".1/24")
 	}
-	waitFor(t, 5*time.Second, "watcher running with the address attached", hasAddr)
-	time.Sleep(300 * time.Millisecond) // let the watcher subscribe before the restart
+	// Bounds here are for a machine under load, not targets: the watcher
+	// re-attaches on the start event, or in the pass it makes after
+	// subscribing if the restart came first; the time it took is logged.
+	waitFor(t, time.Minute, "watcher running with the address attached", hasAddr)
 	must(t, exec.Command("docker", "restart", "-t", "1", cn).Run())
 	restarted := time.Now()
-	waitFor(t, 2*time.Second, "address re-attached after docker restart", hasAddr)
+	waitFor(t, time.Minute, "address re-attached after docker restart", hasAddr)
 	t.Logf("address back %v after docker restart returned", time.Since(restarted).Round(time.Millisecond))
-	waitFor(t, 20*time.Second, "cluster whole again", clustered)
+	waitFor(t, 3*time.Minute, "cluster whole again", clustered)
 
 	// The next report says so: a new start time, the address attached.
 	before := f.Nodes[0].Status.Container.StartedAt
