@@ -10,11 +10,15 @@
 // 512 KiB min, ~1 MiB average, 8 MiB max). Chunking each file on its own,
 // with a fixed polynomial, makes boundaries depend only on the bytes: one
 // changed file inside a layer changes only the chunks around it, so a new
-// release of an image sends little more than what changed.
+// release of an image sends little more than what changed. An uncompressed
+// layer tar is split first (split.go, with tar-split's archive/tar): the
+// contents of its files are chunked as one stream, its headers and padding
+// as another, so a layer rebuilt with new timestamps keeps its contents'
+// chunks and costs only its header stream.
 //
-// [Reader.Chunks] is the second pass: it re-reads only the chunks a caller
-// wants (the git layer asks for the ones the server lacks), checking each
-// against the index. chunks.Rebuild (bundler/shared/chunks) writes the
+// [Reader.Chunks] delivers the chunks a caller wants from the blobs the
+// scan encoded, checking each against the index; a release pushes the
+// blobs themselves ([Reader.OpenChunk]). chunks.Rebuild (bundler/shared/chunks) writes the
 // `docker save` stream back from
 // chunks, verifying every chunk before any of its bytes are written, for the
 // agent to pipe into the engine's image load.
