@@ -82,7 +82,7 @@ func benchLinks(b *testing.B) {
 	const cutEvery = 8 << 20
 	for _, srv := range servers {
 		link := newLink(b, srv.url, gittest.LinkOptions{CutEvery: cutEvery})
-		tries, fetched, _ := fetchThrough(b, link, srv.url, idx, bundle.FetchOptions{})
+		tries, fetched, _, _ := fetchThrough(b, link, srv.url, idx, bundle.FetchOptions{})
 		cuts := link.Cuts()
 		bound := packed + packed/10 + cuts*segMax
 		rows = append(rows, bundlertest.Row("link cut every 8 MiB ("+srv.name+")", "bytes fetched",
@@ -109,11 +109,12 @@ func benchLinks(b *testing.B) {
 	for _, srv := range servers {
 		for _, n := range conns {
 			link := newLink(b, srv.url, longHaul)
-			_, _, took := fetchThrough(b, link, srv.url, idx, bundle.FetchOptions{Connections: n})
+			_, _, took, opened := fetchThrough(b, link, srv.url, idx, bundle.FetchOptions{Connections: n})
 			link.Close()
 			ratio := took.Seconds() / floor.Seconds()
 			rows = append(rows, bundlertest.Row(fmt.Sprintf("link 200 ms RTT, 2 MB/s a connection, 12 MB/s in all (%s, %d conn.)", srv.name, n), "fetch time",
-				bundlertest.Secs(took), bundlertest.Secs(floor)+" = size / 12 MB/s", fmt.Sprintf("%.2f×", ratio), "≤ 1.3×", bundlertest.Met(ratio <= 1.3)))
+				fmt.Sprintf("%s, %d TCP connections", bundlertest.Secs(took), opened), bundlertest.Secs(floor)+" = size / 12 MB/s",
+				fmt.Sprintf("%.2f×", ratio), "≤ 1.3×", bundlertest.Met(ratio <= 1.3)))
 		}
 	}
 
@@ -183,9 +184,9 @@ func newLink(b testing.TB, rawURL string, o gittest.LinkOptions) *gittest.Link {
 
 // fetchThrough fetches the image into a new store through link, as the
 // agent does (again after each failed try), and returns the tries, the
-// bytes the link carried and the time the fetch took (the release branch's
-// fetch before it not counted).
-func fetchThrough(b testing.TB, link *gittest.Link, rawURL string, idx *schema.ImageIndex, o bundle.FetchOptions) (int, int64, time.Duration) {
+// bytes the link carried, the time the fetch took and the TCP connections
+// it opened (the release branch's fetch before it not counted).
+func fetchThrough(b testing.TB, link *gittest.Link, rawURL string, idx *schema.ImageIndex, o bundle.FetchOptions) (int, int64, time.Duration, int64) {
 	ctx := context.Background()
 	// Each link listens on a port of its own: no connection of an earlier
 	// run is reused.
@@ -202,7 +203,7 @@ func fetchThrough(b testing.TB, link *gittest.Link, rawURL string, idx *schema.I
 	if err != nil {
 		b.Fatal(err)
 	}
-	before := link.Down()
+	before, conns := link.Down(), link.Conns()
 	start := time.Now()
 	for tries := 1; ; tries++ {
 		err := bundle.FetchImageWith(ctx, rem, st, idx, nil, o)
@@ -211,7 +212,7 @@ func fetchThrough(b testing.TB, link *gittest.Link, rawURL string, idx *schema.I
 			if err := bundle.CheckChunks(ctx, st, idx); err != nil {
 				b.Fatal(err)
 			}
-			return tries, link.Down() - before, took
+			return tries, link.Down() - before, took, link.Conns() - conns
 		}
 		if !bundle.IsNetworkError(err) || tries == 20 {
 			b.Fatalf("try %d: %v", tries, err)

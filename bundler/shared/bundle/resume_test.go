@@ -194,14 +194,16 @@ func layersMatch(idx *schema.ImageIndex, src chunks.Source) error {
 
 // fetchHeapBudget bounds the heap a parallel image fetch, its stream
 // rebuilt as the chunks arrive, takes from the OS: the agent's peak RSS
-// target is 64 MiB, its memory limit 40 MiB.
-const fetchHeapBudget = 48 << 20
+// target is 64 MiB (its memory limit is 40 MiB, which the heap from the OS
+// overshoots by a few MiB).
+const fetchHeapBudget = 56 << 20
 
 // TestFetchImageHeap fetches a 48 MiB image from git daemon over one
 // connection and over DefaultConnections, rebuilding its stream as the
 // segments arrive (as the agent loads), each in a subprocess with the
 // agent's memory limit, and checks the heap that process ever took from
-// the OS: several connections cost no measurable heap (39.6 MiB both).
+// the OS: eight connections cost about 4 MiB more than one (five runs:
+// 39.6–43.6 MiB over one, 43.5–47.5 MiB over eight).
 func TestFetchImageHeap(t *testing.T) {
 	if os.Getenv("PULLSHIP_HEAP_CHILD") == "fetch" {
 		fetchHeapChild(t)
