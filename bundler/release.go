@@ -471,7 +471,9 @@ func fleetSource(dir, commit string, allowDirty bool) (*schema.Source, error) {
 	if commit != "" {
 		return &schema.Source{Commit: commit}, nil
 	}
-	g, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true})
+	// EnableDotGitCommonDir: a linked work tree (git worktree add) keeps
+	// its refs and objects in the main checkout's git directory.
+	g, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
 	if errors.Is(err, git.ErrRepositoryNotExists) {
 		return nil, nil
 	}
