@@ -125,10 +125,19 @@ func FetchImageWith(ctx context.Context, r *repo.Remote, st *repo.Store, idx *sc
 	}
 	limit := ImagePackLimit(idx)
 	if _, err := r.Fetch(ctx, st, repo.FetchRequest{Refs: []string{tag + ":" + tag}, Haves: haves, MaxPackBytes: limit,
-		MaxInflatedBytes: limit, Live: live, Precompressed: EncodedChunks(idx)}); err != nil {
+		MaxInflatedBytes: limit, MaxObjects: imageTagObjects(idx, segs), Live: live, Precompressed: EncodedChunks(idx)}); err != nil {
 		return fmt.Errorf("fetch image %s: %w", idx.Name, err)
 	}
 	return nil
+}
+
+// imageTagObjects bounds the objects of the pack that brings a whole image
+// tag: its distinct chunk blobs, a tree and a commit per segment, and a few
+// more. Without it the bound came from the pack size (one object per 256
+// bytes: 4 million for a 1 GiB image), so a server could make the agent
+// index millions of junk objects.
+func imageTagObjects(idx *schema.ImageIndex, segs []Segment) int {
+	return NewChunkSet(idx).Len() + 2*len(segs) + 16
 }
 
 // maxCutsInARow is how many tries in a row may end in a cut without

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
@@ -42,40 +41,55 @@ type CommitInfo struct {
 // id>" per entry.
 func decodeTree(data []byte) ([]TreeEntry, error) {
 	var out []TreeEntry
-	for len(data) > 0 {
-		if len(out) == maxTreeEntries {
-			return nil, fmt.Errorf("%w: tree of more than %d entries", ErrBadObject, maxTreeEntries)
+	err := eachTreeEntry(data, func(name []byte, mode filemode.FileMode, id plumbing.Hash) {
+		out = append(out, TreeEntry{Name: string(name), Mode: mode, ID: id})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachTreeEntry calls f with each entry of the tree data, checked as
+// decodeTree checks it (name is only valid during the call).
+func eachTreeEntry(data []byte, f func(name []byte, mode filemode.FileMode, id plumbing.Hash)) error {
+	for n := 0; len(data) > 0; n++ {
+		if n == maxTreeEntries {
+			return fmt.Errorf("%w: tree of more than %d entries", ErrBadObject, maxTreeEntries)
 		}
-		sp := bytes.IndexByte(data, ' ')
+		sp := bytes.IndexByte(data[:min(len(data), 8)], ' ')
 		if sp < 1 || sp > 7 {
-			return nil, fmt.Errorf("%w: tree entry %d: no mode", ErrBadObject, len(out))
+			return fmt.Errorf("%w: tree entry %d: no mode", ErrBadObject, n)
 		}
-		m, err := strconv.ParseUint(string(data[:sp]), 8, 32)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tree entry %d: mode %q", ErrBadObject, len(out), data[:sp])
+		var m uint64
+		for _, c := range data[:sp] {
+			if c < '0' || c > '7' {
+				return fmt.Errorf("%w: tree entry %d: mode %q", ErrBadObject, n, data[:sp])
+			}
+			m = m<<3 | uint64(c-'0')
 		}
 		mode := filemode.FileMode(m)
 		switch mode {
 		case filemode.Regular, filemode.Executable, filemode.Symlink, filemode.Dir, filemode.Submodule, filemode.Deprecated:
 		default:
-			return nil, fmt.Errorf("%w: tree entry %d: mode %o", ErrBadObject, len(out), m)
+			return fmt.Errorf("%w: tree entry %d: mode %o", ErrBadObject, n, m)
 		}
 		data = data[sp+1:]
 		nul := bytes.IndexByte(data[:min(len(data), maxTreeName+1)], 0)
 		if nul < 1 {
-			return nil, fmt.Errorf("%w: tree entry %d: name empty, unterminated or longer than %d bytes", ErrBadObject, len(out), maxTreeName)
+			return fmt.Errorf("%w: tree entry %d: name empty, unterminated or longer than %d bytes", ErrBadObject, n, maxTreeName)
 		}
-		name := string(data[:nul])
+		name := data[:nul]
 		data = data[nul+1:]
 		if len(data) < 20 {
-			return nil, fmt.Errorf("%w: tree entry %q: id cut", ErrBadObject, name)
+			return fmt.Errorf("%w: tree entry %q: id cut", ErrBadObject, name)
 		}
 		var id plumbing.Hash
 		copy(id[:], data[:20])
 		data = data[20:]
-		out = append(out, TreeEntry{Name: name, Mode: mode, ID: id})
+		f(name, mode, id)
 	}
-	return out, nil
+	return nil
 }
 
 // decodeCommit reads a commit's tree and parents: its header starts
@@ -126,26 +140,40 @@ func headerID(data []byte, key string) (plumbing.Hash, []byte, bool) {
 // readObject returns the content of object id of type t (AnyObject: any),
 // at most max bytes (checked before reading), and its type.
 func (s *Store) readObject(t plumbing.ObjectType, id plumbing.Hash, max int64) ([]byte, plumbing.ObjectType, error) {
-	obj, err := s.storage().EncodedObject(t, id)
+	obj, err := s.objects().object(t, id)
 	if err != nil {
 		return nil, 0, err
 	}
+	b, err := readContent(obj, max)
+	return b, obj.Type(), err
+}
+
+// readContent reads obj whole into a buffer of its size, if that is at most
+// max bytes.
+func readContent(obj plumbing.EncodedObject, max int64) ([]byte, error) {
 	if obj.Size() > max {
-		return nil, 0, fmt.Errorf("%w: %s %s of %d bytes, limit %d", ErrBadObject, obj.Type(), id, obj.Size(), max)
+		return nil, fmt.Errorf("%w: %s %s of %d bytes, limit %d", ErrBadObject, obj.Type(), obj.Hash(), obj.Size(), max)
 	}
 	r, err := obj.Reader()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
 	defer r.Close()
-	b, err := io.ReadAll(io.LimitReader(r, max+1))
-	if err != nil {
-		return nil, 0, err
+	b := make([]byte, obj.Size())
+	n, err := io.ReadFull(r, b)
+	if err == nil {
+		var one [1]byte
+		if m, _ := r.Read(one[:]); m > 0 {
+			n++
+		}
 	}
-	if int64(len(b)) != obj.Size() {
-		return nil, 0, &SizeMismatchError{Declared: obj.Size(), Got: int64(len(b))}
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return nil, err
 	}
-	return b, obj.Type(), nil
+	if int64(n) != obj.Size() {
+		return nil, &SizeMismatchError{Declared: obj.Size(), Got: int64(n)}
+	}
+	return b, nil
 }
 
 func (s *Store) readCommit(id plumbing.Hash) (CommitInfo, error) {

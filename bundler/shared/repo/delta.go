@@ -152,8 +152,9 @@ type resolver struct {
 	cached  int64
 	zr      io.ReadCloser
 	br      *bufio.Reader
-	buf     [2][]byte // a delta's base and result, reused
-	depths  []uint16  // chain depth of each resolved entry
+	dbr     *bufio.Reader // a delta's instructions, reused
+	buf     [2][]byte     // a delta's base and result, reused
+	depths  []uint16      // chain depth of each resolved entry
 	// The last object resolved stays in buf[lastBuf]: the next delta is
 	// often against it, and it may be too big for the cache.
 	last    int32
@@ -371,7 +372,11 @@ func (r *resolver) apply(e int32, h spoolEntry, base, out []byte) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
-	d := bufio.NewReaderSize(io.LimitReader(zr, h.size), 4<<10)
+	if r.dbr == nil {
+		r.dbr = bufio.NewReaderSize(nil, 4<<10)
+	}
+	d := r.dbr
+	d.Reset(io.LimitReader(zr, h.size))
 	src, dst, err := deltaHeader(d)
 	if err != nil {
 		return nil, bad("%v", err)
@@ -436,22 +441,33 @@ func (r *resolver) apply(e int32, h spoolEntry, base, out []byte) ([]byte, error
 
 // put caches a copy of a resolved object's content (a small one: big
 // objects are rarely bases of long chains), evicting the oldest beyond the
-// cache's bound.
+// cache's bound. Each object counts with cacheEntryCost more than its
+// bytes (its map slot, its place in order, its allocation's rounding): a
+// pack of a million tiny objects would otherwise fill the cache with
+// bookkeeping.
 func (r *resolver) put(i int32, b []byte) {
 	if _, ok := r.cache[i]; ok || int64(len(b)) > maxCachedObject {
 		return
 	}
 	b = bytes.Clone(b)
-	for r.cached+int64(len(b)) > deltaCacheBytes && len(r.order) > 0 {
+	cost := int64(len(b)) + cacheEntryCost
+	for r.cached+cost > deltaCacheBytes && len(r.order) > 0 {
 		old := r.order[0]
 		r.order = r.order[1:]
-		r.cached -= int64(len(r.cache[old]))
+		r.cached -= int64(len(r.cache[old])) + cacheEntryCost
 		delete(r.cache, old)
 	}
+	if len(r.order) == 0 {
+		r.order = nil // let the drained array go
+	}
 	r.cache[i] = b
-	r.cached += int64(len(b))
+	r.cached += cost
 	r.order = append(r.order, i)
 }
+
+// cacheEntryCost is what the resolver's cache spends on an object besides
+// its bytes.
+const cacheEntryCost = 64
 
 // writeIndex writes a version 2 pack index of entries (sorted by id here)
 // for the pack whose checksum is sum. A duplicate id is a bad pack.
@@ -477,8 +493,8 @@ func writeIndex(w io.Writer, entries []idxEntry, sum plumbing.Hash) error {
 		n += c
 		put32(n)
 	}
-	for _, e := range entries {
-		bw.Write(e.id[:])
+	for i := range entries {
+		bw.Write(entries[i].id[:])
 	}
 	for _, e := range entries {
 		put32(e.crc)

@@ -329,23 +329,30 @@ func hostileMemory(t *testing.T, test, env string, cases map[string][]byte, budg
 			arg = filepath.Join(t.TempDir(), "input")
 			must(t, os.WriteFile(arg, data, 0o644))
 		}
-		cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v")
-		cmd.Env = append(os.Environ(), env+"="+arg)
-		out, err := cmd.CombinedOutput()
-		var heap, rss uint64
-		for _, l := range strings.Split(string(out), "\n") {
-			if i := strings.Index(l, "peak heap "); i >= 0 {
-				fmt.Sscanf(l[i:], "peak heap %d rss %d", &heap, &rss)
-			}
+		hostileChild(t, test, env, name, arg, budget)
+	}
+}
+
+// hostileChild runs test in a child process with arg in env and fails when
+// the child's heap went over budget.
+func hostileChild(t *testing.T, test, env, name, arg string, budget uint64) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.v")
+	cmd.Env = append(os.Environ(), env+"="+arg)
+	out, err := cmd.CombinedOutput()
+	var heap, rss uint64
+	for _, l := range strings.Split(string(out), "\n") {
+		if i := strings.Index(l, "peak heap "); i >= 0 {
+			fmt.Sscanf(l[i:], "peak heap %d rss %d", &heap, &rss)
 		}
-		if err != nil || heap == 0 {
-			t.Errorf("%s: child failed (%v):\n%s", name, err, out)
-			continue
-		}
-		t.Logf("%s: peak heap %.1f MiB, peak RSS %.1f MiB", name, float64(heap)/(1<<20), float64(rss)/(1<<20))
-		if heap > budget {
-			t.Errorf("%s: heap reached %.1f MiB, budget %d MiB", name, float64(heap)/(1<<20), budget>>20)
-		}
+	}
+	if err != nil || heap == 0 {
+		t.Errorf("%s: child failed (%v):\n%s", name, err, out)
+		return
+	}
+	t.Logf("%s: peak heap %.1f MiB, peak RSS %.1f MiB", name, float64(heap)/(1<<20), float64(rss)/(1<<20))
+	if heap > budget {
+		t.Errorf("%s: heap reached %.1f MiB, budget %d MiB", name, float64(heap)/(1<<20), budget>>20)
 	}
 }
 

@@ -301,7 +301,7 @@ func receiveV2Pack(p *pktReader, local *Store, lim packLimits, live *LivePack, i
 	// The pack is whole: what follows must be the flush that ends it.
 	var rest [1]byte
 	if n, err := io.ReadFull(d, rest[:]); n > 0 || err != io.EOF {
-		sp.tmp.Abort()
+		sp.abort()
 		if n > 0 {
 			return fmt.Errorf("%w: data after the pack", ErrBadPack)
 		}

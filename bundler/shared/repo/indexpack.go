@@ -12,6 +12,7 @@ import (
 	"hash/crc32"
 	"io"
 	"slices"
+	"strconv"
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/klauspost/compress/zlib"
@@ -33,8 +34,12 @@ type packLimits struct {
 	// inflate bounds the sum of the inflated sizes the entries declare (a
 	// delta counts with the size of the object it makes).
 	inflate int64
-	// objects bounds the entry count: 40 bytes of memory each.
+	// objects bounds the entry count: 40 bytes each.
 	objects int
+	// table, if set, gives the room for count entries (len 0, cap count):
+	// a file-backed mapping (see Store.receivePack), so that a pack's
+	// entries take no heap. Otherwise they grow on the heap.
+	table func(count int) ([]idxEntry, error)
 	// wants, if set, are what the pack must complete: every object of the
 	// pack reachable from them, and everything they reach in the pack or
 	// in the store. A pack that is not is removed again.
@@ -84,8 +89,16 @@ func indexPack(r io.Reader, spool *bufio.Writer, lim packLimits, obs packObserve
 	if int64(count) > int64(lim.objects) {
 		return plumbing.ZeroHash, nil, fmt.Errorf("%w: %d objects declared, limit %d", ErrPackTooLarge, count, lim.objects)
 	}
-	// The count is the sender's word: grow as entries arrive.
-	entries := make([]idxEntry, 0, min(count, maxIndexPrealloc))
+	var entries []idxEntry
+	if lim.table != nil && count > 0 {
+		var err error
+		if entries, err = lim.table(int(count)); err != nil {
+			return plumbing.ZeroHash, nil, err
+		}
+	} else {
+		// The count is the sender's word: grow as entries arrive.
+		entries = make([]idxEntry, 0, min(count, maxIndexPrealloc))
+	}
 
 	var (
 		zr       io.ReadCloser
@@ -338,6 +351,9 @@ type hashBlock struct {
 	b      []byte
 	pooled bool
 	end    bool // no data: send the entry's id and start the next entry
+	header bool // no data: hash the object header of typ and size
+	typ    plumbing.ObjectType
+	size   int64
 }
 
 const hashBlocks, hashBlockSize = 4, 64 << 10
@@ -349,10 +365,19 @@ func newAsyncSHA1() *asyncSHA1 {
 	}
 	go func() {
 		h := sha1.New()
+		var sum, hdr []byte
 		for blk := range a.work {
+			if blk.header {
+				hdr = append(hdr[:0], blk.typ.String()...)
+				hdr = append(hdr, ' ')
+				hdr = strconv.AppendInt(hdr, blk.size, 10)
+				h.Write(append(hdr, 0))
+				continue
+			}
 			if blk.end {
 				var id plumbing.Hash
-				copy(id[:], h.Sum(nil))
+				sum = h.Sum(sum[:0])
+				copy(id[:], sum)
 				h.Reset()
 				a.sums <- id
 				continue
@@ -366,11 +391,10 @@ func newAsyncSHA1() *asyncSHA1 {
 	return a
 }
 
-// header starts an entry: git's "<type> <size>\x00" object header.
+// header starts an entry: git's "<type> <size>\x00" object header, made
+// on the hashing goroutine (no allocation per entry).
 func (a *asyncSHA1) header(t plumbing.ObjectType, size int64) {
-	var b bytes.Buffer
-	writeObjectHeader(&b, t, size)
-	a.work <- hashBlock{b: b.Bytes()}
+	a.work <- hashBlock{header: true, typ: t, size: size}
 }
 
 // block returns a pool buffer to fill and pass to write.

@@ -12,14 +12,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"github.com/pullship/pullship/bundler/shared/atomicfile"
 
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
-	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -41,9 +40,10 @@ var ErrNotFound = errors.New("not found")
 // processes (git daemon, git push to the same directory). Use a Store from
 // one goroutine at a time.
 type Store struct {
-	dir string
-	mu  sync.Mutex
-	sto *filesystem.Storage
+	dir  string
+	mu   sync.Mutex
+	sto  *filesystem.Storage // refs, and loose objects
+	view *objectView
 }
 
 const (
@@ -91,12 +91,17 @@ func OpenStore(dir string) (*Store, error) {
 // Dir is the repository directory.
 func (s *Store) Dir() string { return s.dir }
 
-// reload drops go-git's cached pack indexes so packs written since are seen.
+// reload makes the store see the packs on disk now: indexes of packs it
+// saw before are kept, new ones mapped.
 func (s *Store) reload() {
-	sto := filesystem.NewStorageWithOptions(osfs.New(s.dir), cache.NewObjectLRU(objectCacheBytes),
+	sto := filesystem.NewStorageWithOptions(osfs.New(s.dir), newObjectLRU(objectCacheBytes),
 		filesystem.Options{LargeObjectThreshold: largeObjectThreshold})
 	s.mu.Lock()
-	s.sto = sto
+	old := s.view
+	s.mu.Unlock()
+	v := newObjectView(s.dir, sto, old)
+	s.mu.Lock()
+	s.sto, s.view = sto, v
 	s.mu.Unlock()
 }
 
@@ -106,9 +111,15 @@ func (s *Store) storage() *filesystem.Storage {
 	return s.sto
 }
 
+func (s *Store) objects() *objectView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.view
+}
+
 // HasObject reports whether the object id is in the store.
 func (s *Store) HasObject(id plumbing.Hash) bool {
-	return s.storage().HasEncodedObject(id) == nil
+	return s.objects().has(id)
 }
 
 // Write stores every object of st as one new pack (pack and index written to
@@ -171,6 +182,7 @@ type spooledPack struct {
 	lim     packLimits
 	live    *LivePack
 	obs     liveObserver
+	unmap   func() // releases entries' mapping
 }
 
 // spoolPack receives a pack from r into a temporary file of the store's
@@ -192,6 +204,13 @@ func (s *Store) spoolPack(r io.Reader, lim packLimits, live *LivePack) (*spooled
 		}
 		obs = sp.obs
 	}
+	// The entries live in a mapping until the pack is installed or
+	// dropped (sp.abort).
+	lim.table = func(count int) ([]idxEntry, error) {
+		t, release, err := entryTable(filepath.Join(s.dir, "objects", "pack"), count)
+		sp.unmap = release
+		return t, err
+	}
 	spool := bufio.NewWriterSize(tmp.File, 256<<10)
 	sp.sum, sp.entries, err = indexPack(r, spool, lim, obs)
 	if err == nil {
@@ -206,23 +225,34 @@ func (s *Store) spoolPack(r io.Reader, lim packLimits, live *LivePack) (*spooled
 		err = tmp.SyncEarly()
 	}
 	if err != nil {
-		tmp.Abort()
+		sp.abort()
 		return nil, fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
 	return sp, nil
 }
 
+// abort drops a spooled pack that is not installed (after installSpooled,
+// it only releases the entries' mapping).
+func (sp *spooledPack) abort() {
+	sp.tmp.Abort()
+	if sp.unmap != nil {
+		sp.unmap()
+		sp.unmap = nil
+	}
+	sp.entries = nil
+}
+
 // installSpooled puts a spooled pack in place: when it was fetched for
 // wants, only if it completes them and holds nothing else.
 func (s *Store) installSpooled(sp *spooledPack) error {
-	defer sp.tmp.Abort()
+	defer sp.abort()
 	base := filepath.Join(s.dir, "objects", "pack", "pack-"+sp.sum.String())
 	if sp.lim.wants == nil {
 		if err := s.install(sp.tmp, sp.sum, sp.entries); err != nil {
 			return err
 		}
 	} else {
-		before := s.storage()
+		before := s.objects()
 		if err := s.install(sp.tmp, sp.sum, sp.entries); err != nil {
 			return err
 		}
@@ -239,12 +269,31 @@ func (s *Store) installSpooled(sp *spooledPack) error {
 	return nil
 }
 
+// entryTable returns room for count index entries in a file-backed
+// mapping of a temporary file in dir (removed at once: the mapping keeps
+// it): the entries of a pack of a million objects take 40 MiB of the page
+// cache, which the kernel may write back, instead of the heap.
+func entryTable(dir string, count int) ([]idxEntry, func(), error) {
+	f, err := os.CreateTemp(dir, "tmp_entries_")
+	if err != nil {
+		return nil, nil, fmt.Errorf("index entries: %w", err)
+	}
+	defer f.Close()
+	defer os.Remove(f.Name())
+	size := count * int(unsafe.Sizeof(idxEntry{}))
+	b, unmap, err := mapScratch(f, size)
+	if err != nil {
+		return nil, nil, fmt.Errorf("index entries: %w", err)
+	}
+	return unsafe.Slice((*idxEntry)(unsafe.Pointer(unsafe.SliceData(b))), count)[:0], unmap, nil
+}
+
 // checkWanted checks that the installed pack of entries (sorted by id) is
 // what a fetch of wants asked for: the wants and everything below them are
 // in the pack or were in the store before (before: the store's view then),
 // and every object of the pack is reachable from the wants. Otherwise a
 // junk pack would stay on disk.
-func (s *Store) checkWanted(before *filesystem.Storage, entries []idxEntry, wants []plumbing.Hash) error {
+func (s *Store) checkWanted(before *objectView, entries []idxEntry, wants []plumbing.Hash) error {
 	inPack := func(id plumbing.Hash) bool {
 		_, ok := slices.BinarySearchFunc(entries, id, func(e idxEntry, id plumbing.Hash) int { return bytes.Compare(e.id[:], id[:]) })
 		return ok
@@ -252,7 +301,7 @@ func (s *Store) checkWanted(before *filesystem.Storage, entries []idxEntry, want
 	reached := 0
 	err := s.walk(wants, func(id plumbing.Hash) bool {
 		// Below what the store had, the store is complete.
-		return !inPack(id) && before.HasEncodedObject(id) == nil
+		return !inPack(id) && before.has(id)
 	}, func(o Object) {
 		if inPack(o.ID) {
 			reached++
@@ -500,7 +549,7 @@ func (s *Store) ReadFile(commit plumbing.Hash, path string, maxSize int64) ([]by
 	if e.Mode != filemode.Regular && e.Mode != filemode.Executable {
 		return nil, fmt.Errorf("read %s at %s: not a regular file (mode %o)", path, commit, uint32(e.Mode))
 	}
-	obj, err := s.storage().EncodedObject(plumbing.BlobObject, e.ID)
+	obj, err := s.objects().object(plumbing.BlobObject, e.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read %s at %s: blob %s: %w", path, commit, e.ID, err)
 	}
@@ -579,7 +628,7 @@ func (s *Store) ListTree(commit plumbing.Hash, dir string) ([]TreeEntry, error) 
 
 // BlobSize returns the size of blob id without reading it.
 func (s *Store) BlobSize(id plumbing.Hash) (int64, error) {
-	obj, err := s.storage().EncodedObject(plumbing.BlobObject, id)
+	obj, err := s.objects().object(plumbing.BlobObject, id)
 	if err != nil {
 		return 0, fmt.Errorf("blob %s: %w", id, err)
 	}
@@ -590,7 +639,7 @@ func (s *Store) BlobSize(id plumbing.Hash) (int64, error) {
 // signed manifest declares): a different stored size fails before reading,
 // and the reader fails rather than return more or fewer bytes.
 func (s *Store) OpenBlob(id plumbing.Hash, size int64) (io.ReadCloser, error) {
-	obj, err := s.storage().EncodedObject(plumbing.BlobObject, id)
+	obj, err := s.objects().object(plumbing.BlobObject, id)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", id, err)
 	}
@@ -676,7 +725,7 @@ func (s *Store) Missing(wants, haves []plumbing.Hash) (*ObjectStream, error) {
 
 // openObject is the OpenFunc of streams that read from the store.
 func (s *Store) openObject(o Object) (io.ReadCloser, error) {
-	obj, err := s.storage().EncodedObject(o.Type, o.ID)
+	obj, err := s.objects().object(o.Type, o.ID)
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", o.ID, err)
 	}
@@ -685,47 +734,76 @@ func (s *Store) openObject(o Object) (io.ReadCloser, error) {
 
 // walk visits every object reachable from roots (commits, their trees and
 // blobs, parents; annotated tags and their targets), skipping any object for
-// which stop returns true together with everything below it.
+// which stop returns true together with everything below it. Its memory is
+// a bit per object of the store (the objects seen) and 8 bytes per object
+// waiting to be visited (each object waits at most once).
 func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit func(Object)) error {
-	seen := make(map[plumbing.Hash]bool)
-	stack := append([]plumbing.Hash(nil), roots...)
-	sto := s.storage()
-	for len(stack) > 0 {
-		id := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if seen[id] || stop(id) {
-			continue
+	v := s.objects()
+	seen := newObjectSet(v)
+	// A packed object waits as pack<<32 | position; another (loose, or
+	// missing) as 1<<63 | its index in others.
+	var stack []uint64
+	var others []plumbing.Hash
+	push := func(id plumbing.Hash) {
+		if !seen.add(id) || stop(id) {
+			return
 		}
-		seen[id] = true
-		obj, err := sto.EncodedObject(plumbing.AnyObject, id)
+		if i, pos := v.locate(id); i >= 0 {
+			stack = append(stack, uint64(i)<<32|uint64(pos))
+			return
+		}
+		stack = append(stack, 1<<63|uint64(len(others)))
+		others = append(others, id)
+	}
+	for _, id := range roots {
+		push(id)
+	}
+	for len(stack) > 0 {
+		top := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		var id plumbing.Hash
+		if top&(1<<63) != 0 {
+			id = others[top&^(1<<63)]
+		} else {
+			copy(id[:], v.packs[top>>32].idx.name(int(top&(1<<32-1))))
+		}
+		obj, err := v.object(plumbing.AnyObject, id)
 		if err != nil {
 			return fmt.Errorf("walk object %s: %w", id, err)
 		}
 		visit(Object{ID: id, Type: obj.Type(), Size: obj.Size()})
 		switch obj.Type() {
 		case plumbing.CommitObject:
-			c, err := s.readCommit(id)
+			b, err := readContent(obj, maxCommitBytes)
+			var c CommitInfo
+			if err == nil {
+				c, err = decodeCommit(id, b)
+			}
 			if err != nil {
 				return fmt.Errorf("walk commit %s: %w", id, err)
 			}
-			stack = append(stack, c.Tree)
-			stack = append(stack, c.ParentHashes...)
+			push(c.Tree)
+			for _, p := range c.ParentHashes {
+				push(p)
+			}
 		case plumbing.TreeObject:
-			t, err := s.readTree(id)
+			b, err := readContent(obj, maxTreeBytes)
+			if err == nil {
+				err = eachTreeEntry(b, func(_ []byte, mode filemode.FileMode, id plumbing.Hash) {
+					if mode != filemode.Submodule {
+						push(id)
+					}
+				})
+			}
 			if err != nil {
 				return fmt.Errorf("walk tree %s: %w", id, err)
 			}
-			for _, e := range t {
-				if e.Mode != filemode.Submodule {
-					stack = append(stack, e.ID)
-				}
-			}
 		case plumbing.TagObject:
-			b, _, err := s.readObject(plumbing.TagObject, id, maxCommitBytes)
+			b, err := readContent(obj, maxCommitBytes)
 			if err == nil {
 				var target plumbing.Hash
 				if target, err = decodeTagTarget(id, b); err == nil {
-					stack = append(stack, target)
+					push(target)
 				}
 			}
 			if err != nil {
@@ -742,25 +820,19 @@ func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit
 // (blobs are not read) and one read of each pack's index; packs that hold
 // any reachable object stay whole.
 func (s *Store) Prune(keep []plumbing.Hash) (int64, error) {
-	live := make(map[plumbing.Hash]bool)
-	if err := s.walk(keep, func(plumbing.Hash) bool { return false }, func(o Object) { live[o.ID] = true }); err != nil {
-		return 0, fmt.Errorf("prune %s: %w", s.dir, err)
-	}
-	idxs, err := filepath.Glob(filepath.Join(s.dir, "objects", "pack", "pack-*.idx"))
-	if err != nil {
+	v := s.objects()
+	live := newObjectSet(v)
+	if err := s.walk(keep, func(plumbing.Hash) bool { return false }, func(o Object) { live.add(o.ID) }); err != nil {
 		return 0, fmt.Errorf("prune %s: %w", s.dir, err)
 	}
 	var freed int64
-	for _, p := range idxs {
-		used, err := packUsed(p, live)
-		if err != nil {
-			return freed, fmt.Errorf("prune %s: %w", s.dir, err)
-		}
-		if used {
+	for i, p := range v.packs {
+		if live.usesPack(i) {
 			continue
 		}
-		pack := strings.TrimSuffix(p, ".idx") + ".pack"
-		for _, f := range []string{p, pack} { // the index first: readers find packs by it
+		p.close()
+		base := filepath.Join(s.dir, filepath.FromSlash(p.name))
+		for _, f := range []string{base + ".idx", base + ".pack"} { // the index first: readers find packs by it
 			if fi, err := os.Stat(f); err == nil {
 				freed += fi.Size()
 			}
@@ -774,34 +846,4 @@ func (s *Store) Prune(keep []plumbing.Hash) (int64, error) {
 	}
 	s.reload()
 	return freed, nil
-}
-
-// packUsed reports whether the pack index at path names an object of live.
-func packUsed(path string, live map[plumbing.Hash]bool) (bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	idx := idxfile.NewMemoryIndex()
-	if err := idxfile.NewDecoder(bufio.NewReader(f)).Decode(idx); err != nil {
-		return false, fmt.Errorf("pack index %s: %w", path, err)
-	}
-	it, err := idx.Entries()
-	if err != nil {
-		return false, err
-	}
-	defer it.Close()
-	for {
-		e, err := it.Next()
-		if err == io.EOF {
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if live[e.Hash] {
-			return true, nil
-		}
-	}
 }
