@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/pullship/pullship/bundler/shared/bundle"
@@ -145,6 +146,12 @@ func (a *Agent) poll(ctx context.Context, st *state.State) (*target, error) {
 		t, err := a.pollOne(ctx, url, st)
 		if err == nil {
 			a.metrics.LastPoll.SetToCurrentTime()
+			if verifyFailed {
+				// A remote before this one served a release that was
+				// refused: what it brought goes, what this one brought
+				// stays (no ref names it yet).
+				a.collect(t.v.Commit)
+			}
 			return t, nil
 		}
 		if errors.Is(err, ErrVerify) {
@@ -164,20 +171,22 @@ func (a *Agent) poll(ctx context.Context, st *state.State) (*target, error) {
 	return nil, fmt.Errorf("%w: %w", ErrNoRemote, err)
 }
 
-// collect removes from the object store the packs that no ref of it
-// reaches: what refused releases brought (a server serving a new unsigned
-// release at every poll would otherwise fill the disk). It costs a walk of
-// the commits and trees below the store's refs.
-func (a *Agent) collect() {
+// collect removes from the object store the packs that neither a ref of
+// it nor extra reaches: what refused releases brought (a server serving a
+// new unsigned release at every poll would otherwise fill the disk), and
+// the images of releases no longer run. It costs a walk of the objects
+// below the store's refs (blobs by their headers only).
+func (a *Agent) collect(extra ...plumbing.Hash) {
 	refs, err := a.objects.Refs()
 	if err != nil {
 		a.log.Warn("object store not collected", "err", err)
 		return
 	}
-	keep := make([]plumbing.Hash, 0, len(refs))
+	keep := make([]plumbing.Hash, 0, len(refs)+len(extra))
 	for _, h := range refs {
 		keep = append(keep, h)
 	}
+	keep = append(keep, extra...)
 	freed, err := a.objects.Prune(keep)
 	if err != nil {
 		a.log.Warn("object store not collected", "err", err)
@@ -185,6 +194,35 @@ func (a *Agent) collect() {
 	}
 	if freed > 0 {
 		a.log.Info("object store collected", "freed_bytes", freed)
+	}
+}
+
+// dropOldImages removes the image tags of the object store that the
+// release every node now runs does not name, then the packs only they
+// reached: the store keeps the images of the release it runs (the engine
+// keeps the previous container's image for a rollback).
+func (a *Agent) dropOldImages(rel *schema.Release) {
+	refs, err := a.objects.Refs()
+	if err != nil {
+		return
+	}
+	named := map[string]bool{}
+	for _, img := range rel.Images {
+		named[bundle.ImageTag(img.Digest)] = true
+	}
+	dropped := false
+	for name, id := range refs {
+		if !strings.HasPrefix(name, bundle.ImageTagPrefix) || named[name] {
+			continue
+		}
+		if err := a.objects.SetRef(name, id, plumbing.ZeroHash); err != nil {
+			a.log.Warn("old image tag not removed", "tag", name, "err", err)
+			continue
+		}
+		dropped = true
+	}
+	if dropped {
+		a.collect()
 	}
 }
 
@@ -356,6 +394,9 @@ func (a *Agent) Once(ctx context.Context) (Outcome, error) {
 			out = o
 		}
 		a.report(ctx, rn, t.v.Release.Version, st.Nodes[n.Name], err)
+	}
+	if len(errs) == 0 {
+		a.dropOldImages(t.v.Release)
 	}
 	return out, errors.Join(errs...)
 }
