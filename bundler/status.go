@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pullship/pullship/bundler/shared/bundle"
+	"github.com/pullship/pullship/bundler/shared/cliutil"
 
 	"github.com/go-git/go-git/v5/plumbing"
 
@@ -278,7 +279,10 @@ func (f *Fleet) Waves() []WaveProgress {
 	byWave := map[int]*WaveProgress{}
 	var order []int
 	for _, n := range f.Nodes {
-		if n.State == bundle.ReportUnknown {
+		// Branches for nodes the release does not list are no part of the
+		// rollout: unknown names, and names no node can have (a server's
+		// making: before, they showed as wave 0 nodes holding wave 1 back).
+		if n.State == bundle.ReportUnknown || schema.CheckName(n.Node) != nil {
 			continue
 		}
 		w := byWave[n.Wave]
@@ -323,20 +327,7 @@ func (f *Fleet) Waves() []WaveProgress {
 // character (C0, DEL, C1) and every bidirectional-override character is
 // written as a visible escape (\x1b, \u202e), so nothing a server or a
 // node wrote can move the cursor, clear a line or reorder text.
-func Flatten(s string) string {
-	var b strings.Builder
-	for _, r := range strings.ToValidUTF8(s, "\ufffd") {
-		switch {
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, "\\x%02x", r)
-		case r >= 0x80 && r < 0xa0, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c:
-			fmt.Fprintf(&b, "\\u%04x", r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
+func Flatten(s string) string { return cliutil.Flatten(s) }
 
 // flattenReport flattens every string of nr a table shows.
 func flattenReport(nr *bundle.NodeReport) {

@@ -110,9 +110,39 @@ func (t Codes) Help() string {
 func (t Codes) Exit(env Env, prog string, err error) int {
 	code, quiet := t.Of(err)
 	if err != nil && !quiet {
-		fmt.Fprintf(env.Stderr, "%s: %v\n", prog, err)
+		// Errors quote what servers sent (ref names, messages): flattened,
+		// they cannot move the cursor or hide a line.
+		fmt.Fprintf(env.Stderr, "%s: %s\n", prog, FlattenLines(err.Error()))
 	}
 	return code
+}
+
+// Flatten makes s safe to print on a terminal on one line: every control
+// character (C0, DEL, C1) and every bidirectional-override character is
+// written as a visible escape (\x1b, \u202e), so nothing a server or a
+// node wrote can move the cursor, clear a line or reorder text.
+func Flatten(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\ufffd") {
+		switch {
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case r >= 0x80 && r < 0xa0, r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069, r == 0x200e, r == 0x200f, r == 0x061c:
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// FlattenLines is Flatten of each line of s (an error joining several).
+func FlattenLines(s string) string {
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = Flatten(l)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // SignalContext is parent, cancelled on SIGINT or SIGTERM; stop releases
