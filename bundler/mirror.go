@@ -444,6 +444,16 @@ func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs
 		refs = append(refs, ref)
 	}
 	sort.Strings(refs)
+	toSrc, toDst = r.mergeStatus(refs, srcRefs, dstRefs, res, nodes)
+	return toSrc, toDst, nil
+}
+
+// mergeStatus decides, for each status branch of refs (fetched into the
+// cache from both sides), which side's head the other side gets: the
+// descendant, or of two diverged heads the newer report; only a report
+// signed by the node's status key (nodes: the newest release's) is ever
+// copied.
+func (r *Repository) mergeStatus(refs []string, srcRefs, dstRefs map[string]plumbing.Hash, res *MirrorResult, nodes map[string]schema.ReleaseNode) (toSrc, toDst []repo.RefUpdate) {
 	for _, ref := range refs {
 		s, d := srcRefs[ref], dstRefs[ref]
 		n, listed := nodes[strings.TrimPrefix(ref, bundle.StatusPrefix)]
@@ -471,11 +481,11 @@ func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs
 			case c < 0:
 				toSrc = append(toSrc, repo.RefUpdate{Name: ref, Old: s, New: d})
 			default:
-				res.Notes = append(res.Notes, fmt.Sprintf("%s diverged and neither report is newer (%s on the source, %s on the destination): left as it is", ref, short(s), short(d)))
+				res.Notes = append(res.Notes, fmt.Sprintf("%s diverged and neither report is newer (%s on the source, %s on the destination): left as it is", Flatten(ref), short(s), short(d)))
 			}
 		}
 	}
-	return toSrc, toDst, nil
+	return toSrc, toDst
 }
 
 // compareReports orders two status heads of node n by their reports:

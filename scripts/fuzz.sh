@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs every Go fuzz target in the module for a while each: scripts/fuzz.sh [DURATION]
 # (default 10s). Crashers land in the package's testdata/fuzz/ and become
-# regression cases that plain `go test` replays. Targets are found by name; those of the
-# git layer (bundler/shared/repo) assert memory budgets: FuzzIndexPack (pack indexer and delta
+# regression cases that plain `go test` replays. Targets are found by name; those that
+# read what a remote sent assert memory budgets: FuzzIndexPack (pack indexer and delta
 # resolver), FuzzSidebandPack (upload-pack response), FuzzAdvertisement, FuzzReply (the wire
-# client's reply parser: advertisement, ACKs, sideband), FuzzDecodeObjects.
+# client's reply parser: advertisement, ACKs, sideband), FuzzDecodeObjects, FuzzLivePack (a
+# pack read while it arrives) in bundler/shared/repo; FuzzVerifyRelease and FuzzCheckReport
+# in bundler/shared/bundle; FuzzRebuild (an image from hostile chunk blobs) in
+# bundler/shared/chunks; FuzzMirrorStatusMerge (the mirror's status merge) in bundler.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3
