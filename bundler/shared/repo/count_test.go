@@ -24,6 +24,12 @@ import (
 // every blob after the first is an ofs-delta against the first.
 // It returns the commit id (zero without reachable) and the entry count.
 func countPack(w io.Writer, n int, reachable, deltas bool) (plumbing.Hash, int, error) {
+	return countPackChain(w, n, reachable, deltas, false)
+}
+
+// countPackChain is countPack; with chain, each delta is against the entry
+// before it (one chain n deep) instead of against the first.
+func countPackChain(w io.Writer, n int, reachable, deltas, chain bool) (plumbing.Hash, int, error) {
 	bw := bufio.NewWriterSize(w, 1<<20)
 	sum := sha1.New()
 	out := io.MultiWriter(bw, sum)
@@ -88,7 +94,10 @@ func countPack(w io.Writer, n int, reachable, deltas bool) (plumbing.Hash, int, 
 				k--
 				enc[k] = 0x80 | byte(rel&0x7f)
 			}
-			stored(packTypeOfsDelta, enc[k:], d)
+			at := stored(packTypeOfsDelta, enc[k:], d)
+			if chain {
+				first = at
+			}
 		} else {
 			first = stored(byte(plumbing.BlobObject), nil, content[:])
 		}

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"container/list"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -61,12 +62,49 @@ func (p *storedPack) get(v *objectView, id plumbing.Hash) (plumbing.EncodedObjec
 		p.c = newObjectLRU(objectCacheBytes / 2)
 		runtime.AddCleanup(p, func(f billy.File) { f.Close() }, f)
 	}
+	if err := p.checkChain(id); err != nil {
+		return nil, err
+	}
 	if p.pf == nil || p.gets == packReads {
 		p.pf = packfile.NewPackfileWithCache(p.idx, v.fs, p.f, p.c, largeObjectThreshold)
 		p.gets = 0
 	}
 	p.gets++
 	return p.pf.Get(id)
+}
+
+// checkChain refuses object id when it is a delta whose chain is deeper
+// than the resolver accepts (maxDeltaDepth) or loops: go-git's reader
+// follows a chain by recursion, holding each level's object, and a store
+// on a removable disk was not received by pullship (a chain 100,000 deep
+// took it to 243 MB of memory). It reads one entry header per level.
+func (p *storedPack) checkChain(id plumbing.Hash) error {
+	off, err := p.idx.FindOffset(id)
+	if err != nil {
+		return err
+	}
+	for depth := 0; ; depth++ {
+		h, err := readEntryHeader(p.f, off)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrBadPack, p.name, err)
+		}
+		switch h.typ {
+		case packTypeOfsDelta:
+			if h.baseOffset < 12 || h.baseOffset >= off {
+				return fmt.Errorf("%w: %s: delta at offset %d: base offset %d is no earlier entry", ErrBadPack, p.name, off, h.baseOffset)
+			}
+			off = h.baseOffset
+		case packTypeRefDelta:
+			if off, err = p.idx.FindOffset(h.baseID); err != nil {
+				return fmt.Errorf("%w: %s: delta base %s: %w", ErrBadPack, p.name, h.baseID, err)
+			}
+		default:
+			return nil
+		}
+		if depth == maxDeltaDepth {
+			return fmt.Errorf("%w: %s: object %s: delta chain deeper than %d", ErrDeltaLimit, p.name, id, maxDeltaDepth)
+		}
+	}
 }
 
 // close closes the pack (Prune, before removing it).
