@@ -135,8 +135,13 @@ func newObjectView(dir string, loose *filesystem.Storage, old *objectView) *obje
 			v.packs = append(v.packs, p)
 			continue
 		}
-		fi, err := os.Stat(filepath.Join(dir, filepath.FromSlash(name)+".pack"))
-		if err != nil {
+		// Regular files only: a FIFO or a device on a removable disk
+		// would block or never end a read.
+		fi, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(name)+".pack"))
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if ifi, err := os.Lstat(path); err != nil || !ifi.Mode().IsRegular() {
 			continue
 		}
 		x, err := openPackIndex(path, fi.Size())
@@ -167,15 +172,21 @@ func (v *objectView) has(id plumbing.Hash) bool {
 	if i, _ := v.locate(id); i >= 0 {
 		return true
 	}
-	_, err := os.Lstat(v.loosePath(id))
-	return err == nil
+	return v.hasLoose(id)
+}
+
+// hasLoose reports whether id is a loose object: a regular file (not a
+// link, a FIFO or a device, which a removable disk may hold).
+func (v *objectView) hasLoose(id plumbing.Hash) bool {
+	fi, err := os.Lstat(v.loosePath(id))
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // object returns object id of type t (AnyObject: any type).
 func (v *objectView) object(t plumbing.ObjectType, id plumbing.Hash) (plumbing.EncodedObject, error) {
 	i, _ := v.locate(id)
 	if i < 0 {
-		if _, err := os.Lstat(v.loosePath(id)); err != nil {
+		if !v.hasLoose(id) {
 			return nil, plumbing.ErrObjectNotFound
 		}
 		return v.loose.EncodedObject(t, id)
