@@ -140,7 +140,7 @@ func headerID(data []byte, key string) (plumbing.Hash, []byte, bool) {
 // readObject returns the content of object id of type t (AnyObject: any),
 // at most max bytes (checked before reading), and its type.
 func (s *Store) readObject(t plumbing.ObjectType, id plumbing.Hash, max int64) ([]byte, plumbing.ObjectType, error) {
-	obj, err := s.objects().object(t, id)
+	obj, err := s.object(t, id)
 	if err != nil {
 		return nil, 0, err
 	}

@@ -119,7 +119,46 @@ func (s *Store) objects() *objectView {
 
 // HasObject reports whether the object id is in the store.
 func (s *Store) HasObject(id plumbing.Hash) bool {
-	return s.objects().has(id)
+	if s.objects().has(id) {
+		return true
+	}
+	return s.rescan() && s.objects().has(id)
+}
+
+// object returns object id of type t (AnyObject: any type). A miss looks
+// for packs written since the last reload (by git, or another Store on
+// the same directory) before it is final, as git does.
+func (s *Store) object(t plumbing.ObjectType, id plumbing.Hash) (plumbing.EncodedObject, error) {
+	obj, err := s.objects().object(t, id)
+	if errors.Is(err, plumbing.ErrObjectNotFound) && s.rescan() {
+		obj, err = s.objects().object(t, id)
+	}
+	return obj, err
+}
+
+// rescan reloads the store when its pack directory lists other packs than
+// it sees, and reports whether it did.
+func (s *Store) rescan() bool {
+	idxs, _ := filepath.Glob(filepath.Join(s.dir, "objects", "pack", "pack-*.idx"))
+	v := s.objects()
+	if len(idxs) == len(v.packs) {
+		seen := map[string]bool{}
+		for _, p := range v.packs {
+			seen[filepath.Base(p.name)] = true
+		}
+		same := true
+		for _, p := range idxs {
+			if !seen[strings.TrimSuffix(filepath.Base(p), ".idx")] {
+				same = false
+				break
+			}
+		}
+		if same {
+			return false
+		}
+	}
+	s.reload()
+	return true
 }
 
 // Write stores every object of st as one new pack (pack and index written to
@@ -549,7 +588,7 @@ func (s *Store) ReadFile(commit plumbing.Hash, path string, maxSize int64) ([]by
 	if e.Mode != filemode.Regular && e.Mode != filemode.Executable {
 		return nil, fmt.Errorf("read %s at %s: not a regular file (mode %o)", path, commit, uint32(e.Mode))
 	}
-	obj, err := s.objects().object(plumbing.BlobObject, e.ID)
+	obj, err := s.object(plumbing.BlobObject, e.ID)
 	if err != nil {
 		return nil, fmt.Errorf("read %s at %s: blob %s: %w", path, commit, e.ID, err)
 	}
@@ -628,7 +667,7 @@ func (s *Store) ListTree(commit plumbing.Hash, dir string) ([]TreeEntry, error) 
 
 // BlobSize returns the size of blob id without reading it.
 func (s *Store) BlobSize(id plumbing.Hash) (int64, error) {
-	obj, err := s.objects().object(plumbing.BlobObject, id)
+	obj, err := s.object(plumbing.BlobObject, id)
 	if err != nil {
 		return 0, fmt.Errorf("blob %s: %w", id, err)
 	}
@@ -639,7 +678,7 @@ func (s *Store) BlobSize(id plumbing.Hash) (int64, error) {
 // signed manifest declares): a different stored size fails before reading,
 // and the reader fails rather than return more or fewer bytes.
 func (s *Store) OpenBlob(id plumbing.Hash, size int64) (io.ReadCloser, error) {
-	obj, err := s.objects().object(plumbing.BlobObject, id)
+	obj, err := s.object(plumbing.BlobObject, id)
 	if err != nil {
 		return nil, fmt.Errorf("open blob %s: %w", id, err)
 	}
@@ -725,7 +764,7 @@ func (s *Store) Missing(wants, haves []plumbing.Hash) (*ObjectStream, error) {
 
 // openObject is the OpenFunc of streams that read from the store.
 func (s *Store) openObject(o Object) (io.ReadCloser, error) {
-	obj, err := s.objects().object(o.Type, o.ID)
+	obj, err := s.object(o.Type, o.ID)
 	if err != nil {
 		return nil, fmt.Errorf("object %s: %w", o.ID, err)
 	}
@@ -738,6 +777,7 @@ func (s *Store) openObject(o Object) (io.ReadCloser, error) {
 // a bit per object of the store (the objects seen) and 8 bytes per object
 // waiting to be visited (each object waits at most once).
 func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit func(Object)) error {
+	s.rescan()
 	v := s.objects()
 	seen := newObjectSet(v)
 	// A packed object waits as pack<<32 | position; another (loose, or
