@@ -64,6 +64,12 @@ type spoolEntry struct {
 // readEntryHeader parses the entry header at off in the spooled pack f.
 func readEntryHeader(f io.ReaderAt, off int64) (spoolEntry, error) {
 	var b [64]byte
+	return readEntryHeaderBuf(f, off, &b)
+}
+
+// readEntryHeaderBuf is readEntryHeader reading through b (a buffer the
+// caller reuses: one header read per delta must not allocate).
+func readEntryHeaderBuf(f io.ReaderAt, off int64, b *[64]byte) (spoolEntry, error) {
 	n, err := f.ReadAt(b[:], off)
 	if n == 0 {
 		return spoolEntry{}, fmt.Errorf("entry at offset %d: %w", off, unexpected(err))
@@ -153,6 +159,7 @@ type resolver struct {
 	zr      io.ReadCloser
 	br      *bufio.Reader
 	dbr     *bufio.Reader // a delta's instructions, reused
+	hdr     [64]byte      // an entry header, read
 	buf     [2][]byte     // a delta's base and result, reused
 	depths  []uint16      // chain depth of each resolved entry
 	// The last object resolved stays in buf[lastBuf]: the next delta is
@@ -248,7 +255,7 @@ func (r *resolver) resolve(i int32) (bool, error) {
 		if !r.entries[top].delta {
 			break
 		}
-		h, err := readEntryHeader(r.f, r.entries[top].offset)
+		h, err := readEntryHeaderBuf(r.f, r.entries[top].offset, &r.hdr)
 		if err != nil {
 			return false, fmt.Errorf("%w: %w", ErrBadPack, err)
 		}
@@ -309,7 +316,7 @@ func (r *resolver) content(i int32) ([]byte, byte, error) {
 	if b, ok := r.cache[i]; ok {
 		return b, r.types[i], nil
 	}
-	h, err := readEntryHeader(r.f, r.entries[i].offset)
+	h, err := readEntryHeaderBuf(r.f, r.entries[i].offset, &r.hdr)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %w", ErrBadPack, err)
 	}

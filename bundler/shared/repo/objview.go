@@ -40,6 +40,7 @@ type storedPack struct {
 	f    billy.File
 	c    cache.Object
 	gets int // reads through pf
+	hdr  [64]byte
 }
 
 // packReads is how many objects one go-git pack reader reads before it is
@@ -84,7 +85,7 @@ func (p *storedPack) checkChain(id plumbing.Hash) error {
 		return err
 	}
 	for depth := 0; ; depth++ {
-		h, err := readEntryHeader(p.f, off)
+		h, err := readEntryHeaderBuf(p.f, off, &p.hdr)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrBadPack, p.name, err)
 		}

@@ -338,7 +338,7 @@ func (s *Store) checkWanted(before *objectView, entries []idxEntry, wants []plum
 		return ok
 	}
 	reached := 0
-	err := s.walk(wants, func(id plumbing.Hash) bool {
+	err := s.walkIDs(wants, func(id plumbing.Hash) bool {
 		// Below what the store had, the store is complete.
 		return !inPack(id) && before.has(id)
 	}, func(o Object) {
@@ -758,7 +758,7 @@ func (s *Store) Missing(wants, haves []plumbing.Hash) (*ObjectStream, error) {
 	}
 	st := NewObjectStream(s.openObject)
 	st.serial = true
-	err := s.walk(wants, func(id plumbing.Hash) bool { return skip[id] }, func(o Object) { st.Add(o) })
+	err := s.walkIDs(wants, func(id plumbing.Hash) bool { return skip[id] }, func(o Object) { st.Add(o) })
 	return st, err
 }
 
@@ -777,6 +777,18 @@ func (s *Store) openObject(o Object) (io.ReadCloser, error) {
 // a bit per object of the store (the objects seen) and 8 bytes per object
 // waiting to be visited (each object waits at most once).
 func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit func(Object)) error {
+	return s.walkObjects(roots, stop, visit, true)
+}
+
+// walkIDs is walk for callers that need ids only: a blob named by a tree
+// is visited (Type blob, Size -1) when the store has it, without being
+// read; a wanted check or a prune of a store of a million blobs reads its
+// trees, not its blobs.
+func (s *Store) walkIDs(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit func(Object)) error {
+	return s.walkObjects(roots, stop, visit, false)
+}
+
+func (s *Store) walkObjects(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit func(Object), sizes bool) error {
 	s.rescan()
 	v := s.objects()
 	seen := newObjectSet(v)
@@ -784,6 +796,7 @@ func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit
 	// missing) as 1<<63 | its index in others.
 	var stack []uint64
 	var others []plumbing.Hash
+	var blobs []plumbing.Hash // a tree's blobs, when they are not read
 	push := func(id plumbing.Hash) {
 		if !seen.add(id) || stop(id) {
 			return
@@ -830,11 +843,24 @@ func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit
 			b, err := readContent(obj, maxTreeBytes)
 			if err == nil {
 				err = eachTreeEntry(b, func(_ []byte, mode filemode.FileMode, id plumbing.Hash) {
-					if mode != filemode.Submodule {
+					switch {
+					case mode == filemode.Submodule:
+					case !sizes && mode != filemode.Dir:
+						blobs = append(blobs, id)
+					default:
 						push(id)
 					}
 				})
 			}
+			for _, b := range blobs {
+				if seen.add(b) && !stop(b) {
+					if !v.has(b) {
+						return fmt.Errorf("walk object %s: %w", b, plumbing.ErrObjectNotFound)
+					}
+					visit(Object{ID: b, Type: plumbing.BlobObject, Size: -1})
+				}
+			}
+			blobs = blobs[:0]
 			if err != nil {
 				return fmt.Errorf("walk tree %s: %w", id, err)
 			}
@@ -862,7 +888,7 @@ func (s *Store) walk(roots []plumbing.Hash, stop func(plumbing.Hash) bool, visit
 func (s *Store) Prune(keep []plumbing.Hash) (int64, error) {
 	v := s.objects()
 	live := newObjectSet(v)
-	if err := s.walk(keep, func(plumbing.Hash) bool { return false }, func(o Object) { live.add(o.ID) }); err != nil {
+	if err := s.walkIDs(keep, func(plumbing.Hash) bool { return false }, func(o Object) { live.add(o.ID) }); err != nil {
 		return 0, fmt.Errorf("prune %s: %w", s.dir, err)
 	}
 	var freed int64
