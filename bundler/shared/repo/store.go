@@ -758,7 +758,7 @@ func (s *Store) Missing(wants, haves []plumbing.Hash) (*ObjectStream, error) {
 	}
 	st := NewObjectStream(s.openObject)
 	st.serial = true
-	err := s.walkIDs(wants, func(id plumbing.Hash) bool { return skip[id] }, func(o Object) { st.Add(o) })
+	err := s.walk(wants, func(id plumbing.Hash) bool { return skip[id] }, func(o Object) { st.Add(o) })
 	return st, err
 }
 
