@@ -34,11 +34,10 @@ func hostileAdvertiser(t *testing.T, backend string, extra []string) string {
 	t.Helper()
 	u, err := url.Parse(backend)
 	must(t, err)
-	proxy := httputil.NewSingleHostReverseProxy(u)
-	proxy.Director = func(r *http.Request) {
-		r.URL.Scheme, r.URL.Host = u.Scheme, u.Host
-		r.Header.Del("Git-Protocol")
-	}
+	proxy := &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(u)
+		r.Out.Header.Del("Git-Protocol")
+	}}
 	proxy.ModifyResponse = func(resp *http.Response) error {
 		if !strings.HasSuffix(resp.Request.URL.Path, "/info/refs") {
 			return nil

@@ -181,10 +181,6 @@ func loadConfig(path string) (config, error) {
 			cfg.mqtt = v
 		case "demo.control":
 			cfg.control = v
-		default:
-			if strings.HasPrefix(k, "vmq_webhooks.") && strings.HasSuffix(k, ".endpoint") && strings.HasPrefix(v, "unix:") {
-				cfg.webhook = strings.TrimPrefix(v, "unix:")
-			}
 		case "demo.healthy":
 			if v != "on" && v != "off" {
 				return cfg, fmt.Errorf("config %s:%d: demo.healthy is %q, want on or off", path, n, v)
@@ -193,6 +189,10 @@ func loadConfig(path string) (config, error) {
 		case "demo.heartbeat":
 			if cfg.heartbeat, err = time.ParseDuration(v); err != nil || cfg.heartbeat <= 0 {
 				return cfg, fmt.Errorf("config %s:%d: demo.heartbeat is %q, want a duration", path, n, v)
+			}
+		default:
+			if strings.HasPrefix(k, "vmq_webhooks.") && strings.HasSuffix(k, ".endpoint") && strings.HasPrefix(v, "unix:") {
+				cfg.webhook = strings.TrimPrefix(v, "unix:")
 			}
 		}
 	}

@@ -61,14 +61,9 @@ type spoolEntry struct {
 	dataOffset int64
 }
 
-// readEntryHeader parses the entry header at off in the spooled pack f.
-func readEntryHeader(f io.ReaderAt, off int64) (spoolEntry, error) {
-	var b [64]byte
-	return readEntryHeaderBuf(f, off, &b)
-}
-
-// readEntryHeaderBuf is readEntryHeader reading through b (a buffer the
-// caller reuses: one header read per delta must not allocate).
+// readEntryHeaderBuf parses the entry header at off in the spooled pack f,
+// reading through b (a buffer the caller reuses: one header read per delta
+// must not allocate).
 func readEntryHeaderBuf(f io.ReaderAt, off int64, b *[64]byte) (spoolEntry, error) {
 	n, err := f.ReadAt(b[:], off)
 	if n == 0 {
