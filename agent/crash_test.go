@@ -20,13 +20,10 @@ import (
 // it did.
 type crashPass func(step state.Step) (crashed bool, out agent.Outcome, log string)
 
-// TestCrashAtEveryStep stops a pass right after it journals each step of
-// an apply (its goroutine ends there: no rollback, no cleanup, as when the
-// process dies), then runs the next: it must undo the interrupted apply and
-// converge on the new release, leaving no previous container behind.
-func TestCrashAtEveryStep(t *testing.T) {
-	h := newHost(t)
-	testCrash(t, h, func(step state.Step) (bool, agent.Outcome, string) {
+// inProcessPass runs the pass in this process on h's engine; its goroutine
+// ends right after the journal write (see afterJournal).
+func inProcessPass(t *testing.T, h *host) crashPass {
+	return func(step state.Step) (bool, agent.Outcome, string) {
 		if step != "" {
 			crashes.Store(h.cfg.StateDir, step)
 			defer crashes.Delete(h.cfg.StateDir)
@@ -43,16 +40,14 @@ func TestCrashAtEveryStep(t *testing.T) {
 		}()
 		<-done
 		return !ended, out, log.String()
-	})
+	}
 }
 
-// TestDockerCrashAtEveryStep is TestCrashAtEveryStep with a real process
-// death: pullship-agent (this test binary run as the agent, see asAgent)
-// is SIGKILLed right after each journal write, on the real engine.
-func TestDockerCrashAtEveryStep(t *testing.T) {
-	h := newDockerHost(t)
+// processPass runs pullship-agent once (this test binary run as the agent,
+// see asAgent) with h's agent.toml, SIGKILLed right after the journal write.
+func processPass(t *testing.T, h *host) crashPass {
 	cfgPath := filepath.Join(h.env.Dir, "agent.toml")
-	testCrash(t, h, func(step state.Step) (bool, agent.Outcome, string) {
+	return func(step state.Step) (bool, agent.Outcome, string) {
 		bin, env := asAgent(envCrashAt + "=" + string(step))
 		cmd := exec.Command(bin, "once", "--config", cfgPath)
 		cmd.Env = env
@@ -76,7 +71,24 @@ func TestDockerCrashAtEveryStep(t *testing.T) {
 		}
 		t.Fatalf("agent exited %d\n%s", ee.ExitCode(), out)
 		return false, 0, ""
-	})
+	}
+}
+
+// TestCrashAtEveryStep stops a pass right after it journals each step of
+// an apply (its goroutine ends there: no rollback, no cleanup, as when the
+// process dies), then runs the next: it must undo the interrupted apply and
+// converge on the new release, leaving no previous container behind.
+func TestCrashAtEveryStep(t *testing.T) {
+	h := newHost(t)
+	testCrash(t, h, inProcessPass(t, h))
+}
+
+// TestDockerCrashAtEveryStep is TestCrashAtEveryStep with a real process
+// death: pullship-agent (this test binary run as the agent, see asAgent)
+// is SIGKILLed right after each journal write, on the real engine.
+func TestDockerCrashAtEveryStep(t *testing.T) {
+	h := newDockerHost(t)
+	testCrash(t, h, processPass(t, h))
 }
 
 func testCrash(t *testing.T, h *host, pass crashPass) {
@@ -130,24 +142,7 @@ func testCrash(t *testing.T, h *host, pass crashPass) {
 // a new image and the other reloaded for a changed file.
 func TestCrashAtEveryStepServices(t *testing.T) {
 	h := newHost(t)
-	testCrashServices(t, h, func(step state.Step) (bool, agent.Outcome, string) {
-		if step != "" {
-			crashes.Store(h.cfg.StateDir, step)
-			defer crashes.Delete(h.cfg.StateDir)
-		}
-		var log syncBuffer
-		a := openAgent(t, h.cfg, agent.Options{Engine: h.eng, Logger: slog.New(slog.NewTextHandler(&teeWriter{&log, &h.log}, nil))})
-		defer a.Close()
-		done, ended := make(chan struct{}), false
-		var out agent.Outcome
-		go func() {
-			defer close(done)
-			out, _ = a.Once(context.Background())
-			ended = true
-		}()
-		<-done
-		return !ended, out, log.String()
-	})
+	testCrashServices(t, h, inProcessPass(t, h))
 }
 
 // TestDockerCrashAtEveryStepServices is TestCrashAtEveryStepServices with
@@ -155,32 +150,7 @@ func TestCrashAtEveryStepServices(t *testing.T) {
 func TestDockerCrashAtEveryStepServices(t *testing.T) {
 	h := newDockerHost(t)
 	h.cleanupSide()
-	cfgPath := filepath.Join(h.env.Dir, "agent.toml")
-	testCrashServices(t, h, func(step state.Step) (bool, agent.Outcome, string) {
-		bin, env := asAgent(envCrashAt + "=" + string(step))
-		cmd := exec.Command(bin, "once", "--config", cfgPath)
-		cmd.Env = env
-		b, err := cmd.CombinedOutput()
-		out := string(b)
-		var ee *exec.ExitError
-		switch {
-		case err == nil:
-			return false, agent.Converged, out
-		case !errors.As(err, &ee):
-			t.Fatalf("run agent: %v", err)
-		case ee.Sys().(syscall.WaitStatus).Signaled():
-			if sig := ee.Sys().(syscall.WaitStatus).Signal(); sig != syscall.SIGKILL {
-				t.Fatalf("agent died of %v, not SIGKILL\n%s", sig, out)
-			}
-			return true, 0, out
-		case ee.ExitCode() == 10:
-			return false, agent.Nothing, out
-		case ee.ExitCode() == 1:
-			return false, agent.Failed, out
-		}
-		t.Fatalf("agent exited %d\n%s", ee.ExitCode(), out)
-		return false, 0, ""
-	})
+	testCrashServices(t, h, processPass(t, h))
 }
 
 func testCrashServices(t *testing.T, h *host, pass crashPass) {
