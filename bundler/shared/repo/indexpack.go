@@ -170,16 +170,18 @@ func indexPack(r io.Reader, spool *bufio.Writer, lim packLimits, obs packObserve
 			keep = obs.buffer(size)
 		}
 		err = inflateEntry(zr, size, h, keep)
+		if err == nil {
+			err = pr.flush()
+		} else {
+			err = pr.fail(where, err)
+		}
+		id := h.sum() // keep is the hasher's until its sum is out
 		if err != nil {
 			if keep != nil {
 				obs.release(keep)
 			}
-			return plumbing.ZeroHash, nil, pr.fail(where, err)
-		}
-		if err := pr.flush(); err != nil {
 			return plumbing.ZeroHash, nil, err
 		}
-		id := h.sum()
 		entries = append(entries, idxEntry{id: id, offset: offset, crc: pr.crc.Sum32()})
 		if obs != nil {
 			if err := spool.Flush(); err != nil {
