@@ -3,11 +3,12 @@ package schema
 import (
 	"fmt"
 
-	"filippo.io/age"
 	"net/netip"
 	"path"
 	"strings"
 	"time"
+
+	"filippo.io/age"
 )
 
 // Fleet is fleet.toml: the bundler's input, kept in the user's config
