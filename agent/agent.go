@@ -63,6 +63,10 @@ type Agent struct {
 	joinBackoff cluster.Backoff
 	reporters   map[string]*report.Reporter
 	lastReport  map[string]reported
+	// cutImages holds, per image digest, the cut that ended the last fetch
+	// of the image: the next fetch (from the next remote, or at the next
+	// pass) resumes it.
+	cutImages map[string]error
 }
 
 // Options are the agent's collaborators; zero fields get defaults.
@@ -106,7 +110,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, eng: o.Engine, st: st, objects: objects, pinned: pinned, trust: trust, log: o.Logger,
-		metrics: o.Metrics, now: o.Clock, remotes: map[string]*repo.Remote{}}
+		metrics: o.Metrics, now: o.Clock, remotes: map[string]*repo.Remote{}, cutImages: map[string]error{}}
 	if a.log == nil {
 		a.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
@@ -355,6 +359,7 @@ func (a *Agent) remote(ctx context.Context, url string) (*repo.Remote, error) {
 	}
 	a.remotes[url] = r
 	a.metrics.Wire.Watch(r.String(), r.Counters)
+	a.metrics.Resumes.WithLabelValues(r.String()) // exported from 0
 	return r, nil
 }
 

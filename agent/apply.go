@@ -655,8 +655,9 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 		live := repo.NewLivePack(a.objects)
 		defer live.Close()
 		fetched := make(chan error, 1)
+		o := bundle.FetchOptions{After: a.cutImages[img.Digest], OnResume: a.resumed(r)}
 		go func() {
-			err := bundle.FetchImage(ctx, r, a.objects, idx, live)
+			err := bundle.FetchImageWith(ctx, r, a.objects, idx, live, o)
 			live.Finish(err)
 			fetched <- err
 		}()
@@ -680,7 +681,14 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 		rerr := <-rebuilt
 		// The fetch runs to its end even when the load failed: what it
 		// brings is stored for the next attempt.
-		if ferr := <-fetched; ferr != nil {
+		ferr := <-fetched
+		switch {
+		case ferr == nil:
+			delete(a.cutImages, img.Digest)
+		case bundle.IsNetworkError(ferr):
+			a.cutImages[img.Digest] = ferr
+		}
+		if ferr != nil {
 			var om *repo.ObjectMismatchError
 			var sm *repo.SizeMismatchError
 			if errors.As(ferr, &om) || errors.As(ferr, &sm) {
@@ -718,6 +726,16 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	a.log.Info("image loaded", "node", rn.Name, "image", img.Name, "id", img.Digest, "bytes", idx.TotalSize(), "remote", from.String(),
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// resumed counts and logs each resume of an image fetch from r: a request
+// that continues after a cut, keeping what arrived.
+func (a *Agent) resumed(r *repo.Remote) func(bundle.Resume) {
+	return func(res bundle.Resume) {
+		a.metrics.Resumes.WithLabelValues(r.String()).Inc()
+		a.log.Warn("image fetch cut; resuming", "remote", r.String(), "image", res.Image,
+			"segment", fmt.Sprintf("%d/%d", res.Segment, res.Segments), "kept_bytes", res.Kept, "missing_bytes", res.Missing, "err", res.Cut)
+	}
 }
 
 // startContainer recreates a service's container (keeping the previous

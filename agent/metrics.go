@@ -17,6 +17,9 @@ type Metrics struct {
 	ApplySeconds  prometheus.Histogram
 	RemoteErrors  *prometheus.CounterVec
 	Reattachments *prometheus.CounterVec
+	// Resumes counts, per remote, the image fetch requests that continued
+	// after a cut, keeping what arrived before it.
+	Resumes *prometheus.CounterVec
 	// Wire counts what each remote moved over the network (read from the
 	// remotes at each scrape).
 	Wire *WireCollector
@@ -96,10 +99,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Polls that could not reach or read a remote."}, []string{"remote"}),
 		Reattachments: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pullship_reattachments_total",
 			Help: "Network addresses re-attached after they were found missing."}, []string{"node"}),
+		Resumes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pullship_remote_resumes_total",
+			Help: "Image fetch requests that continued after a cut connection, asking only for what had not arrived, per remote."}, []string{"remote"}),
 		Wire: newWireCollector(),
 	}
 	if reg != nil {
-		reg.MustRegister(m.LastPoll, m.Applied, m.VerifyFailed, m.Rollbacks, m.ApplySeconds, m.RemoteErrors, m.Reattachments, m.Wire)
+		reg.MustRegister(m.LastPoll, m.Applied, m.VerifyFailed, m.Rollbacks, m.ApplySeconds, m.RemoteErrors, m.Reattachments, m.Resumes, m.Wire)
 	}
 	return m
 }

@@ -1,9 +1,14 @@
 package agent_test
 
 import (
+	"log/slog"
+	"net/http/httptest"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/pullship/pullship/agent"
@@ -68,4 +73,57 @@ func label(m *dto.Metric, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestResumeMetrics: a remote that cuts every image fetch (a proxy in
+// front of git daemon) is retried, each retry a resume counted for it and
+// logged; the next remote continues the fetch, a resume of its own, and
+// the image arrives. /metrics shows both remotes' resumes.
+func TestResumeMetrics(t *testing.T) {
+	h := newHost(t)
+	direct := gittest.Daemon(t, h.env.Dir).URL + "/releases.git"
+	proxy, err := gittest.NewCutProxy(direct, 2) // the history passes, the image is cut
+	must(t, err)
+	defer proxy.Close()
+	h.setRemotes(proxy.URL, direct)
+	h.release(h.image("a"), "version = 1\n", ping)
+
+	reg := prometheus.NewRegistry()
+	a := openAgent(t, h.cfg, agent.Options{Engine: h.eng, Metrics: agent.NewMetrics(reg), Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
+	defer a.Close()
+	if out, err := a.Once(t.Context()); err != nil || out != agent.Converged {
+		t.Fatalf("once: %v %v\n%s", out, err, h.log.String())
+	}
+
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	resumes := map[string]int{}
+	for line := range strings.Lines(rec.Body.String()) {
+		for _, u := range []string{proxy.URL, direct} {
+			if v, ok := strings.CutPrefix(line, `pullship_remote_resumes_total{remote="`+u+`"} `); ok {
+				n, err := strconv.Atoi(strings.TrimSpace(v))
+				must(t, err)
+				resumes[u] = n
+			}
+		}
+	}
+	logged := map[string]int{}
+	for line := range strings.Lines(h.log.String()) {
+		if !strings.Contains(line, `msg="image fetch cut; resuming"`) || !strings.Contains(line, "segment=1/") ||
+			!strings.Contains(line, "kept_bytes=") || !strings.Contains(line, "connection cut") {
+			continue
+		}
+		for _, u := range []string{proxy.URL, direct} {
+			if strings.Contains(line, " remote="+u+" ") {
+				logged[u]++
+			}
+		}
+	}
+	t.Logf("resumes in /metrics: %v; logged: %v", resumes, logged)
+	if resumes[proxy.URL] < 1 || resumes[direct] != 1 {
+		t.Errorf("resumes in /metrics: %v; want at least one for the cutting remote, one for the next\n%s", resumes, rec.Body.String())
+	}
+	if logged[proxy.URL] != resumes[proxy.URL] || logged[direct] != resumes[direct] {
+		t.Errorf("resumes logged: %v, counted %v\n%s", logged, resumes, h.log.String())
+	}
 }

@@ -72,6 +72,28 @@ type FetchOptions struct {
 	// connection of its own (0: DefaultConnections). A directory remote
 	// uses one.
 	Connections int
+	// OnResume, if set, is told of each resume: a request that continues
+	// the fetch after a cut, asking again only for what is missing. It is
+	// called from the fetch's goroutines, one call at a time.
+	OnResume func(Resume)
+	// After is the cut that ended an earlier fetch of the image (from the
+	// previous remote, or at the previous poll): the fetch continues it,
+	// and its first request is a resume. Nil: the fetch starts afresh.
+	After error
+}
+
+// A Resume is an image fetch asking again, after a cut, for what is still
+// missing: what arrived before the cut is kept.
+type Resume struct {
+	Image string
+	// Segment is the first segment asked for again (from 1), of Segments.
+	Segment, Segments int
+	// Kept is the stored bytes of the image's chunks the store holds (what
+	// arrived before the cut, and the chunks held before the fetch began);
+	// Missing what is still to come.
+	Kept, Missing int64
+	// Cut is the network error that ended the try before.
+	Cut error
 }
 
 // FetchImageWith is [FetchImage] with options.
@@ -90,6 +112,17 @@ func FetchImageWith(ctx context.Context, r *repo.Remote, st *repo.Store, idx *sc
 	if err != nil {
 		return err
 	}
+	if o.After != nil && o.OnResume != nil {
+		first := 0
+		for k, s := range segs {
+			if !segmentHeld(st, s) {
+				first = k
+				break
+			}
+		}
+		kept, missing := heldBytes(st, idx)
+		o.OnResume(Resume{Image: idx.Name, Segment: first + 1, Segments: len(segs), Kept: kept, Missing: missing, Cut: o.After})
+	}
 	tag := ImageTag(idx.Digest)
 	conns := o.Connections
 	if conns <= 0 {
@@ -98,7 +131,7 @@ func FetchImageWith(ctx context.Context, r *repo.Remote, st *repo.Store, idx *sc
 	if r.IsDir() {
 		conns = 1
 	}
-	err = fetchSegments(ctx, r, st, idx, segs, live, conns)
+	err = fetchSegments(ctx, r, st, idx, segs, live, conns, o.OnResume)
 	if err == nil {
 		return nil
 	}
@@ -152,7 +185,7 @@ const maxCutsInARow = 3
 // image tag there: they cost no request. The store is used under one
 // lock: each connection receives and checks its pack unlocked and
 // installs it under the lock.
-func fetchSegments(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, segs []Segment, live *repo.LivePack, conns int) error {
+func fetchSegments(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, segs []Segment, live *repo.LivePack, conns int, onResume func(Resume)) error {
 	encoded := EncodedChunks(idx)
 	type job struct {
 		k      int
@@ -210,6 +243,12 @@ func fetchSegments(ctx context.Context, r *repo.Remote, st *repo.Store, idx *sch
 			case IsNetworkError(err) && wctx.Err() == nil && cuts < maxCuts:
 				cuts++
 				queue = append([]job{j}, queue...) // first again: the stream needs it first
+				if onResume != nil {
+					storeMu.Lock()
+					kept, missing := heldBytes(st, idx)
+					storeMu.Unlock()
+					onResume(Resume{Image: idx.Name, Segment: j.k + 1, Segments: len(segs), Kept: kept, Missing: missing, Cut: err})
+				}
 			default:
 				failed = fmt.Errorf("segment %d of %d: %w", j.k+1, len(segs), err)
 				cancel()
@@ -233,6 +272,29 @@ func fetchSegments(ctx context.Context, r *repo.Remote, st *repo.Store, idx *sch
 		return err
 	}
 	return writeChain(ctx, st, idx, segs)
+}
+
+// segmentHeld reports whether st holds every chunk of s.
+func segmentHeld(st *repo.Store, s Segment) bool {
+	for _, c := range s.Chunks {
+		if !st.HasObject(plumbing.NewHash(c.Blob)) {
+			return false
+		}
+	}
+	return true
+}
+
+// heldBytes sums the stored sizes of the distinct chunks of idx that st
+// holds (kept) and lacks (missing).
+func heldBytes(st *repo.Store, idx *schema.ImageIndex) (kept, missing int64) {
+	for _, c := range NewChunkSet(idx).List() {
+		if st.HasObject(plumbing.NewHash(c.Blob)) {
+			kept += c.StoredSize()
+		} else {
+			missing += c.StoredSize()
+		}
+	}
+	return kept, missing
 }
 
 // writeChain writes the trees and commits of segs that st lacks into st

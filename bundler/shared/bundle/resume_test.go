@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -78,6 +79,16 @@ func TestFetchImageResumes(t *testing.T) {
 
 			before := link.Down()
 			tries := 0
+			var (
+				resumesMu sync.Mutex
+				resumes   []bundle.Resume
+				after     error // the cut that ended the try before
+			)
+			onResume := func(r bundle.Resume) {
+				resumesMu.Lock()
+				defer resumesMu.Unlock()
+				resumes = append(resumes, r)
+			}
 			for {
 				tries++
 				// As the agent loads: the stream rebuilt while the
@@ -85,7 +96,7 @@ func TestFetchImageResumes(t *testing.T) {
 				live := repo.NewLivePack(st)
 				fetched := make(chan error, 1)
 				go func() {
-					err := bundle.FetchImageWith(ctx, rem, st, idx, live, bundle.FetchOptions{Connections: tc.conns})
+					err := bundle.FetchImageWith(ctx, rem, st, idx, live, bundle.FetchOptions{Connections: tc.conns, OnResume: onResume, After: after})
 					live.Finish(err)
 					fetched <- err
 				}()
@@ -103,6 +114,7 @@ func TestFetchImageResumes(t *testing.T) {
 					t.Fatalf("try %d: %v (not a network error)", tries, err)
 				}
 				t.Logf("try %d: %v", tries, err)
+				after = err
 				if tries == 10 {
 					t.Fatalf("no image after %d tries", tries)
 				}
@@ -114,6 +126,23 @@ func TestFetchImageResumes(t *testing.T) {
 			}
 			if bound := packed + packed/10 + cuts*maxSeg; fetched > bound {
 				t.Errorf("%d bytes fetched, more than packed + 10%% + one segment per cut (%d)", fetched, bound)
+			}
+			// Every cut is followed by a resume, within the try or at the
+			// start of the next one (a cut that lands while the try gives
+			// up on the remote has none of its own).
+			var total, kept int64
+			for _, c := range bundle.NewChunkSet(idx).List() {
+				total += c.StoredSize()
+			}
+			for _, r := range resumes {
+				t.Logf("resume: segment %d of %d, %d bytes kept, %d missing (%v)", r.Segment, r.Segments, r.Kept, r.Missing, r.Cut)
+				if r.Kept+r.Missing != total || r.Segments != len(segs) || r.Segment < 1 || r.Segment > len(segs) || !bundle.IsNetworkError(r.Cut) {
+					t.Errorf("resume %+v: the image's chunks are %d bytes in %d segments", r, total, len(segs))
+				}
+				kept = max(kept, r.Kept)
+			}
+			if len(resumes) == 0 || int64(len(resumes)) > cuts || kept == 0 {
+				t.Errorf("%d resumes (at most %d bytes kept) for %d cuts: want one per cut, at least one keeping a segment", len(resumes), kept, cuts)
 			}
 			must(t, bundle.CheckChunks(ctx, st, idx))
 			if tag, err := st.Ref(bundle.ImageTag(idx.Digest)); err != nil || tag != bundle.TagCommit(segs) {
