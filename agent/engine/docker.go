@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -38,6 +39,11 @@ const chunkWriteBuffer = 32<<10 + 64
 type Docker struct {
 	cli *client.Client
 	tr  *http.Transport // under cli's tracing wrapper
+
+	mu sync.Mutex
+	// sendAll holds the images whose last load left out layers the engine
+	// held and failed: their next load sends every layer.
+	sendAll map[string]bool
 }
 
 var _ Engine = (*Docker)(nil)
@@ -196,8 +202,12 @@ func (d *Docker) imageIDs(ctx context.Context) (map[string]bool, error) {
 // On the classic store, a tarball whose manifest.json and config come before
 // its layers is loaded layer by layer as it streams (see [stager]), the
 // config's digest checked before the first layer goes in; sizes decide
-// which layers the image's own load keeps ([stager.plan]).
-func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) error {
+// which layers the image's own load keeps ([stager.plan]). The layers the
+// engine holds already, from the first, are sent to the engine in no load
+// (their entries in r are read and dropped); should the engine turn out not
+// to have one after all, the load fails, and the next load of wantID sends
+// every layer.
+func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) (err error) {
 	if !ValidImageID(wantID) {
 		return fmt.Errorf("load image %q: not an image ID (sha256:<64 hex>)", wantID)
 	}
@@ -208,7 +218,11 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, size
 	var sink layerSink
 	if d.classicStore(ctx) {
 		st := newStager(ctx, d.cli, wantID, sizes)
+		d.mu.Lock()
+		st.sendAll = d.sendAll[wantID]
+		d.mu.Unlock()
 		defer st.cleanup()
+		defer func() { err = d.afterHeld(wantID, st.held, err) }()
 		sink = st
 	}
 	pr, pw := io.Pipe()
@@ -273,6 +287,26 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, size
 		return fmt.Errorf("load image %s: tag containerd image %s: %w", wantID, got, err)
 	}
 	return nil
+}
+
+// afterHeld notes how a load of wantID that left out the held layers
+// layers[:held] ended (err): a failure, which a layer the engine no longer
+// has would cause, makes the next load of wantID send every layer, and
+// says so.
+func (d *Docker) afterHeld(wantID string, held int, err error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case err == nil:
+		delete(d.sendAll, wantID)
+	case held > 0:
+		if d.sendAll == nil {
+			d.sendAll = map[string]bool{}
+		}
+		d.sendAll[wantID] = true
+		err = fmt.Errorf("%w (the load left out the %d lower layers the engine held when it began; the next load of the image sends them)", err, held)
+	}
+	return err
 }
 
 // classicStore reports whether the engine keeps images in its classic

@@ -5,14 +5,18 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -611,9 +615,9 @@ func stagedWhole(t *testing.T, id string, partial []string) {
 	}
 }
 
-// TestLoadImageStagedHeldBase: an update of an image whose first layer the
-// engine holds (from the previous version) sends that layer in the first
-// part's load, which skips it, instead of importing it again; the image
+// TestLoadImageStagedHeldBase: an update of an image whose lower layers the
+// engine holds (from the previous version) imports nothing: the held layers
+// go in no load, the changed one after them in a part of its own; the image
 // comes out whole.
 func TestLoadImageStagedHeldBase(t *testing.T) {
 	d := newDocker(t)
@@ -752,5 +756,230 @@ func TestLoadImageStagedRefused(t *testing.T) {
 		if p := partialImages(t, want); p != "" {
 			t.Fatalf("partial images left: %s", p)
 		}
+	}
+}
+
+// countingDocker is a client of the engine through a proxy on a unix
+// socket of its own, which counts the bytes the client sends the engine.
+// A byte is counted before it is passed on: once the engine answered a
+// request, its bytes are in the count.
+func countingDocker(t *testing.T) (*engine.Docker, *atomic.Int64) {
+	t.Helper()
+	enginetest.RequireDocker(t)
+	network, addr := "unix", "/var/run/docker.sock"
+	if h := os.Getenv("DOCKER_HOST"); h != "" {
+		scheme, rest, ok := strings.Cut(h, "://")
+		if !ok || (scheme != "unix" && scheme != "tcp") {
+			t.Fatalf("DOCKER_HOST %q: the counting proxy speaks to unix:// and tcp:// engines only", h)
+		}
+		network, addr = scheme, rest
+	}
+	sock := filepath.Join(t.TempDir(), "engine.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	sent := new(atomic.Int64)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				e, err := net.Dial(network, addr)
+				if err != nil {
+					return
+				}
+				defer e.Close()
+				back := make(chan struct{})
+				go func() {
+					defer close(back)
+					io.Copy(c, e)
+				}()
+				io.Copy(e, countingReader{c, sent})
+				// The client is done sending (an attach half-closes):
+				// the engine's answer still comes.
+				if cw, ok := e.(interface{ CloseWrite() error }); ok {
+					cw.CloseWrite()
+				}
+				<-back
+			}()
+		}
+	}()
+	t.Setenv("DOCKER_HOST", "unix://"+sock)
+	return newDocker(t), sent
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// heldImages returns two versions of an image of three layers in the order
+// pullship's bundler gives: a base of its own (pingsrv), 4 MiB of random
+// data, and a small top layer, which alone differs between them.
+func heldImages(t *testing.T, variant string) (v1, v2 enginetest.Image) {
+	v1 = enginetest.PingImage(pingsrv(t), uniq(variant+"-v1"))
+	v1.Files = append(v1.Files, enginetest.File{Name: "variant", Mode: 0o644, Data: []byte(uniq(variant))})
+	v1.RandomSize, v1.Seed = 4<<20, uint64(time.Now().UnixNano())
+	v1.More = [][]enginetest.File{{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/v1", Mode: 0o644, Data: []byte("v1")}}}
+	v1.PlanFirst = true
+	v2 = v1
+	v2.Labels = map[string]string{"pullship.test": uniq(variant + "-v2")}
+	v2.More = [][]enginetest.File{{{Name: "etc", Dir: true, Mode: 0o755}, {Name: "etc/v2", Mode: 0o644, Data: []byte("v2")}}}
+	return v1, v2
+}
+
+// loaded returns the ID and the layers of an image the engine holds.
+func loaded(t *testing.T, id string) (string, string) {
+	t.Helper()
+	return docker(t, "image", "inspect", "--format", "{{.ID}}", id), docker(t, "image", "inspect", "--format", "{{json .RootFS.Layers}}", id)
+}
+
+// diffIDs returns the diff IDs img's config lists, as JSON.
+func diffIDs(t *testing.T, img enginetest.Image) string {
+	t.Helper()
+	var buf bytes.Buffer
+	id, err := enginetest.WriteImage(&buf, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		RootFS struct {
+			DiffIDs json.RawMessage `json:"diff_ids"`
+		} `json:"rootfs"`
+	}
+	if err := json.Unmarshal(tarEntries(t, buf.Bytes())[strings.TrimPrefix(id, "sha256:")+".json"], &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return string(cfg.RootFS.DiffIDs)
+}
+
+// TestLoadImageHeldLayers: an update of an image whose lower layers the
+// engine holds (the previous version's) sends the engine only the new
+// layer: the held ones, 6 MiB here, go in no load. The image loaded is the
+// one a full load gives: same ID, same layers, the signed config's.
+func TestLoadImageHeldLayers(t *testing.T) {
+	d, sent := countingDocker(t)
+	ctx := t.Context()
+	v1, v2 := heldImages(t, "held-layers")
+	id1, _ := enginetest.WriteImage(io.Discard, v1)
+	id2, _ := enginetest.WriteImage(io.Discard, v2)
+	cleanupImage(t, id1)
+	cleanupImage(t, id2)
+	held := int64(len(v1.Files[0].Data)) + v1.RandomSize
+
+	n := sent.Load()
+	if _, err := load(ctx, d, v1, id1); err != nil {
+		t.Fatalf("LoadImage v1: %v", err)
+	}
+	if full := sent.Load() - n; full < held {
+		t.Fatalf("v1's load sent the engine %d bytes, less than its lower layers' %d", full, held)
+	}
+	n = sent.Load()
+	if _, err := load(ctx, d, v2, id2); err != nil {
+		t.Fatalf("LoadImage v2: %v", err)
+	}
+	update := sent.Load() - n
+	t.Logf("update: %d bytes sent to the engine, %d held", update, held)
+	if update > 256<<10 {
+		t.Fatalf("v2's load sent the engine %d bytes: more than its new layer and the API calls (the held layers are %d bytes)", update, held)
+	}
+	gotID, gotLayers := loaded(t, id2)
+	if want := diffIDs(t, v2); gotID != id2 || gotLayers != want {
+		t.Fatalf("v2 loaded as %s with layers %s, want %s with %s", gotID, gotLayers, id2, want)
+	}
+
+	// A full load of v2 on an engine that holds none of its layers gives
+	// the same image.
+	docker(t, "rmi", id1, id2)
+	n = sent.Load()
+	if _, err := load(ctx, d, v2, id2); err != nil {
+		t.Fatalf("full LoadImage v2: %v", err)
+	}
+	if full := sent.Load() - n; full < held {
+		t.Fatalf("v2's full load sent the engine %d bytes, less than its lower layers' %d", full, held)
+	}
+	if fullID, fullLayers := loaded(t, id2); fullID != gotID || fullLayers != gotLayers {
+		t.Fatalf("full load: %s with layers %s, the update %s with %s", fullID, fullLayers, gotID, gotLayers)
+	}
+	name := uniq("held-layers")
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	if out := docker(t, "run", "--name", name, id2, "ping"); out != "pong" {
+		t.Fatalf("v2's container printed %q, want pong", out)
+	}
+}
+
+// TestLoadImageHeldLayersGone: when the layers a load leaves out are gone
+// by the time the engine looks for them (the image that held them removed
+// after the load found them), the load fails, says so, and leaves no
+// image; the next load of the image sends every layer, even though the
+// engine holds them again, and loads it; the one after that, the image
+// removed, leaves them out again.
+func TestLoadImageHeldLayersGone(t *testing.T) {
+	d, sent := countingDocker(t)
+	ctx := t.Context()
+	v1, v2 := heldImages(t, "held-gone")
+	id1, _ := enginetest.WriteImage(io.Discard, v1)
+	id2, _ := enginetest.WriteImage(io.Discard, v2)
+	cleanupImage(t, id1)
+	cleanupImage(t, id2)
+	held := int64(len(v1.Files[0].Data)) + v1.RandomSize
+	if _, err := load(ctx, d, v1, id1); err != nil {
+		t.Fatalf("LoadImage v1: %v", err)
+	}
+
+	removed := false
+	engine.SetHeldHook(t, func(want string, n int) {
+		if want != id2 || removed {
+			return
+		}
+		removed = true
+		if out, err := exec.Command("docker", "rmi", id1).CombinedOutput(); err != nil {
+			t.Errorf("remove v1 while v2 loads: %v\n%s", err, out)
+		}
+	})
+	_, err := load(ctx, d, v2, id2)
+	if !removed {
+		t.Fatal("the load of v2 did not find v1's layers held")
+	}
+	if err == nil || !strings.Contains(err.Error(), "the next load of the image sends them") {
+		t.Fatalf("load of v2 without the layers it left out: %v, want a failure that says the next load sends them", err)
+	}
+	t.Logf("layers gone: %v", err)
+	if ok, _ := d.HasImage(ctx, id2); ok {
+		t.Fatal("v2 present after a failed load")
+	}
+
+	if _, err := load(ctx, d, v1, id1); err != nil {
+		t.Fatalf("reload v1: %v", err)
+	}
+	n := sent.Load()
+	if _, err := load(ctx, d, v2, id2); err != nil {
+		t.Fatalf("retry of v2: %v", err)
+	}
+	if retry := sent.Load() - n; retry < held {
+		t.Fatalf("the retry sent the engine %d bytes, less than the layers the failed load left out (%d)", retry, held)
+	}
+	if gotID, gotLayers := loaded(t, id2); gotID != id2 || gotLayers != diffIDs(t, v2) {
+		t.Fatalf("v2 loaded as %s with layers %s", gotID, gotLayers)
+	}
+
+	docker(t, "rmi", id2)
+	n = sent.Load()
+	if _, err := load(ctx, d, v2, id2); err != nil {
+		t.Fatalf("load of v2 after a good one: %v", err)
+	}
+	if again := sent.Load() - n; again > 256<<10 {
+		t.Fatalf("after a load that sent every layer and loaded, the next sent %d bytes: it did not leave the held layers out", again)
 	}
 }

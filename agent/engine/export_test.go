@@ -33,7 +33,27 @@ func SetPartBytes(t interface{ Cleanup(func()) }, n int64) {
 // load does (with sizes, if not nil) and checks that the layers come in the
 // manifest's order; it returns the names of the entries the sink took.
 func FilterSaveTarStaged(w io.Writer, r io.Reader, sizes map[string]int64) (saveFacts, []string, error) {
-	s := &recordingSink{sizes: sizes}
+	return filterRecorded(w, r, &recordingSink{sizes: sizes})
+}
+
+// FilterSaveTarHeld is FilterSaveTarStaged with a plan that says the engine
+// holds the first held layers.
+func FilterSaveTarHeld(w io.Writer, r io.Reader, held int) (saveFacts, []string, error) {
+	return filterRecorded(w, r, &recordingSink{held: held})
+}
+
+// SetHeldHook makes every load call f once it has found that the engine
+// holds layers of the image it loads, before any layer streams, until the
+// test ends.
+func SetHeldHook(t interface{ Cleanup(func()) }, f func(want string, held int)) {
+	heldHook = f
+	t.Cleanup(func() { heldHook = nil })
+}
+
+// ChainIDs is the chain IDs of layers with these diff IDs.
+var ChainIDs = chainIDs
+
+func filterRecorded(w io.Writer, r io.Reader, s *recordingSink) (saveFacts, []string, error) {
 	facts, err := filterSaveTar(w, r, nil, s)
 	if s.bad != nil {
 		panic(s.bad)
@@ -43,18 +63,19 @@ func FilterSaveTarStaged(w io.Writer, r io.Reader, sizes map[string]int64) (save
 
 type recordingSink struct {
 	sizes  map[string]int64
+	held   int
 	layers []string
 	taken  []string
 	bad    error
 }
 
-func (s *recordingSink) plan(config []byte, layers []string) int {
+func (s *recordingSink) plan(config []byte, layers []string) (int, int) {
 	s.layers = layers
-	return layersAhead(layers, s.sizes)
+	return s.held, max(s.held, layersAhead(layers, s.sizes))
 }
 
 func (s *recordingSink) take(i int, hdr *tar.Header, r io.Reader) error {
-	if s.layers == nil || i != len(s.taken) || i >= len(s.layers) || s.layers[i] != path.Clean(hdr.Name) {
+	if s.layers == nil || i != s.held+len(s.taken) || i >= len(s.layers) || s.layers[i] != path.Clean(hdr.Name) {
 		s.bad = fmt.Errorf("take(%d) of %q after %q (layers %q)", i, hdr.Name, s.taken, s.layers)
 	}
 	if _, err := io.Copy(io.Discard, r); err != nil {

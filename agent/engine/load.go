@@ -56,7 +56,10 @@ type saveFacts struct {
 // entries, which chunks.Rebuild keeps) go to the sink, which loads them
 // ahead of the image (see [stager]), as many as its plan takes, the rest
 // staying in w; the config's digest is checked before the first one goes,
-// and the end-of-archive marker waits for the sink's loads.
+// and the end-of-archive marker waits for the sink's loads. The layers the
+// plan says the engine holds are left out of every load: their entries,
+// when the tarball carries them, are read and dropped, and the tarball may
+// as well leave them out.
 func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) error, sink layerSink) (facts saveFacts, err error) {
 	if sink != nil {
 		defer func() {
@@ -69,6 +72,7 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 		cfgPath string   // the config's path, once a stageable manifest is known
 		layers  []string // its layers
 		staged  []string // the layers, once the sink took the plan
+		held    int      // staged[:held] are left out: the engine holds them
 		next    int      // the layer the sink takes next
 	)
 	tr := tar.NewReader(r)
@@ -126,12 +130,27 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			}
 			continue
 		}
-		if staged != nil && next < len(staged) && name == staged[next] {
-			if err := sink.take(next, hdr, tr); err != nil {
-				return facts, err
+		if staged != nil {
+			// The layer this entry is, if it comes in the manifest's order;
+			// held layers before it may be missing.
+			i := next
+			for i < held && i < len(staged) && name != staged[i] {
+				i++
 			}
-			next++
-			continue
+			if i < len(staged) && name == staged[i] {
+				next = i + 1
+				if i < held {
+					// The engine has it: the bytes, unchecked, go nowhere.
+					if _, err := copyBig(io.Discard, tr); err != nil {
+						return facts, fmt.Errorf("pass image tarball entry %q: %w", hdr.Name, err)
+					}
+					continue
+				}
+				if err := sink.take(i, hdr, tr); err != nil {
+					return facts, err
+				}
+				continue
+			}
 		}
 		if name == cfgPath && staged == nil && hdr.Size <= maxMetaSize {
 			data, err := readSmall(tr, hdr)
@@ -152,8 +171,8 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 				}
 			}
 			facts.Config = data
-			if n := sink.plan(data, layers); n > 0 {
-				staged = layers[:n]
+			if h, n := sink.plan(data, layers); n > 0 {
+				staged, held = layers[:n], h
 			}
 			continue
 		}
@@ -218,10 +237,12 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 // layerSink takes layers out of a `docker save` stream ([stager]).
 type layerSink interface {
 	// plan learns the image config (its digest checked) and the manifest's
-	// layer paths; it says how many of the layers, from the first, it
-	// takes (none: 0). The others stay in w.
-	plan(config []byte, layers []string) int
-	// take gets layer i's tar entry; the engine must not see it otherwise.
+	// layer paths; it says how many of the layers, from the first, the
+	// engine holds (held, left out of every load) and how many it takes
+	// (n >= held; none: 0). The others stay in w.
+	plan(config []byte, layers []string) (held, n int)
+	// take gets layer i's tar entry (i >= held); the engine must not see
+	// it otherwise.
 	take(i int, hdr *tar.Header, r io.Reader) error
 	// wait waits for what take started and reports its first failure.
 	wait() error

@@ -519,6 +519,101 @@ func TestFilterSaveTarStaged(t *testing.T) {
 	}
 }
 
+// withoutEntries returns the tarball data without the entries named drop.
+func withoutEntries(t *testing.T, data []byte, drop ...string) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	tr := tar.NewReader(bytes.NewReader(data))
+	tw := tar.NewWriter(&out)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(drop, hdr.Name) {
+			continue
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+// TestFilterSaveTarHeld: the layers the plan says the engine holds reach
+// neither the sink nor the image's own load, whether the tarball carries
+// them or leaves them out; the layers after them are staged as ever.
+func TestFilterSaveTarHeld(t *testing.T) {
+	a := []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}
+	four := enginetest.Image{Files: a, RandomSize: 4096, More: [][]enginetest.File{a, a}, PlanFirst: true}
+	var in bytes.Buffer
+	id, err := enginetest.WriteImage(&in, four)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers := []string{"layer0/layer.tar", "layer1/layer.tar", "layer2/layer.tar", "layer3/layer.tar"}
+	for _, tc := range []struct {
+		held        int
+		taken, kept []string // to the sink, to the image's own load
+	}{
+		{0, layers[:3], layers[3:]},
+		{1, layers[1:3], layers[3:]},
+		{2, layers[2:3], layers[3:]},
+		{3, nil, layers[3:]},
+		{4, nil, nil},
+	} {
+		for _, leftOut := range []bool{false, true} {
+			data := in.Bytes()
+			if leftOut {
+				data = withoutEntries(t, data, layers[:tc.held]...)
+			}
+			var out bytes.Buffer
+			facts, taken, err := engine.FilterSaveTarHeld(&out, bytes.NewReader(data), tc.held)
+			if err != nil || facts.ConfigDigest != id {
+				t.Fatalf("held %d, left out %v: %v, digest %s want %s", tc.held, leftOut, err, facts.ConfigDigest, id)
+			}
+			var kept []string
+			for _, n := range entryNames(t, out.Bytes()) {
+				if strings.HasSuffix(n, "/layer.tar") {
+					kept = append(kept, n)
+				}
+			}
+			if !slices.Equal(taken, tc.taken) || !slices.Equal(kept, tc.kept) {
+				t.Errorf("held %d, left out %v: taken %q and kept %q, want %q and %q", tc.held, leftOut, taken, kept, tc.taken, tc.kept)
+			}
+		}
+	}
+}
+
+// TestChainIDs: a layer's chain ID is its diff ID on top of the chain
+// below it, as the engine's layer store names it; a malformed diff ID
+// gives none.
+func TestChainIDs(t *testing.T) {
+	a, b := "sha256:"+strings.Repeat("a", 64), "sha256:"+strings.Repeat("b", 64)
+	// sha256("<chain of a> <b>"), then sha256("<chain of a, b> <a>").
+	want := []string{a, "sha256:ccd722928bd92476ba1745586fed6e45a102504185ad88cd89e01ff116fd146c",
+		"sha256:406364a4bd8d39df8107071d4494fa73814420337124657ec5999b072e5d3352"}
+	got := engine.ChainIDs([]string{a, b, a})
+	if !slices.Equal(got, want) {
+		t.Fatalf("chain IDs %q, want %q", got, want)
+	}
+	if again := engine.ChainIDs([]string{a, b}); !slices.Equal(again, got[:2]) {
+		t.Fatalf("chain IDs of a prefix %q, want %q", again, got[:2])
+	}
+	if got := engine.ChainIDs([]string{a, "sha256:b"}); got != nil {
+		t.Fatalf("chain IDs of a malformed diff ID: %q", got)
+	}
+}
+
 // TestLoadImageIgnoresOCILayout: on the real engine, a tarball that names
 // the signed image in manifest.json and another one in index.json loads the
 // signed image (its config digest and diff_ids checked) and nothing else.

@@ -45,10 +45,13 @@ const partialConfigName = "pullship-partial.json"
 // partBytes. The layers that end the image stay in the image's own load,
 // which registers them after the parts ([stager.plan] says which).
 //
-// The first layer, which has no parent, goes into an import instead: the
-// engine registers it as its bytes arrive ([stager.takeBase]), unless the
-// engine holds it already (an update of an image whose base did not change:
-// [stager.holdsBase]), when it goes into the first part like any layer. The manifest
+// The layers the engine holds already, from the first (an update of an
+// image whose lower layers did not change: [stager.heldLayers]), are sent
+// to no load at all: the classic store's loader looks each layer up by its
+// chain ID before it opens the layer's file, and opens it only when the
+// layer is missing. The first layer sent, if it has no parent, goes into
+// an import instead of a part: the engine registers it as its bytes arrive
+// ([stager.takeBase]). The manifest
 // that makes the engine process a part is written only once the part before
 // it is loaded ([stager.seal]), so layers register in order while the next
 // ones stream. The partial images hold the layers until the image's own load
@@ -64,9 +67,11 @@ type stager struct {
 	layers []string                   // the manifest's layer paths
 	staged int                        // how many of them go ahead, from the first
 
-	// baseHeld: the engine holds the first layer; it goes into a part's
-	// load (which skips it) instead of an import (see holdsBase).
-	baseHeld bool
+	// held: the engine holds layers[:held], which no load carries (see
+	// heldLayers); sendAll: a load before this one that left layers out
+	// failed, so this one looks for none.
+	held    int
+	sendAll bool
 
 	parts []*part
 	open  *part // the part take writes to, until sealed
@@ -117,13 +122,16 @@ func newStager(ctx context.Context, cli *client.Client, want string, sizes map[s
 // follows: a part of its own would register it while those few bytes
 // stream, not worth a load (docs/operations.md, "Why the agent is tuned as
 // it is").
-func (s *stager) plan(config []byte, layers []string) int {
+//
+// The layers the engine holds, from the first, are left out of every load
+// (held); the count of layers planned is then at least that.
+func (s *stager) plan(config []byte, layers []string) (held, n int) {
 	var all map[string]json.RawMessage
 	var rootfs struct {
 		DiffIDs []string `json:"diff_ids"`
 	}
 	if json.Unmarshal(config, &all) != nil || json.Unmarshal(all["rootfs"], &rootfs) != nil || len(rootfs.DiffIDs) != len(layers) {
-		return 0
+		return 0, 0
 	}
 	s.base = map[string]json.RawMessage{}
 	for _, k := range []string{"os", "architecture", "variant", "os.version"} {
@@ -133,32 +141,79 @@ func (s *stager) plan(config []byte, layers []string) int {
 	}
 	s.diffs, s.layers = rootfs.DiffIDs, layers
 	s.staged = layersAhead(layers, s.sizes)
-	s.baseHeld = s.staged > 0 && s.holdsBase(rootfs.DiffIDs[0])
-	return s.staged
+	if !s.sendAll {
+		s.held = s.heldLayers(rootfs.DiffIDs)
+	}
+	if s.held > 0 && heldHook != nil {
+		heldHook(s.want, s.held)
+	}
+	return s.held, max(s.staged, s.held)
 }
 
-// maxHeldLookups bounds the images holdsBase inspects.
+// heldHook, when set (by tests), is called once a load has found that the
+// engine holds the first held layers of image want, before any layer
+// streams.
+var heldHook func(want string, held int)
+
+// maxHeldLookups bounds the images heldLayers inspects.
 const maxHeldLookups = 32
 
-// holdsBase reports whether one of the engine's newest images starts with
-// the layer diffID, as the previous version of an image being updated
-// usually does. Such a layer goes into the first part's load, which skips
-// a layer the engine has, where an import would unpack it all again. A
-// wrong answer costs time only: the part carries the layer's bytes either
-// way.
-func (s *stager) holdsBase(diffID string) bool {
+// heldLayers returns how many of the layers diffIDs, from the first, the
+// engine holds: the longest run whose chain IDs, computed from the signed
+// diff IDs, are those of the lower layers of one of the engine's newest
+// images (as the previous version of an image being updated usually is).
+// The loads leave those layers out. A wrong answer cannot change what is
+// loaded: the engine finds a layer by the chain ID the signed config gives,
+// and the image it loads is checked against that config afterwards as any
+// other (LoadImage). It costs a failed load: a layer the engine no longer
+// has (its image removed meanwhile) fails the load, and the next load of
+// the image sends every layer ([Docker.LoadImage]).
+func (s *stager) heldLayers(diffIDs []string) int {
+	want := chainIDs(diffIDs)
+	if len(want) == 0 {
+		return 0
+	}
 	list, err := s.cli.ImageList(s.ctx, image.ListOptions{})
 	if err != nil {
-		return false
+		return 0
 	}
 	slices.SortFunc(list, func(a, b image.Summary) int { return cmp.Compare(b.Created, a.Created) })
+	held := 0
 	for _, im := range list[:min(len(list), maxHeldLookups)] {
 		insp, err := s.cli.ImageInspect(s.ctx, im.ID)
-		if err == nil && len(insp.RootFS.Layers) > 0 && insp.RootFS.Layers[0] == diffID {
-			return true
+		if err != nil || insp.RootFS.Type != "layers" {
+			continue
+		}
+		have := chainIDs(insp.RootFS.Layers[:min(len(insp.RootFS.Layers), len(want))])
+		n := 0
+		for n < len(have) && have[n] == want[n] {
+			n++
+		}
+		if held = max(held, n); held == len(want) {
+			break
 		}
 	}
-	return false
+	return held
+}
+
+// chainIDs returns the chain IDs of the layers diffIDs, by which the
+// engine's layer store knows them (the first layer's is its diff ID, each
+// next one's the digest of the chain ID below it, a space and its diff
+// ID), or nil if one of them is not a "sha256:<64 hex>" digest.
+func chainIDs(diffIDs []string) []string {
+	ids := make([]string, len(diffIDs))
+	for i, d := range diffIDs {
+		if !ValidImageID(d) {
+			return nil
+		}
+		if i == 0 {
+			ids[i] = d
+			continue
+		}
+		sum := sha256.Sum256([]byte(ids[i-1] + " " + d))
+		ids[i] = "sha256:" + hex.EncodeToString(sum[:])
+	}
+	return ids
 }
 
 // layersAhead returns how many of the layers, from the first, a staged load
@@ -212,7 +267,7 @@ var partBytes int64 = 32 << 20 // a variable for tests
 // partBytes or more, or with the last staged layer, is then closed, and its
 // load completes in the background, after the previous part's.
 func (s *stager) take(i int, hdr *tar.Header, r io.Reader) error {
-	if i == 0 && !s.baseHeld {
+	if i == 0 {
 		return s.takeBase(hdr, r)
 	}
 	p := s.open
