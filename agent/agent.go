@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pullship/pullship/bundler/shared/bundle"
@@ -67,6 +68,10 @@ type Agent struct {
 	// of the image: the next fetch (from the next remote, or at the next
 	// pass) resumes it.
 	cutImages map[string]error
+	// releases caches parsed releases by commit (see releaseAt); Watch
+	// reads them beside the pass.
+	releasesMu sync.Mutex
+	releases   map[plumbing.Hash]*schema.Release
 }
 
 // Options are the agent's collaborators; zero fields get defaults.
@@ -176,12 +181,18 @@ func (a *Agent) poll(ctx context.Context, st *state.State) (*target, error) {
 }
 
 // collect removes from the object store the packs that neither a ref of
-// it nor extra reaches: what refused releases brought (a server serving a
-// new unsigned release at every poll would otherwise fill the disk), and
-// the images of releases no longer run. It costs a walk of the objects
-// below the store's refs (blobs by their headers only).
+// it, nor a release a node runs, nor extra reaches: what refused releases
+// brought (a server serving a new unsigned release at every poll would
+// otherwise fill the disk), and the images of releases no longer run. It
+// costs a walk of the objects below the store's refs (blobs by their
+// headers only).
 func (a *Agent) collect(extra ...plumbing.Hash) {
 	refs, err := a.objects.Refs()
+	if err != nil {
+		a.log.Warn("object store not collected", "err", err)
+		return
+	}
+	st, err := a.st.Load()
 	if err != nil {
 		a.log.Warn("object store not collected", "err", err)
 		return
@@ -191,6 +202,7 @@ func (a *Agent) collect(extra ...plumbing.Hash) {
 		keep = append(keep, h)
 	}
 	keep = append(keep, extra...)
+	keep = append(keep, runningCommits(st)...)
 	freed, err := a.objects.Prune(keep)
 	if err != nil {
 		a.log.Warn("object store not collected", "err", err)
@@ -201,11 +213,11 @@ func (a *Agent) collect(extra ...plumbing.Hash) {
 	}
 }
 
-// dropOldImages removes the image tags of the object store that the
-// release every node now runs does not name, then the packs only they
-// reached: the store keeps the images of the release it runs (the engine
-// keeps the previous container's image for a rollback).
-func (a *Agent) dropOldImages(rel *schema.Release) {
+// dropOldImages removes the image tags of the object store that neither
+// the newest release nor one a node still runs (rolled back to) names, then
+// the packs only they reached: the store keeps the images of the releases
+// it runs (the engine keeps the previous container's image for a rollback).
+func (a *Agent) dropOldImages(rel *schema.Release, st *state.State) {
 	refs, err := a.objects.Refs()
 	if err != nil {
 		return
@@ -213,6 +225,17 @@ func (a *Agent) dropOldImages(rel *schema.Release) {
 	named := map[string]bool{}
 	for _, img := range rel.Images {
 		named[bundle.ImageTag(img.Digest)] = true
+	}
+	for _, n := range a.cfg.Nodes {
+		r, ok := a.running(n.Name, st.Nodes[n.Name])
+		if !ok {
+			continue
+		}
+		if ran, err := a.releaseAt(r.commit); err == nil {
+			for _, img := range ran.Images {
+				named[bundle.ImageTag(img.Digest)] = true
+			}
+		}
 	}
 	dropped := false
 	for name, id := range refs {
@@ -376,10 +399,9 @@ func (a *Agent) Once(ctx context.Context) (Outcome, error) {
 	t, err := a.poll(ctx, st)
 	if err != nil {
 		// Still say what runs: the report queues until a remote is back.
-		a.loadManaged()
 		for _, n := range a.cfg.Nodes {
-			if rn := a.managed.byNode(n.Name); rn != nil {
-				a.report(ctx, rn, st.Version, st.Nodes[n.Name], err)
+			if r, ok := a.current(n.Name, st.Nodes[n.Name]); ok {
+				a.report(ctx, r, st.Version, st.Nodes[n.Name], err)
 			}
 		}
 		return Nothing, err
@@ -398,10 +420,12 @@ func (a *Agent) Once(ctx context.Context) (Outcome, error) {
 		if o > out {
 			out = o
 		}
-		a.report(ctx, rn, t.v.Release.Version, st.Nodes[n.Name], err)
+		// What the node runs now: this release, or (rolled back, or held
+		// by its wave) the one it ran before.
+		a.report(ctx, a.runningOr(st.Nodes[n.Name], rn, t.v.Commit), t.v.Release.Version, st.Nodes[n.Name], err)
 	}
 	if len(errs) == 0 {
-		a.dropOldImages(t.v.Release)
+		a.dropOldImages(t.v.Release, st)
 	}
 	return out, errors.Join(errs...)
 }

@@ -35,9 +35,9 @@ import (
 // from, so that a changed spec (not only a changed image) recreates it.
 const LabelSpec = "pullship.spec"
 
-// ErrRolledBack means a release failed its health check on a node and the
-// previous release was restored there.
-var ErrRolledBack = errors.New("health check failed; previous release restored")
+// ErrRolledBack means a release failed on a node (a step of its apply, or
+// its health check) and the previous release was restored there.
+var ErrRolledBack = errors.New("previous release restored")
 
 // converge brings one node onto the target release.
 func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *schema.ReleaseNode) (Outcome, error) {
@@ -49,6 +49,7 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 	}
 	if ns.Failed == rel.Version {
 		a.log.Info("release failed here before; waiting for a newer one", "node", rn.Name, "version", rel.Version, "err", ns.FailedError)
+		a.keepRunning(ctx, ns, rn.Name)
 		return Nothing, nil
 	}
 	if ns.Applied == rel.Version && ns.ManifestSHA256 == t.v.ManifestSHA256 {
@@ -70,6 +71,7 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 		}
 		if why != "" {
 			a.log.Info("release waits for earlier waves", "node", rn.Name, "version", rel.Version, "why", why)
+			a.keepRunning(ctx, ns, rn.Name)
 			return Nothing, nil
 		}
 	}
@@ -79,6 +81,10 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 	switch {
 	case errors.Is(err, ErrRolledBack):
 		a.metrics.Rollbacks.WithLabelValues(rn.Name).Inc()
+		// The watcher follows the release restored, not the one that failed.
+		if r, ok := a.running(rn.Name, ns); ok {
+			a.managed.set(r.node)
+		}
 		ns.Failed, ns.FailedError = rel.Version, err.Error()
 		if serr := a.st.Save(st); serr != nil {
 			return Failed, errors.Join(err, serr)
@@ -104,7 +110,7 @@ func (a *Agent) converge(ctx context.Context, t *target, st *state.State, rn *sc
 	for _, u := range rn.Units() {
 		ns.Containers = append(ns.Containers, u.Container.Name)
 	}
-	ns.Applied, ns.ManifestSHA256, ns.AppliedAt = rel.Version, t.v.ManifestSHA256, a.now().UTC()
+	ns.Applied, ns.ManifestSHA256, ns.Commit, ns.AppliedAt = rel.Version, t.v.ManifestSHA256, t.v.Commit.String(), a.now().UTC()
 	if err := a.st.Save(st); err != nil {
 		return Failed, err
 	}
@@ -163,6 +169,16 @@ func (a *Agent) removeImage(ctx context.Context, id string, st *state.State) {
 		return
 	}
 	a.log.Info("removed an image no node needs any more", "image", id)
+}
+
+// keepRunning keeps up the release a node runs while it does not apply the
+// target (failed here before, or held by its wave): the watcher and the
+// upkeep follow that release's containers.
+func (a *Agent) keepRunning(ctx context.Context, ns *state.Node, node string) {
+	if r, ok := a.running(node, ns); ok {
+		a.managed.set(r.node)
+		a.upkeep(ctx, r.node)
+	}
 }
 
 // upkeep keeps an applied node's address attached and its cluster joined
@@ -467,10 +483,11 @@ func (a *Agent) fail(ctx context.Context, j *state.Journal, rn *schema.ReleaseNo
 	if err != nil {
 		return fmt.Errorf("release %d: %v; rollback failed too: %w", j.Version, cause, err)
 	}
+	// The cause first: a status table shows an error's beginning.
 	if refused != nil {
-		return fmt.Errorf("release %d: %w: %v; %v", j.Version, ErrRolledBack, cause, refused)
+		return fmt.Errorf("release %d: %v; %w; %v", j.Version, cause, ErrRolledBack, refused)
 	}
-	return fmt.Errorf("release %d: %w: %v", j.Version, ErrRolledBack, cause)
+	return fmt.Errorf("release %d: %v; %w", j.Version, cause, ErrRolledBack)
 }
 
 // rollback restores what journal j replaced: files, then the container.

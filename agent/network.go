@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/pullship/pullship/bundler/shared/bundle"
-
 	"github.com/pullship/pullship/agent/attach"
 	"github.com/pullship/pullship/agent/cluster"
 	"github.com/pullship/pullship/agent/engine"
@@ -179,17 +177,6 @@ func (m *managed) get(container string) *schema.ReleaseNode {
 	return m.nodes[container]
 }
 
-func (m *managed) byNode(node string) *schema.ReleaseNode {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, rn := range m.nodes {
-		if rn.Name == node {
-			return rn
-		}
-	}
-	return nil
-}
-
 func (m *managed) all() []*schema.ReleaseNode {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -202,23 +189,16 @@ func (m *managed) all() []*schema.ReleaseNode {
 	return out
 }
 
-// loadManaged fills the watcher's table from the newest accepted release.
+// loadManaged fills the watcher's table with the release each node runs
+// (after a rollback, the one rolled back to).
 func (a *Agent) loadManaged() {
-	commit, err := a.objects.Ref(acceptedRef)
-	if err != nil {
-		return
-	}
-	b, err := bundle.Read(a.objects, commit)
-	if err != nil {
-		return
-	}
-	rel, err := schema.ParseRelease(bundle.ManifestPath, b.Manifest)
+	st, err := a.st.Load()
 	if err != nil {
 		return
 	}
 	for _, n := range a.cfg.Nodes {
-		if rn, ok := rel.Node(n.Name); ok {
-			a.managed.set(rn)
+		if r, ok := a.current(n.Name, st.Nodes[n.Name]); ok {
+			a.managed.set(r.node)
 		}
 	}
 }

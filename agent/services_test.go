@@ -16,8 +16,11 @@ import (
 
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/engine"
+	"github.com/pullship/pullship/agent/state"
 	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/cli"
 	"github.com/pullship/pullship/bundler/image"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
@@ -269,13 +272,13 @@ func testServices(t *testing.T, h *host) {
 	if st.FailedVersion != 4 || !strings.Contains(st.LastError, "service app: health check") || len(st.Services) != 2 {
 		t.Fatalf("status after rollback: failed %d error %q services %+v", st.FailedVersion, st.LastError, st.Services)
 	}
-	// Reported in start order; side runs its previous image, healthy.
-	// (Health is checked as the newest accepted release says: app's
-	// check is the failing one.)
+	// Reported in start order, as release 3 (the one running) has them:
+	// side on its previous image, and both healthy by release 3's checks
+	// (release 4's check of app is the failing one).
 	side, app := st.Services[0], st.Services[1]
 	if side.Name != "side" || app.Name != "app" || side.Container.State != "running" || app.Container.State != "running" ||
-		!side.Health.OK || side.Image != h.images[1] || app.Image != h.images[2] || app.Health.OK {
-		t.Errorf("services in the status: %+v", st.Services)
+		!side.Health.OK || side.Image != h.images[1] || app.Image != h.images[2] || !app.Health.OK || !st.Health.OK || st.AppliedVersion != 3 {
+		t.Errorf("status after rollback: applied %d health %+v services %+v", st.AppliedVersion, st.Health, st.Services)
 	}
 }
 
@@ -350,4 +353,103 @@ func testServicesDropped(t *testing.T, h *host) {
 	if out, err := h.once(); err != nil || out != agent.Nothing {
 		t.Fatalf("second once without side: %v %v", out, err)
 	}
+}
+
+// TestServicesStatusAfterRollback: once a release that changed a service's
+// health check failed and was rolled back, the node's status follows the
+// release it runs again (its services and health checks), in the report
+// the failing pass sends, in the next pass's, in pullship-agent status and
+// in pullship status; and so it does from state that did not record the
+// running release's commit.
+func TestServicesStatusAfterRollback(t *testing.T) {
+	h := newHost(t)
+	ping := `["/pingsrv", "ping"]`
+	imgA, imgS := h.image("a"), h.image("s1")
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 1\n", sideConf: "side 1\n", appHealth: ping})
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("first once: %v %v", out, err)
+	}
+	// Release 2 changes app's health check (to one that fails) and file.
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 2\n", sideConf: "side 1\n", appHealth: `["/pingsrv", "exit", "3"]`})
+	if out, err := h.once(); out != agent.Failed || !errors.Is(err, agent.ErrRolledBack) {
+		t.Fatalf("unhealthy once: %v %v", out, err)
+	}
+	if h.conf() != "app 1\n" {
+		t.Fatalf("app.conf after rollback: %q", h.conf())
+	}
+	check := func(what string, st *schema.Status) {
+		t.Helper()
+		if st == nil {
+			t.Fatalf("%s: no report", what)
+		}
+		if st.AppliedVersion != 1 || st.TargetVersion != 2 || st.FailedVersion != 2 ||
+			!strings.Contains(st.LastError, "release 2: service app: health check: /pingsrv exit 3 exited 3") {
+			t.Errorf("%s: applied %d target %d failed %d error %q", what, st.AppliedVersion, st.TargetVersion, st.FailedVersion, st.LastError)
+		}
+		// Release 1's checks: both services healthy.
+		if !st.Health.OK || st.Health.Output != "" || len(st.Services) != 2 ||
+			st.Services[0].Name != "side" || !st.Services[0].Health.OK ||
+			st.Services[1].Name != "app" || !st.Services[1].Health.OK || st.Services[1].Container.State != "running" {
+			t.Errorf("%s: health %+v services %+v", what, st.Health, st.Services)
+		}
+	}
+	check("report of the failing pass", h.reported())
+	if out, err := h.once(); err != nil || out != agent.Nothing {
+		t.Fatalf("once after rollback: %v %v", out, err)
+	}
+	check("report of the next pass", h.reported())
+	check("pullship-agent status", h.status())
+
+	// pullship status says which service failed, why, and that release 1 runs.
+	var stdout, stderr bytes.Buffer
+	code := cli.Main(cli.Env{Stdin: strings.NewReader(""), Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }},
+		[]string{"status", "--repo", h.env.Repo, "--root", h.env.Root, "--cache", filepath.Join(h.env.Dir, "cli-cache")})
+	lines := map[string]bool{}
+	var nodeLine string
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		f := strings.Join(strings.Fields(l), " ")
+		lines[f] = true
+		if nodeLine == "" && strings.HasPrefix(f, h.node+" ") {
+			nodeLine = f
+		}
+	}
+	if code != 0 || !strings.HasPrefix(nodeLine, h.node+" test 2 1 (!) failed 2 ok/running ") ||
+		!strings.Contains(nodeLine, " release 2: service app: health check: /pingsrv exit 3 exited 3") ||
+		!lines[h.node+" app "+h.images[0][7:19]+" ok/running -"] || !lines[h.node+" side "+h.images[1][7:19]+" ok/running -"] {
+		t.Fatalf("pullship status: %d %q %v\n%s\n%s", code, nodeLine, h.images, stdout.String(), stderr.String())
+	}
+
+	// State written by an agent that did not record the commit of the
+	// release a node runs: it is found in the release history.
+	s, err := state.Open(h.cfg.StateDir)
+	must(t, err)
+	sv, err := s.Load()
+	must(t, err)
+	if sv.Nodes[h.node].Commit == "" {
+		t.Fatal("state records no commit for the node's running release")
+	}
+	sv.Nodes[h.node].Commit = ""
+	must(t, s.Save(sv))
+	must(t, s.Close())
+	check("pullship-agent status from state without the commit", h.status())
+}
+
+// reported is the node's newest status report on the release repository,
+// as pullship status reads it.
+func (h *host) reported() *schema.Status {
+	h.t.Helper()
+	r, err := bundler.Open(context.Background(), h.env.Repo, filepath.Join(h.env.Dir, "status-cache", randHex(4)), repo.Options{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	f, err := r.FleetStatus(context.Background(), h.env.Pinned, time.Now(), bundler.FleetOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, n := range f.Nodes {
+		if n.Node == h.node {
+			return n.Status
+		}
+	}
+	return nil
 }

@@ -45,14 +45,15 @@ func (a *Agent) openReporters() error {
 // report writes node's status when it changed or a heartbeat is due, and
 // pushes the queue to the first remote that takes it. Failures are logged:
 // reports stay queued until a remote accepts them.
-func (a *Agent) report(ctx context.Context, rn *schema.ReleaseNode, target int64, ns *state.Node, lastErr error) {
-	st := a.observe(ctx, rn, target, ns, lastErr)
+func (a *Agent) report(ctx context.Context, r runningRelease, target int64, ns *state.Node, lastErr error) {
+	rn := r.node
+	st := a.observe(ctx, r, target, ns, lastErr)
 	last, ok := a.lastReport[rn.Name]
 	if ok && report.IsHeartbeat(last.status, st) && a.now().Sub(last.at) < a.cfg.Heartbeat.Duration {
 		return
 	}
-	r := a.reporters[rn.Name]
-	if err := r.Commit(st); err != nil {
+	rep := a.reporters[rn.Name]
+	if err := rep.Commit(st); err != nil {
 		a.log.Error("status report", "node", rn.Name, "err", err)
 		return
 	}
@@ -63,13 +64,16 @@ func (a *Agent) report(ctx context.Context, rn *schema.ReleaseNode, target int64
 			pushers = append(pushers, rem)
 		}
 	}
-	if err := r.Flush(ctx, pushers...); err != nil {
+	if err := rep.Flush(ctx, pushers...); err != nil {
 		a.log.Warn("status queued", "node", rn.Name, "err", err)
 	}
 }
 
-// observe reads what the node really runs.
-func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int64, ns *state.Node, lastErr error) *schema.Status {
+// observe reads what the node really runs, as its running release r
+// describes it (services, health checks, files, address), whatever release
+// is the target.
+func (a *Agent) observe(ctx context.Context, r runningRelease, target int64, ns *state.Node, lastErr error) *schema.Status {
+	rn := r.node
 	now := a.now().UTC().Truncate(time.Second)
 	st := &schema.Status{Node: rn.Name, Region: rn.Region, Time: now, TargetVersion: target,
 		Network: schema.StatusNetwork{Driver: rn.Network.Driver, Address: rn.Network.Address}}
@@ -85,7 +89,6 @@ func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int6
 	} else if ns != nil && ns.Failed >= target && ns.FailedError != "" {
 		errs = append(errs, ns.FailedError)
 	}
-	commit, _ := a.objects.Ref(acceptedRef)
 	for _, f := range rn.Files {
 		// Never through a link: a planted one would publish the digest of
 		// any host file.
@@ -94,7 +97,7 @@ func (a *Agent) observe(ctx context.Context, rn *schema.ReleaseNode, target int6
 			// Never the plaintext's digest (a reader could test guesses of
 			// a weak secret against it): the ciphertext's, when it matches.
 			sum = ""
-			if a.fileMatches(commit, rn, f) {
+			if a.fileMatches(r.commit, rn, f) {
 				sum = f.SHA256
 			}
 		}
@@ -209,14 +212,13 @@ func (a *Agent) Status(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	a.loadManaged()
 	for _, n := range a.cfg.Nodes {
-		rn := a.managed.byNode(n.Name)
-		if rn == nil {
+		r, ok := a.current(n.Name, st.Nodes[n.Name])
+		if !ok {
 			fmt.Fprintf(w, "# node %s: no release accepted yet\n", n.Name)
 			continue
 		}
-		s := a.observe(ctx, rn, st.Version, st.Nodes[n.Name], nil)
+		s := a.observe(ctx, r, st.Version, st.Nodes[n.Name], nil)
 		s.Sequence = 1 // numbered when committed; Encode wants a valid report
 		if r := a.reporters[n.Name]; r != nil {
 			if prev, err := r.Last(); err == nil && prev != nil {

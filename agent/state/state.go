@@ -37,8 +37,13 @@ type State struct {
 type Node struct {
 	Applied        int64  `toml:"applied"`
 	ManifestSHA256 string `toml:"manifest_sha256"`
-	Image          string `toml:"image"`
-	PrevImage      string `toml:"prev_image"` // the image before, kept for a manual rollback
+	// Commit is the release commit of Applied: the release the node runs,
+	// whose services, health checks and files its status follows (after a
+	// rollback, not the newest accepted release). Empty in state written
+	// before it was recorded.
+	Commit    string `toml:"commit,omitempty"`
+	Image     string `toml:"image"`
+	PrevImage string `toml:"prev_image"` // the image before, kept for a manual rollback
 	// Images and PrevImages are every image of a node of several services
 	// (Image and PrevImage then name the first's).
 	Images     []string `toml:"images,omitempty"`
