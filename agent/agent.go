@@ -180,12 +180,15 @@ func (a *Agent) poll(ctx context.Context, st *state.State) (*target, error) {
 	return nil, fmt.Errorf("%w: %w", ErrNoRemote, err)
 }
 
-// collect removes from the object store the packs that neither a ref of
-// it, nor a release a node runs, nor extra reaches: what refused releases
-// brought (a server serving a new unsigned release at every poll would
-// otherwise fill the disk), and the images of releases no longer run. It
-// costs a walk of the objects below the store's refs (blobs by their
-// headers only).
+// collect keeps the object store to what a ref of it, a release a node
+// runs, or extra reaches: the packs of refused releases go (a server
+// serving a new unsigned release at every poll would otherwise fill the
+// disk), and so do the images of releases no longer run; when what is
+// left holds many bytes nothing needs (an old image's pack kept for the
+// chunks an update shares), the needed objects are repacked into one
+// pack. It costs a walk of the objects below the store's refs (blobs by
+// their headers only), and for a repack a read and a write of the bytes
+// they need (see repo.Store.Collect).
 func (a *Agent) collect(extra ...plumbing.Hash) {
 	refs, err := a.objects.Refs()
 	if err != nil {
@@ -203,13 +206,13 @@ func (a *Agent) collect(extra ...plumbing.Hash) {
 	}
 	keep = append(keep, extra...)
 	keep = append(keep, runningCommits(st)...)
-	freed, err := a.objects.Prune(keep)
+	cs, err := a.objects.Collect(context.Background(), keep)
 	if err != nil {
 		a.log.Warn("object store not collected", "err", err)
 		return
 	}
-	if freed > 0 {
-		a.log.Info("object store collected", "freed_bytes", freed)
+	if cs.Freed > 0 {
+		a.log.Info("object store collected", "freed_bytes", cs.Freed, "live_bytes", cs.LiveBytes, "repacked", cs.Repacked)
 	}
 }
 

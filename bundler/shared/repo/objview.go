@@ -6,8 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/osfs"
@@ -33,14 +35,15 @@ type objectView struct {
 // for reading (go-git's reader buffers 64 KiB: opening the pack for each
 // object would allocate that per object).
 type storedPack struct {
-	name string // "objects/pack/pack-<sum>", without extension
-	idx  *packIndex
-	mu   sync.Mutex
-	pf   *packfile.Packfile // nil until the first read
-	f    billy.File
-	c    cache.Object
-	gets int // reads through pf
-	hdr  [64]byte
+	name  string // "objects/pack/pack-<sum>", without extension
+	mtime time.Time
+	idx   *packIndex
+	mu    sync.Mutex
+	pf    *packfile.Packfile // nil until the first read
+	f     billy.File
+	c     cache.Object
+	gets  int // reads through pf
+	hdr   [64]byte
 }
 
 // packReads is how many objects one go-git pack reader reads before it is
@@ -149,8 +152,12 @@ func newObjectView(dir string, loose *filesystem.Storage, old *objectView) *obje
 		if err != nil {
 			continue
 		}
-		v.packs = append(v.packs, &storedPack{name: name, idx: x})
+		v.packs = append(v.packs, &storedPack{name: name, mtime: fi.ModTime(), idx: x})
 	}
+	// The newest first, as git looks them up: an object in several packs
+	// (a repack interrupted before the old packs went) is found in, and
+	// kept by a collection in, the newest, and the old packs go whole.
+	slices.SortStableFunc(v.packs, func(a, b *storedPack) int { return b.mtime.Compare(a.mtime) })
 	return v
 }
 

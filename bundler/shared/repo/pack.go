@@ -42,6 +42,8 @@ type PackWriter struct {
 	off     uint64
 	want    uint32
 	entries []PackEntry
+	written uint32          // entries written
+	record  func(PackEntry) // when set, gets each entry instead of entries
 	zw      *zlib.Writer
 	zstored *zlib.Writer // for Precompressed objects
 	level   int
@@ -53,20 +55,30 @@ type PackWriter struct {
 // NewPackWriter writes the pack header for count objects to w. Level is a
 // compress/flate level; [DefaultPackLevel] is what pullship uses.
 func NewPackWriter(w io.Writer, count uint32, level int) (*PackWriter, error) {
+	return newPackWriter(w, count, level, nil)
+}
+
+// newPackWriter is NewPackWriter handing each entry to record (when set)
+// instead of keeping it: a repack of a million objects keeps its entries
+// in a mapped table, not in 32 MiB of heap.
+func newPackWriter(w io.Writer, count uint32, level int, record func(PackEntry)) (*PackWriter, error) {
 	pw := &PackWriter{
-		out:   bufio.NewWriterSize(w, 256<<10),
-		sum:   sha1.New(),
-		crc:   crc32.NewIEEE(),
-		want:  count,
-		level: level,
-		buf:   make([]byte, 128<<10),
+		record: record,
+		out:    bufio.NewWriterSize(w, 256<<10),
+		sum:    sha1.New(),
+		crc:    crc32.NewIEEE(),
+		want:   count,
+		level:  level,
+		buf:    make([]byte, 128<<10),
 	}
 	zw, err := zlib.NewWriterLevel(io.Discard, level)
 	if err != nil {
 		return nil, fmt.Errorf("pack writer: %w", err)
 	}
 	pw.zw = zw
-	pw.entries = make([]PackEntry, 0, count)
+	if record == nil {
+		pw.entries = make([]PackEntry, 0, count)
+	}
 	var hdr [12]byte
 	copy(hdr[:], "PACK")
 	binary.BigEndian.PutUint32(hdr[4:], 2)
@@ -102,7 +114,7 @@ func (pw *PackWriter) check(o Object) (byte, error) {
 	if pw.err != nil {
 		return 0, pw.err
 	}
-	if pw.closed || uint32(len(pw.entries)) >= pw.want {
+	if pw.closed || pw.written >= pw.want {
 		pw.err = fmt.Errorf("pack writer: object %s beyond the declared count %d", o.ID, pw.want)
 		return 0, pw.err
 	}
@@ -130,8 +142,18 @@ func (pw *PackWriter) writeCompressed(o Object, z []byte) error {
 	if _, err := pw.Write(z); err != nil {
 		return err
 	}
-	pw.entries = append(pw.entries, PackEntry{ID: o.ID, Offset: start, CRC32: pw.crc.Sum32()})
+	pw.add(PackEntry{ID: o.ID, Offset: start, CRC32: pw.crc.Sum32()})
 	return nil
+}
+
+// add records a written entry.
+func (pw *PackWriter) add(e PackEntry) {
+	pw.written++
+	if pw.record != nil {
+		pw.record(e)
+		return
+	}
+	pw.entries = append(pw.entries, e)
 }
 
 // entryHeader checks o and writes its entry header, starting the entry CRC.
@@ -195,7 +217,7 @@ func (pw *PackWriter) WriteObject(o Object, r io.Reader) error {
 		pw.err = fmt.Errorf("pack writer: %w", &ObjectMismatchError{Declared: o.ID, Got: id})
 		return pw.err
 	}
-	pw.entries = append(pw.entries, PackEntry{ID: o.ID, Offset: start, CRC32: pw.crc.Sum32()})
+	pw.add(PackEntry{ID: o.ID, Offset: start, CRC32: pw.crc.Sum32()})
 	return nil
 }
 
@@ -217,8 +239,8 @@ func (pw *PackWriter) Close() (plumbing.Hash, error) {
 		return plumbing.ZeroHash, errors.New("pack writer: closed twice")
 	}
 	pw.closed = true
-	if uint32(len(pw.entries)) != pw.want {
-		return plumbing.ZeroHash, pw.fail(fmt.Errorf("wrote %d objects, declared %d", len(pw.entries), pw.want))
+	if pw.written != pw.want {
+		return plumbing.ZeroHash, pw.fail(fmt.Errorf("wrote %d objects, declared %d", pw.written, pw.want))
 	}
 	var sum plumbing.Hash
 	copy(sum[:], pw.sum.Sum(nil))

@@ -373,6 +373,7 @@ func (s *Store) install(tmpPack *atomicfile.File, sum plumbing.Hash, entries []i
 	if err := tmpPack.CommitAs(base + ".pack"); err != nil {
 		return fmt.Errorf("install pack %s: %w", sum, err)
 	}
+	step("pack in place")
 	if err := itmp.CommitAs(base + ".idx"); err != nil {
 		return fmt.Errorf("install pack %s: %w", sum, err)
 	}
@@ -886,16 +887,22 @@ func (s *Store) walkObjects(roots []plumbing.Hash, stop func(plumbing.Hash) bool
 // (blobs are not read) and one read of each pack's index; packs that hold
 // any reachable object stay whole.
 func (s *Store) Prune(keep []plumbing.Hash) (int64, error) {
-	v := s.objects()
-	live := newObjectSet(v)
-	if err := s.walkIDs(keep, func(plumbing.Hash) bool { return false }, func(o Object) { live.add(o.ID) }); err != nil {
+	v, live, err := s.liveSet(keep)
+	if err != nil {
 		return 0, fmt.Errorf("prune %s: %w", s.dir, err)
 	}
+	return s.prunePacks(v, live)
+}
+
+// prunePacks removes the packs of v none of whose objects is in live.
+func (s *Store) prunePacks(v *objectView, live *objectSet) (int64, error) {
 	var freed int64
+	pruned := false
 	for i, p := range v.packs {
 		if live.usesPack(i) {
 			continue
 		}
+		pruned = true
 		p.close()
 		base := filepath.Join(s.dir, filepath.FromSlash(p.name))
 		for _, f := range []string{base + ".idx", base + ".pack"} { // the index first: readers find packs by it
@@ -906,6 +913,9 @@ func (s *Store) Prune(keep []plumbing.Hash) (int64, error) {
 				return freed, fmt.Errorf("prune %s: %w", s.dir, err)
 			}
 		}
+	}
+	if !pruned {
+		return 0, nil
 	}
 	if err := atomicfile.SyncDir(filepath.Join(s.dir, "objects", "pack")); err != nil {
 		return freed, fmt.Errorf("prune %s: %w", s.dir, err)
