@@ -685,15 +685,18 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 		if herr != nil {
 			held = nil
 		}
+		// The layers the engine holds already are not rebuilt: the load
+		// says which (omit) once it has checked the config.
+		omit := engine.NewOmit()
 		pr, pw := io.Pipe()
 		rebuilt := make(chan error, 1)
 		go func() {
-			err := chunks.Rebuild(ctx, idx, bundle.LiveChunks{Ctx: ctx, Pack: live, Held: held}, pw, nil)
+			err := chunks.RebuildSkipping(ctx, idx, bundle.LiveChunks{Ctx: ctx, Pack: live, Held: held}, pw, nil, omit.Skip)
 			live.StopReading() // the fetch no longer keeps blobs for it
 			pw.CloseWithError(err)
 			rebuilt <- err
 		}()
-		lerr := a.eng.LoadImage(ctx, pr, img.Digest, idx.FileSizes())
+		lerr := a.eng.LoadImage(ctx, pr, img.Digest, engine.LoadOptions{Sizes: idx.FileSizes(), Omit: omit})
 		pr.CloseWithError(errLoadOver)
 		rerr := <-rebuilt
 		// The fetch runs to its end even when the load failed: what it

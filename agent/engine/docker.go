@@ -204,10 +204,10 @@ func (d *Docker) imageIDs(ctx context.Context) (map[string]bool, error) {
 // config's digest checked before the first layer goes in; sizes decide
 // which layers the image's own load keeps ([stager.plan]). The layers the
 // engine holds already, from the first, are sent to the engine in no load
-// (their entries in r are read and dropped); should the engine turn out not
-// to have one after all, the load fails, and the next load of wantID sends
-// every layer.
-func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) (err error) {
+// (their entries in r are read and dropped; opts.Omit lets r's writer leave
+// them out); should the engine turn out not to have one after all, the
+// load fails, and the next load of wantID sends every layer.
+func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, opts LoadOptions) (err error) {
 	if !ValidImageID(wantID) {
 		return fmt.Errorf("load image %q: not an image ID (sha256:<64 hex>)", wantID)
 	}
@@ -217,7 +217,7 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, size
 	}
 	var sink layerSink
 	if d.classicStore(ctx) {
-		st := newStager(ctx, d.cli, wantID, sizes)
+		st := newStager(ctx, d.cli, wantID, opts.Sizes)
 		d.mu.Lock()
 		st.sendAll = d.sendAll[wantID]
 		d.mu.Unlock()
@@ -235,7 +235,7 @@ func (d *Docker) LoadImage(ctx context.Context, r io.Reader, wantID string, size
 				return &ImageMismatchError{Want: wantID, Got: cfg}
 			}
 			return nil
-		}, sink)
+		}, sink, opts.Omit)
 		pw.CloseWithError(err) // nil: clean EOF
 		filtered <- err
 	}()

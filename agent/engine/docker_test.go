@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,7 +90,7 @@ func loadSized(ctx context.Context, d *engine.Docker, img enginetest.Image, want
 		}
 		wantID = id
 	}
-	err = d.LoadImage(ctx, pr, wantID, sizes)
+	err = d.LoadImage(ctx, pr, wantID, engine.LoadOptions{Sizes: sizes})
 	pr.CloseWithError(errors.New("load returned"))
 	return <-ids, err
 }
@@ -189,7 +190,7 @@ func TestLoadImageEngineError(t *testing.T) {
 	img = enginetest.PingImage(pingsrv(t), uniq("trunc"))
 	id, _ = enginetest.WriteImage(&buf, img)
 	cleanupImage(t, id)
-	err = d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:buf.Len()/2]), id, nil)
+	err = d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:buf.Len()/2]), id, engine.LoadOptions{})
 	if err == nil {
 		t.Fatal("truncated tarball loaded")
 	}
@@ -724,7 +725,7 @@ func TestLoadImageStagedRefused(t *testing.T) {
 		t.Fatal("no second layer in the test image")
 	}
 	since := time.Now()
-	if err := d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:cut+100]), id, nil); err == nil {
+	if err := d.LoadImage(ctx, bytes.NewReader(buf.Bytes()[:cut+100]), id, engine.LoadOptions{}); err == nil {
 		t.Fatal("truncated staged stream loaded")
 	} else {
 		t.Logf("truncated: %v", err)
@@ -839,6 +840,26 @@ func heldImages(t *testing.T, variant string) (v1, v2 enginetest.Image) {
 	return v1, v2
 }
 
+// loadOmitting is load, with the writer told which layers to leave out,
+// as the agent's rebuild is; it returns the files it left out.
+func loadOmitting(ctx context.Context, d *engine.Docker, img enginetest.Image, wantID string) ([]string, error) {
+	var tarball bytes.Buffer
+	if _, err := enginetest.WriteImage(&tarball, img); err != nil {
+		return nil, err
+	}
+	omit := engine.NewOmit()
+	pr, pw := io.Pipe()
+	skipped := make(chan []string, 1)
+	go func() {
+		s, err := writeSkipping(pw, tarball.Bytes(), omit.Skip)
+		pw.CloseWithError(err)
+		skipped <- s
+	}()
+	err := d.LoadImage(ctx, pr, wantID, engine.LoadOptions{Omit: omit})
+	pr.CloseWithError(errors.New("load returned"))
+	return <-skipped, err
+}
+
 // loaded returns the ID and the layers of an image the engine holds.
 func loaded(t *testing.T, id string) (string, string) {
 	t.Helper()
@@ -866,8 +887,9 @@ func diffIDs(t *testing.T, img enginetest.Image) string {
 
 // TestLoadImageHeldLayers: an update of an image whose lower layers the
 // engine holds (the previous version's) sends the engine only the new
-// layer: the held ones, 6 MiB here, go in no load. The image loaded is the
-// one a full load gives: same ID, same layers, the signed config's.
+// layer: the held ones, 6 MiB here, go in no load, and the tarball's
+// writer is told to leave them out. The image loaded is the one a full
+// load gives: same ID, same layers, the signed config's.
 func TestLoadImageHeldLayers(t *testing.T) {
 	d, sent := countingDocker(t)
 	ctx := t.Context()
@@ -886,8 +908,12 @@ func TestLoadImageHeldLayers(t *testing.T) {
 		t.Fatalf("v1's load sent the engine %d bytes, less than its lower layers' %d", full, held)
 	}
 	n = sent.Load()
-	if _, err := load(ctx, d, v2, id2); err != nil {
+	skipped, err := loadOmitting(ctx, d, v2, id2)
+	if err != nil {
 		t.Fatalf("LoadImage v2: %v", err)
+	}
+	if want := []string{"layer0/layer.tar", "layer1/layer.tar"}; !slices.Equal(skipped, want) {
+		t.Fatalf("the writer of v2 left out %q, want %q", skipped, want)
 	}
 	update := sent.Load() - n
 	t.Logf("update: %d bytes sent to the engine, %d held", update, held)
@@ -964,8 +990,8 @@ func TestLoadImageHeldLayersGone(t *testing.T) {
 		t.Fatalf("reload v1: %v", err)
 	}
 	n := sent.Load()
-	if _, err := load(ctx, d, v2, id2); err != nil {
-		t.Fatalf("retry of v2: %v", err)
+	if skipped, err := loadOmitting(ctx, d, v2, id2); err != nil || skipped != nil {
+		t.Fatalf("retry of v2: %v; the writer left out %q", err, skipped)
 	}
 	if retry := sent.Load() - n; retry < held {
 		t.Fatalf("the retry sent the engine %d bytes, less than the layers the failed load left out (%d)", retry, held)

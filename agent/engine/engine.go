@@ -85,11 +85,9 @@ type Engine interface {
 	// only when the engine holds the image wantID afterwards. A tarball
 	// whose image is not wantID yields *ImageMismatchError and leaves no new
 	// image behind. Errors the engine reports inside its progress stream are
-	// returned. sizes, when not nil, gives the sizes of the tarball's files by
-	// path, known before they stream (pullship's signed image index): an
-	// engine may plan its load by them. They steer nothing else; the
-	// tarball's own headers are what is loaded.
-	LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) error
+	// returned. opts may help the engine plan the load and spare the
+	// tarball's writer work ([LoadOptions]); they steer nothing else.
+	LoadImage(ctx context.Context, r io.Reader, wantID string, opts LoadOptions) error
 	// RemoveImage deletes the image; a missing image is not an error, an image
 	// used by a container is.
 	RemoveImage(ctx context.Context, id string) error
@@ -137,6 +135,20 @@ type Engine interface {
 	// Connected returns the container's IPv4 address on the network and
 	// whether it is attached at all.
 	Connected(ctx context.Context, container, network string) (ip string, ok bool, err error)
+}
+
+// LoadOptions are what a caller of [Engine.LoadImage] may know of the
+// tarball ahead, and how its writer can save work.
+type LoadOptions struct {
+	// Sizes, when not nil, gives the sizes of the tarball's files by path,
+	// known before they stream (pullship's signed image index): an engine
+	// may plan its load by them. They steer nothing else; the tarball's own
+	// headers are what is loaded.
+	Sizes map[string]int64
+	// Omit, when not nil, is where the tarball's writer learns which files
+	// the engine does not need (the layers it holds): the writer may leave
+	// them out (see [Omit]).
+	Omit *Omit
 }
 
 // ImageMismatchError reports that a loaded tarball did not hold the image the

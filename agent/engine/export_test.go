@@ -11,7 +11,7 @@ import (
 // Test hooks for the unexported parsers.
 var (
 	FilterSaveTar = func(w io.Writer, r io.Reader, check func(string) error) (saveFacts, error) {
-		return filterSaveTar(w, r, check, nil)
+		return filterSaveTar(w, r, check, nil, nil)
 	}
 	ReadLoadOutput = func(data []byte, isJSON bool) ([]string, []string, error) {
 		out, err := readLoadOutput(bytes.NewReader(data), isJSON)
@@ -33,13 +33,13 @@ func SetPartBytes(t interface{ Cleanup(func()) }, n int64) {
 // load does (with sizes, if not nil) and checks that the layers come in the
 // manifest's order; it returns the names of the entries the sink took.
 func FilterSaveTarStaged(w io.Writer, r io.Reader, sizes map[string]int64) (saveFacts, []string, error) {
-	return filterRecorded(w, r, &recordingSink{sizes: sizes})
+	return filterRecorded(w, r, &recordingSink{sizes: sizes}, nil)
 }
 
 // FilterSaveTarHeld is FilterSaveTarStaged with a plan that says the engine
-// holds the first held layers.
-func FilterSaveTarHeld(w io.Writer, r io.Reader, held int) (saveFacts, []string, error) {
-	return filterRecorded(w, r, &recordingSink{held: held})
+// holds the first held layers, and omit (if not nil) told which.
+func FilterSaveTarHeld(w io.Writer, r io.Reader, held int, omit *Omit) (saveFacts, []string, error) {
+	return filterRecorded(w, r, &recordingSink{held: held}, omit)
 }
 
 // SetHeldHook makes every load call f once it has found that the engine
@@ -53,8 +53,8 @@ func SetHeldHook(t interface{ Cleanup(func()) }, f func(want string, held int)) 
 // ChainIDs is the chain IDs of layers with these diff IDs.
 var ChainIDs = chainIDs
 
-func filterRecorded(w io.Writer, r io.Reader, s *recordingSink) (saveFacts, []string, error) {
-	facts, err := filterSaveTar(w, r, nil, s)
+func filterRecorded(w io.Writer, r io.Reader, s *recordingSink, omit *Omit) (saveFacts, []string, error) {
+	facts, err := filterSaveTar(w, r, nil, s, omit)
 	if s.bad != nil {
 		panic(s.bad)
 	}

@@ -60,7 +60,11 @@ type saveFacts struct {
 // plan says the engine holds are left out of every load: their entries,
 // when the tarball carries them, are read and dropped, and the tarball may
 // as well leave them out.
-func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) error, sink layerSink) (facts saveFacts, err error) {
+//
+// omit, when not nil, learns which layers the writer of r may leave out:
+// those the plan says the engine holds; none without a sink.
+func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) error, sink layerSink, omit *Omit) (facts saveFacts, err error) {
+	defer omit.decide(nil) // the writer waits no longer than the filter runs
 	if sink != nil {
 		defer func() {
 			if err != nil {
@@ -153,6 +157,9 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			}
 		}
 		if name == cfgPath && staged == nil && hdr.Size <= maxMetaSize {
+			// The writer's next entry waits for the plan: its bytes do not
+			// go on before the config's are read.
+			omit.begin()
 			data, err := readSmall(tr, hdr)
 			if err != nil {
 				return facts, err
@@ -174,6 +181,7 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 			if h, n := sink.plan(data, layers); n > 0 {
 				staged, held = layers[:n], h
 			}
+			omit.decide(staged[:held])
 			continue
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
@@ -232,6 +240,70 @@ func filterSaveTar(w io.Writer, r io.Reader, check func(configDigest string) err
 		return facts, fmt.Errorf("pass image tarball: %w", err)
 	}
 	return facts, nil
+}
+
+// Omit tells the writer of an image tarball which files a load does not
+// need: the layers the engine holds already, which [Docker.LoadImage]
+// leaves out on the classic image store. The writer asks [Omit.Skip]
+// before it writes each entry, and may leave out an entry Skip names
+// (pullship's agent then does not even rebuild the layer from its chunks);
+// the load drops such an entry when it comes all the same. An Omit serves
+// one load.
+type Omit struct {
+	mu      sync.Mutex
+	pending bool            // the load has begun deciding
+	decided chan struct{}   // closed once it has; paths is set then
+	paths   map[string]bool // the entries the load does not need
+	once    sync.Once
+}
+
+// NewOmit returns an Omit for one load.
+func NewOmit() *Omit { return &Omit{decided: make(chan struct{})} }
+
+// Skip reports whether the writer may leave out the entry at path. Once the
+// load has the image config (the entries before it are never skipped), the
+// writer's next entry waits for its decision, which takes a few requests
+// to the engine and no more of the tarball. A nil Omit skips nothing.
+func (o *Omit) Skip(p string) bool {
+	if o == nil {
+		return false
+	}
+	o.mu.Lock()
+	pending := o.pending
+	o.mu.Unlock()
+	if !pending {
+		return false
+	}
+	<-o.decided
+	return o.paths[path.Clean(p)]
+}
+
+// begin says the load is deciding: the config's entry is being read, so
+// the writer's next entry must wait for decide.
+func (o *Omit) begin() {
+	if o != nil {
+		o.mu.Lock()
+		o.pending = true
+		o.mu.Unlock()
+	}
+}
+
+// decide says which entries the load does not need; only the first call
+// counts. Every load calls it before it ends, whatever happens.
+func (o *Omit) decide(paths []string) {
+	if o == nil {
+		return
+	}
+	o.once.Do(func() {
+		o.paths = make(map[string]bool, len(paths))
+		for _, p := range paths {
+			o.paths[p] = true
+		}
+		o.mu.Lock()
+		o.pending = true
+		o.mu.Unlock()
+		close(o.decided)
+	})
 }
 
 // layerSink takes layers out of a `docker save` stream ([stager]).

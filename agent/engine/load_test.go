@@ -577,7 +577,7 @@ func TestFilterSaveTarHeld(t *testing.T) {
 				data = withoutEntries(t, data, layers[:tc.held]...)
 			}
 			var out bytes.Buffer
-			facts, taken, err := engine.FilterSaveTarHeld(&out, bytes.NewReader(data), tc.held)
+			facts, taken, err := engine.FilterSaveTarHeld(&out, bytes.NewReader(data), tc.held, nil)
 			if err != nil || facts.ConfigDigest != id {
 				t.Fatalf("held %d, left out %v: %v, digest %s want %s", tc.held, leftOut, err, facts.ConfigDigest, id)
 			}
@@ -591,6 +591,72 @@ func TestFilterSaveTarHeld(t *testing.T) {
 				t.Errorf("held %d, left out %v: taken %q and kept %q, want %q and %q", tc.held, leftOut, taken, kept, tc.taken, tc.kept)
 			}
 		}
+	}
+}
+
+// writeSkipping copies the tarball data to w entry by entry, as
+// chunks.RebuildSkipping writes an image, leaving out the files skip names;
+// it returns their names.
+func writeSkipping(w io.Writer, data []byte, skip func(string) bool) ([]string, error) {
+	var skipped []string
+	tr := tar.NewReader(bytes.NewReader(data))
+	tw := tar.NewWriter(w)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return skipped, tw.Close()
+		}
+		if err != nil {
+			return skipped, err
+		}
+		if hdr.Typeflag == tar.TypeReg && skip(hdr.Name) {
+			skipped = append(skipped, hdr.Name)
+			continue
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return skipped, err
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			return skipped, err
+		}
+	}
+}
+
+// TestFilterSaveTarOmit: the writer of the stream learns, before it writes
+// the first layer, which layers the plan says the engine holds, and leaves
+// them out; every time, although it writes while the filter plans.
+func TestFilterSaveTarOmit(t *testing.T) {
+	a := []enginetest.File{{Name: "a", Mode: 0o644, Data: []byte("a")}}
+	var in bytes.Buffer
+	if _, err := enginetest.WriteImage(&in, enginetest.Image{Files: a, RandomSize: 4096, More: [][]enginetest.File{a, a}, PlanFirst: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		for _, held := range []int{0, 2, 4} {
+			omit := engine.NewOmit()
+			pr, pw := io.Pipe()
+			skipped := make(chan []string, 1)
+			go func() {
+				s, err := writeSkipping(pw, in.Bytes(), omit.Skip)
+				pw.CloseWithError(err)
+				skipped <- s
+			}()
+			_, _, err := engine.FilterSaveTarHeld(io.Discard, pr, held, omit)
+			pr.CloseWithError(errors.New("filter returned"))
+			if err != nil {
+				t.Fatalf("round %d, held %d: %v", i, held, err)
+			}
+			want := []string{"layer0/layer.tar", "layer1/layer.tar", "layer2/layer.tar", "layer3/layer.tar"}[:held]
+			if got := <-skipped; !slices.Equal(got, want) {
+				t.Fatalf("round %d, held %d: the writer left out %q, want %q", i, held, got, want)
+			}
+		}
+	}
+	// Without a config the filter plans nothing; the writer waits for
+	// nothing and leaves nothing out.
+	omit := engine.NewOmit()
+	if omit.Skip("layer0/layer.tar") || (*engine.Omit)(nil).Skip("x") {
+		t.Fatal("Skip before any plan")
 	}
 }
 
@@ -623,7 +689,7 @@ func TestLoadImageIgnoresOCILayout(t *testing.T) {
 	in, a, b, _ := hostileLayout(t)
 	cleanupImage(t, a)
 	cleanupImage(t, b)
-	if err := d.LoadImage(ctx, bytes.NewReader(in), a, nil); err != nil {
+	if err := d.LoadImage(ctx, bytes.NewReader(in), a, engine.LoadOptions{}); err != nil {
 		t.Fatalf("LoadImage: %v", err)
 	}
 	if ok, err := d.HasImage(ctx, a); err != nil || !ok {
@@ -632,7 +698,7 @@ func TestLoadImageIgnoresOCILayout(t *testing.T) {
 	if ok, _ := d.HasImage(ctx, b); ok {
 		t.Fatal("the image index.json names was loaded")
 	}
-	if err := d.LoadImage(ctx, bytes.NewReader(in), b, nil); err == nil {
+	if err := d.LoadImage(ctx, bytes.NewReader(in), b, engine.LoadOptions{}); err == nil {
 		t.Fatal("the index.json image loaded under its own ID")
 	}
 }

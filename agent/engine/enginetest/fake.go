@@ -164,8 +164,8 @@ func (f *Fake) HasImage(ctx context.Context, id string) (bool, error) {
 // LoadImage implements [engine.Engine]: it reads the tarball (hashing, not
 // keeping, its entries; listing the files of those that are layer tars) and
 // takes the digest of the config that manifest.json names as the image ID.
-// sizes are not used.
-func (f *Fake) LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) error {
+// opts are not used: the fake needs every entry.
+func (f *Fake) LoadImage(ctx context.Context, r io.Reader, wantID string, opts engine.LoadOptions) error {
 	if err := f.fail("LoadImage", wantID); err != nil {
 		return err
 	}

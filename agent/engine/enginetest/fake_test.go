@@ -21,10 +21,10 @@ func TestFake(t *testing.T) {
 	}
 	other := "sha256:" + string(bytes.Repeat([]byte("0"), 64))
 	var mm *engine.ImageMismatchError
-	if err := f.LoadImage(ctx, bytes.NewReader(tarball.Bytes()), other, nil); !errors.As(err, &mm) {
+	if err := f.LoadImage(ctx, bytes.NewReader(tarball.Bytes()), other, engine.LoadOptions{}); !errors.As(err, &mm) {
 		t.Fatalf("load with wrong ID: %v", err)
 	}
-	if err := f.LoadImage(ctx, bytes.NewReader(tarball.Bytes()), id, nil); err != nil {
+	if err := f.LoadImage(ctx, bytes.NewReader(tarball.Bytes()), id, engine.LoadOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, _ := f.HasImage(ctx, id); !ok {

@@ -121,9 +121,9 @@ type timedEngine struct {
 	read               atomic.Int64
 }
 
-func (e *timedEngine) LoadImage(ctx context.Context, r io.Reader, wantID string, sizes map[string]int64) error {
+func (e *timedEngine) LoadImage(ctx context.Context, r io.Reader, wantID string, opts engine.LoadOptions) error {
 	e.loadStart = time.Now()
-	err := e.Engine.LoadImage(ctx, &countingReader{r: r, n: &e.read}, wantID, sizes)
+	err := e.Engine.LoadImage(ctx, &countingReader{r: r, n: &e.read}, wantID, opts)
 	e.loadEnd = time.Now()
 	return err
 }

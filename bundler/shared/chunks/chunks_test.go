@@ -149,3 +149,38 @@ func FuzzDecodeChunk(f *testing.F) {
 		}
 	})
 }
+
+// TestRebuildSkipping: a file skip names gets no entry and none of its
+// chunks is read (the source has none of them here); the others rebuild
+// as ever.
+func TestRebuildSkipping(t *testing.T) {
+	held, _ := zstdIndex(t, []byte("held layer"))
+	idx, blobs := zstdIndex(t, []byte("new layer"))
+	h := held.Entries[0]
+	h.Path = "held/layer.tar"
+	idx.Entries = append([]schema.ImageEntry{h}, idx.Entries...)
+	if err := idx.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var asked []string
+	var out bytes.Buffer
+	err := RebuildSkipping(context.Background(), idx, blobs, &out, nil, func(path string) bool {
+		asked = append(asked, path)
+		return path == "held/layer.tar"
+	})
+	if err != nil {
+		t.Fatalf("RebuildSkipping: %v", err)
+	}
+	if strings.Join(asked, " ") != "held/layer.tar layer.tar" {
+		t.Fatalf("skip asked for %q, want each file once, in order", asked)
+	}
+	if got := tarFile(t, out.Bytes(), "layer.tar"); string(got) != "new layer" {
+		t.Fatalf("rebuilt layer.tar: %q", got)
+	}
+	if _, err := imagetest.TarEntry(out.Bytes(), "held/layer.tar"); err == nil {
+		t.Fatal("the skipped file has an entry")
+	}
+	if err := Rebuild(context.Background(), idx, blobs, io.Discard, nil); err == nil {
+		t.Fatal("Rebuild without the held layer's chunks succeeded: the test proves nothing")
+	}
+}

@@ -61,6 +61,14 @@ type Progress func(done, total int64)
 // (see [Assemble]) and its sha256 checked at its end. Memory: two chunks.
 // A nil progress is not told anything.
 func Rebuild(ctx context.Context, idx *schema.ImageIndex, src Source, w io.Writer, progress Progress) error {
+	return RebuildSkipping(ctx, idx, src, w, progress, nil)
+}
+
+// RebuildSkipping is [Rebuild], but leaves out the files skip names: before
+// each file's entry it asks skip for the file's path, and when skip says
+// so, writes no entry for it and reads none of its chunks (the agent's
+// engine needs no layer it holds already). A nil skip leaves nothing out.
+func RebuildSkipping(ctx context.Context, idx *schema.ImageIndex, src Source, w io.Writer, progress Progress, skip func(path string) bool) error {
 	if err := idx.Validate(); err != nil {
 		return fmt.Errorf("rebuild: %w", err)
 	}
@@ -73,6 +81,11 @@ func Rebuild(ctx context.Context, idx *schema.ImageIndex, src Source, w io.Write
 	headers := &chunkReader{ctx: ctx, src: src, h: content.h}
 	tw := tar.NewWriter(w)
 	for _, e := range idx.Entries {
+		if e.Type == schema.EntryFile && skip != nil && skip(e.Path) {
+			done += e.Size
+			progress(done, total)
+			continue
+		}
 		hdr := &tar.Header{Name: e.Path, Mode: e.Mode, ModTime: epoch}
 		switch e.Type {
 		case schema.EntryFile:
