@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -95,7 +96,11 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	}
 	// Credentials are read now: a bad key or a missing known_hosts is a
 	// configuration error, said at start rather than at every poll.
-	for _, rc := range cfg.RemoteTable {
+	tables := cfg.RemoteTable
+	if cfg.StatusRemote != nil {
+		tables = append(slices.Clip(tables), *cfg.StatusRemote)
+	}
+	for _, rc := range tables {
 		if _, err := rc.Credentials().Options(rc.URL); err != nil {
 			return nil, err
 		}

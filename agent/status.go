@@ -43,8 +43,9 @@ func (a *Agent) openReporters() error {
 }
 
 // report writes node's status when it changed or a heartbeat is due, and
-// pushes the queue to the first remote that takes it. Failures are logged:
-// reports stay queued until a remote accepts them.
+// pushes the queue to the first remote that takes it (the status remote
+// when there is one, else the release remotes in order). Failures are
+// logged: reports stay queued until a remote accepts them.
 func (a *Agent) report(ctx context.Context, r runningRelease, target int64, ns *state.Node, lastErr error) {
 	rn := r.node
 	st := a.observe(ctx, r, target, ns, lastErr)
@@ -59,7 +60,7 @@ func (a *Agent) report(ctx context.Context, r runningRelease, target int64, ns *
 	}
 	a.lastReport[rn.Name] = reported{at: a.now(), status: st}
 	var pushers []report.Pusher
-	for _, url := range a.cfg.Remotes {
+	for _, url := range a.cfg.StatusURLs() {
 		if rem, err := a.remote(ctx, url); err == nil {
 			pushers = append(pushers, rem)
 		}

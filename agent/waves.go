@@ -45,7 +45,18 @@ func (a *Agent) gate(ctx context.Context, t *target, rn *schema.ReleaseNode) (st
 	for _, n := range earlier {
 		prefixes = append(prefixes, bundle.StatusPrefix+n.Name)
 	}
-	refs, err := t.remote.Refs(ctx, prefixes...)
+	// The reports are read where they are pushed: the status remote, or
+	// the remote that served the release. Either is as untrusted as any:
+	// only reports signed by each node's key count.
+	src := t.remote
+	if a.cfg.StatusRemote != nil {
+		r, err := a.remote(ctx, a.cfg.StatusRemote.URL)
+		if err != nil {
+			return "", fmt.Errorf("status remote: %w", err)
+		}
+		src = r
+	}
+	refs, err := src.Refs(ctx, prefixes...)
 	if err != nil {
 		return "", err
 	}
@@ -60,7 +71,7 @@ func (a *Agent) gate(ctx context.Context, t *target, rn *schema.ReleaseNode) (st
 		}
 	}
 	if len(fetch) > 0 {
-		if _, err := t.remote.Fetch(ctx, a.objects, repo.FetchRequest{Refs: fetch, MaxPackBytes: bundle.MaxStatusPack}); err != nil {
+		if _, err := src.Fetch(ctx, a.objects, repo.FetchRequest{Refs: fetch, MaxPackBytes: bundle.MaxStatusPack}); err != nil {
 			return "", err
 		}
 	}

@@ -72,6 +72,11 @@ type FleetOptions struct {
 	// Stale is the report age beyond which a verified report is stale
 	// (default DefaultStale).
 	Stale time.Duration
+	// Status, if set, is the repository the status branches are read
+	// from (the agents' status_remote); nil: the release repository. It
+	// is trusted no more than any: each report is checked against its
+	// node's status key from the verified release.
+	Status *repo.Remote
 }
 
 // DefaultStale is three default agent heartbeats.
@@ -92,10 +97,21 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	if opts.Stale <= 0 {
 		opts.Stale = DefaultStale
 	}
-	// The status branches only, not the image tags.
-	head, err := r.Sync(ctx, bundle.StatusPrefix)
+	// The status branches only, not the image tags; from a status
+	// repository of their own, the release and root refs only here.
+	src, prefix := r.Remote, bundle.StatusPrefix
+	if opts.Status != nil {
+		src, prefix = opts.Status, bundle.ReleasesRef
+	}
+	head, err := r.Sync(ctx, prefix)
 	if err != nil {
 		return nil, err
+	}
+	statusRefs := head.Refs
+	if opts.Status != nil {
+		if statusRefs, err = src.Refs(ctx, bundle.StatusPrefix); err != nil {
+			return nil, fmt.Errorf("fleet status: status repository %s: %w", src, err)
+		}
 	}
 	if head.Releases.IsZero() {
 		return nil, errors.New("fleet status: no release yet: the node list comes from the newest release")
@@ -123,7 +139,7 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	var haves []plumbing.Hash
 	for _, n := range v.Release.Nodes {
 		listed[n.Name] = true
-		id := head.Refs[bundle.StatusPrefix+n.Name]
+		id := statusRefs[bundle.StatusPrefix+n.Name]
 		if id.IsZero() {
 			continue
 		}
@@ -136,10 +152,10 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	}
 	heads := map[string]plumbing.Hash{}
 	for _, n := range v.Release.Nodes {
-		heads[n.Name] = head.Refs[bundle.StatusPrefix+n.Name]
+		heads[n.Name] = statusRefs[bundle.StatusPrefix+n.Name]
 	}
 	if len(fetch) > 0 {
-		got, err := r.Remote.Fetch(ctx, r.Cache, repo.FetchRequest{Refs: fetch, Haves: haves, MaxPackBytes: bundle.MaxStatusPack})
+		got, err := src.Fetch(ctx, r.Cache, repo.FetchRequest{Refs: fetch, Haves: haves, MaxPackBytes: bundle.MaxStatusPack})
 		if err != nil {
 			return nil, fmt.Errorf("fleet status: fetch status branches: %w", err)
 		}
@@ -171,14 +187,14 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 		f.Nodes = append(f.Nodes, nr)
 	}
 	var unknown []string
-	for ref := range head.Refs {
+	for ref := range statusRefs {
 		if node, ok := strings.CutPrefix(ref, bundle.StatusPrefix); ok && !listed[node] {
 			unknown = append(unknown, node)
 		}
 	}
 	sort.Strings(unknown)
 	for _, node := range unknown {
-		nr := bundle.NodeReport{Node: node, State: bundle.ReportUnknown, Commit: head.Refs[bundle.StatusPrefix+node].String(),
+		nr := bundle.NodeReport{Node: node, State: bundle.ReportUnknown, Commit: statusRefs[bundle.StatusPrefix+node].String(),
 			Problem: fmt.Sprintf("release %d lists no node %q; the branch is not read", v.Release.Version, node)}
 		if err := schema.CheckName(node); err != nil {
 			// A name no node can have (escape sequences, say) is the

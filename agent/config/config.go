@@ -30,6 +30,11 @@ type Config struct {
 	// RemoteTable are the remotes with credentials ([[remote]]); after
 	// Load it holds every remote, in order, those of Remotes too.
 	RemoteTable []Remote `toml:"remote"`
+	// StatusRemote, if set, is where the agent pushes its nodes' status
+	// branches and reads the earlier waves' reports from ([status_remote]:
+	// a URL and the credentials of a [[remote]] table), so that the release
+	// remotes hold no status branch. Unset: the release remotes, as ever.
+	StatusRemote *Remote `toml:"status_remote"`
 	// Root is the pinned trust root file (root-N.toml, with root-N.toml.sig
 	// beside it when N > 1 is pinned after a rotation).
 	Root string `toml:"root"`
@@ -86,14 +91,28 @@ func (r Remote) Credentials() repo.Credentials {
 		PasswordFile: r.PasswordFile, CAFile: r.CAFile}
 }
 
-// Remote returns the remote with the given URL (as listed in Remotes).
+// Remote returns the remote with the given URL (as listed in Remotes, or
+// the status remote).
 func (c *Config) Remote(url string) (Remote, bool) {
 	for _, r := range c.RemoteTable {
 		if r.URL == url {
 			return r, true
 		}
 	}
+	if c.StatusRemote != nil && c.StatusRemote.URL == url {
+		return *c.StatusRemote, true
+	}
 	return Remote{}, false
+}
+
+// StatusURLs are the remotes status reports are pushed to, in order, and
+// (the first) where the earlier waves' reports are read: the status remote
+// when there is one, else the release remotes.
+func (c *Config) StatusURLs() []string {
+	if c.StatusRemote != nil {
+		return []string{c.StatusRemote.URL}
+	}
+	return c.Remotes
 }
 
 // Node is one fleet node run by this host.
@@ -249,42 +268,62 @@ func (c *Config) validateRemotes() error {
 	seen := map[string]bool{}
 	for i := range c.RemoteTable {
 		r := &c.RemoteTable[i]
-		shown := repo.RedactURL(r.URL)
 		if r.URL == "" {
 			return fmt.Errorf("[[remote]] %d: no url", i+1)
 		}
-		if isURL(r.URL) {
-			u, err := url.Parse(r.URL)
-			if err != nil {
-				return fmt.Errorf("remote %q: %w", shown, repo.URLParseError(err))
-			}
-			switch u.Scheme {
-			case "http", "https", "git", "ssh", "file":
-			default:
-				return fmt.Errorf("remote %q: scheme %q is not one of http, https, git, ssh, file", shown, u.Scheme)
-			}
-			if _, ok := u.User.Password(); ok && r.PasswordFile != "" {
-				return fmt.Errorf("remote %q: a password in the URL and a password_file: keep it in the file only", shown)
-			}
-		} else {
-			r.URL = c.abs(r.URL)
+		if err := c.checkRemote(r, "remote"); err != nil {
+			return err
 		}
 		if seen[r.URL] {
-			return fmt.Errorf("remote %q listed twice", shown)
+			return fmt.Errorf("remote %q listed twice", repo.RedactURL(r.URL))
 		}
 		seen[r.URL] = true
-		for _, p := range []*string{&r.SSHKey, &r.KnownHosts, &r.PasswordFile, &r.CAFile} {
-			if *p != "" {
-				*p = c.abs(*p)
-			}
-		}
-		if r.Username != "" && r.PasswordFile == "" {
-			return fmt.Errorf("remote %q: username without password_file", shown)
-		}
-		if err := r.Credentials().Check(); err != nil {
-			return fmt.Errorf("remote %q: %w", shown, err)
-		}
 		c.Remotes = append(c.Remotes, r.URL)
+	}
+	if r := c.StatusRemote; r != nil {
+		if r.URL == "" {
+			return fmt.Errorf("[status_remote]: no url")
+		}
+		if err := c.checkRemote(r, "status_remote"); err != nil {
+			return err
+		}
+		if seen[r.URL] {
+			return fmt.Errorf("status_remote %q is also a release remote: leave [status_remote] out to push status there", repo.RedactURL(r.URL))
+		}
+	}
+	return nil
+}
+
+// checkRemote checks a [[remote]] or [status_remote] table (what names it
+// in errors) and resolves its paths against agent.toml.
+func (c *Config) checkRemote(r *Remote, what string) error {
+	shown := repo.RedactURL(r.URL)
+	if isURL(r.URL) {
+		u, err := url.Parse(r.URL)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", what, shown, repo.URLParseError(err))
+		}
+		switch u.Scheme {
+		case "http", "https", "git", "ssh", "file":
+		default:
+			return fmt.Errorf("%s %q: scheme %q is not one of http, https, git, ssh, file", what, shown, u.Scheme)
+		}
+		if _, ok := u.User.Password(); ok && r.PasswordFile != "" {
+			return fmt.Errorf("%s %q: a password in the URL and a password_file: keep it in the file only", what, shown)
+		}
+	} else {
+		r.URL = c.abs(r.URL)
+	}
+	for _, p := range []*string{&r.SSHKey, &r.KnownHosts, &r.PasswordFile, &r.CAFile} {
+		if *p != "" {
+			*p = c.abs(*p)
+		}
+	}
+	if r.Username != "" && r.PasswordFile == "" {
+		return fmt.Errorf("%s %q: username without password_file", what, shown)
+	}
+	if err := r.Credentials().Check(); err != nil {
+		return fmt.Errorf("%s %q: %w", what, shown, err)
 	}
 	return nil
 }

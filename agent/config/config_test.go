@@ -166,3 +166,59 @@ url = "mirror"
 		}
 	}
 }
+
+// TestStatusRemote: [status_remote] takes the keys of a [[remote]] table,
+// checked and resolved the same way; it is where reports go, and it is not
+// one of the release remotes.
+func TestStatusRemote(t *testing.T) {
+	dir := t.TempDir()
+	for name, mode := range map[string]os.FileMode{"token": 0o600, "loose": 0o644} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("x\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	top := "remotes = [\"git://h/r.git\"]\nroot = \"root-1.toml\"\nstate_dir = \"state\"\n"
+	rest := "[[node]]\nname = \"cn\"\nkey = \"cn.key\"\n"
+	c, err := Parse(filepath.Join(dir, "agent.toml"), []byte(top+`
+[status_remote]
+url = "https://git.example.com/ops/status.git"
+username = "pullship"
+password_file = "token"
+ca_file = "ca.pem"
+`+rest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr, ok := c.Remote("https://git.example.com/ops/status.git")
+	if !ok || sr.PasswordFile != filepath.Join(dir, "token") || sr.CAFile != filepath.Join(dir, "ca.pem") || sr.Username != "pullship" {
+		t.Fatalf("status remote: %+v (found %v)", sr, ok)
+	}
+	if got := c.StatusURLs(); len(got) != 1 || got[0] != sr.URL || len(c.Remotes) != 1 {
+		t.Fatalf("StatusURLs = %v, Remotes = %v", got, c.Remotes)
+	}
+	if c, err = Parse(filepath.Join(dir, "agent.toml"), []byte(top+rest)); err != nil || strings.Join(c.StatusURLs(), " ") != "git://h/r.git" {
+		t.Fatalf("without a status remote: %v, %v", c.StatusURLs(), err)
+	}
+	if c, err = Parse(filepath.Join(dir, "agent.toml"), []byte(top+"[status_remote]\nurl = \"status\"\n"+rest)); err != nil ||
+		c.StatusRemote.URL != filepath.Join(dir, "status") {
+		t.Fatalf("a directory status remote: %+v, %v", c.StatusRemote, err)
+	}
+
+	for _, tc := range []struct{ src, want string }{
+		{"[status_remote]\nurl = \"https://h/s.git\"\npassword_file = \"loose\"\n", "status_remote \"https://h/s.git\": password file " + filepath.Join(dir, "loose") + " has mode 0644"},
+		{"[status_remote]\nurl = \"https://u:hunter2@h/s.git\"\npassword_file = \"token\"\n", "keep it in the file only"},
+		{"[status_remote]\nurl = \"https://h/s.git\"\nusername = \"u\"\n", "status_remote \"https://h/s.git\": username without password_file"},
+		{"[status_remote]\nurl = \"ftp://h/s.git\"\n", "status_remote \"ftp://h/s.git\": scheme \"ftp\""},
+		{"[status_remote]\nurl = \"git://h/r.git\"\n", "also a release remote"},
+		{"[status_remote]\nssh_key = \"token\"\n", "[status_remote]: no url"},
+		{"[status_remote]\nurl = \"git://h/s.git\"\nbogus = 1\n", "unknown key"},
+	} {
+		_, err := Parse(filepath.Join(dir, "agent.toml"), []byte(top+tc.src+rest))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("error carries the URL's password: %v", err)
+		}
+	}
+}

@@ -16,16 +16,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
 )
 
 type statusOptions struct {
 	repoFlags
-	root     string
-	asJSON   bool
-	watch    bool
-	interval time.Duration
-	stale    time.Duration
+	statusRepo  string
+	statusCreds credFlags
+	root        string
+	asJSON      bool
+	watch       bool
+	interval    time.Duration
+	stale       time.Duration
 }
 
 func newStatusCmd(env Env) *cobra.Command {
@@ -43,15 +46,22 @@ Flags: STALE (report older than --stale), FORGED (signed by another key),
 UNSIGNED, INVALID (malformed, or about another node), MISSING (no branch),
 UNKNOWN (a branch for a node the release does not list). The content of
 forged, unsigned and invalid reports is not shown; status exits with code 3
-when there is any.`,
+when there is any.
+
+With --status-repo, the status branches are read from that repository (where
+agents with a status_remote push them) and the release from --repo; a status
+repository is trusted no more than the release repository.`,
 		Example: `  pullship status --repo https://git.example.com/fleet.git --root root-1.toml
   pullship status --repo /srv/git/fleet.git --root root-1.toml --watch
-  pullship status --repo /srv/git/fleet.git --root root-1.toml --json`,
+  pullship status --repo /srv/git/fleet.git --root root-1.toml --json
+  pullship status --repo https://git.example.com/fleet.git --status-repo https://git.example.com/fleet-status.git --root root-1.toml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runStatus(cmd.Context(), env, o) },
 	}
 	o.repoFlags.register(cmd)
 	f := cmd.Flags()
+	f.StringVar(&o.statusRepo, "status-repo", "", "read the status branches from this repository (the agents' status_remote) instead of --repo")
+	o.statusCreds.register(cmd, "status-", "the status repository")
 	f.StringVar(&o.root, "root", "", "the pinned trust root (root-N.toml) releases are verified against")
 	f.BoolVar(&o.asJSON, "json", false, "print JSON (one object per refresh with --watch)")
 	f.BoolVar(&o.watch, "watch", false, "refresh until interrupted (in place on a terminal)")
@@ -75,6 +85,11 @@ func runStatus(ctx context.Context, env Env, o statusOptions) error {
 		return err
 	}
 	opts := bundler.FleetOptions{Stale: o.stale}
+	if o.statusRepo != "" {
+		if opts.Status, err = o.openStatusRepo(ctx); err != nil {
+			return err
+		}
+	}
 	if !o.watch {
 		f, err := r.FleetStatus(ctx, pinned, time.Now().UTC(), opts)
 		if err != nil {
@@ -109,6 +124,20 @@ func runStatus(ctx context.Context, env Env, o statusOptions) error {
 		case <-time.After(o.interval):
 		}
 	}
+}
+
+// openStatusRepo opens --status-repo with the --status-* credentials.
+func (o *statusOptions) openStatusRepo(ctx context.Context) (*repo.Remote, error) {
+	url := absURL(o.statusRepo)
+	opts, err := o.statusCreds.options(url)
+	if err != nil {
+		return nil, err
+	}
+	r, err := repo.Open(ctx, url, opts)
+	if err != nil {
+		return nil, fmt.Errorf("status repository: %w", err)
+	}
+	return r, nil
 }
 
 // fleetError refuses a fleet view that holds forged, unsigned or invalid

@@ -1,0 +1,245 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pullship/pullship/agent"
+	"github.com/pullship/pullship/agent/config"
+	"github.com/pullship/pullship/agent/engine/enginetest"
+	"github.com/pullship/pullship/bundler/bundlertest"
+	"github.com/pullship/pullship/bundler/cli"
+	"github.com/pullship/pullship/bundler/image/imagetest"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
+)
+
+// TestStatusRemote: two nodes in two waves whose agents poll the release
+// repository over git daemon and push their status to a repository of its
+// own over git http-backend ([status_remote]). The wave 2 node waits until
+// it reads, from the status repository, the wave 1 node's signed report
+// that it is healthy on the release; `pullship status --status-repo` shows
+// both reports; the release repository gets no status branch.
+func TestStatusRemote(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := bundlertest.NewEnv(t)
+	releases := gittest.Daemon(t, env.Dir).URL + "/releases.git"
+	statusBase := t.TempDir()
+	statusDir := gittest.InitBare(t, statusBase, "status.git")
+	status := gittest.HTTP(t, statusBase, nil) + "/status.git"
+
+	suffix := randHex(3)
+	imgPath, _ := bundlertest.WriteImage(t, filepath.Join(env.Dir, "img.tar"),
+		imagetest.File{Path: "pingsrv", Mode: 0o755, Data: []byte("pingsrv, as the fake engine runs it")})
+	eng := enginetest.NewFake()
+	eng.ExecFunc = enginetest.PingsrvExec
+	fleetDir := filepath.Join(env.Dir, "fleet")
+	must(t, os.MkdirAll(fleetDir, 0o755))
+	agents := map[string]*agent.Agent{}
+	logs := map[string]*bytes.Buffer{}
+	var nodes strings.Builder
+	for i, n := range []string{"cn", "sg"} {
+		k := bundlertest.NewKey(t, fleetDir, n)
+		fmt.Fprintf(&nodes, "\n[[node]]\nname = %q\nregion = %q\nwave = %d\naddress = \"10.0.0.%d/24\"\nstatus_key = %q\n", n, n, i+1, i+1, n+".pub")
+		p := filepath.Join(env.Dir, "agent-"+n+".toml")
+		must(t, os.WriteFile(p, []byte(fmt.Sprintf(`remotes = [%q]
+root = %q
+state_dir = %q
+allowed_dirs = [%q]
+
+[status_remote]
+url = %q
+
+[[node]]
+name = %q
+key = %q
+`, releases, env.Root, filepath.Join(env.Dir, "state-"+n), filepath.Join(env.Dir, "etc"), status, n, k.KeyPath)), 0o644))
+		cfg, err := config.Load(p)
+		must(t, err)
+		logs[n] = &bytes.Buffer{}
+		a, err := agent.New(cfg, agent.Options{Engine: eng, Logger: slog.New(slog.NewTextHandler(logs[n], nil))})
+		must(t, err)
+		defer a.Close()
+		agents[n] = a
+	}
+	must(t, os.WriteFile(filepath.Join(fleetDir, "conf.tmpl"), []byte("v1 {{.Node}}\n"), 0o644))
+	must(t, os.WriteFile(filepath.Join(fleetDir, "fleet.toml"), []byte(fmt.Sprintf(`[service]
+image = "pullship-test/ping:1"
+container = "pullship-test-{{.Node}}-%s"
+entrypoint = ["/pingsrv"]
+reload = { action = "restart" }
+health = { command = ["/pingsrv", "ping"], expect = "pong", timeout = "5s" }
+
+[[template]]
+name = "app.conf"
+source = "conf.tmpl"
+target = "%s/{{.Node}}/app.conf"
+
+[attach]
+driver = "none"
+`, suffix, filepath.Join(env.Dir, "etc"))+nodes.String()), 0o644))
+	env.Cut(t, filepath.Join(fleetDir, "fleet.toml"), imgPath)
+
+	once := func(n string, want agent.Outcome) {
+		t.Helper()
+		out, err := agents[n].Once(ctx)
+		if out != want || err != nil {
+			t.Fatalf("%s: once = %v, %v; want %v\n%s", n, out, err, want, logs[n])
+		}
+	}
+	once("sg", agent.Nothing)
+	if !strings.Contains(logs["sg"].String(), "node cn (wave 1) has not reported yet") {
+		t.Fatalf("sg's log does not say why it waits:\n%s", logs["sg"])
+	}
+	once("cn", agent.Converged)
+	once("sg", agent.Converged)
+
+	branches := func(dir string) string {
+		out, err := exec.Command("git", "-C", dir, "for-each-ref", "--format=%(refname)", "refs/heads/status/").CombinedOutput()
+		if err != nil {
+			t.Fatalf("git for-each-ref in %s: %v\n%s", dir, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := branches(env.Repo); got != "" {
+		t.Errorf("the release repository has status branches:\n%s", got)
+	}
+	if got, want := branches(statusDir), "refs/heads/status/cn\nrefs/heads/status/sg"; got != want {
+		t.Errorf("status repository branches:\n%s\nwant:\n%s", got, want)
+	}
+
+	var out, errb bytes.Buffer
+	code := cli.Main(cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }},
+		[]string{"status", "--repo", releases, "--status-repo", status, "--root", env.Root, "--cache", filepath.Join(env.Dir, "cli-cache")})
+	t.Logf("pullship status --status-repo:\n%s", out.String())
+	if code != 0 || strings.Contains(out.String(), "MISSING") || !strings.Contains(out.String(), "wave 2 (sg): 1/1  done") {
+		t.Fatalf("pullship status --status-repo: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	for _, n := range []string{"cn", "sg"} {
+		if !strings.Contains(out.String(), "\n"+n+" ") {
+			t.Errorf("pullship status --status-repo shows no row for %s", n)
+		}
+	}
+	// The release repository alone has no report to show.
+	out.Reset()
+	errb.Reset()
+	code = cli.Main(cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }},
+		[]string{"status", "--repo", releases, "--root", env.Root, "--cache", filepath.Join(env.Dir, "cli-cache-2")})
+	if code != 0 || strings.Count(out.String(), "MISSING") != 2 {
+		t.Fatalf("pullship status without --status-repo: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+}
+
+// addBranches creates n status branches of other nodes
+// (refs/heads/status/other-NNNNN) in the bare repository dir, on a commit
+// of their own, and packs the refs as a server's would be.
+func addBranches(t *testing.T, dir string, n int) {
+	t.Helper()
+	git := func(stdin string, args ...string) string {
+		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("git %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	tree := git("", "hash-object", "-w", "-t", "tree", "--stdin")
+	commit := git("", "commit-tree", tree, "-m", "another node's report")
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "create refs/heads/status/other-%05d %s\n", i, commit)
+	}
+	git(b.String(), "update-ref", "--stdin")
+	git("", "pack-refs", "--all")
+}
+
+// TestStatusRemotePushBytes measures what an agent's heartbeat pass costs
+// on the wire when the release repository holds 10,000 status branches
+// (other fleets', or this one's from before): its status pushed there,
+// and pushed instead to a status repository of its own holding 1,000 or
+// 100 branches (the fleet's own, a region's). Receive-pack advertises
+// every ref of the repository pushed to, so the push costs what that
+// repository holds; the poll of the release repository stays flat
+// (docs/operations.md, "What a poll and a status push cost on the wire").
+func TestStatusRemotePushBytes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 branches: not in -short")
+	}
+	for _, tc := range []struct {
+		name   string
+		status int // branches in the status repository; -1: none (status goes to the release repository)
+	}{{"release-repository", -1}, {"status-repository-1000", 1000}, {"status-repository-100", 100}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHost(t)
+			h.release(h.image("a"), "version = 1\n", ping)
+			addBranches(t, h.env.Repo, 10000)
+			statusDir := gittest.InitBare(t, h.env.Dir, "status.git")
+			if tc.status > 0 {
+				addBranches(t, statusDir, tc.status)
+			}
+			srv := gittest.Daemon(t, h.env.Dir)
+			rel, err := gittest.NewCutProxy(srv.URL+"/releases.git", 0)
+			must(t, err)
+			defer rel.Close()
+			st, err := gittest.NewCutProxy(srv.URL+"/status.git", 0)
+			must(t, err)
+			defer st.Close()
+			statusTable := ""
+			if tc.status >= 0 {
+				statusTable = fmt.Sprintf("[status_remote]\nurl = %q\n\n", st.URL)
+			}
+			p := filepath.Join(h.env.Dir, "agent.toml")
+			must(t, os.WriteFile(p, []byte(fmt.Sprintf("remotes = [%q]\nroot = %q\nstate_dir = %q\nallowed_dirs = [%q]\n\n%s[[node]]\nname = %q\nkey = \"node.key\"\n",
+				rel.URL, h.env.Root, filepath.Join(h.env.Dir, "state"), h.etc, statusTable, h.node)), 0o644))
+			cfg, err := config.Load(p)
+			must(t, err)
+			now := time.Now()
+			a := openAgent(t, cfg, agent.Options{Engine: h.eng, Clock: func() time.Time { return now },
+				Logger: slog.New(slog.NewTextHandler(&h.log, nil))})
+			defer a.Close()
+			if out, err := a.Once(t.Context()); err != nil || out != agent.Converged {
+				t.Fatalf("first pass: %v %v\n%s", out, err, h.log.String())
+			}
+			relUp, relDown := rel.Bytes()
+			stUp, stDown := st.Bytes()
+			now = now.Add(cfg.Heartbeat.Duration + time.Minute) // a heartbeat is due
+			if out, err := a.Once(t.Context()); err != nil || out != agent.Nothing {
+				t.Fatalf("heartbeat pass: %v %v\n%s", out, err, h.log.String())
+			}
+			relUp2, relDown2 := rel.Bytes()
+			stUp2, stDown2 := st.Bytes()
+			relPass := (relUp2 - relUp) + (relDown2 - relDown)
+			stPass := (stUp2 - stUp) + (stDown2 - stDown)
+			t.Logf("10,000 status branches in the release repository, %s: heartbeat pass: release repository %d B up, %d B down; status repository %d B up, %d B down",
+				tc.name, relUp2-relUp, relDown2-relDown, stUp2-stUp, stDown2-stDown)
+			if tc.status < 0 {
+				if relDown2-relDown < 10000*60 || stPass != 0 {
+					t.Errorf("status pushed to the release repository: %d B down from it (its refs advertised), %d B to the status repository", relDown2-relDown, stPass)
+				}
+				return
+			}
+			// The release repository sees the idle poll only; the push
+			// costs what the status repository holds.
+			if relPass > 2048 {
+				t.Errorf("release repository: %d B in a heartbeat pass, want the idle poll alone (≤ 2 KB)", relPass)
+			}
+			if stDown2-stDown < int64(tc.status)*60 || stDown2-stDown > int64(tc.status+10)*100 {
+				t.Errorf("status push: %d B down for a repository of %d branches", stDown2-stDown, tc.status)
+			}
+			out, err := exec.Command("git", "-C", h.env.Repo, "for-each-ref", "refs/heads/status/"+h.node).CombinedOutput()
+			if err != nil || len(out) != 0 {
+				t.Errorf("the release repository has the node's status branch: %s %v", out, err)
+			}
+		})
+	}
+}
