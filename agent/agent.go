@@ -114,6 +114,13 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 		st.Close()
 		return nil, err
 	}
+	objects.SetBudget(cfg.StoreBudget())
+	// What a crash left mid-write (a pack without its index, temporary
+	// files) counts against the budget until it goes.
+	if _, err := objects.RemoveGarbage(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	trust, err := bundle.OpenTrust(st.Path(TrustedRootsDir), pinned)
 	if err != nil {
 		st.Close()
@@ -277,6 +284,7 @@ func (a *Agent) pollOne(ctx context.Context, url string, st *state.State) (*targ
 		return nil, fmt.Errorf("no releases yet")
 	}
 	if !a.objects.HasObject(head) {
+		a.makeRoom(bundle.MaxHistoryPack)
 		var haves []plumbing.Hash
 		if h, err := a.objects.Ref(acceptedRef); err == nil {
 			haves = append(haves, h)

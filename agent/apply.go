@@ -666,6 +666,11 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrVerify, err)
 	}
+	// The fetch is bounded by what the store's budget leaves; when that is
+	// less than the chunks it lacks may take, the store is collected
+	// first, keeping the chunks of the image it holds (an earlier try's).
+	need, held := missingChunks(a.objects, idx)
+	a.makeRoom(need, append(held, t.v.Commit)...)
 	// load fetches and loads the image from r; retry says whether another
 	// remote might do better (the data was bad, not the engine).
 	load := func(r *repo.Remote) (retry bool, err error) {
@@ -708,6 +713,10 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 		case bundle.IsNetworkError(ferr):
 			a.cutImages[img.Digest] = ferr
 		}
+		if errors.Is(ferr, repo.ErrStoreBudget) {
+			// The store's, not the remote's: no other remote does better.
+			return false, fmt.Errorf("image %s: %w (store_budget_mib = %d in agent.toml)", img.Name, ferr, a.cfg.StoreBudgetMiB)
+		}
 		if ferr != nil {
 			var om *repo.ObjectMismatchError
 			var sm *repo.SizeMismatchError
@@ -746,6 +755,33 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	a.log.Info("image loaded", "node", rn.Name, "image", img.Name, "id", img.Digest, "bytes", idx.TotalSize(), "remote", from.String(),
 		"took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// missingChunks returns what a pack of the chunks of idx that st lacks
+// may take (their stored sizes and git's overhead, as the fetch bounds
+// it), and the chunks st holds.
+func missingChunks(st *repo.Store, idx *schema.ImageIndex) (int64, []plumbing.Hash) {
+	var need int64
+	var held []plumbing.Hash
+	for _, c := range bundle.NewChunkSet(idx).List() {
+		id := plumbing.NewHash(c.Blob)
+		if st.HasObject(id) {
+			held = append(held, id)
+			continue
+		}
+		need += c.StoredSize() + 1024
+	}
+	return need + 1<<20, held
+}
+
+// makeRoom collects the object store when its budget leaves less than
+// need, keeping extra too (what the fetch about to start builds on): a
+// fetch is then bounded by what the budget leaves after the collection.
+func (a *Agent) makeRoom(need int64, extra ...plumbing.Hash) {
+	if room, err := a.objects.Room(); err == nil && room < need {
+		a.log.Info("object store near its budget; collecting", "room_bytes", room, "need_bytes", need)
+		a.collect(extra...)
+	}
 }
 
 // resumed counts and logs each resume of an image fetch from r: a request

@@ -2,14 +2,19 @@ package agent_test
 
 import (
 	"crypto/rand"
+	"errors"
 	"io/fs"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/pullship/pullship/agent"
+	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/bundler/bundlertest"
+	"github.com/pullship/pullship/bundler/image/imagetest"
 	"github.com/pullship/pullship/bundler/shared/bundle"
 	"github.com/pullship/pullship/bundler/shared/repo"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 )
 
 // storeBytes is the size of the agent's object store on disk.
@@ -81,5 +86,62 @@ func TestJunkCannotGrowStore(t *testing.T) {
 	}
 	if _, ok := refs[bundle.ImageTag(h.images[1])]; !ok {
 		t.Errorf("the tag of the running image is gone: %v", refs)
+	}
+}
+
+// TestStoreBudget: a release whose new image does not fit in what the
+// object store's budget (store_budget_mib) leaves is not applied: the
+// pass fails with an error naming the budget, the node keeps running the
+// release before (container, files), and the store stays within its
+// budget, holding no more than before the fetch. Raised, the budget lets
+// the same release through. From a directory remote (whose copy is
+// refused before it starts) and from git daemon (whose pack is read no
+// further than the budget leaves).
+func TestStoreBudget(t *testing.T) {
+	for _, remote := range []string{"directory", "git daemon"} {
+		t.Run(remote, func(t *testing.T) {
+			h := newHost(t)
+			if remote == "git daemon" {
+				h.setRemotes(gittest.Daemon(t, h.env.Dir).URL + "/releases.git")
+			}
+			ping := `["/pingsrv", "ping"]`
+			h.release(h.image("a"), "version = 1\nnode = {{.Node}}\n", ping)
+			if out, err := h.once(); err != nil || out != agent.Converged {
+				t.Fatalf("release 1: %v %v\n%s", out, err, h.log.String())
+			}
+			// An image with 4 MiB of its own (random: zstd keeps its size).
+			big := make([]byte, 4<<20)
+			rand.Read(big)
+			p, id := bundlertest.WriteImage(t, filepath.Join(h.env.Dir, "img-big.tar"),
+				imagetest.File{Path: "pingsrv", Mode: 0o755, Data: h.pingsrv},
+				imagetest.File{Path: "big", Data: big})
+			h.images = append(h.images, id)
+			h.release(p, "version = 2\nnode = {{.Node}}\n", ping)
+			before := h.storeBytes()
+			h.cfg.StoreBudgetMiB = before>>20 + 2 // what is there, and 1-2 MiB more
+			snap := h.snap()
+			out, err := h.once()
+			after := h.storeBytes()
+			t.Logf("budget %d MiB: store %d bytes before, %d after; %v %v", h.cfg.StoreBudgetMiB, before, after, out, err)
+			if err == nil || !errors.Is(err, repo.ErrStoreBudget) || !strings.Contains(err.Error(), "store_budget_mib") {
+				t.Fatalf("release 2 beyond the budget: %v %v, want an error naming the budget\n%s", out, err, h.log.String())
+			}
+			h.unchanged(t, snap, false)
+			if after > h.cfg.StoreBudget() {
+				t.Errorf("the store holds %d bytes, over its budget of %d", after, h.cfg.StoreBudget())
+			}
+			if after > before+64<<10 {
+				t.Errorf("the store grew from %d to %d bytes", before, after)
+			}
+
+			h.cfg.StoreBudgetMiB = config.DefaultStoreBudgetMiB
+			if out, err := h.once(); err != nil || out != agent.Converged {
+				t.Fatalf("release 2 within the budget: %v %v\n%s", out, err, h.log.String())
+			}
+			if c := h.container(); c.ImageID != id {
+				t.Fatalf("release 2 not applied: container runs %s", c.ImageID)
+			}
+			t.Logf("release 2 applied: store %d bytes", h.storeBytes())
+		})
 	}
 }

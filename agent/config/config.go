@@ -52,6 +52,9 @@ type Config struct {
 	// (or takes) nothing for this long; the next remote is tried
 	// (default 60s).
 	StallTimeout Duration `toml:"stall_timeout"`
+	// StoreBudgetMiB bounds the object store on disk, in MiB (default
+	// DefaultStoreBudgetMiB): a fetch that would take it beyond is refused.
+	StoreBudgetMiB int64 `toml:"store_budget_mib"`
 	// DockerHost overrides DOCKER_HOST (e.g. unix:///var/run/docker.sock).
 	DockerHost string `toml:"docker_host"`
 	// MetricsAddr serves Prometheus metrics at /metrics when set.
@@ -235,6 +238,12 @@ func (c *Config) validate() error {
 	if c.StallTimeout.Duration < 100*time.Millisecond || c.StallTimeout.Duration > time.Hour {
 		return fmt.Errorf("stall_timeout %s: must be between 100ms and 1h", c.StallTimeout)
 	}
+	if c.StoreBudgetMiB == 0 {
+		c.StoreBudgetMiB = DefaultStoreBudgetMiB
+	}
+	if c.StoreBudgetMiB < MinStoreBudgetMiB || c.StoreBudgetMiB > 1<<30 {
+		return fmt.Errorf("store_budget_mib %d: must be between %d and %d", c.StoreBudgetMiB, MinStoreBudgetMiB, 1<<30)
+	}
 	switch c.LogFormat {
 	case "":
 		c.LogFormat = "text"
@@ -252,6 +261,21 @@ func (c *Config) validate() error {
 	}
 	return nil
 }
+
+// DefaultStoreBudgetMiB is the object store's budget unless agent.toml
+// says otherwise: 4 GiB holds the running release's images and an
+// update's beside them (old and new, up to about 1.8 GiB of chunks each),
+// the release history (a fetch of it is bounded at 256 MiB) and the
+// peers' status branches, while a disk filled by junk stops at 4 GiB.
+// Hosts of bigger images raise it (see docs/operations.md).
+const DefaultStoreBudgetMiB = 4096
+
+// MinStoreBudgetMiB is the smallest budget agent.toml may set: room for
+// a release history and a few small images.
+const MinStoreBudgetMiB = 64
+
+// StoreBudget is the object store's budget in bytes.
+func (c *Config) StoreBudget() int64 { return c.StoreBudgetMiB << 20 }
 
 func (c *Config) validateRemotes() error {
 	switch {

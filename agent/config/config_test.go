@@ -28,7 +28,8 @@ key = "cn.key"
 	if c.Remotes[1] != "/etc/pullship/mirror" || c.Root != "/etc/pullship/root-1.toml" || c.Nodes[0].Key != "/etc/pullship/cn.key" {
 		t.Fatalf("relative paths not resolved: %+v", c)
 	}
-	if c.PollInterval.Duration != 5*time.Second || c.Heartbeat.Duration != 24*time.Hour || c.LogFormat != "text" {
+	if c.PollInterval.Duration != 5*time.Second || c.Heartbeat.Duration != 24*time.Hour || c.LogFormat != "text" ||
+		c.StoreBudget() != DefaultStoreBudgetMiB<<20 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	for p, want := range map[string]bool{
@@ -58,6 +59,8 @@ func TestParseErrors(t *testing.T) {
 		{base + "allowed_dirs = [\"/etc/../x\"]\n" + node, "allowed_dirs"},
 		{base + "poll_interval = \"1ns\"\n" + node, "poll_interval"},
 		{base + "log_format = \"xml\"\n" + node, "log_format"},
+		{base + "store_budget_mib = 10\n" + node, "store_budget_mib 10: must be between 64"},
+		{base + "store_budget_mib = -1\n" + node, "store_budget_mib"},
 		{base + "metrics_addr = \"nope\"\n" + node, "metrics_addr"},
 	} {
 		_, err := Parse("agent.toml", []byte(tc.src))

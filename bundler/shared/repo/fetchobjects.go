@@ -124,6 +124,9 @@ func (f *ObjectFetcher) fetch(ctx context.Context, local *Store, req ObjectsRequ
 	if len(wants) == 0 {
 		return nil
 	}
+	if err := local.checkRoom(req.MaxPackBytes); err != nil {
+		return err
+	}
 	if f.r.dir != nil {
 		f.r.dir.reload()
 		for _, w := range wants {
@@ -140,7 +143,7 @@ func (f *ObjectFetcher) fetch(ctx context.Context, local *Store, req ObjectsRequ
 		defer lock.Unlock()
 		return local.installSpooled(sp)
 	}
-	lim := packLimits{inflate: req.MaxInflatedBytes, objects: req.MaxObjects, wants: wants}
+	lim := packLimits{pack: req.MaxPackBytes, inflate: req.MaxInflatedBytes, objects: req.MaxObjects, wants: wants}
 	if lim.inflate <= 0 {
 		lim.inflate = 16 * req.MaxPackBytes
 	}
@@ -327,6 +330,10 @@ func (r *Remote) copyFromDir(ctx context.Context, local *Store, wants []plumbing
 	if err == nil && total > limit {
 		// The pack writer holds every object to its declared size.
 		err = fmt.Errorf("%w: %d bytes of objects, limit %d", ErrPackTooLarge, total, limit)
+	}
+	if err == nil {
+		// Their size as objects: what the pack takes, or more.
+		err = local.checkFits(total + indexBytes(st.Len()))
 	}
 	if err == nil {
 		err = local.Write(ctx, st)

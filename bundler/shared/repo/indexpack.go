@@ -31,6 +31,9 @@ const (
 
 // packLimits bound what indexPack accepts.
 type packLimits struct {
+	// pack is the most bytes the pack may take (0: unknown), for the
+	// store's budget (see Store.reserve).
+	pack int64
 	// inflate bounds the sum of the inflated sizes the entries declare (a
 	// delta counts with the size of the object it makes).
 	inflate int64

@@ -619,7 +619,10 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 	if maxObjects <= 0 {
 		maxObjects = defaultMaxObjects(limit)
 	}
-	lim := packLimits{inflate: inflateLimit, objects: maxObjects}
+	lim := packLimits{pack: limit, inflate: inflateLimit, objects: maxObjects}
+	if err := local.checkRoom(limit); err != nil {
+		return nil, fmt.Errorf("fetch from %s: %w", r, err)
+	}
 	var srcs []string
 	for _, s := range specs {
 		srcs = append(srcs, s.src)

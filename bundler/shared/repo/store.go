@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/pullship/pullship/bundler/shared/atomicfile"
@@ -44,6 +45,11 @@ type Store struct {
 	mu   sync.Mutex
 	sto  *filesystem.Storage // refs, and loose objects
 	view *objectView
+
+	budgetMu  sync.Mutex
+	budget    int64        // bytes on disk (0: no bound); see SetBudget
+	reserved  int64        // room set aside for packs being received
+	receiving atomic.Int32 // packs being received
 }
 
 const (
@@ -222,6 +228,7 @@ type spooledPack struct {
 	live    *LivePack
 	obs     liveObserver
 	unmap   func() // releases entries' mapping
+	res     *reservation
 }
 
 // spoolPack receives a pack from r into a temporary file of the store's
@@ -230,15 +237,22 @@ type spooledPack struct {
 // concurrently with anything else using the store). An error removes the
 // spool.
 func (s *Store) spoolPack(r io.Reader, lim packLimits, live *LivePack) (*spooledPack, error) {
-	tmp, err := atomicfile.Create(filepath.Join(s.dir, "objects", "pack", "tmp_pack"), 0o444)
+	res, err := s.reserve(lim.pack, lim.objects)
 	if err != nil {
 		return nil, fmt.Errorf("receive pack into %s: %w", s.dir, err)
 	}
-	sp := &spooledPack{tmp: tmp, lim: lim, live: live}
+	tmp, err := atomicfile.Create(filepath.Join(s.dir, "objects", "pack", "tmp_pack"), 0o444)
+	if err != nil {
+		res.release()
+		return nil, fmt.Errorf("receive pack into %s: %w", s.dir, err)
+	}
+	sp := &spooledPack{tmp: tmp, lim: lim, live: live, res: res}
+	// The pack is read no further than the budget leaves.
+	r = &limitedReader{r: r, left: res.packBytes(), what: "pack", err: res.tooLarge()}
 	var obs packObserver
 	if live != nil {
 		if sp.obs, err = live.attach(tmp.Name()); err != nil {
-			tmp.Abort()
+			sp.abort()
 			return nil, fmt.Errorf("receive pack into %s: %w", s.dir, err)
 		}
 		obs = sp.obs
@@ -254,6 +268,12 @@ func (s *Store) spoolPack(r io.Reader, lim packLimits, live *LivePack) (*spooled
 	sp.sum, sp.entries, err = indexPack(r, spool, lim, obs)
 	if err == nil {
 		err = spool.Flush()
+	}
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = tmp.Stat(); err == nil {
+			err = res.check(fi.Size(), len(sp.entries))
+		}
 	}
 	if err == nil && slices.ContainsFunc(sp.entries, func(e idxEntry) bool { return e.delta }) {
 		err = resolveDeltas(tmp.File, sp.entries, 2*lim.inflate)
@@ -274,6 +294,7 @@ func (s *Store) spoolPack(r io.Reader, lim packLimits, live *LivePack) (*spooled
 // it only releases the entries' mapping).
 func (sp *spooledPack) abort() {
 	sp.tmp.Abort()
+	sp.res.release()
 	if sp.unmap != nil {
 		sp.unmap()
 		sp.unmap = nil
