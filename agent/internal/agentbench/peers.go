@@ -321,7 +321,7 @@ func (p *registryPeer) send(imgs []peerImage, v int) (step, error) {
 	if err := b.quiet(b.c.work, "docker", "tag", img.id, p.ref(v)); err != nil {
 		return step{}, err
 	}
-	count := p.reg.proxy.mark()
+	count := mark(p.reg.proxy)
 	s, _, err := b.timedStep(p.dockerd, p.reg.cmd.Process.Pid, "docker", "push", p.ref(v))
 	if err != nil {
 		return s, err
@@ -337,7 +337,7 @@ func (p *registryPeer) host(imgs []peerImage, v, round int) (step, error) {
 	if err := b.hostHolds(imgs, v); err != nil {
 		return step{}, err
 	}
-	count := p.reg.proxy.mark()
+	count := mark(p.reg.proxy)
 	s, _, err := b.timedStep(p.dockerd, p.reg.cmd.Process.Pid, "docker", "pull", "-q", p.ref(v))
 	if err != nil {
 		return s, err
@@ -384,7 +384,7 @@ func (p *zstdPeer) host(imgs []peerImage, v, round int) (step, error) {
 		return step{}, err
 	}
 	p.zs.serve(p.file(v))
-	count := p.zs.proxy.mark()
+	count := mark(p.zs.proxy)
 	s, _, err := b.timedStep(p.dockerd, 0, "bash", "-o", "pipefail", "-c", `zstd -d -q -c < /dev/tcp/127.0.0.1/"$1" | docker load -q`, "load", p.zs.Port())
 	if err != nil {
 		return s, err

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 )
 
 // registry is the reference registry (distribution's `registry serve`) on
@@ -25,7 +27,7 @@ type registry struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	dir    string
-	proxy  *countingProxy
+	proxy  *gittest.Proxy
 }
 
 // startRegistry runs bin with its storage and configuration in dir (a new
@@ -75,7 +77,7 @@ http:
 		<-r.exited
 		return nil, err
 	}
-	if r.proxy, err = newCountingProxy(addr); err != nil {
+	if r.proxy, err = gittest.NewProxy(addr); err != nil {
 		r.Close()
 		return nil, err
 	}
@@ -108,7 +110,7 @@ func (r *registry) ready(addr string, timeout time.Duration) error {
 }
 
 // Addr is the proxy's address, the one image references name.
-func (r *registry) Addr() string { return r.proxy.Addr() }
+func (r *registry) Addr() string { return r.proxy.Addr }
 
 // Close stops the proxy and the registry and removes its storage.
 func (r *registry) Close() {
@@ -120,79 +122,6 @@ func (r *registry) Close() {
 	os.RemoveAll(r.dir)
 }
 
-// countingProxy forwards every connection to target and counts the bytes
-// each way as they pass. A byte is counted before it is written on, so once
-// the client has what it asked for, the count holds it: no need to wait for
-// the connection to close (the engine keeps its registry connections open).
-type countingProxy struct {
-	target   string
-	l        net.Listener
-	up, down atomic.Int64 // client→target, target→client
-	conns    atomic.Int64
-}
-
-func newCountingProxy(target string) (*countingProxy, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	p := &countingProxy{target: target, l: l}
-	go p.serve()
-	return p, nil
-}
-
-func (p *countingProxy) Addr() string { return p.l.Addr().String() }
-
-// Close stops accepting; open connections end with their peers.
-func (p *countingProxy) Close() { p.l.Close() }
-
-func (p *countingProxy) serve() {
-	for {
-		c, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		p.conns.Add(1)
-		go p.handle(c)
-	}
-}
-
-func (p *countingProxy) handle(c net.Conn) {
-	defer c.Close()
-	d, err := net.Dial("tcp", p.target)
-	if err != nil {
-		return
-	}
-	defer d.Close()
-	done := make(chan struct{})
-	go func() {
-		countCopy(d, c, &p.up)
-		d.(*net.TCPConn).CloseWrite()
-		close(done)
-	}()
-	countCopy(c, d, &p.down)
-	c.(*net.TCPConn).CloseWrite()
-	<-done
-}
-
-// countCopy copies src to dst, adding each read's length to n before
-// writing it.
-func countCopy(dst io.Writer, src io.Reader, n *atomic.Int64) {
-	buf := make([]byte, 64<<10)
-	for {
-		k, err := src.Read(buf)
-		if k > 0 {
-			n.Add(int64(k))
-			if _, werr := dst.Write(buf[:k]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
 // wire is what a proxy counted over one step.
 type wire struct {
 	conns    int64
@@ -201,11 +130,13 @@ type wire struct {
 
 func (w wire) total() int64 { return w.up + w.down }
 
-// mark returns a function that reports what passed since mark was called.
-func (p *countingProxy) mark() func() wire {
-	c0, u0, d0 := p.conns.Load(), p.up.Load(), p.down.Load()
+// mark returns a function that reports what passed through p since mark
+// was called.
+func mark(p *gittest.Proxy) func() wire {
+	since := p.Mark()
 	return func() wire {
-		return wire{p.conns.Load() - c0, p.up.Load() - u0, p.down.Load() - d0}
+		t := since()
+		return wire{t.Conns, t.Up, t.Down}
 	}
 }
 
@@ -215,7 +146,7 @@ func (p *countingProxy) mark() func() wire {
 type fileServer struct {
 	l     net.Listener
 	path  atomic.Value // string
-	proxy *countingProxy
+	proxy *gittest.Proxy
 }
 
 func newFileServer() (*fileServer, error) {
@@ -241,7 +172,7 @@ func newFileServer() (*fileServer, error) {
 			}()
 		}
 	}()
-	if s.proxy, err = newCountingProxy(l.Addr().String()); err != nil {
+	if s.proxy, err = gittest.NewProxy(l.Addr().String()); err != nil {
 		l.Close()
 		return nil, err
 	}
@@ -252,7 +183,8 @@ func (s *fileServer) serve(path string) { s.path.Store(path) }
 
 // Port is the proxy's port, for bash's /dev/tcp/127.0.0.1/PORT.
 func (s *fileServer) Port() string {
-	return strconv.Itoa(s.proxy.l.Addr().(*net.TCPAddr).Port)
+	_, port, _ := net.SplitHostPort(s.proxy.Addr)
+	return port
 }
 
 func (s *fileServer) Close() {

@@ -1,63 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
 )
-
-// The proxy's counts are the bench's bytes on the wire: each direction
-// exactly, and complete as soon as the client has read what it got.
-func TestCountingProxyCountsEveryByte(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	const up, down = 300_001, 1<<20 + 7
-	got := make(chan int64, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- -1
-			return
-		}
-		defer c.Close()
-		n, _ := io.Copy(io.Discard, c)
-		got <- n
-		c.Write(bytes.Repeat([]byte{'d'}, down))
-	}()
-	p, err := newCountingProxy(l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	count := p.mark()
-	c, err := net.Dial("tcp", p.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write(bytes.Repeat([]byte{'u'}, up)); err != nil {
-		t.Fatal(err)
-	}
-	c.(*net.TCPConn).CloseWrite()
-	n, err := io.Copy(io.Discard, c)
-	if err != nil || n != down {
-		t.Fatalf("client read %d bytes (%v), want %d", n, err, down)
-	}
-	if n := <-got; n != up {
-		t.Fatalf("server read %d bytes, want %d", n, up)
-	}
-	w := count()
-	if w.up != up || w.down != down || w.conns != 1 {
-		t.Errorf("proxy counted %+v, want 1 connection, %d up, %d down", w, up, down)
-	}
-}
 
 func TestProcCPUAndChildren(t *testing.T) {
 	// This process's CPU time grows while it works.

@@ -27,47 +27,28 @@ type LinkOptions struct {
 
 // Link is a TCP proxy that makes loopback look like another network: a
 // rate cap per connection and for the whole link, added latency, and cuts
-// every N bytes. It counts what it carries, for tests and benchmarks.
+// every N bytes. It counts what it carries as a [Proxy] does, a byte once
+// it is due on the other side.
 type Link struct {
-	Addr string // the proxy's host:port
+	*Proxy
 	o    LinkOptions
-	l    net.Listener
-	wg   sync.WaitGroup
-
-	down  atomic.Int64 // bytes carried from the server
-	cuts  atomic.Int64
-	conns atomic.Int64
+	cuts atomic.Int64
 
 	linkMu   sync.Mutex
 	linkNext time.Time // when the link may carry the next byte
-
-	mu   sync.Mutex
-	open map[net.Conn]bool
 }
 
 // NewLink proxies the TCP address target (host:port).
 func NewLink(target string, o LinkOptions) (*Link, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	k := &Link{o: o}
+	p, err := newProxy(target, func(_ *Proxy, c, s net.Conn) {
+		go k.pipe(c, s, false)
+		k.pipe(s, c, true) // the server's side ending (or a cut) ends the connection
+	})
 	if err != nil {
 		return nil, err
 	}
-	k := &Link{Addr: l.Addr().String(), o: o, l: l, open: map[net.Conn]bool{}}
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			k.conns.Add(1)
-			k.wg.Add(1)
-			go func() {
-				defer k.wg.Done()
-				k.serve(c, target)
-			}()
-		}
-	}()
+	k.Proxy = p
 	return k, nil
 }
 
@@ -82,49 +63,9 @@ func (k *Link) URL(rawURL string) string {
 }
 
 // Down is the bytes carried from the server so far; Cuts the connections
-// cut; Conns the connections accepted.
-func (k *Link) Down() int64  { return k.down.Load() }
-func (k *Link) Cuts() int64  { return k.cuts.Load() }
-func (k *Link) Conns() int64 { return k.conns.Load() }
-
-// Close stops the link, closes its connections and waits for them.
-func (k *Link) Close() {
-	k.l.Close()
-	k.mu.Lock()
-	for c := range k.open {
-		c.Close()
-	}
-	k.mu.Unlock()
-	k.wg.Wait()
-}
-
-func (k *Link) track(c net.Conn, on bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if on {
-		k.open[c] = true
-	} else {
-		delete(k.open, c)
-	}
-}
-
-func (k *Link) serve(c net.Conn, target string) {
-	s, err := net.Dial("tcp", target)
-	if err != nil {
-		c.Close()
-		return
-	}
-	k.track(c, true)
-	k.track(s, true)
-	defer func() {
-		c.Close()
-		s.Close()
-		k.track(c, false)
-		k.track(s, false)
-	}()
-	go k.pipe(c, s, false)
-	k.pipe(s, c, true) // the server's side ending (or a cut) ends the connection
-}
+// cut.
+func (k *Link) Down() int64 { return k.down.Load() }
+func (k *Link) Cuts() int64 { return k.cuts.Load() }
 
 // linkWait reserves n bytes of the link's rate.
 func (k *Link) linkWait(n int) {
@@ -195,15 +136,16 @@ func (k *Link) pipe(src, dst net.Conn, down bool) {
 			k.cuts.Add(1)
 			break
 		}
-		if _, err := dst.Write(p.data); err != nil {
+		n := &k.up
+		if down {
+			n = &k.down
+		}
+		if !k.pass(dst, p.data, n) {
 			break
 		}
-		if down {
-			k.down.Add(int64(len(p.data)))
-		}
 	}
-	if tc, ok := dst.(*net.TCPConn); ok && !down {
-		tc.CloseWrite() // the client is done sending: so is the proxy
+	if !down {
+		closeWrite(dst) // the client is done sending: so is the proxy
 	}
 	go func() {
 		for range line { // let the reader end
