@@ -185,6 +185,11 @@ func (f *ObjectFetcher) fetch(ctx context.Context, local *Store, req ObjectsRequ
 		err = f.s.fail(err)
 		f.Close()
 	}
+	if err == nil && f.s != nil {
+		// The reply is in: the session waits for the next request, as
+		// long as it takes, without counting as stalled.
+		f.s.conn.rest()
+	}
 	return cut(err)
 }
 

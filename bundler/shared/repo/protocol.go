@@ -251,7 +251,6 @@ func (r *Remote) conv(ctx context.Context, service string, v2 bool) (conv, error
 	if r.isHTTP() {
 		return &httpConv{r: r, ctx: ctx, service: service, v2: v2}, nil
 	}
-	r.counters.requests.Add(1)
 	s, err := r.openSession(ctx, service, v2)
 	if err != nil {
 		return nil, err

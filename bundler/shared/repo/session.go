@@ -66,18 +66,54 @@ func (c *counters) snapshot() Counters {
 // stallConn is a connection whose every read and write must make progress
 // within stall: each sets a deadline. A deadline that passes marks the
 // connection stalled, whatever layer (the SSH library) saw the error.
+//
+// Reads wait without a deadline while the connection rests (no reply is
+// awaited: a session kept open between two fetches by id): the
+// SSH library reads the connection all the time, so a read deadline there
+// would cut a session that is merely idle.
 type stallConn struct {
 	net.Conn
 	stall   time.Duration
 	stalled atomic.Bool
 	c       *counters
+
+	mu      sync.Mutex // orders the deadline a read sets with rest and await
+	resting bool
 }
 
 func (s *stallConn) Read(b []byte) (int, error) {
-	s.Conn.SetReadDeadline(time.Now().Add(s.stall))
+	s.readDeadline()
 	n, err := s.Conn.Read(b)
 	s.c.read.Add(int64(n))
 	return n, s.check(err)
+}
+
+// readDeadline starts the stall timeout of the next read (none while
+// resting). Setting it takes effect on a read already waiting.
+func (s *stallConn) readDeadline() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.resting {
+		s.Conn.SetReadDeadline(time.Time{})
+	} else {
+		s.Conn.SetReadDeadline(time.Now().Add(s.stall))
+	}
+}
+
+// rest stops the stall timeout of reads: no reply is awaited until await.
+func (s *stallConn) rest() {
+	s.mu.Lock()
+	s.resting = true
+	s.mu.Unlock()
+	s.readDeadline()
+}
+
+// await starts it again: a request went out, its reply is awaited.
+func (s *stallConn) await() {
+	s.mu.Lock()
+	s.resting = false
+	s.mu.Unlock()
+	s.readDeadline()
 }
 
 func (s *stallConn) Write(b []byte) (int, error) {
@@ -119,8 +155,9 @@ func (s *session) Close() error {
 	return s.closer()
 }
 
-// send writes a request.
+// send writes a request; its reply is awaited from then on.
 func (s *session) send(w *pktWriter) error {
+	s.conn.await()
 	if _, err := s.w.Write(w.b); err != nil {
 		return s.fail(err)
 	}
@@ -203,8 +240,10 @@ func (r *Remote) dial(ctx context.Context, defaultPort string) (*stallConn, erro
 }
 
 // service is "git-upload-pack" or "git-receive-pack"; v2 asks the server
-// for protocol version 2 (it may answer in v0).
+// for protocol version 2 (it may answer in v0). Each session is a
+// connection of its own, counted as a request.
 func (r *Remote) openSession(ctx context.Context, service string, v2 bool) (*session, error) {
+	r.counters.requests.Add(1)
 	switch r.u.Scheme {
 	case "git":
 		return r.gitSession(ctx, service, v2)

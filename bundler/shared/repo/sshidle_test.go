@@ -1,0 +1,68 @@
+package repo
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
+)
+
+// TestSSHIdleSessionNotStalled: an ssh:// session kept open between two
+// fetches by id (as an image fetch keeps its connections between
+// segments) may stay idle longer than the stall timeout: the timeout runs
+// only while a reply is awaited. The SSH library reads the connection all
+// the time, so before, the idle session was cut as stalled and the next
+// fetch failed.
+func TestSSHIdleSessionNotStalled(t *testing.T) {
+	needGit(t)
+	base := t.TempDir()
+	dir := gittest.InitBare(t, base, "r.git")
+	git := func(args ...string) plumbing.Hash {
+		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("git %v: %v", args, err)
+		}
+		return plumbing.NewHash(strings.TrimSpace(string(out)))
+	}
+	tree := git("hash-object", "-w", "-t", "tree", "--stdin")
+	first := git("commit-tree", tree.String(), "-m", "first")
+	second := git("commit-tree", tree.String(), "-p", first.String(), "-m", "second")
+	git("update-ref", "refs/heads/releases", second.String())
+
+	srv := gittest.SSHD(t, base)
+	url := srv.RepoURL("r.git")
+	opts, err := Credentials{SSHKey: srv.ClientKey, KnownHosts: srv.KnownHosts}.Options(url)
+	must(t, err)
+	const stall = 2 * time.Second
+	opts.StallTimeout = stall
+	ctx := context.Background()
+	r, err := Open(ctx, url, opts)
+	must(t, err)
+	st, err := Init(t.TempDir())
+	must(t, err)
+	f := r.Objects(ctx)
+	defer f.Close()
+	must(t, f.Fetch(ctx, st, ObjectsRequest{Wants: []plumbing.Hash{first}, MaxPackBytes: 1 << 20}))
+	// Idle for several stall timeouts, as a connection waiting for its
+	// next segment may be: the idleness is what is tested, not a wait
+	// for something to happen.
+	time.Sleep(3 * stall)
+	if err := f.Fetch(ctx, st, ObjectsRequest{Wants: []plumbing.Hash{second}, Haves: []plumbing.Hash{first}, MaxPackBytes: 1 << 20}); err != nil {
+		t.Fatalf("fetch after an idle time on the same session: %v", err)
+	}
+	if c := r.Counters(); c.Stalls != 0 || c.Requests != 1 {
+		t.Fatalf("counters %+v: want no stall, one connection", c)
+	}
+	if !st.HasObject(second) {
+		t.Fatal("second commit not fetched")
+	}
+}
