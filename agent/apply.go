@@ -808,6 +808,14 @@ func (a *Agent) startContainer(ctx context.Context, sj *state.ServiceJournal, u 
 			return err
 		}
 	}
+	if u.spec.Network != "" {
+		// Created when missing, with a subnet of the engine's choosing;
+		// left in place when a release no longer names it (other
+		// containers may still be on it).
+		if err := a.eng.EnsureNetwork(ctx, u.spec.Network, ""); err != nil {
+			return err
+		}
+	}
 	_, err := a.eng.Run(ctx, u.spec)
 	return err
 }
@@ -915,11 +923,17 @@ func containerSpec(rel *schema.Release, rn *schema.ReleaseNode, u *schema.NodeSe
 	sort.Strings(env)
 	spec := engine.ContainerSpec{
 		Name: c.Name, Image: img.Digest, Cmd: c.Command, Entrypoint: c.Entrypoint, Env: env,
-		Ports: c.Ports, Binds: c.Binds, RestartPolicy: c.Restart,
+		Ports: c.Ports, Binds: c.Binds, RestartPolicy: c.Restart, Network: c.Network,
 		Labels: map[string]string{engine.LabelNode: rn.Name, engine.LabelVersion: strconv.FormatInt(rel.Version, 10)},
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%q\n", []any{spec.Image, spec.Cmd, spec.Entrypoint, spec.Env, spec.Ports, spec.Binds, spec.RestartPolicy, rn.Network})
+	fields := []any{spec.Image, spec.Cmd, spec.Entrypoint, spec.Env, spec.Ports, spec.Binds, spec.RestartPolicy, rn.Network}
+	if c.Network != "" {
+		// Only when set: the containers of releases without it keep
+		// their spec digest, and are not recreated by an upgrade.
+		fields = append(fields, c.Network)
+	}
+	fmt.Fprintf(h, "%q\n", fields)
 	spec.Labels[LabelSpec] = hex.EncodeToString(h.Sum(nil))[:32]
 	return spec, nil
 }

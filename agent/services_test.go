@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,6 +32,7 @@ type stack struct {
 	appConf, sideConf   string
 	appHealth           string // health argv of app (TOML array)
 	appOnly             bool   // the node runs app alone (which then depends on nothing)
+	network             string // both services' network (template), when set
 }
 
 // sideName is the side service's container.
@@ -52,6 +54,9 @@ func (h *host) releaseStack(s stack) {
 	if s.appOnly {
 		deps, only = "", `services = ["app"]`
 	}
+	if s.network != "" {
+		deps += fmt.Sprintf("\nnetwork = %q", s.network)
+	}
 	fleet := fmt.Sprintf(`[[service]]
 name = "app"
 image = "pullship-test/ping:1"
@@ -67,6 +72,7 @@ image = "pullship-test/side:1"
 container = "pullship-test-{{.Node}}-side"
 entrypoint = ["/pingsrv"]
 reload = { action = "restart" }
+%s
 %s
 
 [[template]]
@@ -91,7 +97,7 @@ wave = 1
 address = "10.0.0.1/24"
 status_key = "node.pub"
 %s
-`, deps, health(s.appHealth), health(`["/pingsrv", "ping"]`), filepath.Join(h.etc, "app", "app.conf"), filepath.Join(h.etc, "side", "side.conf"), h.node, only)
+`, deps, health(s.appHealth), sideNetwork(s.network), health(`["/pingsrv", "ping"]`), filepath.Join(h.etc, "app", "app.conf"), filepath.Join(h.etc, "side", "side.conf"), h.node, only)
 	h.fleet = filepath.Join(dir, "fleet.toml")
 	must(h.t, os.WriteFile(h.fleet, []byte(fleet), 0o644))
 	if _, err := h.env.Release.Release(context.Background(), bundler.ReleaseOptions{
@@ -101,6 +107,14 @@ status_key = "node.pub"
 	}); err != nil {
 		h.t.Fatal(err)
 	}
+}
+
+// sideNetwork is the side service's network line ("" without one).
+func sideNetwork(network string) string {
+	if network == "" {
+		return ""
+	}
+	return fmt.Sprintf("network = %q", network)
 }
 
 func (h *host) side() engine.ContainerState {
@@ -452,4 +466,57 @@ func (h *host) reported() *schema.Status {
 		}
 	}
 	return nil
+}
+
+// TestServicesNetwork: services given a network (one per node, templated)
+// are recreated on it, the network made when missing; a pass after that
+// finds nothing to do.
+func TestServicesNetwork(t *testing.T) { testServicesNetwork(t, newHost(t)) }
+
+// TestDockerServicesNetwork is the same on the real engine.
+func TestDockerServicesNetwork(t *testing.T) {
+	h := newDockerHost(t)
+	t.Cleanup(func() {
+		// The containers on the network go first (the host's cleanup,
+		// registered before, runs after this one).
+		for _, name := range []string{"pullship-test-" + h.node, h.sideName()} {
+			h.eng.Remove(context.Background(), name, time.Second)
+		}
+		if out, err := exec.Command("docker", "network", "rm", "pullship-test-net-"+h.node).CombinedOutput(); err != nil {
+			t.Errorf("remove the node's network: %v\n%s", err, out)
+		}
+	})
+	h.cleanupSide()
+	testServicesNetwork(t, h)
+}
+
+func testServicesNetwork(t *testing.T, h *host) {
+	ping := `["/pingsrv", "ping"]`
+	ctx := context.Background()
+	imgA, imgS := h.image("a"), h.image("s1")
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 1\n", sideConf: "side 1\n", appHealth: ping})
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("first once: %v %v", out, err)
+	}
+	app1, side1 := h.container(), h.side()
+	net := "pullship-test-net-" + h.node
+	h.releaseStack(stack{appImage: imgA, sideImage: imgS, appConf: "app 1\n", sideConf: "side 1\n", appHealth: ping, network: "pullship-test-net-{{.Node}}"})
+	if plan := h.plan(); strings.Count(plan, "recreate container") != 2 {
+		t.Fatalf("plan for a new network of both services:\n%s", plan)
+	}
+	if out, err := h.once(); err != nil || out != agent.Converged {
+		t.Fatalf("once with a network: %v %v", out, err)
+	}
+	app2, side2 := h.container(), h.side()
+	if app2.ID == app1.ID || side2.ID == side1.ID {
+		t.Fatal("containers not recreated on their network")
+	}
+	for _, name := range []string{"pullship-test-" + h.node, h.sideName()} {
+		if _, ok, err := h.eng.Connected(ctx, name, net); !ok || err != nil {
+			t.Fatalf("container %s not on network %s: %v", name, net, err)
+		}
+	}
+	if out, err := h.once(); err != nil || out != agent.Nothing {
+		t.Fatalf("once after: %v %v", out, err)
+	}
 }

@@ -199,6 +199,7 @@ func containerChanges(a, b schema.Container) []string {
 	field("entrypoint", a.Entrypoint, b.Entrypoint)
 	field("reload", a.Reload, b.Reload)
 	field("health", a.Health, b.Health)
+	field("network", a.Network, b.Network)
 	var ca, cb schema.Cluster
 	if a.Cluster != nil {
 		ca = *a.Cluster

@@ -77,6 +77,14 @@ type Service struct {
 	Reload     Reload            `toml:"reload"`
 	Health     Health            `toml:"health"`
 	Cluster    *FleetCluster     `toml:"cluster,omitempty"`
+	// Network is the user-defined Docker network (template, per node) the
+	// container is created on; the agent creates it when it is missing.
+	// Containers on one network reach each other by container name, so
+	// the services of a node given the same network talk to each other
+	// without the host's ports, and nodes sharing a host each keep theirs.
+	// Empty: the engine's default bridge. The overlay attachment is apart
+	// from it (see Attach).
+	Network string `toml:"network,omitempty"`
 }
 
 // Reload says how a node picks up changed files when its image did not change.
@@ -360,6 +368,11 @@ func (s *Service) validate(what string) error {
 	if err := checkContainerCommon(s.Ports, s.Binds, s.Env, s.Restart, s.Command, s.Entrypoint, s.Reload, s.Health); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if s.Network != "" {
+		if err := checkTemplateText(what+": network", s.Network); err != nil {
+			return err
+		}
+	}
 	if c := s.Cluster; c != nil {
 		if err := checkArgv(what+": cluster: show", c.Show, true); err != nil {
 			return err
@@ -434,7 +447,7 @@ func checkTemplateText(what, s string) error {
 type TemplateText struct{ What, Text string }
 
 // TemplateTexts lists the strings of f that are Go templates (the container
-// names and the cluster's join and peer arguments; config templates are
+// names, networks and the cluster's join and peer arguments; config templates are
 // files). Their syntax is bundler/render's to check (render.ParseFleet):
 // schema holds no template code, so the agent, which imports schema, links
 // none.
@@ -443,6 +456,9 @@ func (f *Fleet) TemplateTexts() []TemplateText {
 	for _, s := range f.All() {
 		what := f.serviceWhat(s)
 		out = append(out, TemplateText{what + ": container", s.Container})
+		if s.Network != "" {
+			out = append(out, TemplateText{what + ": network", s.Network})
+		}
 		if c := s.Cluster; c != nil {
 			for j, a := range c.Join {
 				out = append(out, TemplateText{fmt.Sprintf("%s: cluster: join argument %d", what, j), a})

@@ -108,6 +108,9 @@ type Container struct {
 	Reload     Reload            `toml:"reload"`
 	Health     Health            `toml:"health"`
 	Cluster    *Cluster          `toml:"cluster,omitempty"`
+	// Network is the user-defined Docker network the container is created
+	// on (see [CheckServiceNetwork]); empty: the engine's default bridge.
+	Network string `toml:"network,omitempty"`
 }
 
 // Cluster is a node's literal cluster membership spec.
@@ -337,6 +340,13 @@ func (n *ReleaseNode) validate() error {
 	if err := checkAttach(n.Network.Driver, n.Network.Network); err != nil {
 		return err
 	}
+	for _, u := range n.Units() {
+		// The overlay network holds each node's fixed address, given by the
+		// attachment; a container created on it would take any address.
+		if u.Container.Network != "" && n.Network.Driver == DriverDocker && u.Container.Network == n.Network.Network {
+			return fmt.Errorf("container %s: network %q is the node's overlay network (attach.network): the attached service joins it with the node's address", u.Container.Name, u.Container.Network)
+		}
+	}
 	if n.Network.Driver == DriverNone {
 		if n.Network.Address != "" {
 			if err := checkCIDR(n.Network.Address); err != nil {
@@ -485,6 +495,11 @@ func checkContainer(what string, c *Container) error {
 	}
 	if err := checkContainerCommon(c.Ports, c.Binds, c.Env, c.Restart, c.Command, c.Entrypoint, c.Reload, c.Health); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
+	}
+	if c.Network != "" {
+		if err := CheckServiceNetwork(c.Network); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
 	}
 	if cl := c.Cluster; cl != nil {
 		if err := checkArgv("cluster: show", cl.Show, true); err != nil {

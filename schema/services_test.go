@@ -159,6 +159,9 @@ func servicesRelease(t *testing.T) *Release {
 
 func TestReleaseServicesRoundTrip(t *testing.T) {
 	r := servicesRelease(t)
+	for i := range r.Nodes[0].Services {
+		r.Nodes[0].Services[i].Container.Network = "stack-cn"
+	}
 	enc, err := r.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -176,6 +179,9 @@ func TestReleaseServicesRoundTrip(t *testing.T) {
 	u := r2.Nodes[0].Units()
 	if len(u) != 2 || u[0].Name != "hook" || !u[1].Attach {
 		t.Errorf("units %+v", u)
+	}
+	if !strings.Contains(string(enc), "network = \"stack-cn\"") {
+		t.Errorf("no network in the services' containers:\n%s", enc)
 	}
 	if c, ok := r2.Nodes[0].Clustered(); !ok || c.Name != "broker" {
 		t.Errorf("clustered service %+v", c)
@@ -202,6 +208,12 @@ func TestReleaseServicesRefused(t *testing.T) {
 		{"two clustered", func(n *ReleaseNode) { n.Services[0].Container.Cluster = n.Services[1].Container.Cluster },
 			`service "broker": container: cluster: service "hook" is the clustered service already`},
 		{"duplicate name", func(n *ReleaseNode) { n.Services[1].Name = "hook"; n.Services[1].DependsOn = nil }, `service "hook": listed twice`},
+		{"engine network mode", func(n *ReleaseNode) { n.Services[0].Container.Network = "host" }, `network "host": an engine network mode`},
+		{"bad network name", func(n *ReleaseNode) { n.Services[0].Container.Network = "Stack CN" }, `container: network: name "Stack CN"`},
+		{"overlay network", func(n *ReleaseNode) {
+			n.Network.Driver, n.Network.Network = DriverDocker, "vmq"
+			n.Services[0].Container.Network = "vmq"
+		}, `container hook-cn: network "vmq" is the node's overlay network`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := servicesRelease(t)

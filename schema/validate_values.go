@@ -369,6 +369,21 @@ func checkAttach(driver, network string) error {
 	return fmt.Errorf("attach: driver %q: want weave, docker or none", driver)
 }
 
+// CheckServiceNetwork requires the name of a user-defined Docker network a
+// container can be created on: a name as [CheckName] has them, and none of
+// the engine's own modes (bridge, host, none, default), which share the
+// host's network or none at all rather than one the node's services share.
+func CheckServiceNetwork(name string) error {
+	if err := CheckName(name); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	switch name {
+	case "bridge", "host", "none", "default":
+		return fmt.Errorf("network %q: an engine network mode, not a user-defined network (leave network out for the default bridge)", name)
+	}
+	return nil
+}
+
 // StatusKeyID parses a PEM public key (ECDSA P-256 or Ed25519, PKIX
 // "PUBLIC KEY" block) and returns its key id: the lowercase hex sha256 of
 // its DER SubjectPublicKeyInfo.

@@ -7,7 +7,8 @@
 # eu), a change of the webhook receiver's config that restarts only the
 # receiver, a new broker image, and restarts one container to show its
 # address is still attached. Every node runs two services: the broker and
-# the webhook receiver its webhooks call.
+# the webhook receiver its webhooks call, by container name, on a Docker
+# network of the node's own (pullship-demo-<node>, made by the agent).
 #
 # `scripts/demo.sh clean` (make demo-clean) removes every container, image,
 # network and file the demo made.
@@ -77,6 +78,20 @@ stop_agents() {
 	done
 }
 
+# node_networks are the networks the agents make, one per node, for its
+# two services.
+node_networks() {
+	local n
+	for n in "${NODES_ALL[@]}"; do echo "pullship-demo-$n"; done
+}
+
+remove_networks() {
+	local net
+	for net in "$NETWORK" $(node_networks); do
+		docker network rm "$net" >/dev/null 2>&1 || true
+	done
+}
+
 remove_containers() {
 	local n
 	for n in "${NODES[@]}"; do
@@ -101,7 +116,7 @@ clean() {
 	check_docker
 	stop_agents
 	remove_containers
-	docker network rm "$NETWORK" >/dev/null 2>&1 || true
+	remove_networks
 	remove_images
 	rm -rf "$DEMO"
 	# Check, rather than assume, that nothing is left.
@@ -110,7 +125,9 @@ clean() {
 		docker container inspect "pullship-demo-$n" >/dev/null 2>&1 && left="$left container pullship-demo-$n"
 		docker container inspect "pullship-demo-hook-$n" >/dev/null 2>&1 && left="$left container pullship-demo-hook-$n"
 	done
-	docker network inspect "$NETWORK" >/dev/null 2>&1 && left="$left network $NETWORK"
+	for net in "$NETWORK" $(node_networks); do
+		docker network inspect "$net" >/dev/null 2>&1 && left="$left network $net"
+	done
 	for i in "${IMAGES[@]}"; do
 		docker image inspect "$i" >/dev/null 2>&1 && left="$left image $i"
 	done
@@ -119,7 +136,7 @@ clean() {
 		echo "demo-clean: could not remove:$left" >&2
 		exit 1
 	fi
-	echo "demo-clean: removed the demo's agents, containers, network $NETWORK, images ${IMAGES[*]} and .demo/"
+	echo "demo-clean: removed the demo's agents, containers, networks $NETWORK and $(node_networks | tr '\n' ' ')images ${IMAGES[*]} and .demo/"
 }
 
 # pullship_status prints the fleet table; it exists once `pullship status` does.
@@ -233,12 +250,12 @@ ok "$BIN/pullship, $BIN/pullship-agent"
 say "Building the demo images (a static stand-in for VerneMQ, FROM scratch)"
 "$ROOT/scripts/demo-image.sh" "${IMAGES[@]}" | sed 's/^/   /'
 
-say "Removing what a previous demo left (agents, containers, network, .demo/)"
+say "Removing what a previous demo left (agents, containers, networks, .demo/)"
 stop_agents
 remove_containers
-docker network rm "$NETWORK" >/dev/null 2>&1 || true
+remove_networks
 rm -rf "$DEMO"
-mkdir -p "$DEMO"/{keys,logs,pids,state,etc,hook,run}
+mkdir -p "$DEMO"/{keys,logs,pids,state,etc,hook}
 docker image inspect -f '{{.Id}}' "${IMAGES[@]}" >"$DEMO/image-ids"
 ok "clean slate in $DEMO"
 
@@ -260,7 +277,7 @@ cp -r "$ROOT/examples/demo" "$DEMO/fleet"
 sed -i "s|@DEMO_DIR@|$DEMO|g" "$DEMO/fleet/fleet.toml"
 mkdir -p "$DEMO/fleet/keys"
 for n in "${NODES[@]}"; do
-	mkdir -p "$DEMO/etc/$n" "$DEMO/hook/$n" "$DEMO/run/$n"
+	mkdir -p "$DEMO/etc/$n" "$DEMO/hook/$n"
 	cat >"$DEMO/agent-$n.toml" <<EOF
 # pullship-agent for node $n (docs/agent.md). On a real host: /etc/pullship/agent.toml.
 remotes = ["$REPO"]
@@ -310,13 +327,23 @@ if have_status; then
 fi
 info "the cluster as cn sees it (docker exec pullship-demo-cn vmq-admin cluster show):"
 docker exec pullship-demo-cn vmq-admin cluster show | sed 's/^/   /'
-# The broker's webhooks call the receiver every heartbeat.
-deadline=$((SECONDS + TIMEOUT))
-until docker exec pullship-demo-hook-cn demohook ping 2>/dev/null | grep -q 'calls=[1-9]'; do
-	[ "$SECONDS" -lt "$deadline" ] || die "cn's webhook receiver was never called: $(docker exec pullship-demo-hook-cn demohook ping 2>&1)"
-	sleep 0.5
+# The broker's webhooks call the receiver every heartbeat, by its container
+# name on the node's own network.
+net_of() { docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$1" 2>/dev/null; }
+for i in "${!NODES[@]}"; do
+	n="${NODES[$i]}"
+	for c in "pullship-demo-$n" "pullship-demo-hook-$n"; do
+		net_of "$c" | grep -qw "pullship-demo-$n" || die "container $c is not on network pullship-demo-$n (it is on: $(net_of "$c"))"
+	done
+	deadline=$((SECONDS + TIMEOUT))
+	# The last call names the caller: this node's broker (10.0.0.<i+1>).
+	until docker exec "pullship-demo-hook-$n" demohook ping 2>/dev/null | grep -q "calls=[1-9].*\"VerneMQ@10.0.0.$((i + 1))\""; do
+		[ "$SECONDS" -lt "$deadline" ] || die "$n's webhook receiver was never called: $(docker exec "pullship-demo-hook-$n" demohook ping 2>&1)"
+		sleep 0.5
+	done
 done
-ok "cn's broker calls its webhook receiver: $(docker exec pullship-demo-hook-cn demohook ping | cut -c1-100)"
+info "cn's broker: $(grep '^vmq_webhooks.mywebhook1.endpoint' "$DEMO/etc/cn/vernemq.conf"); its networks: $(net_of pullship-demo-cn)"
+ok "every broker calls its own node's webhook receiver over network pullship-demo-<node>: $(docker exec pullship-demo-hook-cn demohook ping | cut -c1-100)"
 
 say "Releasing version 2: a config change (listener.max_connections 10000 -> 20000)"
 sed -i 's/^max_connections = 10000$/max_connections = 20000/' "$DEMO/fleet/fleet.toml"

@@ -615,16 +615,22 @@ func (d *Docker) Events(ctx context.Context) (<-chan Event, <-chan error) {
 
 // EnsureNetwork implements [Engine].
 func (d *Docker) EnsureNetwork(ctx context.Context, name, subnet string) error {
-	want, err := netip.ParsePrefix(subnet)
-	if err != nil || !want.Addr().Is4() {
-		return fmt.Errorf("network %s: subnet %q is not an IPv4 CIDR", name, subnet)
+	var want netip.Prefix
+	var ipam *network.IPAM
+	if subnet != "" {
+		var err error
+		want, err = netip.ParsePrefix(subnet)
+		if err != nil || !want.Addr().Is4() {
+			return fmt.Errorf("network %s: subnet %q is not an IPv4 CIDR", name, subnet)
+		}
+		want = want.Masked()
+		ipam = &network.IPAM{Config: []network.IPAMConfig{{Subnet: want.String()}}}
 	}
-	want = want.Masked()
 	n, err := d.cli.NetworkInspect(ctx, name, network.InspectOptions{})
 	if cerrdefs.IsNotFound(err) {
 		_, err = d.cli.NetworkCreate(ctx, name, network.CreateOptions{
 			Driver: "bridge",
-			IPAM:   &network.IPAM{Config: []network.IPAMConfig{{Subnet: want.String()}}},
+			IPAM:   ipam,
 			Labels: map[string]string{"pullship": "1"},
 		})
 		if err != nil && !cerrdefs.IsConflict(err) {
@@ -640,6 +646,9 @@ func (d *Docker) EnsureNetwork(ctx context.Context, name, subnet string) error {
 	}
 	if n.Driver != "bridge" {
 		return fmt.Errorf("network %s exists with driver %q, want bridge", name, n.Driver)
+	}
+	if subnet == "" {
+		return nil
 	}
 	for _, c := range n.IPAM.Config {
 		if p, err := netip.ParsePrefix(c.Subnet); err == nil && p.Masked() == want {

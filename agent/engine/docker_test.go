@@ -449,6 +449,36 @@ func TestNetworkFixedIP(t *testing.T) {
 	}
 }
 
+// TestServiceNetwork: a network ensured without a subnet is created with
+// the engine's, accepted as it is afterwards, and a container run on it is
+// on it from its start.
+func TestServiceNetwork(t *testing.T) {
+	d := newDocker(t)
+	ctx := t.Context()
+	net := uniq("svcnet")
+	t.Cleanup(func() {
+		if out, err := exec.Command("docker", "network", "rm", net).CombinedOutput(); err != nil {
+			t.Errorf("remove network %s: %v\n%s", net, err, out)
+		}
+	})
+	for range 2 {
+		if err := d.EnsureNetwork(ctx, net, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := docker(t, "network", "inspect", "-f", "{{.Driver}} {{index .Labels \"pullship\"}}", net); got != "bridge 1" {
+		t.Fatalf("network %s: driver and label %q", net, got)
+	}
+	id := loadPing(t, d, uniq("svcnet"))
+	name := runPing(t, d, id, engine.ContainerSpec{Network: net})
+	if ip, ok, err := d.Connected(ctx, name, net); ip == "" || !ok || err != nil {
+		t.Fatalf("Connected to the network the container was created on = %q %v %v", ip, ok, err)
+	}
+	if ip, ok, err := d.Connected(ctx, name, "bridge"); ok || err != nil {
+		t.Fatalf("a container created on %s is on the default bridge too: %q %v", net, ip, err)
+	}
+}
+
 // TestLoadImageMemory loads a ~200 MiB image and reports the process's peak
 // heap and RSS: LoadImage must stream.
 func TestLoadImageMemory(t *testing.T) {

@@ -125,7 +125,8 @@ type Engine interface {
 
 	// EnsureNetwork creates the user-defined bridge network with this IPv4
 	// subnet (CIDR) if it does not exist. An existing network with another
-	// driver or subnet is an error.
+	// driver or subnet is an error. An empty subnet takes the engine's
+	// choice, and any subnet of an existing bridge network.
 	EnsureNetwork(ctx context.Context, network, subnet string) error
 	// ConnectNetwork attaches the container to the network with a fixed IPv4
 	// address; the engine keeps it across container restarts. Reconnects when

@@ -100,6 +100,9 @@ func writeRenderedNode(w io.Writer, n *render.Node, refs map[string]string) {
 		if u.Container.Cluster != nil {
 			notes = append(notes, "clustered as "+u.Container.Cluster.Self)
 		}
+		if u.Container.Network != "" {
+			notes = append(notes, "on network "+u.Container.Network)
+		}
 		note := ""
 		if len(notes) > 0 {
 			note = " (" + strings.Join(notes, "; ") + ")"

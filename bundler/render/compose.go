@@ -46,6 +46,9 @@ type composeExt struct {
 	Reload       *schema.Reload       `json:"reload"`
 	HealthExpect string               `json:"health_expect"`
 	Cluster      *schema.FleetCluster `json:"cluster"`
+	// Network is the service's network key (a template): compose's own
+	// networks are the project's, which pullship does not create.
+	Network string `json:"network"`
 }
 
 // LoadCompose reads the compose file name (relative to dir, never from
@@ -313,7 +316,7 @@ func composeService(name string, c *types.ServiceConfig) (schema.Service, error)
 		if err := dec.Decode(&ext); err != nil {
 			return s, fmt.Errorf("x-pullship: %w", err)
 		}
-		s.ImageName, s.Health.Expect, s.Cluster = ext.ImageName, ext.HealthExpect, ext.Cluster
+		s.ImageName, s.Health.Expect, s.Cluster, s.Network = ext.ImageName, ext.HealthExpect, ext.Cluster, ext.Network
 		if ext.Reload != nil {
 			s.Reload = *ext.Reload
 		}

@@ -111,3 +111,45 @@ func TestParseFleetCompose(t *testing.T) {
 		t.Error("a compose file outside the fleet directory was read")
 	}
 }
+
+// A service's network is a template rendered per node, from [[service]]
+// tables and from compose's x-pullship alike; a name the engine keeps for
+// its own modes, or a bad template, is refused naming the service.
+func TestRenderServiceNetwork(t *testing.T) {
+	dir := writeCompose(t, "services:\n  web:\n    image: example/web:1\n    x-pullship: {network: \"stack-{{.Node}}\"}\n  db:\n    image: example/db:1\n")
+	nodes := "[attach]\ndriver = \"none\"\n[[node]]\nname = \"n1\"\nregion = \"r\"\nwave = 1\naddress = \"10.0.0.1/24\"\nstatus_key = \"n.pub\"\n" +
+		"[[node]]\nname = \"n2\"\nregion = \"r\"\nwave = 1\naddress = \"10.0.0.2/24\"\nstatus_key = \"n.pub\"\n"
+	tables := "[[service]]\nname = \"web\"\nimage = \"example/web:1\"\ncontainer = \"web-{{.Node}}\"\nnetwork = \"stack-{{.Node}}\"\nreload = { action = \"restart\" }\n" +
+		"[[service]]\nname = \"db\"\nimage = \"example/db:1\"\ncontainer = \"db-{{.Node}}\"\nreload = { action = \"restart\" }\n"
+	copyFile(t, filepath.Join(fleetDir, "keys", "cn.pub"), filepath.Join(dir, "n.pub"))
+	for what, fleet := range map[string]string{"compose": "compose = \"compose.yaml\"\n" + nodes, "tables": tables + nodes} {
+		f, err := ParseFleet(filepath.Join(dir, "fleet.toml"), []byte(fleet))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		r, err := Render(f, dir)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		for _, n := range r.Nodes {
+			u := n.Release.Units()
+			if len(u) != 2 || u[0].Container.Network != "stack-"+n.Release.Name || u[1].Container.Network != "" {
+				t.Errorf("%s: node %s: services %+v", what, n.Release.Name, u)
+			}
+		}
+	}
+	for bad, want := range map[string]string{
+		`"host"`:            `network "host": an engine network mode`,
+		`"stack-{{.Node"`:   `service "web": network`,
+		`"Stack {{.Node}}"`: `network: name "Stack n1"`,
+	} {
+		fleet := strings.Replace(tables, `"stack-{{.Node}}"`, bad, 1) + nodes
+		f, err := ParseFleet(filepath.Join(dir, "fleet.toml"), []byte(fleet))
+		if err == nil {
+			_, err = Render(f, dir)
+		}
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("network %s: got %v, want %q", bad, err, want)
+		}
+	}
+}

@@ -350,6 +350,14 @@ func renderContainer(f *schema.Fleet, s *schema.Service, pattern string, n *sche
 	if len(c.Binds) == 0 {
 		c.Binds = nil
 	}
+	if s.Network != "" {
+		if c.Network, err = execString("network", s.Network, d); err != nil {
+			return schema.Container{}, err
+		}
+		if err := schema.CheckServiceNetwork(c.Network); err != nil {
+			return schema.Container{}, err
+		}
+	}
 	if cs := s.Cluster; cs != nil {
 		cl := &schema.Cluster{Show: slices.Clone(cs.Show), Format: cs.Format}
 		if cl.Self, err = execString("cluster peer", cs.Peer, d); err != nil {

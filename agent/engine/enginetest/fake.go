@@ -311,12 +311,20 @@ func (f *Fake) Run(ctx context.Context, spec engine.ContainerSpec) (string, erro
 	if _, ok := f.containers[spec.Name]; ok {
 		return "", fmt.Errorf("create container %s: name already in use", spec.Name)
 	}
+	if _, ok := f.networks[spec.Network]; spec.Network != "" && !ok {
+		return "", fmt.Errorf("create container %s: network %s not found", spec.Name, spec.Network)
+	}
 	f.seq++
 	id := fmt.Sprintf("%064x", f.seq)
 	c := &fakeContainer{spec: spec, addrs: map[string]string{}, state: engine.ContainerState{
 		ID: id, Name: spec.Name, ImageID: spec.Image, Running: true, Status: "running",
 		StartedAt: f.now(), Labels: maps.Clone(spec.Labels),
 	}}
+	if spec.Network != "" {
+		// On the network it is created on, with an address of the
+		// engine's choosing.
+		c.addrs[spec.Network] = fmt.Sprintf("172.31.%d.%d", f.seq/250%256, f.seq%250+1)
+	}
 	f.containers[spec.Name] = c
 	f.emit(c, "start")
 	return id, nil
@@ -533,7 +541,11 @@ func (f *Fake) EnsureNetwork(ctx context.Context, network, subnet string) error 
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if cur, ok := f.networks[network]; ok && cur != subnet {
+	cur, ok := f.networks[network]
+	switch {
+	case ok && subnet == "":
+		return nil // any subnet will do
+	case ok && cur != subnet:
 		return fmt.Errorf("network %s exists without subnet %s", network, subnet)
 	}
 	f.networks[network] = subnet

@@ -5,9 +5,10 @@
 //	demohook                 serve: read the config, answer on its socket
 //	demohook ping            pong and what it has received, or exit 1
 //
-// It listens on a unix socket in a directory the node's two containers
-// both bind (their one shared place on a host that runs several nodes), or
-// on a TCP address (a host of one node: the broker calls the host's port).
+// It listens on a TCP address: the demo's brokers call it by its container
+// name on their node's Docker network (http://pullship-demo-hook-cn:7777).
+// A unix socket is the other choice, for a receiver that only processes
+// sharing a directory with it may call.
 //
 // Config (/etc/hook/hook.conf, key = value; other keys are ignored):
 //

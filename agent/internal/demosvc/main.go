@@ -23,7 +23,7 @@
 //	demo.healthy = on                         off: ping fails (a bad release)
 //	demo.heartbeat = 1s                       heartbeat period; Running = seen within 3
 //	demo.control = /tmp/demosvc.sock          control socket
-//	vmq_webhooks.NAME.endpoint = unix:/run/hook/hook.sock
+//	vmq_webhooks.NAME.endpoint = http://hook:7777/webhook
 //	                                          each heartbeat posts on_register there
 package main
 
@@ -34,6 +34,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -147,10 +148,10 @@ type config struct {
 	healthy   bool
 	heartbeat time.Duration
 	control   string
-	// webhook is a vmq_webhooks.<name>.endpoint of the form
-	// unix:/path/to.sock: every heartbeat posts an on_register call there
-	// (the demo's webhook receiver, agent/internal/demohook, listens on a
-	// socket in a directory both containers of a node bind).
+	// webhook is a vmq_webhooks.<name>.endpoint, an http:// URL: every
+	// heartbeat posts an on_register call there (the demo's webhook
+	// receiver, agent/internal/demohook, reached by its container name on
+	// the node's Docker network).
 	webhook string
 }
 
@@ -191,8 +192,11 @@ func loadConfig(path string) (config, error) {
 				return cfg, fmt.Errorf("config %s:%d: demo.heartbeat is %q, want a duration", path, n, v)
 			}
 		default:
-			if strings.HasPrefix(k, "vmq_webhooks.") && strings.HasSuffix(k, ".endpoint") && strings.HasPrefix(v, "unix:") {
-				cfg.webhook = strings.TrimPrefix(v, "unix:")
+			if strings.HasPrefix(k, "vmq_webhooks.") && strings.HasSuffix(k, ".endpoint") {
+				if u, err := url.Parse(v); err != nil || u.Scheme != "http" || u.Host == "" {
+					return cfg, fmt.Errorf("config %s:%d: %s is %q, want an http:// URL", path, n, k, v)
+				}
+				cfg.webhook = v
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -267,38 +268,26 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// callWebhook posts an on_register call to a receiver on a unix socket.
+// callWebhook posts an on_register call to the endpoint's URL; the config
+// takes http:// endpoints only.
 func TestCallWebhook(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "hook.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	got := make(chan string, 1)
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			got <- err.Error()
-			return
-		}
-		defer c.Close()
-		req, err := http.ReadRequest(bufio.NewReader(c))
-		if err != nil {
-			got <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(req.Body)
-		fmt.Fprint(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-		got <- req.Method + " " + req.URL.Path + " " + string(b)
-	}()
-	callWebhook(sock, "VerneMQ@10.0.0.1", 5*time.Second)
-	if s := <-got; s != `POST /webhook {"hook":"on_register","node":"VerneMQ@10.0.0.1"}` {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r.Method + " " + r.URL.Path + " " + r.Header.Get("vernemq-hook") + " " + string(b)
+	}))
+	defer srv.Close()
+	callWebhook(srv.URL+"/webhook", "VerneMQ@10.0.0.1", 5*time.Second)
+	if s := <-got; s != `POST /webhook on_register {"hook":"on_register","node":"VerneMQ@10.0.0.1"}` {
 		t.Fatalf("receiver got %q", s)
 	}
-	cfg, err := loadConfigText(t, "nodename = VerneMQ@10.0.0.1\nlistener.vmq.clustering = 10.0.0.1:44053\nvmq_webhooks.w.endpoint = unix:"+sock+"\n")
-	if err != nil || cfg.webhook != sock {
+	base := "nodename = VerneMQ@10.0.0.1\nlistener.vmq.clustering = 10.0.0.1:44053\n"
+	cfg, err := loadConfigText(t, base+"vmq_webhooks.w.endpoint = http://hook-cn:7777/webhook\n")
+	if err != nil || cfg.webhook != "http://hook-cn:7777/webhook" {
 		t.Fatalf("config webhook %q %v", cfg.webhook, err)
+	}
+	if _, err := loadConfigText(t, base+"vmq_webhooks.w.endpoint = unix:/run/hook.sock\n"); err == nil || !strings.Contains(err.Error(), "want an http:// URL") {
+		t.Fatalf("a unix: endpoint: %v", err)
 	}
 }
 

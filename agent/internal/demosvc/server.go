@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -203,26 +204,31 @@ func (s *server) heartbeats() {
 	}
 }
 
-// webhook returns the webhook socket and the node's name.
-func (s *server) webhook() (sock, node string) {
+// webhook returns the webhook endpoint and the node's name.
+func (s *server) webhook() (endpoint, node string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cfg.webhook, s.cfg.nodename
 }
 
-// callWebhook posts one on_register call to the webhook receiver listening
-// on the unix socket sock, as VerneMQ's webhooks plugin posts to its
-// endpoint; a receiver that is down is skipped until the next heartbeat.
-func callWebhook(sock, node string, timeout time.Duration) {
-	c, err := net.DialTimeout("unix", sock, timeout)
+// callWebhook posts one on_register call to the webhook endpoint (an
+// http:// URL), as VerneMQ's webhooks plugin does; a receiver that is down
+// is skipped until the next heartbeat.
+func callWebhook(endpoint, node string, timeout time.Duration) {
+	body := fmt.Sprintf(`{"hook":"on_register","node":%q}`, node)
+	req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(body))
 	if err != nil {
 		return
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(timeout))
-	body := fmt.Sprintf(`{"hook":"on_register","node":%q}`, node)
-	fmt.Fprintf(c, "POST /webhook HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nvernemq-hook: on_register\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
-	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("vernemq-hook", "on_register")
+	req.Close = true
+	resp, err := (&http.Client{Timeout: timeout}).Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 }
 
 func (s *server) members() []member {
