@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/template"
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v4"
 
@@ -54,8 +55,11 @@ type composeExt struct {
 // LoadCompose reads the compose file name (relative to dir, never from
 // outside it) with compose-go and returns its services as fleet services,
 // in the file's order. Every compose key pullship does not support is an
-// error naming the key and the service; ${VAR} is not interpolated (fleet
-// templates and vars are how values differ per node).
+// error naming the key and the service, whether written in the service or
+// brought in by a YAML merge key (<<: *fragment). A ${VAR} (or $VAR) is an
+// error naming it: a release depends on the fleet repository only, never
+// on the environment of the machine that cuts it (fleet templates and vars
+// are how values differ per node); $$ is a literal $, as in compose.
 func LoadCompose(dir, name string) ([]schema.Service, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -70,6 +74,8 @@ func LoadCompose(dir, name string) ([]schema.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	// With every variable refused above, compose-go's interpolation (of an
+	// empty environment) only turns $$ into $.
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("compose: %w", err)
@@ -82,7 +88,6 @@ func LoadCompose(dir, name string) ([]schema.Service, error) {
 		Environment: types.Mapping{},
 	}, func(o *loader.Options) {
 		o.SetProjectName("pullship", true)
-		o.SkipInterpolation = true
 		o.SkipNormalization = true
 		o.SkipConsistencyCheck = true
 		o.SkipInclude = true
@@ -120,33 +125,58 @@ func composeCheckKeys(name string, data []byte) ([]string, error) {
 		return nil, fmt.Errorf("%s: want a mapping at the top", name)
 	}
 	var order []string
-	top := doc.Content[0]
-	for i := 0; i+1 < len(top.Content); i += 2 {
-		k, v := top.Content[i].Value, top.Content[i+1]
+	top, err := yamlEntries(doc.Content[0])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	for _, e := range top {
+		k, v := e.key.Value, yamlDeref(e.value)
+		what := "key " + strconv.Quote(k)
+		if k == "services" {
+			what = ""
+		}
 		switch {
 		case k == "services":
 			if v.Kind != yaml.MappingNode {
 				return nil, fmt.Errorf("%s:%d: services: want a mapping", name, v.Line)
 			}
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				svc := v.Content[j].Value
-				if line, err := composeCheckService(v.Content[j+1]); err != nil {
+			svcs, err := yamlEntries(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s: services: %w", name, err)
+			}
+			for _, se := range svcs {
+				svc := se.key.Value
+				if line, err := composeCheckService(se.value); err != nil {
 					if line == 0 {
-						line = v.Content[j].Line
+						line = se.key.Line
 					}
+					return nil, fmt.Errorf("%s:%d: service %q: %w", name, line, svc, err)
+				}
+				if line, err := composeCheckVars(se.value, ""); err != nil {
 					return nil, fmt.Errorf("%s:%d: service %q: %w", name, line, svc, err)
 				}
 				order = append(order, svc)
 			}
+			continue
 		case k == "name", k == "version", strings.HasPrefix(k, "x-"):
 		case k == "networks":
-			for j := 0; j+1 < len(v.Content); j += 2 {
-				if n := v.Content[j].Value; n != ComposeNetwork {
-					return nil, fmt.Errorf("%s:%d: networks: %q: pullship attaches only its overlay network (%q)", name, v.Content[j].Line, n, ComposeNetwork)
+			nets, err := yamlEntries(v)
+			if err != nil {
+				return nil, fmt.Errorf("%s: networks: %w", name, err)
+			}
+			for _, ne := range nets {
+				if n := ne.key.Value; n != ComposeNetwork {
+					return nil, fmt.Errorf("%s:%d: networks: %q: pullship attaches only its overlay network (%q)", name, ne.key.Line, n, ComposeNetwork)
 				}
 			}
 		default:
-			return nil, fmt.Errorf("%s:%d: key %q is not supported by pullship", name, top.Content[i].Line, k)
+			return nil, fmt.Errorf("%s:%d: key %q is not supported by pullship", name, e.key.Line, k)
+		}
+		// What the services do not read (a fragment under x-, the name)
+		// is checked too: a variable there would be interpolated all the
+		// same.
+		if line, err := composeCheckVars(e.value, ""); err != nil {
+			return nil, fmt.Errorf("%s:%d: %s: %w", name, line, what, err)
 		}
 	}
 	if len(order) == 0 {
@@ -158,17 +188,22 @@ func composeCheckKeys(name string, data []byte) ([]string, error) {
 // composeCheckService checks one service's keys; it returns the line of
 // the key refused.
 func composeCheckService(n *yaml.Node) (int, error) {
+	n = yamlDeref(n)
 	if n.Kind != yaml.MappingNode {
 		return 0, fmt.Errorf("want a mapping")
 	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i].Value, n.Content[i+1]
+	es, err := yamlEntries(n)
+	if err != nil {
+		return n.Line, err
+	}
+	for _, e := range es {
+		k, v := e.key.Value, yamlDeref(e.value)
 		if !slices.Contains(composeKeys, k) {
-			return n.Content[i].Line, fmt.Errorf("key %q is not supported by pullship", k)
+			return e.key.Line, fmt.Errorf("key %q is not supported by pullship", k)
 		}
 		if k == "networks" {
 			if err := composeCheckNetworks(v); err != nil {
-				return n.Content[i].Line, err
+				return e.key.Line, err
 			}
 			continue
 		}
@@ -179,22 +214,33 @@ func composeCheckService(n *yaml.Node) (int, error) {
 		var maps []*yaml.Node
 		switch {
 		case v.Kind == yaml.MappingNode && k == "depends_on":
-			for j := 1; j < len(v.Content); j += 2 {
-				maps = append(maps, v.Content[j])
+			deps, err := yamlEntries(v)
+			if err != nil {
+				return e.key.Line, err
+			}
+			for _, d := range deps {
+				maps = append(maps, yamlDeref(d.value))
 			}
 		case v.Kind == yaml.MappingNode:
 			maps = append(maps, v)
 		case v.Kind == yaml.SequenceNode:
-			for _, e := range v.Content {
-				if e.Kind == yaml.MappingNode {
-					maps = append(maps, e)
+			for _, el := range v.Content {
+				if el = yamlDeref(el); el.Kind == yaml.MappingNode {
+					maps = append(maps, el)
 				}
 			}
 		}
 		for _, m := range maps {
-			for j := 0; j < len(m.Content); j += 2 {
-				if sub := m.Content[j].Value; !slices.Contains(allowed, sub) {
-					return m.Content[j].Line, fmt.Errorf("key %q is not supported by pullship", k+"."+sub)
+			if m.Kind != yaml.MappingNode {
+				continue
+			}
+			subs, err := yamlEntries(m)
+			if err != nil {
+				return m.Line, err
+			}
+			for _, sub := range subs {
+				if !slices.Contains(allowed, sub.key.Value) {
+					return sub.key.Line, fmt.Errorf("key %q is not supported by pullship", k+"."+sub.key.Value)
 				}
 			}
 		}
@@ -207,13 +253,17 @@ func composeCheckNetworks(v *yaml.Node) error {
 	switch v.Kind {
 	case yaml.SequenceNode:
 		for _, e := range v.Content {
-			names = append(names, e.Value)
+			names = append(names, yamlDeref(e).Value)
 		}
 	case yaml.MappingNode:
-		for j := 0; j+1 < len(v.Content); j += 2 {
-			names = append(names, v.Content[j].Value)
-			if len(v.Content[j+1].Content) > 0 {
-				return fmt.Errorf("key %q is not supported by pullship", "networks."+v.Content[j].Value+"."+v.Content[j+1].Content[0].Value)
+		nets, err := yamlEntries(v)
+		if err != nil {
+			return err
+		}
+		for _, ne := range nets {
+			names = append(names, ne.key.Value)
+			if opts := yamlDeref(ne.value); len(opts.Content) > 0 {
+				return fmt.Errorf("key %q is not supported by pullship", "networks."+ne.key.Value+"."+yamlDeref(opts.Content[0]).Value)
 			}
 		}
 	}
@@ -223,6 +273,110 @@ func composeCheckNetworks(v *yaml.Node) error {
 		}
 	}
 	return nil
+}
+
+// maxYAMLDepth bounds the aliases and merge keys followed from one node:
+// a YAML file can make an alias graph as deep as it likes.
+const maxYAMLDepth = 32
+
+// yamlEntry is one key and value of a YAML mapping.
+type yamlEntry struct{ key, value *yaml.Node }
+
+// yamlDeref is n, or what the alias n names.
+func yamlDeref(n *yaml.Node) *yaml.Node {
+	for i := 0; n.Kind == yaml.AliasNode && n.Alias != nil && i < maxYAMLDepth; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
+// yamlEntries returns the entries of mapping m as YAML (and compose-go)
+// reads them: a merge key (<<: *fragment, or a list of fragments) brings
+// in the fragment's entries, so that a key refused in a service is refused
+// as well when a fragment merged into it holds it. A key both written and
+// merged is listed twice, which is all the key checks need.
+func yamlEntries(m *yaml.Node) ([]yamlEntry, error) {
+	var out []yamlEntry
+	var walk func(m *yaml.Node, depth int) error
+	walk = func(m *yaml.Node, depth int) error {
+		if depth > maxYAMLDepth {
+			return fmt.Errorf("line %d: merge keys nested more than %d deep", m.Line, maxYAMLDepth)
+		}
+		m = yamlDeref(m)
+		if m.Kind != yaml.MappingNode {
+			return nil
+		}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			k, v := m.Content[i], m.Content[i+1]
+			if k.Tag != "!!merge" {
+				out = append(out, yamlEntry{k, v})
+				continue
+			}
+			v = yamlDeref(v)
+			frags := []*yaml.Node{v}
+			if v.Kind == yaml.SequenceNode {
+				frags = v.Content
+			}
+			for _, f := range frags {
+				if f = yamlDeref(f); f.Kind != yaml.MappingNode {
+					return fmt.Errorf("line %d: merge key: want a mapping or a list of mappings", k.Line)
+				}
+				if err := walk(f, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return out, walk(m, 0)
+}
+
+// composeCheckVars refuses every variable in the strings below n (keys
+// and values, not following aliases: what an alias names is checked where
+// it is written); path names n. It returns the line of the string refused.
+func composeCheckVars(n *yaml.Node, path string) (int, error) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if !strings.Contains(n.Value, "$") {
+			return 0, nil
+		}
+		var vars []string
+		_, err := template.SubstituteWithOptions(n.Value, func(name string) (string, bool) {
+			vars = append(vars, name)
+			return "", false
+		}, template.WithoutLogging)
+		at := ""
+		if path != "" {
+			at = path + ": "
+		}
+		if len(vars) > 0 {
+			return n.Line, fmt.Errorf("%s%q: variable %s: interpolation is not supported by pullship (a release does not read the environment it is cut in; values that differ per node are fleet templates and vars, {{.Vars.NAME}}); a literal $ is written $$", at, n.Value, vars[0])
+		}
+		if err != nil {
+			return n.Line, fmt.Errorf("%s%q: %w (a literal $ is written $$)", at, n.Value, err)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			sub := k.Value
+			if path != "" {
+				sub = path + "." + k.Value
+			}
+			if line, err := composeCheckVars(k, path); err != nil {
+				return line, err
+			}
+			if line, err := composeCheckVars(n.Content[i+1], sub); err != nil {
+				return line, err
+			}
+		}
+	case yaml.SequenceNode:
+		for _, e := range n.Content {
+			if line, err := composeCheckVars(e, path); err != nil {
+				return line, err
+			}
+		}
+	}
+	return 0, nil
 }
 
 // composeService maps one loaded compose service onto a fleet service.

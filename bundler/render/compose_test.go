@@ -153,3 +153,87 @@ func TestRenderServiceNetwork(t *testing.T) {
 		}
 	}
 }
+
+// ${VAR} and $VAR are refused, naming the line, the service, the key and
+// the variable, wherever they are written (a fragment merged into a
+// service included); $$ is a literal $, as compose has it.
+func TestComposeInterpolation(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"braced", "services:\n  web:\n    image: example/web:${TAG}\n",
+			`compose.yaml:3: service "web": image: "example/web:${TAG}": variable TAG: interpolation is not supported by pullship`},
+		{"named", "services:\n  web:\n    image: a:1\n    environment:\n      MODE: $MODE\n",
+			`compose.yaml:5: service "web": environment.MODE: "$MODE": variable MODE: interpolation is not supported`},
+		{"default", "services:\n  web:\n    image: a:1\n    command: [\"serve\", \"--port=${PORT:-80}\"]\n",
+			`compose.yaml:4: service "web": command: "--port=${PORT:-80}": variable PORT`},
+		{"required", "services:\n  web:\n    image: a:1\n    container_name: \"${NAME:?set NAME}\"\n",
+			`service "web": container_name: "${NAME:?set NAME}": variable NAME`},
+		{"in a key", "services:\n  web:\n    image: a:1\n    environment:\n      ${KEY}: x\n", `compose.yaml:5: service "web": environment: "${KEY}": variable KEY`},
+		{"in a fragment", "x-base: &base\n  restart: ${POLICY}\nservices:\n  web:\n    <<: *base\n    image: a:1\n",
+			`compose.yaml:2: key "x-base": restart: "${POLICY}": variable POLICY`},
+		{"invalid", "services:\n  web:\n    image: a:1\n    command: [\"echo\", \"${}\"]\n", `compose.yaml:4: service "web": command: "${}": Invalid template`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadCompose(writeCompose(t, tc.body), "compose.yaml")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	svcs, err := LoadCompose(writeCompose(t, "services:\n  web:\n    image: a:1\n    environment: {PRICE: \"$$5\"}\n    healthcheck:\n      test: [\"CMD-SHELL\", \"test -n \\\"$$HOME\\\"\"]\n"), "compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := svcs[0]; w.Env["PRICE"] != "$5" || strings.Join(w.Health.Command, " ") != `/bin/sh -c test -n "$HOME"` {
+		t.Fatalf("$$ not read as $: env %v health %q", w.Env, w.Health.Command)
+	}
+}
+
+// YAML merge keys and aliases are read as compose reads them: what a
+// fragment brings into a service is the service's, checked like the rest.
+func TestComposeMergeKeys(t *testing.T) {
+	for _, tc := range []struct{ name, body, want string }{
+		{"refused key in a fragment", "x-base: &base\n  restart: always\n  build: .\nservices:\n  web:\n    <<: *base\n    image: a:1\n",
+			`compose.yaml:3: service "web": key "build" is not supported by pullship`},
+		{"refused nested key in a fragment", "x-hc: &hc\n  test: [CMD, ping]\n  start_period: 5s\nservices:\n  web:\n    image: a:1\n    healthcheck:\n      <<: *hc\n",
+			`compose.yaml:3: service "web": key "healthcheck.start_period" is not supported`},
+		{"refused key in a list of fragments", "x-a: &a {restart: always}\nx-b: &b {deploy: {replicas: 2}}\nservices:\n  web:\n    <<: [*a, *b]\n    image: a:1\n",
+			`compose.yaml:2: service "web": key "deploy" is not supported`},
+		{"aliased service", "x-web: &web {image: a:1, build: .}\nservices:\n  web: *web\n", `service "web": key "build" is not supported`},
+		{"merge of a scalar", "x-a: &a hello\nservices:\n  web:\n    <<: *a\n    image: a:1\n", `merge key: want a mapping or a list of mappings`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadCompose(writeCompose(t, tc.body), "compose.yaml")
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	svcs, err := LoadCompose(writeCompose(t, `x-common: &common
+  restart: always
+  environment: {MODE: prod}
+  healthcheck: &hc
+    test: [CMD, ping]
+    retries: 3
+services:
+  web:
+    <<: *common
+    image: example/web:1
+    environment: {MODE: dev}
+  db:
+    <<: *common
+    image: example/db:1
+    healthcheck:
+      <<: *hc
+      retries: 5
+`), "compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web, db := svcs[0], svcs[1]
+	if web.Restart != "always" || web.Env["MODE"] != "dev" || strings.Join(web.Health.Command, " ") != "ping" || web.Health.Retries != 3 {
+		t.Errorf("web with the fragment merged: %+v", web)
+	}
+	if db.Restart != "always" || db.Env["MODE"] != "prod" || db.Health.Retries != 5 {
+		t.Errorf("db with the fragment merged: %+v", db)
+	}
+}
