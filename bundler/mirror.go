@@ -56,6 +56,11 @@ type MirrorOptions struct {
 	Pinned *schema.Root
 	// Now is the verification time (zero: time.Now()).
 	Now time.Time
+	// StatusSrc and StatusDst, set together, are status repositories of
+	// their own (the agents' status_remote on either side): the status
+	// branches are carried between them, by the same rules, instead of
+	// between SRC and DST, whose status branches are left alone.
+	StatusSrc, StatusDst *repo.Remote
 }
 
 // RefChange is one ref a mirror moved on one side.
@@ -69,8 +74,8 @@ type RefChange struct {
 type MirrorResult struct {
 	Releases plumbing.Hash // SRC's release head (zero: none yet)
 	Version  int64         // its version (0 when unreadable or none)
-	ToDst    []RefChange   // refs moved on DST
-	ToSrc    []RefChange   // status refs moved on SRC
+	ToDst    []RefChange   // refs moved on DST (status refs: on StatusDst, when set)
+	ToSrc    []RefChange   // status refs moved on SRC (on StatusSrc, when set)
 	// Objects and bytes pushed to each side (the pack as sent).
 	DstObjects, SrcObjects int
 	DstBytes, SrcBytes     int64
@@ -119,6 +124,9 @@ func OpenMirrorTarget(ctx context.Context, url string, opts repo.Options) (*repo
 func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptions) (*MirrorResult, error) {
 	if o.Images <= 0 {
 		o.Images = DefaultMirrorImages
+	}
+	if (o.StatusSrc == nil) != (o.StatusDst == nil) {
+		return nil, errors.New("mirror: status repositories on one side only: name both or neither")
 	}
 	now := o.Now
 	if now.IsZero() {
@@ -191,12 +199,25 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 			return fail(err)
 		}
 	}
-	// 4. Status branches, both ways.
-	toSrc, statusToDst, err := r.mirrorStatus(ctx, dst, srcRefs, dstRefs, res, r.statusNodes(srcHead))
+	// 4. Status branches, both ways: between SRC and DST, or between the
+	// status repositories.
+	statusSrc, statusDst, statusSrcRefs, statusDstRefs := r.Remote, dst, srcRefs, dstRefs
+	if o.StatusSrc != nil {
+		statusSrc, statusDst = o.StatusSrc, o.StatusDst
+		if statusSrcRefs, err = statusSrc.Refs(ctx, bundle.StatusPrefix); err != nil {
+			return fail(fmt.Errorf("status source: %w", err))
+		}
+		if statusDstRefs, err = statusDst.Refs(ctx, bundle.StatusPrefix); err != nil {
+			return fail(fmt.Errorf("status destination: %w", err))
+		}
+	}
+	toSrc, statusToDst, err := r.mirrorStatus(ctx, statusSrc, statusDst, statusSrcRefs, statusDstRefs, res, r.statusNodes(srcHead))
 	if err != nil {
 		return fail(err)
 	}
-	updates = append(updates, statusToDst...)
+	if o.StatusSrc == nil {
+		updates = append(updates, statusToDst...)
+	}
 	// Last: a directory destination moves refs in order, and a release must
 	// not appear before its image tags.
 	if !srcHead.IsZero() && srcHead != dstHead {
@@ -213,10 +234,18 @@ func (r *Repository) Mirror(ctx context.Context, dst *repo.Remote, o MirrorOptio
 	if res.DstObjects, res.DstBytes, err = r.pushUpdates(ctx, dst, dstRefs, updates, encoded); err != nil {
 		return fail(err)
 	}
+	if o.StatusSrc != nil {
+		n, size, err := r.pushUpdates(ctx, statusDst, statusDstRefs, statusToDst, nil)
+		if err != nil {
+			return fail(fmt.Errorf("status to the status destination: %w", err))
+		}
+		res.DstObjects, res.DstBytes = res.DstObjects+n, res.DstBytes+size
+		updates = append(updates, statusToDst...)
+	}
 	for _, u := range updates {
 		res.ToDst = append(res.ToDst, RefChange{Ref: u.Name, Old: u.Old, New: u.New, Forced: !u.Old.IsZero() && !r.isAncestor(u.Old, u.New)})
 	}
-	if res.SrcObjects, res.SrcBytes, err = r.pushUpdates(ctx, r.Remote, srcRefs, toSrc, nil); err != nil {
+	if res.SrcObjects, res.SrcBytes, err = r.pushUpdates(ctx, statusSrc, statusSrcRefs, toSrc, nil); err != nil {
 		return fail(fmt.Errorf("status back to the source: %w", err))
 	}
 	for _, u := range toSrc {
@@ -404,12 +433,12 @@ func (r *Repository) verifyForMirror(ctx context.Context, head plumbing.Hash, pi
 }
 
 // mirrorStatus decides, per status branch, which side moves: it returns the
-// updates for SRC and for DST.
+// updates for src and for dst (SRC and DST, or their status repositories).
 //
 // Only reports signed by their node's status key (as the newest release
 // lists it) are copied or win a divergence: a side's unsigned, forged or
 // unreadable head is left where it is, with a note.
-func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs, dstRefs map[string]plumbing.Hash, res *MirrorResult, nodes map[string]schema.ReleaseNode) (toSrc, toDst []repo.RefUpdate, err error) {
+func (r *Repository) mirrorStatus(ctx context.Context, src, dst *repo.Remote, srcRefs, dstRefs map[string]plumbing.Hash, res *MirrorResult, nodes map[string]schema.ReleaseNode) (toSrc, toDst []repo.RefUpdate, err error) {
 	names := map[string]bool{}
 	for _, refs := range []map[string]plumbing.Hash{srcRefs, dstRefs} {
 		for ref := range refs {
@@ -433,7 +462,7 @@ func (r *Repository) mirrorStatus(ctx context.Context, dst *repo.Remote, srcRefs
 	}
 	sort.Strings(fromSrc)
 	sort.Strings(fromDst)
-	if err := r.fetch(ctx, r.Remote, fromSrc, bundle.MaxStatusPack); err != nil {
+	if err := r.fetch(ctx, src, fromSrc, bundle.MaxStatusPack); err != nil {
 		return nil, nil, fmt.Errorf("fetch status branches from the source: %w", err)
 	}
 	if err := r.fetch(ctx, dst, fromDst, bundle.MaxStatusPack); err != nil {

@@ -242,6 +242,61 @@ func TestMirrorRelayAndRemovableMedia(t *testing.T) {
 	}
 }
 
+// TestMirrorStatusRepositories: with a status repository on each side
+// (the agents' status_remote at home and on the removable disk), a mirror
+// copies the release to DST and carries the status branches between the
+// two status repositories, both ways and by the same rules (signed
+// reports only); the release repositories get none.
+func TestMirrorStatusRepositories(t *testing.T) {
+	ctx := context.Background()
+	e := bundlertest.NewEnv(t)
+	e.Cut(t, fleetFor(t, filepath.Join(e.Dir, "fleet"), "v1 {{.Node}}\n"), testImage(t, e.Dir, 1, 64<<10))
+	usb := filepath.Join(e.Dir, "media", "fleet.git")
+	homeStatus := filepath.Join(e.Dir, "fleet-status.git")
+	usbStatus := filepath.Join(e.Dir, "media", "fleet-status.git")
+	sides := map[string]*repo.Remote{}
+	for _, dir := range []string{homeStatus, usbStatus} {
+		r, err := bundler.OpenMirrorTarget(ctx, dir, repo.Options{})
+		must(t, err)
+		sides[dir] = r
+	}
+	o := bundler.MirrorOptions{StatusSrc: sides[homeStatus], StatusDst: sides[usbStatus]}
+	cache := filepath.Join(e.Dir, "cache-usb")
+	// The first trip: the release out, no status yet.
+	if _, err := mirror(t, e.Repo, usb, cache, o); err != nil {
+		t.Fatal(err)
+	}
+	key := loadStatusKey(t, filepath.Join(e.Dir, "fleet", "status-cn.key"))
+	s1 := statusCommit(t, key, usbStatus, "cn", 1, "") // pushed by the far side's agent
+	statusCommit(t, nil, usbStatus, "sg", 1, "")       // unsigned: never carried
+	res, err := mirror(t, e.Repo, usb, cache, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.ToSrc) != 1 || res.ToSrc[0].Ref != bundle.StatusPrefix+"cn" || gitRefs(t, homeStatus)[bundle.StatusPrefix+"cn"] != s1 ||
+		gitRefs(t, homeStatus)[bundle.StatusPrefix+"sg"] != "" {
+		t.Fatalf("status home: %+v; home status repository %v", res, gitRefs(t, homeStatus))
+	}
+	// A newer report at home (an agent there) goes out to the disk.
+	s2 := statusCommit(t, key, homeStatus, "cn", 2, s1)
+	if res, err = mirror(t, e.Repo, usb, cache, o); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.ToDst) != 1 || gitRefs(t, usbStatus)[bundle.StatusPrefix+"cn"] != s2 {
+		t.Fatalf("status out: %+v; disk status repository %v", res, gitRefs(t, usbStatus))
+	}
+	for _, dir := range []string{e.Repo, usb} {
+		for ref := range gitRefs(t, dir) {
+			if strings.HasPrefix(ref, bundle.StatusPrefix) {
+				t.Errorf("%s holds %s: a release repository gets no status branch", dir, ref)
+			}
+		}
+	}
+	if _, err := mirror(t, e.Repo, usb, cache, bundler.MirrorOptions{StatusSrc: sides[homeStatus]}); err == nil {
+		t.Fatal("a status repository on one side only was accepted")
+	}
+}
+
 // TestMirrorStoresChunkBlobs: a mirror copies the zstd chunk blobs as they
 // are, in zlib stored blocks, as the release did, where deflating them again
 // would cost CPU for nothing; the other objects are deflated. So does an

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullship/pullship/bundler"
+	"github.com/pullship/pullship/bundler/shared/bundle"
 	"github.com/pullship/pullship/bundler/shared/cliutil"
 	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/schema"
@@ -25,6 +26,9 @@ type mirrorOptions struct {
 	allImages bool
 	// Each side its own credentials: SRC's never go to DST's server.
 	srcCreds, dstCreds credFlags
+	// Status repositories of their own, with their credentials.
+	statusSrc, statusDst           string
+	statusSrcCreds, statusDstCreds credFlags
 }
 
 func newMirrorCmd(env Env) *cobra.Command {
@@ -46,14 +50,21 @@ diverged from it, mirror refuses and changes nothing. With --root the newest
 release and every chunk of its images are verified first (exit 3 when they do
 not verify; exit 1 when a remote fails, naming it). The credential flags
 (--ssh-key, --git-password-file, ...) are SRC's; DST has its own, prefixed
---dst-: neither side's credentials are sent to the other's server. See
+--dst-: neither side's credentials are sent to the other's server.
+
+When the agents push their status to repositories of their own (status_remote
+in agent.toml), --status-src and --status-dst name them: status branches are
+then carried between those two, by the same rules, and not between SRC and
+DST. Their credentials are --status-src-* and --status-dst-*. See
 docs/mirror.md.`,
 		Example: `  pullship mirror https://git.example.com/fleet.git git://relay.eu/fleet.git
   pullship mirror /srv/git/fleet.git /media/usb/fleet.git --images 1
   pullship mirror /media/usb/fleet.git /srv/git/fleet.git   # status back home
   pullship mirror ssh://git@git.example.com/ops/fleet.git https://relay.example.com/fleet.git \
       --ssh-key ~/.ssh/fleet_deploy --dst-git-username pullship \
-      --dst-git-password-file /run/secrets/relay-token --dst-ca-file relay-ca.pem`,
+      --dst-git-password-file /run/secrets/relay-token --dst-ca-file relay-ca.pem
+  pullship mirror /media/usb/fleet.git /srv/git/fleet.git \
+      --status-src /media/usb/fleet-status.git --status-dst /srv/git/fleet-status.git`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return cliutil.Usage(fmt.Errorf("mirror: want SRC and DST, got %d arguments", len(args)))
@@ -71,6 +82,10 @@ docs/mirror.md.`,
 	cmd.Flags().BoolVar(&o.allImages, "all-images", false, "copy every image tag the source has")
 	o.srcCreds.register(cmd, "", "SRC")
 	o.dstCreds.register(cmd, "dst-", "DST")
+	cmd.Flags().StringVar(&o.statusSrc, "status-src", "", "SRC's status repository: carry status branches between it and --status-dst instead of between SRC and DST")
+	cmd.Flags().StringVar(&o.statusDst, "status-dst", "", "DST's status repository (with --status-src)")
+	o.statusSrcCreds.register(cmd, "status-src-", "the status source")
+	o.statusDstCreds.register(cmd, "status-dst-", "the status destination")
 	return cmd
 }
 
@@ -110,7 +125,19 @@ func runMirror(ctx context.Context, env Env, o mirrorOptions) error {
 	if err != nil {
 		return fmt.Errorf("mirror: destination: %w", err)
 	}
-	res, err := r.Mirror(ctx, to, bundler.MirrorOptions{Images: o.images, AllImages: o.allImages, Pinned: pinned})
+	mo := bundler.MirrorOptions{Images: o.images, AllImages: o.allImages, Pinned: pinned}
+	if (o.statusSrc == "") != (o.statusDst == "") {
+		return cliutil.Usage(fmt.Errorf("mirror: --status-src and --status-dst go together"))
+	}
+	if o.statusSrc != "" {
+		if mo.StatusSrc, err = openStatusSide(ctx, o.statusSrc, &o.statusSrcCreds); err != nil {
+			return fmt.Errorf("mirror: status source: %w", err)
+		}
+		if mo.StatusDst, err = openStatusSide(ctx, o.statusDst, &o.statusDstCreds); err != nil {
+			return fmt.Errorf("mirror: status destination: %w", err)
+		}
+	}
+	res, err := r.Mirror(ctx, to, mo)
 	if err != nil {
 		return err
 	}
@@ -121,15 +148,35 @@ func runMirror(ctx context.Context, env Env, o mirrorOptions) error {
 		fmt.Fprintf(env.Stdout, "nothing new: %s and %s agree\n", repo.RedactURL(src), repo.RedactURL(dst))
 		return nil
 	}
+	toDst, toSrc := "→ dst", "← src"
+	if o.statusSrc != "" {
+		toSrc = "← status src"
+	}
 	for _, c := range res.ToDst {
-		fmt.Fprintf(env.Stdout, "%s %s\n", "→ dst", changeLine(c))
+		side := toDst
+		if o.statusSrc != "" && strings.HasPrefix(c.Ref, bundle.StatusPrefix) {
+			side = "→ status dst"
+		}
+		fmt.Fprintf(env.Stdout, "%s %s\n", side, changeLine(c))
 	}
 	for _, c := range res.ToSrc {
-		fmt.Fprintf(env.Stdout, "%s %s\n", "← src", changeLine(c))
+		fmt.Fprintf(env.Stdout, "%s %s\n", toSrc, changeLine(c))
 	}
 	fmt.Fprintf(env.Stdout, "copied to %s: %d objects, %d bytes; to %s: %d objects, %d bytes\n",
 		repo.RedactURL(dst), res.DstObjects, res.DstBytes, repo.RedactURL(src), res.SrcObjects, res.SrcBytes)
 	return nil
+}
+
+// openStatusSide opens a status repository a mirror carries status
+// branches to and from: a missing or empty directory becomes a bare
+// repository, as a mirror destination does.
+func openStatusSide(ctx context.Context, url string, creds *credFlags) (*repo.Remote, error) {
+	url = absURL(url)
+	opts, err := creds.options(url)
+	if err != nil {
+		return nil, err
+	}
+	return bundler.OpenMirrorTarget(ctx, url, opts)
 }
 
 func changeLine(c bundler.RefChange) string {
