@@ -42,7 +42,7 @@ func TestSSHIdleSessionNotStalled(t *testing.T) {
 	url := srv.RepoURL("r.git")
 	opts, err := Credentials{SSHKey: srv.ClientKey, KnownHosts: srv.KnownHosts}.Options(url)
 	must(t, err)
-	const stall = 2 * time.Second
+	const stall = 4 * time.Second
 	opts.StallTimeout = stall
 	ctx := context.Background()
 	r, err := Open(ctx, url, opts)
@@ -52,10 +52,12 @@ func TestSSHIdleSessionNotStalled(t *testing.T) {
 	f := r.Objects(ctx)
 	defer f.Close()
 	must(t, f.Fetch(ctx, st, ObjectsRequest{Wants: []plumbing.Hash{first}, MaxPackBytes: 1 << 20}))
-	// Idle for several stall timeouts, as a connection waiting for its
-	// next segment may be: the idleness is what is tested, not a wait
-	// for something to happen.
-	time.Sleep(3 * stall)
+	// Idle for more than two stall timeouts, as a connection waiting for
+	// its next segment may be: the idleness is what is tested, not a wait
+	// for something to happen. (The timeout is long enough that a loaded
+	// machine starting git-upload-pack over sshd does not stall the first
+	// fetch.)
+	time.Sleep(5 * stall / 2)
 	if err := f.Fetch(ctx, st, ObjectsRequest{Wants: []plumbing.Hash{second}, Haves: []plumbing.Hash{first}, MaxPackBytes: 1 << 20}); err != nil {
 		t.Fatalf("fetch after an idle time on the same session: %v", err)
 	}
