@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-git/go-billy/v5"
-	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/format/packfile"
@@ -125,7 +124,7 @@ func (p *storedPack) close() {
 // indexes old has mapped already. A pack whose index cannot be read (a
 // removable disk's) is left out: its objects are not found.
 func newObjectView(dir string, loose *filesystem.Storage, old *objectView) *objectView {
-	v := &objectView{dir: dir, fs: osfs.New(dir), loose: loose}
+	v := &objectView{dir: dir, fs: newRegularFS(dir), loose: loose}
 	known := map[string]*storedPack{}
 	if old != nil {
 		for _, p := range old.packs {

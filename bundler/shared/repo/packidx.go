@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -47,7 +46,7 @@ var ErrBadIndex = errors.New("bad pack index")
 
 // openPackIndex maps the index at path of the pack of packSize bytes.
 func openPackIndex(path string, packSize int64) (*packIndex, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path)
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/pullship/pullship/bundler/shared/atomicfile"
 
-	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/storage/filesystem"
@@ -100,7 +99,7 @@ func (s *Store) Dir() string { return s.dir }
 // reload makes the store see the packs on disk now: indexes of packs it
 // saw before are kept, new ones mapped.
 func (s *Store) reload() {
-	sto := filesystem.NewStorageWithOptions(osfs.New(s.dir), newObjectLRU(objectCacheBytes),
+	sto := filesystem.NewStorageWithOptions(newRegularFS(s.dir), newObjectLRU(objectCacheBytes),
 		filesystem.Options{LargeObjectThreshold: largeObjectThreshold})
 	s.mu.Lock()
 	old := s.view
@@ -445,7 +444,7 @@ func (s *Store) readRef(name string) (plumbing.Hash, error) {
 	if err := checkRefName(name); err != nil {
 		return plumbing.ZeroHash, err
 	}
-	b, err := os.ReadFile(filepath.Join(s.dir, filepath.FromSlash(name)))
+	b, err := readRegular(filepath.Join(s.dir, filepath.FromSlash(name)), maxLooseRef)
 	switch {
 	case err == nil:
 		h, err := parseLooseRef(b)
@@ -456,7 +455,7 @@ func (s *Store) readRef(name string) (plumbing.Hash, error) {
 	case !errors.Is(err, os.ErrNotExist):
 		return plumbing.ZeroHash, fmt.Errorf("read ref %s: %w", name, err)
 	}
-	packed, err := os.ReadFile(filepath.Join(s.dir, "packed-refs"))
+	packed, err := readRegular(filepath.Join(s.dir, "packed-refs"), maxPackedRefs)
 	if errors.Is(err, os.ErrNotExist) {
 		return plumbing.ZeroHash, nil
 	}
@@ -560,7 +559,7 @@ func (s *Store) setRef(name string, old *plumbing.Hash, new plumbing.Hash) (err 
 // deletePacked removes name from packed-refs under git's packed-refs.lock.
 func (s *Store) deletePacked(name string) error {
 	path := filepath.Join(s.dir, "packed-refs")
-	data, err := os.ReadFile(path)
+	data, err := readRegular(path, maxPackedRefs)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
