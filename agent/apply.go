@@ -671,6 +671,12 @@ func (a *Agent) ensureImage(ctx context.Context, t *target, rn *schema.ReleaseNo
 	// first, keeping the chunks of the image it holds (an earlier try's).
 	need, held := missingChunks(a.objects, idx)
 	a.makeRoom(need, append(held, t.v.Commit)...)
+	// An image that cannot fit is not begun: its segments would stay
+	// (kept for a later try) while the last of them is refused.
+	if room, err := a.objects.Room(); err == nil && room < need {
+		return fmt.Errorf("image %s: %w: its missing chunks take up to %d bytes, the store's budget leaves %d (store_budget_mib = %d in agent.toml)",
+			img.Name, repo.ErrStoreBudget, need, max(room, 0), a.cfg.StoreBudgetMiB)
+	}
 	// load fetches and loads the image from r; retry says whether another
 	// remote might do better (the data was bad, not the engine).
 	load := func(r *repo.Remote) (retry bool, err error) {

@@ -94,9 +94,9 @@ func TestJunkCannotGrowStore(t *testing.T) {
 // pass fails with an error naming the budget, the node keeps running the
 // release before (container, files), and the store stays within its
 // budget, holding no more than before the fetch. Raised, the budget lets
-// the same release through. From a directory remote (whose copy is
-// refused before it starts) and from git daemon (whose pack is read no
-// further than the budget leaves).
+// the same release through. From a directory remote and from git
+// daemon: the image is not begun (before, its first segment stayed while
+// the second was refused).
 func TestStoreBudget(t *testing.T) {
 	for _, remote := range []string{"directory", "git daemon"} {
 		t.Run(remote, func(t *testing.T) {
