@@ -130,10 +130,10 @@ func runMirror(ctx context.Context, env Env, o mirrorOptions) error {
 		return cliutil.Usage(fmt.Errorf("mirror: --status-src and --status-dst go together"))
 	}
 	if o.statusSrc != "" {
-		if mo.StatusSrc, err = openStatusSide(ctx, o.statusSrc, &o.statusSrcCreds); err != nil {
+		if mo.StatusSrc, err = openStatusSide(ctx, o.statusSrc, &o.statusSrcCreds, false); err != nil {
 			return fmt.Errorf("mirror: status source: %w", err)
 		}
-		if mo.StatusDst, err = openStatusSide(ctx, o.statusDst, &o.statusDstCreds); err != nil {
+		if mo.StatusDst, err = openStatusSide(ctx, o.statusDst, &o.statusDstCreds, true); err != nil {
 			return fmt.Errorf("mirror: status destination: %w", err)
 		}
 	}
@@ -168,13 +168,18 @@ func runMirror(ctx context.Context, env Env, o mirrorOptions) error {
 }
 
 // openStatusSide opens a status repository a mirror carries status
-// branches to and from: a missing or empty directory becomes a bare
-// repository, as a mirror destination does.
-func openStatusSide(ctx context.Context, url string, creds *credFlags) (*repo.Remote, error) {
+// branches to and from. On the destination's side (create) a missing or
+// empty directory becomes a bare repository, as a mirror destination does;
+// the source's must exist, so that a mistyped path is an error rather than
+// an empty repository nothing is carried from.
+func openStatusSide(ctx context.Context, url string, creds *credFlags, create bool) (*repo.Remote, error) {
 	url = absURL(url)
 	opts, err := creds.options(url)
 	if err != nil {
 		return nil, err
+	}
+	if !create {
+		return repo.Open(ctx, url, opts)
 	}
 	return bundler.OpenMirrorTarget(ctx, url, opts)
 }
