@@ -26,19 +26,29 @@ var (
 		zstd.WithEncoderConcurrency(1),
 		// A 1 MiB window: a chunk of up to 8 MiB decodes with 1 MiB of
 		// history (the agent's memory), for little loss on layer data.
-		zstd.WithWindowSize(1<<20),
+		zstd.WithWindowSize(maxWindow),
 		zstd.WithZeroFrames(true))
 	decoders = sync.Pool{New: func() any {
+		// The history a frame may ask for: a window up to the 1 MiB
+		// pullship writes, or a single segment (whose window is its
+		// content) up to the largest chunk, which the encoder before the
+		// 1 MiB window wrote for every chunk. A frame asking for more is
+		// refused before the history is allocated (an 8 MiB window cost
+		// 8 MiB, whatever the chunk's size).
 		d, err := zstd.NewReader(nil,
 			zstd.WithDecoderConcurrency(1),
-			zstd.WithDecoderMaxWindow(schema.MaxImageChunk),
-			zstd.WithDecoderMaxMemory(2*schema.MaxImageChunk))
+			zstd.WithDecoderMaxWindow(maxWindow),
+			zstd.WithDecoderMaxMemory(schema.MaxImageChunk))
 		if err != nil {
 			panic(err) // only bad options fail
 		}
 		return d
 	}}
 )
+
+// maxWindow is the zstd window pullship writes, and the largest a
+// decoder accepts (but for a single segment).
+const maxWindow = 1 << 20
 
 // Encode appends the zstd frame of the chunk data to dst: the content
 // of its blob.
