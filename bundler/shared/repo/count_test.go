@@ -44,34 +44,9 @@ func countPackChain(w io.Writer, n int, reachable, deltas, chain bool) (plumbing
 	binary.BigEndian.PutUint32(hdr[8:], uint32(total))
 	out.Write(hdr[:])
 	var off int64 = 12
-	// stored writes one entry whose content is a single stored deflate
-	// block (no compression: the cheapest to make, still a valid entry).
 	stored := func(typ byte, prefix, content []byte) int64 {
 		at := off
-		var b []byte
-		size := len(content)
-		c := typ<<4 | byte(size&15)
-		for size >>= 4; size > 0; size >>= 7 {
-			b = append(b, c|0x80)
-			c = byte(size & 0x7f)
-		}
-		b = append(b, c)
-		b = append(b, prefix...)
-		b = append(b, 0x78, 0x01)
-		for rest := content; ; {
-			k := min(len(rest), 0xffff)
-			final := byte(0)
-			if k == len(rest) {
-				final = 1
-			}
-			b = append(b, final, byte(k), byte(k>>8), ^byte(k), ^byte(k>>8))
-			b = append(b, rest[:k]...)
-			rest = rest[k:]
-			if final == 1 {
-				break
-			}
-		}
-		b = binary.BigEndian.AppendUint32(b, adler32.Checksum(content))
+		b := storedEntry(typ, prefix, content)
 		out.Write(b)
 		off += int64(len(b))
 		return at
@@ -134,6 +109,36 @@ func countPackChain(w io.Writer, n int, reachable, deltas, chain bool) (plumbing
 	}
 	bw.Write(sum.Sum(nil))
 	return commit, total, bw.Flush()
+}
+
+// storedEntry returns a pack entry of typ whose content is zlib stored
+// blocks (no compression: the cheapest to make, still a valid entry),
+// after prefix (a delta's base).
+func storedEntry(typ byte, prefix, content []byte) []byte {
+	var b []byte
+	size := len(content)
+	c := typ<<4 | byte(size&15)
+	for size >>= 4; size > 0; size >>= 7 {
+		b = append(b, c|0x80)
+		c = byte(size & 0x7f)
+	}
+	b = append(b, c)
+	b = append(b, prefix...)
+	b = append(b, 0x78, 0x01)
+	for rest := content; ; {
+		k := min(len(rest), 0xffff)
+		final := byte(0)
+		if k == len(rest) {
+			final = 1
+		}
+		b = append(b, final, byte(k), byte(k>>8), ^byte(k), ^byte(k>>8))
+		b = append(b, rest[:k]...)
+		rest = rest[k:]
+		if final == 1 {
+			break
+		}
+	}
+	return binary.BigEndian.AppendUint32(b, adler32.Checksum(content))
 }
 
 // TestObjectCountMemory: a pack holding as many objects as the agent's
