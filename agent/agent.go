@@ -100,6 +100,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if cfg.StatusRemote != nil {
 		tables = append(slices.Clip(tables), *cfg.StatusRemote)
 	}
+	tables = append(slices.Clip(tables), cfg.StatusPeers...)
 	for _, rc := range tables {
 		if _, err := rc.Credentials().Options(rc.URL); err != nil {
 			return nil, err

@@ -167,7 +167,9 @@ func addBranches(t *testing.T, dir string, n int) {
 // on the wire when the release repository holds 10,000 status branches
 // (other fleets', or this one's from before): its status pushed there,
 // and pushed instead to a status repository of its own holding 1,000 or
-// 100 branches (the fleet's own, a region's). Receive-pack advertises
+// 100 branches (the fleet's own, a region's; the last with the other 900
+// nodes' branches in a status peer, another region's status repository,
+// which a heartbeat pass does not touch). Receive-pack advertises
 // every ref of the repository pushed to, so the push costs what that
 // repository holds; the poll of the release repository stays flat
 // (docs/operations.md, "What a poll and a status push cost on the wire").
@@ -178,7 +180,8 @@ func TestStatusRemotePushBytes(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		status int // branches in the status repository; -1: none (status goes to the release repository)
-	}{{"release-repository", -1}, {"status-repository-1000", 1000}, {"status-repository-100", 100}} {
+		peer   int // branches in a status peer (another region's status repository); 0: no peer
+	}{{"release-repository", -1, 0}, {"status-repository-1000", 1000, 0}, {"status-repository-100", 100, 0}, {"region-100-peer-900", 100, 900}} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHost(t)
 			h.release(h.image("a"), "version = 1\n", ping)
@@ -197,6 +200,13 @@ func TestStatusRemotePushBytes(t *testing.T) {
 			statusTable := ""
 			if tc.status >= 0 {
 				statusTable = fmt.Sprintf("[status_remote]\nurl = %q\n\n", st.URL)
+			}
+			peer, err := gittest.NewCutProxy(srv.URL+"/peer.git", 0)
+			must(t, err)
+			defer peer.Close()
+			if tc.peer > 0 {
+				addBranches(t, gittest.InitBare(t, h.env.Dir, "peer.git"), tc.peer)
+				statusTable += fmt.Sprintf("[[status_peers]]\nurl = %q\n\n", peer.URL)
 			}
 			p := filepath.Join(h.env.Dir, "agent.toml")
 			must(t, os.WriteFile(p, []byte(fmt.Sprintf("remotes = [%q]\nroot = %q\nstate_dir = %q\nallowed_dirs = [%q]\n\n%s[[node]]\nname = %q\nkey = \"node.key\"\n",
@@ -220,6 +230,11 @@ func TestStatusRemotePushBytes(t *testing.T) {
 			stUp2, stDown2 := st.Bytes()
 			relPass := (relUp2 - relUp) + (relDown2 - relDown)
 			stPass := (stUp2 - stUp) + (stDown2 - stDown)
+			// Another region's status repository is read only to gate a
+			// wave, never pushed to.
+			if peerUp, peerDown := peer.Bytes(); peerUp+peerDown != 0 {
+				t.Errorf("status peer: %d B up, %d B down; want none", peerUp, peerDown)
+			}
 			t.Logf("10,000 status branches in the release repository, %s: heartbeat pass: release repository %d B up, %d B down; status repository %d B up, %d B down",
 				tc.name, relUp2-relUp, relDown2-relDown, stUp2-stUp, stDown2-stDown)
 			if tc.status < 0 {

@@ -517,29 +517,14 @@ func (r *Repository) mergeStatus(refs []string, srcRefs, dstRefs map[string]plum
 	return toSrc, toDst
 }
 
-// compareReports orders two status heads of node n by their reports:
-// sequence, then time; a report signed by the node's status key beats one
-// that is not (unsigned, forged, unreadable); two such are a tie.
+// compareReports orders two status heads of node n by their reports
+// (bundle.NewerReport); a node the newest release does not list has no key
+// to check them by: a tie.
 func (r *Repository) compareReports(n schema.ReleaseNode, listed bool, a, b plumbing.Hash) int {
 	if !listed {
 		return 0
 	}
-	sa, sb := bundle.CheckReport(r.Cache, n, a).Status, bundle.CheckReport(r.Cache, n, b).Status
-	switch {
-	case sa == nil && sb == nil:
-		return 0
-	case sb == nil:
-		return 1
-	case sa == nil:
-		return -1
-	case sa.Sequence != sb.Sequence:
-		if sa.Sequence > sb.Sequence {
-			return 1
-		}
-		return -1
-	default:
-		return sa.Time.Compare(sb.Time)
-	}
+	return bundle.NewerReport(r.Cache, n, a, b)
 }
 
 // statusNodes is the node list (with status keys) of the release at head:

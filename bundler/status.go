@@ -72,11 +72,12 @@ type FleetOptions struct {
 	// Stale is the report age beyond which a verified report is stale
 	// (default DefaultStale).
 	Stale time.Duration
-	// Status, if set, is the repository the status branches are read
-	// from (the agents' status_remote); nil: the release repository. It
-	// is trusted no more than any: each report is checked against its
-	// node's status key from the verified release.
-	Status *repo.Remote
+	// Status, if set, are the repositories the status branches are read
+	// from (the agents' status_remote, one per region say); none: the
+	// release repository. Each is trusted no more than any: every report
+	// is checked against its node's status key from the verified release,
+	// and of a node found in several the newest signed report is shown.
+	Status []*repo.Remote
 }
 
 // DefaultStale is three default agent heartbeats.
@@ -97,20 +98,29 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	if opts.Stale <= 0 {
 		opts.Stale = DefaultStale
 	}
-	// The status branches only, not the image tags; from a status
-	// repository of their own, the release and root refs only here.
-	src, prefix := r.Remote, bundle.StatusPrefix
-	if opts.Status != nil {
-		src, prefix = opts.Status, bundle.ReleasesRef
+	// The status branches only, not the image tags; from status
+	// repositories of their own, the release and root refs only here.
+	prefix := bundle.StatusPrefix
+	if len(opts.Status) > 0 {
+		prefix = bundle.ReleasesRef
 	}
 	head, err := r.Sync(ctx, prefix)
 	if err != nil {
 		return nil, err
 	}
-	statusRefs := head.Refs
-	if opts.Status != nil {
-		if statusRefs, err = src.Refs(ctx, bundle.StatusPrefix); err != nil {
-			return nil, fmt.Errorf("fleet status: status repository %s: %w", src, err)
+	type source struct {
+		remote *repo.Remote
+		refs   map[string]plumbing.Hash
+	}
+	sources := []source{{r.Remote, head.Refs}}
+	if len(opts.Status) > 0 {
+		sources = nil
+		for _, st := range opts.Status {
+			refs, err := st.Refs(ctx, bundle.StatusPrefix)
+			if err != nil {
+				return nil, fmt.Errorf("fleet status: status repository %s: %w", st, err)
+			}
+			sources = append(sources, source{st, refs})
 		}
 	}
 	if head.Releases.IsZero() {
@@ -135,35 +145,51 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 
 	// Fetch the listed nodes' branches only: the rest is attacker noise.
 	listed := map[string]bool{}
-	var fetch []string
-	var haves []plumbing.Hash
 	for _, n := range v.Release.Nodes {
 		listed[n.Name] = true
-		id := statusRefs[bundle.StatusPrefix+n.Name]
-		if id.IsZero() {
-			continue
-		}
-		if old, err := r.Cache.Ref(statusCacheRef(n.Name)); err == nil {
-			haves = append(haves, old)
-		}
-		if !r.Cache.HasObject(id) {
-			fetch = append(fetch, bundle.StatusPrefix+n.Name+":"+statusCacheRef(n.Name))
-		}
 	}
-	heads := map[string]plumbing.Hash{}
-	for _, n := range v.Release.Nodes {
-		heads[n.Name] = statusRefs[bundle.StatusPrefix+n.Name]
-	}
-	if len(fetch) > 0 {
-		got, err := src.Fetch(ctx, r.Cache, repo.FetchRequest{Refs: fetch, Haves: haves, MaxPackBytes: bundle.MaxStatusPack})
-		if err != nil {
-			return nil, fmt.Errorf("fleet status: fetch status branches: %w", err)
-		}
-		for ref, id := range got {
-			if node, ok := strings.CutPrefix(ref, bundle.StatusPrefix); ok && listed[node] {
-				heads[node] = id
+	found := map[string][]plumbing.Hash{}
+	for i, src := range sources {
+		var fetch []string
+		var haves []plumbing.Hash
+		at := map[string]plumbing.Hash{}
+		for _, n := range v.Release.Nodes {
+			id := src.refs[bundle.StatusPrefix+n.Name]
+			if id.IsZero() {
+				continue
+			}
+			at[n.Name] = id
+			if old, err := r.Cache.Ref(statusCacheRefIn(i, n.Name)); err == nil {
+				haves = append(haves, old)
+			}
+			if !r.Cache.HasObject(id) {
+				fetch = append(fetch, bundle.StatusPrefix+n.Name+":"+statusCacheRefIn(i, n.Name))
 			}
 		}
+		if len(fetch) > 0 {
+			got, err := src.remote.Fetch(ctx, r.Cache, repo.FetchRequest{Refs: fetch, Haves: haves, MaxPackBytes: bundle.MaxStatusPack})
+			if err != nil {
+				return nil, fmt.Errorf("fleet status: fetch status branches from %s: %w", src.remote, err)
+			}
+			// A branch that moved since it was listed: what came.
+			for ref, id := range got {
+				if node, ok := strings.CutPrefix(ref, bundle.StatusPrefix); ok && listed[node] {
+					at[node] = id
+				}
+			}
+		}
+		for _, n := range v.Release.Nodes {
+			if id, ok := at[n.Name]; ok {
+				found[n.Name] = append(found[n.Name], id)
+			}
+		}
+	}
+	// Of a node found in several status repositories, the newest report
+	// signed by its key is shown (the mirror's rule): a report placed in
+	// another region's repository counts only if the node signed it.
+	heads := map[string]plumbing.Hash{}
+	for _, n := range v.Release.Nodes {
+		heads[n.Name] = bundle.NewestReport(r.Cache, n, found[n.Name])
 	}
 
 	for _, n := range v.Release.Nodes {
@@ -187,14 +213,20 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 		f.Nodes = append(f.Nodes, nr)
 	}
 	var unknown []string
-	for ref := range statusRefs {
-		if node, ok := strings.CutPrefix(ref, bundle.StatusPrefix); ok && !listed[node] {
-			unknown = append(unknown, node)
+	unknownAt := map[string]plumbing.Hash{}
+	for _, src := range sources {
+		for ref, id := range src.refs {
+			if node, ok := strings.CutPrefix(ref, bundle.StatusPrefix); ok && !listed[node] {
+				if _, dup := unknownAt[node]; !dup {
+					unknown = append(unknown, node)
+					unknownAt[node] = id
+				}
+			}
 		}
 	}
 	sort.Strings(unknown)
 	for _, node := range unknown {
-		nr := bundle.NodeReport{Node: node, State: bundle.ReportUnknown, Commit: statusRefs[bundle.StatusPrefix+node].String(),
+		nr := bundle.NodeReport{Node: node, State: bundle.ReportUnknown, Commit: unknownAt[node].String(),
 			Problem: fmt.Sprintf("release %d lists no node %q; the branch is not read", v.Release.Version, node)}
 		if err := schema.CheckName(node); err != nil {
 			// A name no node can have (escape sequences, say) is the
@@ -208,6 +240,16 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	}
 	f.Matrix = buildMatrix(v.Release, f.Nodes)
 	return f, nil
+}
+
+// statusCacheRefIn is where the cache keeps node's status head as fetched
+// from the i-th status repository (the release repository's, or the first
+// --status-repo, being statusCacheRef).
+func statusCacheRefIn(i int, node string) string {
+	if i == 0 {
+		return statusCacheRef(node)
+	}
+	return fmt.Sprintf("refs/pullship/status-via/%d/%s", i, node)
 }
 
 // statusSeenRef is where the cache keeps the newest verified report of

@@ -35,6 +35,12 @@ type Config struct {
 	// a URL and the credentials of a [[remote]] table), so that the release
 	// remotes hold no status branch. Unset: the release remotes, as ever.
 	StatusRemote *Remote `toml:"status_remote"`
+	// StatusPeers are more status repositories ([[status_peers]]: the keys
+	// of a [[remote]] table) the earlier waves' reports are read from
+	// besides the agent's own (the status remote, or the release remote
+	// polled): other regions' status repositories, when each region pushes
+	// to one of its own. Nothing is pushed to them.
+	StatusPeers []Remote `toml:"status_peers"`
 	// Root is the pinned trust root file (root-N.toml, with root-N.toml.sig
 	// beside it when N > 1 is pinned after a rotation).
 	Root string `toml:"root"`
@@ -104,6 +110,11 @@ func (c *Config) Remote(url string) (Remote, bool) {
 	}
 	if c.StatusRemote != nil && c.StatusRemote.URL == url {
 		return *c.StatusRemote, true
+	}
+	for _, r := range c.StatusPeers {
+		if r.URL == url {
+			return r, true
+		}
 	}
 	return Remote{}, false
 }
@@ -314,11 +325,27 @@ func (c *Config) validateRemotes() error {
 		if seen[r.URL] {
 			return fmt.Errorf("status_remote %q is also a release remote: leave [status_remote] out to push status there", repo.RedactURL(r.URL))
 		}
+		seen[r.URL] = true
+	}
+	for i := range c.StatusPeers {
+		r := &c.StatusPeers[i]
+		if r.URL == "" {
+			return fmt.Errorf("[[status_peers]] %d: no url", i+1)
+		}
+		if err := c.checkRemote(r, "status_peers"); err != nil {
+			return err
+		}
+		// A peer that is also where this agent pushes or polls would
+		// only be read twice: most likely a copied table not edited.
+		if seen[r.URL] {
+			return fmt.Errorf("status_peers %q is listed twice, or is also a release remote or the status_remote", repo.RedactURL(r.URL))
+		}
+		seen[r.URL] = true
 	}
 	return nil
 }
 
-// checkRemote checks a [[remote]] or [status_remote] table (what names it
+// checkRemote checks a [[remote]], [status_remote] or [[status_peers]] table (what names it
 // in errors) and resolves its paths against agent.toml.
 func (c *Config) checkRemote(r *Remote, what string) error {
 	shown := repo.RedactURL(r.URL)

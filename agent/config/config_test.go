@@ -225,3 +225,48 @@ ca_file = "ca.pem"
 		}
 	}
 }
+
+// TestStatusPeers: [[status_peers]] tables take the keys of a [[remote]]
+// table, checked by the same code; each is a repository of its own.
+func TestStatusPeers(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "loose"), []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	top := "remotes = [\"git://h/r.git\"]\nroot = \"root-1.toml\"\nstate_dir = \"state\"\n[status_remote]\nurl = \"git://h/eu.git\"\n"
+	rest := "[[node]]\nname = \"cn\"\nkey = \"cn.key\"\n"
+	c, err := Parse(filepath.Join(dir, "agent.toml"), []byte(top+`
+[[status_peers]]
+url = "https://git.example.com/ops/status-us.git"
+ca_file = "ca.pem"
+
+[[status_peers]]
+url = "status-ap"
+`+rest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.StatusPeers) != 2 || c.StatusPeers[1].URL != filepath.Join(dir, "status-ap") {
+		t.Fatalf("status peers: %+v", c.StatusPeers)
+	}
+	if p, ok := c.Remote("https://git.example.com/ops/status-us.git"); !ok || p.CAFile != filepath.Join(dir, "ca.pem") {
+		t.Fatalf("status peer: %+v (found %v)", p, ok)
+	}
+	if got := c.StatusURLs(); len(got) != 1 || got[0] != "git://h/eu.git" {
+		t.Fatalf("StatusURLs = %v: reports are pushed to the status remote only", got)
+	}
+	for _, tc := range []struct{ src, want string }{
+		{"[[status_peers]]\nurl = \"https://h/s.git\"\npassword_file = \"loose\"\n", "status_peers \"https://h/s.git\": password file " + filepath.Join(dir, "loose") + " has mode 0644"},
+		{"[[status_peers]]\nurl = \"ftp://h/s.git\"\n", "status_peers \"ftp://h/s.git\": scheme \"ftp\""},
+		{"[[status_peers]]\nurl = \"git://h/r.git\"\n", "listed twice, or is also a release remote"},
+		{"[[status_peers]]\nurl = \"git://h/eu.git\"\n", "listed twice, or is also a release remote or the status_remote"},
+		{"[[status_peers]]\nurl = \"git://h/us.git\"\n[[status_peers]]\nurl = \"git://h/us.git\"\n", "listed twice"},
+		{"[[status_peers]]\nssh_key = \"k\"\n", "[[status_peers]] 1: no url"},
+		{"[[status_peers]]\nurl = \"git://h/s.git\"\nbogus = 1\n", "unknown key"},
+	} {
+		_, err := Parse(filepath.Join(dir, "agent.toml"), []byte(top+tc.src+rest))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: got %v, want %q", tc.src, err, tc.want)
+		}
+	}
+}

@@ -22,7 +22,7 @@ import (
 
 type statusOptions struct {
 	repoFlags
-	statusRepo  string
+	statusRepo  []string
 	statusCreds credFlags
 	root        string
 	asJSON      bool
@@ -50,17 +50,22 @@ when there is any.
 
 With --status-repo, the status branches are read from that repository (where
 agents with a status_remote push them) and the release from --repo; a status
-repository is trusted no more than the release repository.`,
+repository is trusted no more than the release repository. Repeat it to read
+several (one per region, say): a node found in more than one shows its newest
+report signed by its status key (the higher sequence, then the later time),
+so a report placed in another region's repository counts only if the node
+signed it. The --status-* credentials serve every status repository.`,
 		Example: `  pullship status --repo https://git.example.com/fleet.git --root root-1.toml
   pullship status --repo /srv/git/fleet.git --root root-1.toml --watch
   pullship status --repo /srv/git/fleet.git --root root-1.toml --json
-  pullship status --repo https://git.example.com/fleet.git --status-repo https://git.example.com/fleet-status.git --root root-1.toml`,
+  pullship status --repo https://git.example.com/fleet.git --status-repo https://git.example.com/fleet-status.git --root root-1.toml
+  pullship status --repo https://git.example.com/fleet.git --status-repo https://git.example.com/status-eu.git --status-repo https://git.example.com/status-us.git --root root-1.toml`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runStatus(cmd.Context(), env, o) },
 	}
 	o.repoFlags.register(cmd)
 	f := cmd.Flags()
-	f.StringVar(&o.statusRepo, "status-repo", "", "read the status branches from this repository (the agents' status_remote) instead of --repo")
+	f.StringArrayVar(&o.statusRepo, "status-repo", nil, "read the status branches from this repository (the agents' status_remote) instead of --repo; repeat for one per region")
 	o.statusCreds.register(cmd, "status-", "the status repository")
 	f.StringVar(&o.root, "root", "", "the pinned trust root (root-N.toml) releases are verified against")
 	f.BoolVar(&o.asJSON, "json", false, "print JSON (one object per refresh with --watch)")
@@ -85,10 +90,12 @@ func runStatus(ctx context.Context, env Env, o statusOptions) error {
 		return err
 	}
 	opts := bundler.FleetOptions{Stale: o.stale}
-	if o.statusRepo != "" {
-		if opts.Status, err = o.openStatusRepo(ctx); err != nil {
+	for _, url := range o.statusRepo {
+		st, err := o.openStatusRepo(ctx, url)
+		if err != nil {
 			return err
 		}
+		opts.Status = append(opts.Status, st)
 	}
 	if !o.watch {
 		f, err := r.FleetStatus(ctx, pinned, time.Now().UTC(), opts)
@@ -126,9 +133,9 @@ func runStatus(ctx context.Context, env Env, o statusOptions) error {
 	}
 }
 
-// openStatusRepo opens --status-repo with the --status-* credentials.
-func (o *statusOptions) openStatusRepo(ctx context.Context) (*repo.Remote, error) {
-	url := absURL(o.statusRepo)
+// openStatusRepo opens one --status-repo with the --status-* credentials.
+func (o *statusOptions) openStatusRepo(ctx context.Context, url string) (*repo.Remote, error) {
+	url = absURL(url)
 	opts, err := o.statusCreds.options(url)
 	if err != nil {
 		return nil, err

@@ -177,3 +177,43 @@ func CheckSequence(st *repo.Store, nr *NodeReport, n schema.ReleaseNode, id plum
 		_ = st.SetRef(seenRef, seen, id) // a lost race only forgets one report
 	}
 }
+
+// NewerReport orders two status heads a and b of node n by their reports:
+// the higher sequence, then the later time; a report signed by the node's
+// status key beats one that is not (unsigned, forged, unreadable), and two
+// such are a tie (0). It is how a mirror settles two diverged heads and how
+// a reader of several status repositories picks a node's report.
+func NewerReport(st *repo.Store, n schema.ReleaseNode, a, b plumbing.Hash) int {
+	sa, sb := CheckReport(st, n, a).Status, CheckReport(st, n, b).Status
+	switch {
+	case sa == nil && sb == nil:
+		return 0
+	case sb == nil:
+		return 1
+	case sa == nil:
+		return -1
+	case sa.Sequence != sb.Sequence:
+		if sa.Sequence > sb.Sequence {
+			return 1
+		}
+		return -1
+	default:
+		return sa.Time.Compare(sb.Time)
+	}
+}
+
+// NewestReport is, of the status heads ids of node n found in several status
+// repositories (zero ones are skipped), the one NewerReport puts first; on a
+// tie the earlier in ids. Zero when every id is zero.
+func NewestReport(st *repo.Store, n schema.ReleaseNode, ids []plumbing.Hash) plumbing.Hash {
+	var best plumbing.Hash
+	for _, id := range ids {
+		if id.IsZero() || id == best {
+			continue
+		}
+		if best.IsZero() || NewerReport(st, n, id, best) > 0 {
+			best = id
+		}
+	}
+	return best
+}
