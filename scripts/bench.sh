@@ -43,5 +43,5 @@ PULLSHIP_BENCH_IMAGE="$img" go test -run '^$' -bench '^BenchmarkLinks$' -benchti
 
 echo
 echo "== Go benchmarks"
-go test -run '^$' -bench 'Scan|WritePack|ReleaseConfigOnly' -benchtime 3x -benchmem \
+go test -run '^$' -bench 'Scan|WritePack|ReleaseConfigOnly|Repack' -benchtime 3x -benchmem \
 	./bundler/ ./bundler/image/ ./bundler/shared/repo/ | grep -E '^(Benchmark|pkg:|ok|FAIL)'
