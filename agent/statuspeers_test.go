@@ -159,18 +159,33 @@ driver = "none"
 		code := cli.Main(cli.Env{Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}, args)
 		return code, out.String() + errb.String()
 	}
+	// Both repositories: a1's own report is shown, and the forged one in
+	// region b's repository, outvoted, is still named and refused (exit 3).
+	row := func(out, node string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, node+" ") {
+				return l
+			}
+		}
+		return ""
+	}
+	outvoted := "a1 in " + statusB + ": FORGED report"
 	code, out := status(statusA, statusB)
-	if code != 0 || strings.Contains(out, "MISSING") || strings.Contains(out, "FORGED") || !strings.Contains(out, "wave 2 (b2): 1/1  done") {
-		t.Fatalf("pullship status with both status repositories: exit %d\n%s", code, out)
+	if code != 3 || strings.Contains(out, "MISSING") || !strings.Contains(out, "wave 2 (b2): 1/1  done") || !strings.Contains(out, outvoted) {
+		t.Fatalf("pullship status with both status repositories: exit %d, want 3, both nodes' own reports and a1's forged one outvoted\n%s", code, out)
 	}
 	for _, n := range []string{"a1", "b2"} {
-		if !strings.Contains(out, "\n"+n+" ") {
-			t.Errorf("pullship status shows no row for %s", n)
+		if r := row(out, n); r == "" || strings.Contains(r, "FORGED") {
+			t.Errorf("pullship status: %s's row is %q, want its own report", n, r)
 		}
 	}
 	// Either order: the signed report wins, not the repository named first.
-	if code, out2 := status(statusB, statusA); code != 0 || strings.Contains(out2, "FORGED") {
+	if code, out2 := status(statusB, statusA); code != 3 || strings.Contains(row(out2, "a1"), "FORGED") || !strings.Contains(out2, outvoted) {
 		t.Errorf("pullship status --status-repo B --status-repo A: exit %d\n%s", code, out2)
+	}
+	// Region a's repository alone: nothing forged is read.
+	if code, out3 := status(statusA); code != 0 || strings.Contains(out3, "FORGED") || row(out3, "a1") == "" {
+		t.Errorf("pullship status --status-repo A: exit %d\n%s", code, out3)
 	}
 	// Region b's repository alone holds a1's forged report only.
 	if code, out := status(statusB); code != 3 || !strings.Contains(out, "FORGED") {

@@ -54,11 +54,26 @@ type Fleet struct {
 	Stale    time.Duration       `json:"stale_after_ns"`
 	Nodes    []bundle.NodeReport `json:"nodes"` // release order, then unknown branches by name
 	Matrix   Matrix              `json:"matrix"`
+	// Outvoted are the bad reports (forged, unsigned, invalid) of listed
+	// nodes that another status repository's good report outranked: the
+	// table shows the good one, and these say someone wrote the others.
+	Outvoted []OutvotedReport `json:"outvoted,omitempty"`
 }
 
-// Bad counts the forged, unsigned and invalid reports.
+// OutvotedReport is a bad report found in one status repository while the
+// node's report shown came from another.
+type OutvotedReport struct {
+	Node       string             `json:"node"`
+	Repository string             `json:"repository"` // credentials redacted
+	Commit     string             `json:"commit"`
+	State      bundle.ReportState `json:"state"`
+	Problem    string             `json:"problem"`
+}
+
+// Bad counts the forged, unsigned and invalid reports, outvoted ones
+// included.
 func (f *Fleet) Bad() int {
-	n := 0
+	n := len(f.Outvoted)
 	for _, r := range f.Nodes {
 		if r.State.Bad() {
 			n++
@@ -149,6 +164,7 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 		listed[n.Name] = true
 	}
 	found := map[string][]plumbing.Hash{}
+	foundIn := map[string][]*repo.Remote{} // beside found: where each head was read
 	for i, src := range sources {
 		var fetch []string
 		var haves []plumbing.Hash
@@ -181,6 +197,7 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 		for _, n := range v.Release.Nodes {
 			if id, ok := at[n.Name]; ok {
 				found[n.Name] = append(found[n.Name], id)
+				foundIn[n.Name] = append(foundIn[n.Name], src.remote)
 			}
 		}
 	}
@@ -190,6 +207,15 @@ func (r *Repository) FleetStatus(ctx context.Context, pinned *schema.Root, now t
 	heads := map[string]plumbing.Hash{}
 	for _, n := range v.Release.Nodes {
 		heads[n.Name] = bundle.NewestReport(r.Cache, n, found[n.Name])
+		for k, id := range found[n.Name] {
+			if id == heads[n.Name] {
+				continue
+			}
+			if nr := bundle.CheckReport(r.Cache, n, id); nr.State.Bad() {
+				f.Outvoted = append(f.Outvoted, OutvotedReport{Node: n.Name, Repository: foundIn[n.Name][k].String(),
+					Commit: id.String(), State: nr.State, Problem: nr.Problem})
+			}
+		}
 	}
 
 	for _, n := range v.Release.Nodes {

@@ -202,6 +202,10 @@ func printFleet(w io.Writer, f *bundler.Fleet, asJSON bool) error {
 	}
 	printWaves(w, f)
 	printMatrix(w, &f.Matrix)
+	for _, o := range f.Outvoted {
+		fmt.Fprintf(w, "\n%s in %s: %s report %s outvoted by the one shown: %s\n", o.Node, o.Repository,
+			strings.ToUpper(string(o.State)), shortID(o.Commit), oneLine(o.Problem, 120))
+	}
 	return nil
 }
 
