@@ -13,11 +13,9 @@ import (
 
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/config"
-	"github.com/pullship/pullship/agent/engine/enginetest"
 	"github.com/pullship/pullship/agent/report"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/cli"
-	"github.com/pullship/pullship/bundler/image/imagetest"
 	"github.com/pullship/pullship/bundler/shared/repo"
 	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 	"github.com/pullship/pullship/schema"
@@ -49,71 +47,12 @@ func TestStatusPeers(t *testing.T) {
 	gittest.InitBare(t, statusBase, "status-b.git")
 	statusB := gittest.HTTP(t, statusBase, nil) + "/status-b.git"
 
-	suffix := randHex(3)
-	imgPath, _ := bundlertest.WriteImage(t, filepath.Join(env.Dir, "img.tar"),
-		imagetest.File{Path: "pingsrv", Mode: 0o755, Data: []byte("pingsrv, as the fake engine runs it")})
-	eng := enginetest.NewFake()
-	eng.ExecFunc = enginetest.PingsrvExec
-	fleetDir := filepath.Join(env.Dir, "fleet")
-	must(t, os.MkdirAll(fleetDir, 0o755))
-	agents := map[string]*agent.Agent{}
-	logs := map[string]*bytes.Buffer{}
-	keys := map[string]*bundlertest.Key{}
-	var nodes strings.Builder
-	for i, n := range []struct{ name, region, status, peers string }{
-		{"a1", "a", statusA, ""},
-		{"b2", "b", statusB, fmt.Sprintf("[[status_peers]]\nurl = %q\n", peerA.URL)},
-	} {
-		k := bundlertest.NewKey(t, fleetDir, n.name)
-		keys[n.name] = k
-		fmt.Fprintf(&nodes, "\n[[node]]\nname = %q\nregion = %q\nwave = %d\naddress = \"10.0.0.%d/24\"\nstatus_key = %q\n", n.name, n.region, i+1, i+1, n.name+".pub")
-		p := filepath.Join(env.Dir, "agent-"+n.name+".toml")
-		must(t, os.WriteFile(p, []byte(fmt.Sprintf(`remotes = [%q]
-root = %q
-state_dir = %q
-allowed_dirs = [%q]
-
-[status_remote]
-url = %q
-
-%s
-[[node]]
-name = %q
-key = %q
-`, releases, env.Root, filepath.Join(env.Dir, "state-"+n.name), filepath.Join(env.Dir, "etc"), n.status, n.peers, n.name, k.KeyPath)), 0o644))
-		cfg, err := config.Load(p)
-		must(t, err)
-		logs[n.name] = &bytes.Buffer{}
-		a, err := agent.New(cfg, agent.Options{Engine: eng, Logger: slog.New(slog.NewTextHandler(logs[n.name], nil))})
-		must(t, err)
-		defer a.Close()
-		agents[n.name] = a
-	}
-	must(t, os.WriteFile(filepath.Join(fleetDir, "conf.tmpl"), []byte("v1 {{.Node}}\n"), 0o644))
-	must(t, os.WriteFile(filepath.Join(fleetDir, "fleet.toml"), []byte(fmt.Sprintf(`[service]
-image = "pullship-test/ping:1"
-container = "pullship-test-{{.Node}}-%s"
-entrypoint = ["/pingsrv"]
-reload = { action = "restart" }
-health = { command = ["/pingsrv", "ping"], expect = "pong", timeout = "5s" }
-
-[[template]]
-name = "app.conf"
-source = "conf.tmpl"
-target = "%s/{{.Node}}/app.conf"
-
-[attach]
-driver = "none"
-`, suffix, filepath.Join(env.Dir, "etc"))+nodes.String()), 0o644))
-	env.Cut(t, filepath.Join(fleetDir, "fleet.toml"), imgPath)
-
-	once := func(n string, want agent.Outcome) {
-		t.Helper()
-		out, err := agents[n].Once(ctx)
-		if out != want || err != nil {
-			t.Fatalf("%s: once = %v, %v; want %v\n%s", n, out, err, want, logs[n])
-		}
-	}
+	f := newWaveFleet(t, env, releases, []waveNode{
+		{name: "a1", region: "a", wave: 1, tables: fmt.Sprintf("[status_remote]\nurl = %q\n", statusA)},
+		{name: "b2", region: "b", wave: 2, tables: fmt.Sprintf("[status_remote]\nurl = %q\n\n[[status_peers]]\nurl = %q\n", statusB, peerA.URL)},
+	})
+	f.release("v1 {{.Node}}\n", ping)
+	once, logs, keys, eng := f.once, f.logs, f.keys, f.eng
 	once("b2", agent.Nothing)
 	if !strings.Contains(logs["b2"].String(), "node a1 (wave 1) has not reported yet") {
 		t.Fatalf("b2's log does not say why it waits:\n%s", logs["b2"])

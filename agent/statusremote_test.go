@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -14,10 +13,8 @@ import (
 
 	"github.com/pullship/pullship/agent"
 	"github.com/pullship/pullship/agent/config"
-	"github.com/pullship/pullship/agent/engine/enginetest"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/cli"
-	"github.com/pullship/pullship/bundler/image/imagetest"
 	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 )
 
@@ -29,72 +26,16 @@ import (
 // both reports; the release repository gets no status branch.
 func TestStatusRemote(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	env := bundlertest.NewEnv(t)
 	releases := gittest.Daemon(t, env.Dir).URL + "/releases.git"
 	statusBase := t.TempDir()
 	statusDir := gittest.InitBare(t, statusBase, "status.git")
 	status := gittest.HTTP(t, statusBase, nil) + "/status.git"
 
-	suffix := randHex(3)
-	imgPath, _ := bundlertest.WriteImage(t, filepath.Join(env.Dir, "img.tar"),
-		imagetest.File{Path: "pingsrv", Mode: 0o755, Data: []byte("pingsrv, as the fake engine runs it")})
-	eng := enginetest.NewFake()
-	eng.ExecFunc = enginetest.PingsrvExec
-	fleetDir := filepath.Join(env.Dir, "fleet")
-	must(t, os.MkdirAll(fleetDir, 0o755))
-	agents := map[string]*agent.Agent{}
-	logs := map[string]*bytes.Buffer{}
-	var nodes strings.Builder
-	for i, n := range []string{"cn", "sg"} {
-		k := bundlertest.NewKey(t, fleetDir, n)
-		fmt.Fprintf(&nodes, "\n[[node]]\nname = %q\nregion = %q\nwave = %d\naddress = \"10.0.0.%d/24\"\nstatus_key = %q\n", n, n, i+1, i+1, n+".pub")
-		p := filepath.Join(env.Dir, "agent-"+n+".toml")
-		must(t, os.WriteFile(p, []byte(fmt.Sprintf(`remotes = [%q]
-root = %q
-state_dir = %q
-allowed_dirs = [%q]
-
-[status_remote]
-url = %q
-
-[[node]]
-name = %q
-key = %q
-`, releases, env.Root, filepath.Join(env.Dir, "state-"+n), filepath.Join(env.Dir, "etc"), status, n, k.KeyPath)), 0o644))
-		cfg, err := config.Load(p)
-		must(t, err)
-		logs[n] = &bytes.Buffer{}
-		a, err := agent.New(cfg, agent.Options{Engine: eng, Logger: slog.New(slog.NewTextHandler(logs[n], nil))})
-		must(t, err)
-		defer a.Close()
-		agents[n] = a
-	}
-	must(t, os.WriteFile(filepath.Join(fleetDir, "conf.tmpl"), []byte("v1 {{.Node}}\n"), 0o644))
-	must(t, os.WriteFile(filepath.Join(fleetDir, "fleet.toml"), []byte(fmt.Sprintf(`[service]
-image = "pullship-test/ping:1"
-container = "pullship-test-{{.Node}}-%s"
-entrypoint = ["/pingsrv"]
-reload = { action = "restart" }
-health = { command = ["/pingsrv", "ping"], expect = "pong", timeout = "5s" }
-
-[[template]]
-name = "app.conf"
-source = "conf.tmpl"
-target = "%s/{{.Node}}/app.conf"
-
-[attach]
-driver = "none"
-`, suffix, filepath.Join(env.Dir, "etc"))+nodes.String()), 0o644))
-	env.Cut(t, filepath.Join(fleetDir, "fleet.toml"), imgPath)
-
-	once := func(n string, want agent.Outcome) {
-		t.Helper()
-		out, err := agents[n].Once(ctx)
-		if out != want || err != nil {
-			t.Fatalf("%s: once = %v, %v; want %v\n%s", n, out, err, want, logs[n])
-		}
-	}
+	table := fmt.Sprintf("[status_remote]\nurl = %q\n", status)
+	f := newWaveFleet(t, env, releases, []waveNode{{name: "cn", wave: 1, tables: table}, {name: "sg", wave: 2, tables: table}})
+	f.release("v1 {{.Node}}\n", ping)
+	once, logs := f.once, f.logs
 	once("sg", agent.Nothing)
 	if !strings.Contains(logs["sg"].String(), "node cn (wave 1) has not reported yet") {
 		t.Fatalf("sg's log does not say why it waits:\n%s", logs["sg"])
