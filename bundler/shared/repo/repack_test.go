@@ -231,9 +231,13 @@ func TestRepackCrash(t *testing.T) {
 		t.Fatalf("the repack ran to its end (%v): no step %s", err, at)
 	}
 	needGit(t)
+	template, blobs, _ := imageStore(t, t.TempDir(), 4)
 	for _, at := range []string{"written#1", "pack in place#1", "installed#1", "index removed#1", "pack removed#1", "index removed#5"} {
 		t.Run(at, func(t *testing.T) {
-			st, blobs, _ := imageStore(t, t.TempDir(), 4)
+			dir := filepath.Join(t.TempDir(), "store")
+			must(t, os.CopyFS(dir, os.DirFS(template.Dir())))
+			st, err := OpenStore(dir)
+			must(t, err)
 			keep := storeRefs(t, st)
 			cmd := exec.Command(os.Args[0], "-test.run=^TestRepackCrash$")
 			cmd.Env = append(os.Environ(), env+"="+st.Dir()+"|"+at)
