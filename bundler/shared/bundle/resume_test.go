@@ -40,7 +40,7 @@ func TestFetchImageResumes(t *testing.T) {
 	for _, tc := range []struct {
 		server string
 		conns  int
-	}{{"git-daemon", 1}, {"http-backend", 1}, {"git-daemon", 2}, {"http-backend", 2}} {
+	}{{"git-daemon", 1}, {"http-backend", 1}, {"ssh", 1}, {"git-daemon", 2}, {"http-backend", 2}, {"ssh", 2}} {
 		server := tc.server
 		t.Run(fmt.Sprintf("%s/%d-connections", server, tc.conns), func(t *testing.T) {
 			ctx := context.Background()
@@ -51,9 +51,18 @@ func TestFetchImageResumes(t *testing.T) {
 			img, _ := bundlertest.WriteImage(t, filepath.Join(e.Dir, "v1.tar"), big)
 			e.Cut(t, fleet, img)
 
-			direct := gittest.HTTP(t, e.Dir, nil) + "/releases.git"
-			if server == "git-daemon" {
+			var direct string
+			var sshd *gittest.SSHServer
+			switch server {
+			case "git-daemon":
 				direct = gittest.Daemon(t, e.Dir).URL + "/releases.git"
+			case "http-backend":
+				direct = gittest.HTTP(t, e.Dir, nil) + "/releases.git"
+			case "ssh":
+				// Each connection a new SSH session, its host key pinned
+				// for the link's address.
+				sshd = gittest.SSHD(t, e.Dir)
+				direct = sshd.RepoURL("releases.git")
 			}
 			u, err := url.Parse(direct)
 			must(t, err)
@@ -61,7 +70,15 @@ func TestFetchImageResumes(t *testing.T) {
 			link, err := gittest.NewLink(u.Host, gittest.LinkOptions{CutEvery: cutEvery})
 			must(t, err)
 			t.Cleanup(link.Close)
-			rem, err := repo.Open(ctx, link.URL(direct), repo.Options{})
+			var opts repo.Options
+			if sshd != nil {
+				knownHosts := filepath.Join(e.Dir, "known_hosts")
+				_, port, _ := strings.Cut(link.Addr, ":")
+				must(t, os.WriteFile(knownHosts, []byte("[127.0.0.1]:"+port+" "+sshd.HostPub+"\n"), 0o644))
+				opts, err = repo.Credentials{SSHKey: sshd.ClientKey, KnownHosts: knownHosts}.Options(link.URL(direct))
+				must(t, err)
+			}
+			rem, err := repo.Open(ctx, link.URL(direct), opts)
 			must(t, err)
 			st, err := repo.Init(t.TempDir())
 			must(t, err)
