@@ -138,6 +138,7 @@ func New(cfg *config.Config, o Options) (*Agent, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	a.metrics.StoreBudget.Set(float64(cfg.StoreBudget()))
 	// One round of joins per pass: the poll loop is the backoff, and the
 	// first node of a new cluster has nobody to join yet.
 	a.joinBackoff = cluster.Backoff{Rounds: 1}
@@ -406,6 +407,7 @@ func (a *Agent) remote(ctx context.Context, url string) (*repo.Remote, error) {
 // Once runs one pass: recover from an interrupted apply, poll, verify, and
 // apply the newest release to every node that needs it.
 func (a *Agent) Once(ctx context.Context) (Outcome, error) {
+	defer a.measureStore()
 	if err := a.recover(ctx); err != nil {
 		return Failed, err
 	}
@@ -445,6 +447,13 @@ func (a *Agent) Once(ctx context.Context) (Outcome, error) {
 		a.dropOldImages(t.v.Release, st)
 	}
 	return out, errors.Join(errs...)
+}
+
+// measureStore sets the object store's size on disk in the metrics.
+func (a *Agent) measureStore() {
+	if n, err := a.objects.Usage(); err == nil {
+		a.metrics.StoreBytes.Set(float64(n))
+	}
 }
 
 func redact(url string) string { return repo.RedactURL(url) }

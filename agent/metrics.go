@@ -20,6 +20,10 @@ type Metrics struct {
 	// Resumes counts, per remote, the image fetch requests that continued
 	// after a cut, keeping what arrived before it.
 	Resumes *prometheus.CounterVec
+	// StoreBytes is what the object store takes on disk after the last
+	// pass; StoreBudget its bound (store_budget_mib).
+	StoreBytes  prometheus.Gauge
+	StoreBudget prometheus.Gauge
 	// Wire counts what each remote moved over the network (read from the
 	// remotes at each scrape).
 	Wire *WireCollector
@@ -101,10 +105,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Network addresses re-attached after they were found missing."}, []string{"node"}),
 		Resumes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pullship_remote_resumes_total",
 			Help: "Image fetch requests that continued after a cut connection, asking only for what had not arrived, per remote."}, []string{"remote"}),
+		StoreBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pullship_object_store_bytes",
+			Help: "Bytes the object store takes on disk, after the last pass."}),
+		StoreBudget: prometheus.NewGauge(prometheus.GaugeOpts{Name: "pullship_object_store_budget_bytes",
+			Help: "The object store's budget on disk (store_budget_mib): a fetch beyond it is refused."}),
 		Wire: newWireCollector(),
 	}
 	if reg != nil {
-		reg.MustRegister(m.LastPoll, m.Applied, m.VerifyFailed, m.Rollbacks, m.ApplySeconds, m.RemoteErrors, m.Reattachments, m.Resumes, m.Wire)
+		reg.MustRegister(m.LastPoll, m.Applied, m.VerifyFailed, m.Rollbacks, m.ApplySeconds, m.RemoteErrors, m.Reattachments, m.Resumes,
+			m.StoreBytes, m.StoreBudget, m.Wire)
 	}
 	return m
 }

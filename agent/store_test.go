@@ -8,7 +8,9 @@ import (
 	"strings"
 	"testing"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/pullship/pullship/agent"
+
 	"github.com/pullship/pullship/agent/config"
 	"github.com/pullship/pullship/bundler/bundlertest"
 	"github.com/pullship/pullship/bundler/image/imagetest"
@@ -135,8 +137,21 @@ func TestStoreBudget(t *testing.T) {
 			}
 
 			h.cfg.StoreBudgetMiB = config.DefaultStoreBudgetMiB
-			if out, err := h.once(); err != nil || out != agent.Converged {
+			m := agent.NewMetrics(nil)
+			if out, _, err := h.onceWith(m); err != nil || out != agent.Converged {
 				t.Fatalf("release 2 within the budget: %v %v\n%s", out, err, h.log.String())
+			}
+			// What the metrics say is what the disk holds.
+			gauge := func(g interface{ Write(*dto.Metric) error }) float64 {
+				var d dto.Metric
+				must(t, g.Write(&d))
+				return d.GetGauge().GetValue()
+			}
+			if got, want := gauge(m.StoreBytes), float64(h.storeBytes()); got != want {
+				t.Errorf("pullship_object_store_bytes %v, the store holds %v", got, want)
+			}
+			if got := gauge(m.StoreBudget); got != float64(config.DefaultStoreBudgetMiB<<20) {
+				t.Errorf("pullship_object_store_budget_bytes %v", got)
 			}
 			if c := h.container(); c.ImageID != id {
 				t.Fatalf("release 2 not applied: container runs %s", c.ImageID)
