@@ -84,24 +84,11 @@ func TestStatusRemote(t *testing.T) {
 // of their own, and packs the refs as a server's would be.
 func addBranches(t *testing.T, dir string, n int) {
 	t.Helper()
-	git := func(stdin string, args ...string) string {
-		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("git %v: %v", args, err)
-		}
-		return strings.TrimSpace(string(out))
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("refs/heads/status/other-%05d", i)
 	}
-	tree := git("", "hash-object", "-w", "-t", "tree", "--stdin")
-	commit := git("", "commit-tree", tree, "-m", "another node's report")
-	var b strings.Builder
-	for i := range n {
-		fmt.Fprintf(&b, "create refs/heads/status/other-%05d %s\n", i, commit)
-	}
-	git(b.String(), "update-ref", "--stdin")
-	git("", "pack-refs", "--all")
+	gittest.Refs(t, dir, "another node's report", names)
 }
 
 // TestStatusRemotePushBytes measures what an agent's heartbeat pass costs

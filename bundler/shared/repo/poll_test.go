@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,26 +19,11 @@ import (
 // and n status branches (refs/heads/status/node-NNNNN), all on one commit,
 // with the git CLI, and returns the commit.
 func statusFleet(t testing.TB, base, name string, n int) plumbing.Hash {
-	dir := gittest.InitBare(t, base, name)
-	git := func(stdin string, args ...string) string {
-		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("git %v: %v", args, err)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	tree := git("", "hash-object", "-w", "-t", "tree", "--stdin")
-	commit := git("", "commit-tree", tree, "-m", "release 1")
-	var b strings.Builder
-	fmt.Fprintf(&b, "create refs/heads/releases %s\n", commit)
+	names := []string{"refs/heads/releases"}
 	for i := range n {
-		fmt.Fprintf(&b, "create refs/heads/status/node-%05d %s\n", i, commit)
+		names = append(names, fmt.Sprintf("refs/heads/status/node-%05d", i))
 	}
-	git(b.String(), "update-ref", "--stdin")
-	return plumbing.NewHash(commit)
+	return plumbing.NewHash(gittest.Refs(t, gittest.InitBare(t, base, name), "release 1", names))
 }
 
 // TestIdlePollBytes: with 1,000 status branches, an idle poll (the refs of

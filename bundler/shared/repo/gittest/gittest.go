@@ -5,6 +5,7 @@ package gittest
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/cgi"
@@ -124,6 +125,34 @@ func InitBare(t testing.TB, base, name string) string {
 		}
 	}
 	return dir
+}
+
+// Refs points each of the refs names (full names) of the bare repository
+// dir at one commit of the empty tree with message, made with the git CLI,
+// in one ref transaction; then packs the refs, as a server's are. It
+// returns the commit's id.
+func Refs(t testing.TB, dir, message string, names []string) string {
+	t.Helper()
+	git := func(stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
+		cmd.Stdin = strings.NewReader(stdin)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("git %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	tree := git("", "hash-object", "-w", "-t", "tree", "--stdin")
+	commit := git("", "commit-tree", tree, "-m", message)
+	var b strings.Builder
+	for _, name := range names {
+		fmt.Fprintf(&b, "create %s %s\n", name, commit)
+	}
+	git(b.String(), "update-ref", "--stdin")
+	git("", "pack-refs", "--all")
+	return commit
 }
 
 // StoredBlobs reports, for every blob in the packs of the git directory dir
