@@ -54,9 +54,11 @@ func EncodedChunks(idx *schema.ImageIndex) map[plumbing.Hash]bool {
 // from what is missing too. The tag's trees and commits follow from the
 // index and are written locally, so what the tag says on the server does
 // not matter while the server holds the chunks. A remote that cannot serve
-// objects by id (protocol v0 only) or lacks a chunk gets the tag asked for
-// in one request, as before segments existed, the chunks already held
-// named as haves.
+// objects by id (protocol v0 only) gets the tag's history asked for a
+// segment at a time instead (see fetchDeepening), a cut costing a segment
+// there too. One that cannot do that either (an old-format tag, no
+// shallow support) or lacks a chunk gets the tag asked for in one request,
+// as before segments existed, the chunks already held named as haves.
 func FetchImage(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, live *repo.LivePack) error {
 	return FetchImageWith(ctx, r, st, idx, live, FetchOptions{})
 }
@@ -132,6 +134,12 @@ func FetchImageWith(ctx context.Context, r *repo.Remote, st *repo.Store, idx *sc
 		conns = 1
 	}
 	err = fetchSegments(ctx, r, st, idx, segs, live, conns, o.OnResume)
+	if errors.Is(err, repo.ErrNoObjectWants) {
+		err = fetchDeepening(ctx, r, st, idx, segs, live, o.OnResume)
+		if errors.Is(err, repo.ErrNoDeepen) || errors.Is(err, repo.ErrRefMoved) {
+			err = repo.ErrNoObjectWants // the whole tag, as the server has it
+		}
+	}
 	if err == nil {
 		return nil
 	}
@@ -267,6 +275,90 @@ func fetchSegments(ctx context.Context, r *repo.Remote, st *repo.Store, idx *sch
 	wg.Wait()
 	if failed != nil {
 		return failed
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return writeChain(ctx, st, idx, segs)
+}
+
+// fetchDeepening brings the segments of the image tag from a server that
+// speaks only protocol v0, which lets a client want ref tips alone: the
+// tag's history is asked for a depth at a time, as "git fetch --deepen"
+// does, each request bringing the next segment whose chunks st lacks (and
+// the commits and trees of the held ones before it), its pack installed
+// only when complete and holding exactly those segments' commits. A cut
+// costs that request; the next one continues from the segments held,
+// which are the shallow end of the history the server is told of. The
+// tag must be at the commit the index determines on the server
+// (otherwise repo.ErrRefMoved: an old-format tag). Segments after the last
+// one with a missing chunk cost no request: writeChain writes their trees
+// and commits.
+func fetchDeepening(ctx context.Context, r *repo.Remote, st *repo.Store, idx *schema.ImageIndex, segs []Segment, live *repo.LivePack, onResume func(Resume)) error {
+	tag := ImageTag(idx.Digest)
+	// low: the segments from the tag's commit on that st holds (a commit
+	// is installed only with its tree and chunks).
+	low := 0
+	for low < len(segs) && st.HasObject(segs[low].Commit) {
+		low++
+	}
+	cuts := 0
+	for {
+		end := low
+		for end < len(segs) && segmentHeld(st, segs[end]) {
+			end++
+		}
+		if end == len(segs) {
+			break
+		}
+		// Segments low to end: the held segments' commits (the deepest
+		// first: git acknowledges again a have that is the parent of an
+		// earlier one) and the chunks held named as haves, so the pack
+		// brings the commits and trees of low to end and end's missing
+		// chunks.
+		var haves, shallow, bottom []plumbing.Hash
+		for k := low - 1; k >= 0; k-- {
+			haves = append(haves, segs[k].Commit)
+		}
+		if low > 0 {
+			shallow = []plumbing.Hash{segs[low-1].Commit}
+		}
+		if end+1 < len(segs) {
+			bottom = []plumbing.Hash{segs[end+1].Commit}
+		}
+		var stored, overhead int64
+		n := 0
+		for _, s := range segs[low : end+1] {
+			overhead += int64(len(s.TreeData) + len(s.CommitData))
+			n += 2
+			for _, c := range s.Chunks {
+				if id := plumbing.NewHash(c.Blob); len(haves) < maxHaves && st.HasObject(id) {
+					haves = append(haves, id)
+				} else {
+					stored += c.StoredSize()
+					n++
+				}
+			}
+		}
+		limit := blobsPackLimit(stored+overhead, n)
+		err := r.FetchDeepen(ctx, st, repo.DeepenRequest{Ref: tag, Tip: TagCommit(segs), Depth: end + 1, Shallow: shallow,
+			Top: segs[low].Commit, Bottom: bottom, Haves: haves, MaxPackBytes: limit, MaxInflatedBytes: limit,
+			MaxObjects: n + 16, Live: live})
+		switch {
+		case err == nil:
+			low, cuts = end+1, 0
+			continue
+		case IsNetworkError(err) && ctx.Err() == nil && cuts < maxCutsInARow:
+			cuts++
+			if onResume != nil {
+				kept, missing := heldBytes(st, idx)
+				onResume(Resume{Image: idx.Name, Segment: end + 1, Segments: len(segs), Kept: kept, Missing: missing, Cut: err})
+			}
+			continue
+		case errors.Is(err, repo.ErrNoDeepen) || errors.Is(err, repo.ErrRefMoved):
+			return err
+		}
+		return fmt.Errorf("segment %d of %d: %w", end+1, len(segs), err)
 	}
 	if err := ctx.Err(); err != nil {
 		return err

@@ -40,7 +40,7 @@ func TestFetchImageResumes(t *testing.T) {
 	for _, tc := range []struct {
 		server string
 		conns  int
-	}{{"git-daemon", 1}, {"http-backend", 1}, {"ssh", 1}, {"git-daemon", 2}, {"http-backend", 2}, {"ssh", 2}} {
+	}{{"git-daemon", 1}, {"http-backend", 1}, {"ssh", 1}, {"git-daemon", 2}, {"http-backend", 2}, {"ssh", 2}, {"ssh-v0", 1}, {"http-v0", 1}} {
 		server := tc.server
 		t.Run(fmt.Sprintf("%s/%d-connections", server, tc.conns), func(t *testing.T) {
 			ctx := context.Background()
@@ -63,11 +63,24 @@ func TestFetchImageResumes(t *testing.T) {
 				// for the link's address.
 				sshd = gittest.SSHD(t, e.Dir)
 				direct = sshd.RepoURL("releases.git")
+			case "ssh-v0":
+				// sshd as OpenSSH ships it: GIT_PROTOCOL dropped, the
+				// server speaks v0 only.
+				sshd = gittest.SSHDv0(t, e.Dir)
+				direct = sshd.RepoURL("releases.git")
+			case "http-v0":
+				direct = gittest.HTTPv0(t, e.Dir) + "/releases.git"
 			}
 			u, err := url.Parse(direct)
 			must(t, err)
 			const cutEvery = 6 << 20
-			link, err := gittest.NewLink(u.Host, gittest.LinkOptions{CutEvery: cutEvery})
+			lo := gittest.LinkOptions{CutEvery: cutEvery}
+			if server == "ssh-v0" {
+				// A connection a request, each carrying one segment: the
+				// link cuts whichever carries its next 6 MiB.
+				lo = gittest.LinkOptions{CutLinkEvery: cutEvery}
+			}
+			link, err := gittest.NewLink(u.Host, lo)
 			must(t, err)
 			t.Cleanup(link.Close)
 			var opts repo.Options

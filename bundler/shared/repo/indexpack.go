@@ -47,6 +47,11 @@ type packLimits struct {
 	// pack reachable from them, and everything they reach in the pack or
 	// in the store. A pack that is not is removed again.
 	wants []plumbing.Hash
+	// bottom, with wants, are the commits where a history fetched to a
+	// depth stops (the parents of its deepest commits): the wanted check
+	// does not walk into them, so neither the pack nor the store need
+	// hold them, and a pack holding one of them is refused.
+	bottom []plumbing.Hash
 }
 
 // defaultMaxObjects is the object count allowed in a pack of limit bytes

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -186,6 +187,10 @@ type sidebandReader struct {
 	p   *pktReader
 	cur []byte
 	err error
+	// acks: "ACK <oid>" lines may come before the pack's first data (git
+	// acknowledges again a have it already knew as common: the parent of
+	// an earlier one).
+	acks bool
 }
 
 func (s *sidebandReader) Read(b []byte) (int, error) {
@@ -203,8 +208,9 @@ func (s *sidebandReader) Read(b []byte) (int, error) {
 			s.err = io.EOF
 		case kind != pktData || len(data) == 0:
 			s.err = fmt.Errorf("%w: unexpected %s packet in the pack stream", errProtocol, kindName(kind))
+		case s.acks && bytes.HasPrefix(data, []byte("ACK ")):
 		case data[0] == 1:
-			s.cur = data[1:]
+			s.cur, s.acks = data[1:], false
 		case data[0] == 2:
 			// progress: not shown
 		case data[0] == 3:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -312,8 +313,12 @@ func (r *Remote) httpPost(ctx context.Context, service string, body []byte, v2 b
 
 // uploadRequestV0 is a v0 fetch request: wants (the first with the
 // capabilities asked for), haves, "done". No multi_ack: the server answers
-// with one ACK or NAK, then the pack. No thin pack: every base is in it.
-func uploadRequestV0(caps *capability.List, wants, haves []plumbing.Hash) (*pktWriter, bool) {
+// with an ACK (repeated for a have it knew as common already) or a NAK,
+// then the pack. No thin pack: every base is in it. A depth above 0 asks for the wants' history that deep ("deepen", which
+// counts from the wants whatever the client holds), the client's shallow
+// commits named: the server first answers with its "shallow" and
+// "unshallow" lines (see readShallowUpdate).
+func uploadRequestV0(caps *capability.List, wants, haves, shallow []plumbing.Hash, depth int) (*pktWriter, bool) {
 	var asked []string
 	sideband := false
 	for _, c := range []capability.Capability{capability.Sideband64k, capability.OFSDelta, capability.NoProgress} {
@@ -323,6 +328,9 @@ func uploadRequestV0(caps *capability.List, wants, haves []plumbing.Hash) (*pktW
 				sideband = true
 			}
 		}
+	}
+	if depth > 0 && caps.Supports(capability.Shallow) {
+		asked = append(asked, string(capability.Shallow))
 	}
 	if caps.Supports(capability.Agent) {
 		asked = append(asked, "agent=pullship")
@@ -334,6 +342,12 @@ func uploadRequestV0(caps *capability.List, wants, haves []plumbing.Hash) (*pktW
 			continue
 		}
 		w.line("want " + h.String())
+	}
+	if depth > 0 {
+		for _, h := range shallow {
+			w.line("shallow " + h.String())
+		}
+		w.line("deepen " + strconv.Itoa(depth))
 	}
 	w.flush()
 	for _, h := range haves {
@@ -357,7 +371,7 @@ func packAfterAcksV0(c conv, p *pktReader, sideband bool, limit int64) (io.Reade
 			if !sideband {
 				return c.raw(), nil
 			}
-			return &sidebandReader{p: p}, nil
+			return &sidebandReader{p: p, acks: true}, nil
 		case strings.HasPrefix(line, "ACK "):
 			// "ACK <oid> common/ready/continue": multi_ack, not asked for,
 			// but harmless.

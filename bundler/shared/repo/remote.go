@@ -732,11 +732,17 @@ func (r *Remote) fetchPack(c conv, h *hello, local *Store, wants, haves []plumbi
 		p.budget(limit+maxUploadPackPrelude, "upload-pack response", ErrPackTooLarge)
 		return receiveV2Pack(p, local, lim, live, local.installSpooled)
 	}
-	req, sideband := uploadRequestV0(h.caps(), wants, have)
+	req, sideband := uploadRequestV0(h.caps(), wants, have, nil, 0)
 	p, err := c.request(req)
 	if err != nil {
 		return err
 	}
+	return receiveV0Pack(c, p, sideband, local, limit, lim, live)
+}
+
+// receiveV0Pack reads the acknowledgements of a v0 request from p, then
+// receives the pack that follows into local.
+func receiveV0Pack(c conv, p *pktReader, sideband bool, local *Store, limit int64, lim packLimits, live *LivePack) error {
 	pack, err := packAfterAcksV0(c, p, sideband, limit)
 	if err != nil {
 		return err

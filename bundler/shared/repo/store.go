@@ -315,7 +315,7 @@ func (s *Store) installSpooled(sp *spooledPack) error {
 		if err := s.install(sp.tmp, sp.sum, sp.entries); err != nil {
 			return err
 		}
-		if err := s.checkWanted(before, sp.entries, sp.lim.wants); err != nil {
+		if err := s.checkWanted(before, sp.entries, sp.lim.wants, sp.lim.bottom); err != nil {
 			os.Remove(base + ".idx")
 			os.Remove(base + ".pack")
 			s.reload()
@@ -351,8 +351,9 @@ func entryTable(dir string, count int) ([]idxEntry, func(), error) {
 // what a fetch of wants asked for: the wants and everything below them are
 // in the pack or were in the store before (before: the store's view then),
 // and every object of the pack is reachable from the wants. Otherwise a
-// junk pack would stay on disk.
-func (s *Store) checkWanted(before *objectView, entries []idxEntry, wants []plumbing.Hash) error {
+// junk pack would stay on disk. The walk stops at bottom (see
+// packLimits.bottom).
+func (s *Store) checkWanted(before *objectView, entries []idxEntry, wants, bottom []plumbing.Hash) error {
 	inPack := func(id plumbing.Hash) bool {
 		_, ok := slices.BinarySearchFunc(entries, id, func(e idxEntry, id plumbing.Hash) int { return bytes.Compare(e.id[:], id[:]) })
 		return ok
@@ -360,7 +361,7 @@ func (s *Store) checkWanted(before *objectView, entries []idxEntry, wants []plum
 	reached := 0
 	err := s.walkIDs(wants, func(id plumbing.Hash) bool {
 		// Below what the store had, the store is complete.
-		return !inPack(id) && before.has(id)
+		return !inPack(id) && before.has(id) || slices.Contains(bottom, id)
 	}, func(o Object) {
 		if inPack(o.ID) {
 			reached++

@@ -93,6 +93,19 @@ func (s *Server) Stop() {
 // and returns the base URL. conns, when not nil, counts TCP connections.
 func HTTP(t testing.TB, base string, conns *atomic.Int32) string {
 	t.Helper()
+	return httpBackend(t, base, conns, true)
+}
+
+// HTTPv0 is [HTTP] without the Git-Protocol header passed on to git
+// http-backend, as a web server set up without it does: the server speaks
+// protocol v0 only.
+func HTTPv0(t testing.TB, base string) string {
+	t.Helper()
+	return httpBackend(t, base, nil, false)
+}
+
+func httpBackend(t testing.TB, base string, conns *atomic.Int32, v2 bool) string {
+	t.Helper()
 	h := &cgi.Handler{
 		Path: filepath.Join(execPath(t), "git-http-backend"),
 		Env:  []string{"GIT_PROJECT_ROOT=" + base, "GIT_HTTP_EXPORT_ALL=1", "GIT_CONFIG_NOSYSTEM=1", "HOME=" + base},
@@ -101,6 +114,11 @@ func HTTP(t testing.TB, base string, conns *atomic.Int32) string {
 	// chunked); git http-backend reads to EOF when CONTENT_LENGTH is unset.
 	unchunk := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		r.TransferEncoding = nil
+		if !v2 {
+			// The CGI host passes each header on as HTTP_*; http-backend
+			// takes HTTP_GIT_PROTOCOL for GIT_PROTOCOL.
+			r.Header.Del("Git-Protocol")
+		}
 		h.ServeHTTP(w, r)
 	})
 	srv := httptest.NewUnstartedServer(unchunk)

@@ -14,6 +14,11 @@ type LinkOptions struct {
 	// CutEvery closes a connection once it carried this many bytes from
 	// the server (a link that drops every N bytes).
 	CutEvery int64
+	// CutLinkEvery closes the connection that carries the link's Nth byte
+	// from the server since the last such cut, whichever connection it is:
+	// a link that drops every N bytes however the client spreads its
+	// requests over connections (one a request, as protocol v0 over ssh).
+	CutLinkEvery int64
 	// ConnRate caps each connection's bytes per second from the server (a
 	// long-haul TCP connection gets a fraction of the link).
 	ConnRate int64
@@ -36,6 +41,9 @@ type Link struct {
 
 	linkMu   sync.Mutex
 	linkNext time.Time // when the link may carry the next byte
+
+	carriedMu sync.Mutex
+	carried   int64 // from the server since the last CutLinkEvery cut
 }
 
 // NewLink proxies the TCP address target (host:port).
@@ -82,6 +90,27 @@ func (k *Link) linkWait(n int) {
 	time.Sleep(time.Until(at))
 }
 
+// linkLeft is how many bytes the link carries before its next
+// CutLinkEvery cut.
+func (k *Link) linkLeft() int64 {
+	k.carriedMu.Lock()
+	defer k.carriedMu.Unlock()
+	return k.o.CutLinkEvery - k.carried
+}
+
+// linkCarry counts n bytes from the server and reports whether they end
+// the link's CutLinkEvery (then the count starts again).
+func (k *Link) linkCarry(n int) bool {
+	k.carriedMu.Lock()
+	defer k.carriedMu.Unlock()
+	k.carried += int64(n)
+	if k.carried < k.o.CutLinkEvery {
+		return false
+	}
+	k.carried = 0
+	return true
+}
+
 // linkBurst is how far a rate cap lets a connection (or the link) catch
 // up after it was late: a sleep that overshoots does not lower the rate,
 // and a connection idle for longer gets at most this much time's bytes at
@@ -106,6 +135,9 @@ func (k *Link) pipe(src, dst net.Conn, down bool) {
 			if down && k.o.CutEvery > 0 && int64(len(buf)) > k.o.CutEvery-carried {
 				buf = buf[:k.o.CutEvery-carried]
 			}
+			if down && k.o.CutLinkEvery > 0 {
+				buf = buf[:max(1, min(int64(len(buf)), k.linkLeft()))]
+			}
 			n, err := src.Read(buf)
 			if n > 0 {
 				if down {
@@ -121,7 +153,8 @@ func (k *Link) pipe(src, dst net.Conn, down bool) {
 				}
 				line <- piece{buf[:n], time.Now().Add(k.o.Delay)}
 			}
-			if down && k.o.CutEvery > 0 && carried >= k.o.CutEvery {
+			linkCut := down && n > 0 && k.o.CutLinkEvery > 0 && k.linkCarry(n)
+			if down && (k.o.CutEvery > 0 && carried >= k.o.CutEvery || linkCut) {
 				line <- piece{due: time.Now().Add(k.o.Delay)} // the cut, after what came before it
 				return
 			}
