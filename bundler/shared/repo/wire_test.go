@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 	"golang.org/x/crypto/ssh"
 )
@@ -363,4 +364,58 @@ func FuzzReply(f *testing.F) {
 			t.Fatalf("reading %d bytes allocated %d", len(data), got)
 		}
 	})
+}
+
+// FuzzShallowReply: the reply to a request to a depth (protocol v0), its
+// shallow update and then its ACKs and pack, as a hostile server may send
+// it. It is read within the same memory budget as any reply, and an
+// update that unshallows a commit the client did not name is refused.
+func FuzzShallowReply(f *testing.F) {
+	named := plumbing.NewHash(strings.Repeat("3", 40))
+	f.Add([]byte(pktLine("shallow "+strings.Repeat("1", 40)+"\n") + pktLine("unshallow "+named.String()+"\n") + "0000" +
+		pktLine("NAK\n") + pktLine("\x01PACK") + "0000"))
+	f.Add([]byte(pktLine("unshallow "+strings.Repeat("4", 40)+"\n") + "0000"))
+	f.Add([]byte(pktLine("shallow zz\n") + "0000"))
+	f.Add([]byte("0000" + pktLine("ACK "+named.String()+" common\n") + pktLine("ACK "+named.String()+" common\n") + pktLine("NAK\n")))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		p := newPktReader(bytes.NewReader(data))
+		p.budget(1<<20, "upload-pack response", ErrPackTooLarge)
+		err := readShallowUpdate(p, []plumbing.Hash{named})
+		if err == nil {
+			c := sessionConv{&session{pkt: p}}
+			if pack, err := packAfterAcksV0(c, p, true, 1<<20); err == nil {
+				io.Copy(io.Discard, pack)
+			}
+		}
+		runtime.ReadMemStats(&after)
+		if got := after.TotalAlloc - before.TotalAlloc; got > uint64(64*len(data))+1<<20 {
+			t.Fatalf("reading %d bytes allocated %d", len(data), got)
+		}
+	})
+}
+
+// TestShallowUpdateRefusals: a shallow update is read to its flush; one
+// that unshallows a commit the client did not name, names no commit, or
+// holds another line is refused.
+func TestShallowUpdateRefusals(t *testing.T) {
+	named := plumbing.NewHash(strings.Repeat("3", 40))
+	for name, tc := range map[string]struct {
+		reply string
+		ok    bool
+	}{
+		"shallow and unshallow":  {pktLine("shallow "+strings.Repeat("1", 40)+"\n") + pktLine("unshallow "+named.String()+"\n") + "0000", true},
+		"empty":                  {"0000", true},
+		"unshallow of another":   {pktLine("unshallow "+strings.Repeat("4", 40)+"\n") + "0000", false},
+		"no commit":              {pktLine("shallow zz\n") + "0000", false},
+		"another line":           {pktLine("ACK "+named.String()+"\n") + "0000", false},
+		"cut before the flush":   {pktLine("shallow " + strings.Repeat("1", 40) + "\n"), false},
+		"too many shallow lines": {strings.Repeat(pktLine("shallow "+strings.Repeat("1", 40)+"\n"), maxShallowLines+1) + "0000", false},
+	} {
+		err := readShallowUpdate(newPktReader(strings.NewReader(tc.reply)), []plumbing.Hash{named})
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok %v", name, err, tc.ok)
+		}
+	}
 }
