@@ -81,19 +81,9 @@ func (r *Remote) FetchDeepen(ctx context.Context, local *Store, req DeepenReques
 	if req.Depth <= 0 || req.Top.IsZero() {
 		return fmt.Errorf("fetch %s from %s: no depth or no commit asked for", req.Ref, r)
 	}
-	limit := req.MaxPackBytes
-	if limit <= 0 {
-		limit = 4 << 30
-	}
-	inflate := req.MaxInflatedBytes
-	if inflate <= 0 {
-		inflate = 16 * limit
-	}
-	objects := req.MaxObjects
-	if objects <= 0 {
-		objects = defaultMaxObjects(limit)
-	}
-	lim := packLimits{pack: limit, inflate: inflate, objects: objects, wants: []plumbing.Hash{req.Top}, bottom: req.Bottom}
+	lim := fetchLimits(req.MaxPackBytes, req.MaxInflatedBytes, req.MaxObjects)
+	lim.wants, lim.bottom = []plumbing.Hash{req.Top}, req.Bottom
+	limit := lim.pack
 	if err := local.checkRoom(limit); err != nil {
 		return fmt.Errorf("fetch from %s: %w", r, err)
 	}

@@ -4,9 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -24,16 +21,7 @@ func TestFetchDeepen(t *testing.T) {
 	ctx := context.Background()
 	base := t.TempDir()
 	dir := gittest.InitBare(t, base, "r.git")
-	gitIn := func(stdin string, args ...string) string {
-		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("git %v: %v", args, err)
-		}
-		return strings.TrimSpace(string(out))
-	}
+	gitIn := func(stdin string, args ...string) string { t.Helper(); return gittest.Git(t, dir, stdin, args...) }
 	// commits[0] is the tip, commits[2] the root.
 	var commits, blobs [3]plumbing.Hash
 	parent := ""

@@ -143,13 +143,8 @@ func (f *ObjectFetcher) fetch(ctx context.Context, local *Store, req ObjectsRequ
 		defer lock.Unlock()
 		return local.installSpooled(sp)
 	}
-	lim := packLimits{pack: req.MaxPackBytes, inflate: req.MaxInflatedBytes, objects: req.MaxObjects, wants: wants}
-	if lim.inflate <= 0 {
-		lim.inflate = 16 * req.MaxPackBytes
-	}
-	if lim.objects <= 0 {
-		lim.objects = defaultMaxObjects(req.MaxPackBytes)
-	}
+	lim := fetchLimits(req.MaxPackBytes, req.MaxInflatedBytes, req.MaxObjects)
+	lim.wants = wants
 	w := fetchCommand(wants, haves)
 	limit := req.MaxPackBytes + maxUploadPackPrelude
 	var p *pktReader

@@ -54,6 +54,22 @@ type packLimits struct {
 	bottom []plumbing.Hash
 }
 
+// fetchLimits are the limits of a pack a fetch receives, from what its
+// request says: at most pack bytes (0: 4 GiB), inflate bytes inflated (0:
+// 16 times the pack) and objects entries (0: defaultMaxObjects).
+func fetchLimits(pack, inflate int64, objects int) packLimits {
+	if pack <= 0 {
+		pack = 4 << 30
+	}
+	if inflate <= 0 {
+		inflate = 16 * pack
+	}
+	if objects <= 0 {
+		objects = defaultMaxObjects(pack)
+	}
+	return packLimits{pack: pack, inflate: inflate, objects: objects}
+}
+
 // defaultMaxObjects is the object count allowed in a pack of limit bytes
 // when the caller does not know better: an entry of a release or status
 // history takes a few hundred bytes.

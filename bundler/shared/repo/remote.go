@@ -606,20 +606,8 @@ func (r *Remote) Fetch(ctx context.Context, local *Store, fr FetchRequest) (map[
 		}
 		specs = append(specs, spec{src, dst})
 	}
-	limit := fr.MaxPackBytes
-	if limit <= 0 {
-		limit = 4 << 30
-	}
-	inflateLimit := fr.MaxInflatedBytes
-	if inflateLimit <= 0 {
-		inflateLimit = 16 * limit
-	}
-
-	maxObjects := fr.MaxObjects
-	if maxObjects <= 0 {
-		maxObjects = defaultMaxObjects(limit)
-	}
-	lim := packLimits{pack: limit, inflate: inflateLimit, objects: maxObjects}
+	lim := fetchLimits(fr.MaxPackBytes, fr.MaxInflatedBytes, fr.MaxObjects)
+	limit := lim.pack
 	if err := local.checkRoom(limit); err != nil {
 		return nil, fmt.Errorf("fetch from %s: %w", r, err)
 	}

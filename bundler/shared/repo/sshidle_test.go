@@ -2,9 +2,6 @@ package repo
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,14 +21,8 @@ func TestSSHIdleSessionNotStalled(t *testing.T) {
 	base := t.TempDir()
 	dir := gittest.InitBare(t, base, "r.git")
 	git := func(args ...string) plumbing.Hash {
-		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
-		cmd.Stdin = strings.NewReader("")
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("git %v: %v", args, err)
-		}
-		return plumbing.NewHash(strings.TrimSpace(string(out)))
+		t.Helper()
+		return plumbing.NewHash(gittest.Git(t, dir, "", args...))
 	}
 	tree := git("hash-object", "-w", "-t", "tree", "--stdin")
 	first := git("commit-tree", tree.String(), "-m", "first")

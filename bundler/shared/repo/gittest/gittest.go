@@ -151,26 +151,30 @@ func InitBare(t testing.TB, base, name string) string {
 // returns the commit's id.
 func Refs(t testing.TB, dir, message string, names []string) string {
 	t.Helper()
-	git := func(stdin string, args ...string) string {
-		t.Helper()
-		cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
-		cmd.Stdin = strings.NewReader(stdin)
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("git %v: %v", args, err)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	tree := git("", "hash-object", "-w", "-t", "tree", "--stdin")
-	commit := git("", "commit-tree", tree, "-m", message)
+	tree := Git(t, dir, "", "hash-object", "-w", "-t", "tree", "--stdin")
+	commit := Git(t, dir, "", "commit-tree", tree, "-m", message)
 	var b strings.Builder
 	for _, name := range names {
 		fmt.Fprintf(&b, "create %s %s\n", name, commit)
 	}
-	git(b.String(), "update-ref", "--stdin")
-	git("", "pack-refs", "--all")
+	Git(t, dir, b.String(), "update-ref", "--stdin")
+	Git(t, dir, "", "pack-refs", "--all")
 	return commit
+}
+
+// Git runs the git CLI in the repository dir with stdin, as a fixed author
+// and committer and without the system's config, and returns its output
+// trimmed.
+func Git(t testing.TB, dir, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@x", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@x", "GIT_CONFIG_NOSYSTEM=1")
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git %v: %v", args, err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // StoredBlobs reports, for every blob in the packs of the git directory dir
