@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,12 +16,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pullship/pullship/agent/engine"
 	"github.com/pullship/pullship/agent/engine/enginetest"
+	"github.com/pullship/pullship/bundler/shared/repo/gittest"
 )
 
 var (
@@ -791,10 +790,10 @@ func TestLoadImageStagedRefused(t *testing.T) {
 }
 
 // countingDocker is a client of the engine through a proxy on a unix
-// socket of its own, which counts the bytes the client sends the engine.
-// A byte is counted before it is passed on: once the engine answered a
-// request, its bytes are in the count.
-func countingDocker(t *testing.T) (*engine.Docker, *atomic.Int64) {
+// socket of its own (gittest.Proxy); sent reports the bytes the client has
+// sent the engine so far. A byte is counted before it is passed on: once
+// the engine answered a request, its bytes are in the count.
+func countingDocker(t *testing.T) (d *engine.Docker, sent func() int64) {
 	t.Helper()
 	enginetest.RequireDocker(t)
 	network, addr := "unix", "/var/run/docker.sock"
@@ -806,53 +805,13 @@ func countingDocker(t *testing.T) (*engine.Docker, *atomic.Int64) {
 		network, addr = scheme, rest
 	}
 	sock := filepath.Join(t.TempDir(), "engine.sock")
-	l, err := net.Listen("unix", sock)
+	p, err := gittest.NewProxyOn("unix", sock, network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { l.Close() })
-	sent := new(atomic.Int64)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				e, err := net.Dial(network, addr)
-				if err != nil {
-					return
-				}
-				defer e.Close()
-				back := make(chan struct{})
-				go func() {
-					defer close(back)
-					io.Copy(c, e)
-				}()
-				io.Copy(e, countingReader{c, sent})
-				// The client is done sending (an attach half-closes):
-				// the engine's answer still comes.
-				if cw, ok := e.(interface{ CloseWrite() error }); ok {
-					cw.CloseWrite()
-				}
-				<-back
-			}()
-		}
-	}()
+	t.Cleanup(p.Close)
 	t.Setenv("DOCKER_HOST", "unix://"+sock)
-	return newDocker(t), sent
-}
-
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
-	return n, err
+	return newDocker(t), func() int64 { up, _ := p.Bytes(); return up }
 }
 
 // heldImages returns two versions of an image of three layers in the order
@@ -930,14 +889,14 @@ func TestLoadImageHeldLayers(t *testing.T) {
 	cleanupImage(t, id2)
 	held := int64(len(v1.Files[0].Data)) + v1.RandomSize
 
-	n := sent.Load()
+	n := sent()
 	if _, err := load(ctx, d, v1, id1); err != nil {
 		t.Fatalf("LoadImage v1: %v", err)
 	}
-	if full := sent.Load() - n; full < held {
+	if full := sent() - n; full < held {
 		t.Fatalf("v1's load sent the engine %d bytes, less than its lower layers' %d", full, held)
 	}
-	n = sent.Load()
+	n = sent()
 	skipped, err := loadOmitting(ctx, d, v2, id2)
 	if err != nil {
 		t.Fatalf("LoadImage v2: %v", err)
@@ -945,7 +904,7 @@ func TestLoadImageHeldLayers(t *testing.T) {
 	if want := []string{"layer0/layer.tar", "layer1/layer.tar"}; !slices.Equal(skipped, want) {
 		t.Fatalf("the writer of v2 left out %q, want %q", skipped, want)
 	}
-	update := sent.Load() - n
+	update := sent() - n
 	t.Logf("update: %d bytes sent to the engine, %d held", update, held)
 	if update > 256<<10 {
 		t.Fatalf("v2's load sent the engine %d bytes: more than its new layer and the API calls (the held layers are %d bytes)", update, held)
@@ -958,11 +917,11 @@ func TestLoadImageHeldLayers(t *testing.T) {
 	// A full load of v2 on an engine that holds none of its layers gives
 	// the same image.
 	docker(t, "rmi", id1, id2)
-	n = sent.Load()
+	n = sent()
 	if _, err := load(ctx, d, v2, id2); err != nil {
 		t.Fatalf("full LoadImage v2: %v", err)
 	}
-	if full := sent.Load() - n; full < held {
+	if full := sent() - n; full < held {
 		t.Fatalf("v2's full load sent the engine %d bytes, less than its lower layers' %d", full, held)
 	}
 	if fullID, fullLayers := loaded(t, id2); fullID != gotID || fullLayers != gotLayers {
@@ -1019,11 +978,11 @@ func TestLoadImageHeldLayersGone(t *testing.T) {
 	if _, err := load(ctx, d, v1, id1); err != nil {
 		t.Fatalf("reload v1: %v", err)
 	}
-	n := sent.Load()
+	n := sent()
 	if skipped, err := loadOmitting(ctx, d, v2, id2); err != nil || skipped != nil {
 		t.Fatalf("retry of v2: %v; the writer left out %q", err, skipped)
 	}
-	if retry := sent.Load() - n; retry < held {
+	if retry := sent() - n; retry < held {
 		t.Fatalf("the retry sent the engine %d bytes, less than the layers the failed load left out (%d)", retry, held)
 	}
 	if gotID, gotLayers := loaded(t, id2); gotID != id2 || gotLayers != diffIDs(t, v2) {
@@ -1031,11 +990,11 @@ func TestLoadImageHeldLayersGone(t *testing.T) {
 	}
 
 	docker(t, "rmi", id2)
-	n = sent.Load()
+	n = sent()
 	if _, err := load(ctx, d, v2, id2); err != nil {
 		t.Fatalf("load of v2 after a good one: %v", err)
 	}
-	if again := sent.Load() - n; again > 256<<10 {
+	if again := sent() - n; again > 256<<10 {
 		t.Fatalf("after a load that sent every layer and loaded, the next sent %d bytes: it did not leave the held layers out", again)
 	}
 }

@@ -7,7 +7,8 @@ import (
 	"sync/atomic"
 )
 
-// Proxy is a TCP proxy on loopback in front of one server, the counting
+// Proxy is a proxy (TCP on loopback, unless [NewProxyOn] says otherwise)
+// in front of one server, the counting
 // core of gittest's proxies ([CutProxy], [Link]) and a plain counting
 // proxy of its own ([NewProxy]). It dials the server for each connection it
 // accepts, and counts the connections and the bytes it passes each way. A
@@ -15,7 +16,7 @@ import (
 // asked for, the count holds it, without waiting for the connection to
 // close (HTTP clients keep theirs open).
 type Proxy struct {
-	Addr string // the proxy's host:port
+	Addr string // the proxy's host:port (or socket path)
 
 	l  net.Listener
 	wg sync.WaitGroup
@@ -34,8 +35,12 @@ type Traffic struct {
 
 // NewProxy proxies the TCP address target (host:port), passing the bytes
 // each way as they come and a half-close each way on.
-func NewProxy(target string) (*Proxy, error) {
-	return newProxy(target, func(p *Proxy, c, s net.Conn) {
+func NewProxy(target string) (*Proxy, error) { return NewProxyOn("tcp", "127.0.0.1:0", "tcp", target) }
+
+// NewProxyOn is [NewProxy] listening on address of network (a unix socket's
+// path, say) for a server at target on targetNetwork.
+func NewProxyOn(network, address, targetNetwork, target string) (*Proxy, error) {
+	return listenProxy(network, address, targetNetwork, target, func(p *Proxy, c, s net.Conn) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -48,10 +53,15 @@ func NewProxy(target string) (*Proxy, error) {
 	})
 }
 
-// newProxy starts a proxy to target whose connections serve handles: c the
-// client's, s the server's. Both are closed when serve returns.
+// newProxy starts a proxy on loopback to the TCP address target whose
+// connections serve handles: c the client's, s the server's. Both are
+// closed when serve returns.
 func newProxy(target string, serve func(p *Proxy, c, s net.Conn)) (*Proxy, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	return listenProxy("tcp", "127.0.0.1:0", "tcp", target, serve)
+}
+
+func listenProxy(network, address, targetNetwork, target string, serve func(p *Proxy, c, s net.Conn)) (*Proxy, error) {
+	l, err := net.Listen(network, address)
 	if err != nil {
 		return nil, err
 	}
@@ -68,7 +78,7 @@ func newProxy(target string, serve func(p *Proxy, c, s net.Conn)) (*Proxy, error
 			p.wg.Add(1)
 			go func() {
 				defer p.wg.Done()
-				s, err := net.Dial("tcp", target)
+				s, err := net.Dial(targetNetwork, target)
 				if err != nil {
 					c.Close()
 					return
